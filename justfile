@@ -1,0 +1,34 @@
+# backout task runner. `just test` is the whole test suite and installs what it needs.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+default: demo
+
+# The embedded demo: simulated cluster and workload, a bad canary caught and rolled back.
+demo *ARGS:
+    cargo run --quiet -- demo {{ARGS}}
+
+# Install test dependencies (Debian's prometheus, kubectl check) when missing.
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+        SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus
+    fi
+    command -v kubectl >/dev/null || echo "note: kubectl not found; the kubectl faithfulness tests will be skipped"
+
+# The whole test suite (unit, property, simulator, kubectl and real-Prometheus end-to-end tests).
+test: deps
+    cargo test --all-targets
+    cargo test --doc
+
+# Formatting and lints, as CI enforces them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Benchmarks: engine throughput, action plan latency, decision quality.
+bench:
+    cargo bench

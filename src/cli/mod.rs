@@ -1,0 +1,1 @@
+//! Subcommands. Each file holds one command's `Args` and `run`; they belong to the binary crate.

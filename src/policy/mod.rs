@@ -1,0 +1,5 @@
+//! Policy files: the TOML an SRE writes, loaded, defaulted and validated.
+
+pub mod model;
+
+pub use model::*;

@@ -1,0 +1,222 @@
+//! The policy data model: what an SRE writes in `config/policies/*.toml`.
+//!
+//! These types are the contract between the loader (which fills defaults and validates), the
+//! decision engine (which reads levels and durations) and the shell (which renders queries and
+//! knows which objects to act on). Unknown keys are rejected so a typo never silently disables a
+//! rule.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One service under canary analysis: where its traffic and Deployments are, and what "bad" means.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Service name, rendered as `{{service}}` in queries.
+    pub service: String,
+    /// Kubernetes namespace of the Deployments and the VirtualService.
+    pub namespace: String,
+    pub deployments: Deployments,
+    pub traffic: Traffic,
+    #[serde(default)]
+    pub analysis: Analysis,
+    /// Extra template variables, rendered as `{{name}}`.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
+    #[serde(rename = "metric", default)]
+    pub metrics: Vec<MetricSpec>,
+    /// File the policy was loaded from; filled by the loader, used in every message.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployments {
+    /// The Deployment serving the stable track (rolled back with undo when it changed badly).
+    pub stable: String,
+    /// The Deployment serving the canary track (scaled to zero on rollback).
+    pub canary: String,
+}
+
+/// Istio routing: which route of which VirtualService splits traffic between the tracks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    pub virtual_service: String,
+    /// Name of the `spec.http[]` route that carries the split.
+    pub route: String,
+    pub stable: Destination,
+    pub canary: Destination,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+}
+
+/// Timing of the analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Analysis {
+    /// How often the service is evaluated.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// After a canary starts, breaches are recorded but cannot escalate to rollback until warm-up
+    /// is over (start-up spikes are not regressions).
+    #[serde(with = "humantime_serde")]
+    pub warmup: Duration,
+    /// After promotion, the stable is watched this long; a breach then rolls the stable back.
+    #[serde(with = "humantime_serde")]
+    pub bake: Duration,
+    /// How long missing data may hold a decision before the verdict escalates to "stuck".
+    #[serde(with = "humantime_serde")]
+    pub no_data_deadline: Duration,
+    /// Query giving requests per second for a track, used for `min_traffic` floors. Template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_query: Option<String>,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            warmup: Duration::from_secs(60),
+            bake: Duration::from_secs(15 * 60),
+            no_data_deadline: Duration::from_secs(10 * 60),
+            traffic_query: None,
+        }
+    }
+}
+
+/// One metric rule: a query per track, levels, and how long a breach must last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    pub name: String,
+    /// Name of a shared template (from `templates.toml`) to take defaults and the query from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// PromQL template; `{{service}}`, `{{namespace}}`, `{{track}}`, `{{window}}`,
+    /// `{{deployment}}` and `vars` are substituted. Required unless the template gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Range rendered as `{{window}}` (the PromQL rate window).
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// Statistic over the samples the engine has seen (default `last`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat: Option<Stat>,
+    /// Engine-side window for `stat` (default: one interval, i.e. the last sample).
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub stat_window: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<Level>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<Level>,
+    /// A level must hold at every evaluation for this long before it fires (Prometheus `for:`).
+    #[serde(rename = "for", default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<Duration>,
+    /// A fired level must be clear this long before it resolves (Prometheus `keep_firing_for:`).
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub clear_for: Option<Duration>,
+    /// Compare the canary with the stable instead of judging the canary's absolute value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Compare>,
+    /// Minimum requests per second on the canary (from `analysis.traffic_query`) for a verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_traffic: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<NoData>,
+}
+
+/// A threshold: exactly one of `above` / `below`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Level {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+}
+
+impl Level {
+    pub fn above(v: f64) -> Self {
+        Self { above: Some(v), below: None }
+    }
+    pub fn below(v: f64) -> Self {
+        Self { above: None, below: Some(v) }
+    }
+    /// Whether `x` breaches this level.
+    pub fn breached_by(&self, x: f64) -> bool {
+        self.above.is_some_and(|a| x > a) || self.below.is_some_and(|b| x < b)
+    }
+}
+
+/// How a canary value is set against the stable value before levels apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compare {
+    /// canary / stable (levels like `above = 2.0` mean "twice the baseline").
+    Ratio,
+    /// canary - stable.
+    Difference,
+}
+
+/// Statistic over the engine-side window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stat {
+    Last,
+    Mean,
+    Min,
+    Max,
+    Median,
+    P90,
+    P95,
+    P99,
+}
+
+/// What missing data means for this metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoData {
+    /// Inconclusive: neither promote nor roll back (default).
+    #[default]
+    Hold,
+    /// Treat as a critical breach (for metrics that must always exist, e.g. a heartbeat).
+    Fail,
+    /// Drop the metric from the verdict while it has no data.
+    Ignore,
+}
+
+/// A shared metric template (`templates.toml` in a policy directory): metric fields minus the name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    pub query: String,
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat: Option<Stat>,
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub stat_window: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<Level>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<Level>,
+    #[serde(rename = "for", default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<Duration>,
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub clear_for: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Compare>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_traffic: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<NoData>,
+}
