@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "backout", version, about = "Metrics-driven automatic canary rollback for Kubernetes")]
+#[command(
+    name = "backout",
+    version,
+    about = "Metrics-driven automatic canary rollback for Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,16 +23,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
             return ExitCode::from(2);
         }
     };
-    let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
-        match cli.command {}
-    });
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async move { match cli.command {} });
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -106,23 +106,40 @@ pub struct MetricSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// Range rendered as `{{window}}` (the PromQL rate window).
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub window: Option<Duration>,
     /// Statistic over the samples the engine has seen (default `last`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<Stat>,
     /// Engine-side window for `stat` (default: one interval, i.e. the last sample).
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stat_window: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<Level>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critical: Option<Level>,
     /// A level must hold at every evaluation for this long before it fires (Prometheus `for:`).
-    #[serde(rename = "for", default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "for",
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub for_: Option<Duration>,
     /// A fired level must be clear this long before it resolves (Prometheus `keep_firing_for:`).
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub clear_for: Option<Duration>,
     /// Compare the canary with the stable instead of judging the canary's absolute value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,10 +163,16 @@ pub struct Level {
 
 impl Level {
     pub fn above(v: f64) -> Self {
-        Self { above: Some(v), below: None }
+        Self {
+            above: Some(v),
+            below: None,
+        }
     }
     pub fn below(v: f64) -> Self {
-        Self { above: None, below: Some(v) }
+        Self {
+            above: None,
+            below: Some(v),
+        }
     }
     /// Whether `x` breaches this level.
     pub fn breached_by(&self, x: f64) -> bool {
@@ -199,19 +222,36 @@ pub enum NoData {
 #[serde(deny_unknown_fields)]
 pub struct Template {
     pub query: String,
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub window: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<Stat>,
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stat_window: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<Level>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critical: Option<Level>,
-    #[serde(rename = "for", default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "for",
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub for_: Option<Duration>,
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub clear_for: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<Compare>,

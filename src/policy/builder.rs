@@ -1,0 +1,128 @@
+//! Builders for policies in tests, examples and the demo (controller-rs style fixtures).
+//!
+//! They live in the library (not behind `cfg(test)`) so integration tests, benches and the demo can
+//! build policies without writing TOML.
+
+use super::model::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+impl Policy {
+    /// A minimal valid policy for service `web` in namespace `default`, with no metrics.
+    pub fn test() -> Self {
+        Policy {
+            service: "web".into(),
+            namespace: "default".into(),
+            deployments: Deployments {
+                stable: "web".into(),
+                canary: "web-canary".into(),
+            },
+            traffic: Traffic {
+                virtual_service: "web".into(),
+                route: "primary".into(),
+                stable: Destination {
+                    host: "web".into(),
+                    subset: Some("stable".into()),
+                },
+                canary: Destination {
+                    host: "web".into(),
+                    subset: Some("canary".into()),
+                },
+            },
+            analysis: Analysis::default(),
+            vars: Default::default(),
+            metrics: Vec::new(),
+            source: PathBuf::from("test.toml"),
+        }
+    }
+
+    pub fn with_service(mut self, service: &str, namespace: &str) -> Self {
+        self.service = service.into();
+        self.namespace = namespace.into();
+        self
+    }
+
+    pub fn with_metric(mut self, metric: MetricSpec) -> Self {
+        self.metrics.push(metric);
+        self
+    }
+
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.analysis.interval = interval;
+        self
+    }
+
+    pub fn with_warmup(mut self, warmup: Duration) -> Self {
+        self.analysis.warmup = warmup;
+        self
+    }
+}
+
+impl MetricSpec {
+    /// A metric with a query and nothing else set: every other field takes its default.
+    pub fn test(name: &str) -> Self {
+        MetricSpec {
+            name: name.into(),
+            template: None,
+            query: Some(format!(
+                "{name}{{service=\"{{{{service}}}}\",track=\"{{{{track}}}}\"}}"
+            )),
+            window: None,
+            stat: None,
+            stat_window: None,
+            warning: None,
+            critical: None,
+            for_: None,
+            clear_for: None,
+            compare: None,
+            min_traffic: None,
+            no_data: None,
+        }
+    }
+
+    pub fn warning(mut self, level: Level) -> Self {
+        self.warning = Some(level);
+        self
+    }
+
+    pub fn critical(mut self, level: Level) -> Self {
+        self.critical = Some(level);
+        self
+    }
+
+    pub fn for_(mut self, d: Duration) -> Self {
+        self.for_ = Some(d);
+        self
+    }
+
+    pub fn clear_for(mut self, d: Duration) -> Self {
+        self.clear_for = Some(d);
+        self
+    }
+
+    pub fn compare(mut self, c: Compare) -> Self {
+        self.compare = Some(c);
+        self
+    }
+
+    pub fn min_traffic(mut self, rps: f64) -> Self {
+        self.min_traffic = Some(rps);
+        self
+    }
+
+    pub fn no_data(mut self, n: NoData) -> Self {
+        self.no_data = Some(n);
+        self
+    }
+
+    pub fn stat(mut self, s: Stat, over: Duration) -> Self {
+        self.stat = Some(s);
+        self.stat_window = Some(over);
+        self
+    }
+
+    pub fn query(mut self, q: &str) -> Self {
+        self.query = Some(q.into());
+        self
+    }
+}
