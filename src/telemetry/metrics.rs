@@ -1,0 +1,237 @@
+//! backout's own metrics, exposed on `/metrics` in the Prometheus text format.
+//!
+//! Flagger and Argo Rollouts expose little more than a phase; on-call engineers asked for the query
+//! results and thresholds behind a decision (flagger#1815, #1304). So every metric value the engine
+//! judged, its level and every action step's latency are exported here.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricLabels {
+    pub service: String,
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrackLabels {
+    pub service: String,
+    pub metric: String,
+    pub track: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RollbackLabels {
+    pub service: String,
+    pub reason: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: Outcome,
+}
+
+/// Outcome label values, kept to a closed set so dashboards can rely on them.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    success,
+    failure,
+    dry_run,
+}
+
+/// Numeric codes of verdict states for the `backout_service_state` gauge (documented in
+/// docs/telemetry.md; stable across releases so alerts can use them).
+pub mod state_code {
+    pub const HEALTHY: i64 = 0;
+    pub const WARNING: i64 = 1;
+    pub const CRITICAL: i64 = 2;
+    pub const INCONCLUSIVE: i64 = 3;
+    pub const ROLLED_BACK: i64 = 4;
+}
+
+/// All of backout's own series. Cheap to clone (every family is an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub service_state: Family<ServiceLabels, Gauge>,
+    pub metric_value: Family<TrackLabels, Gauge<f64, AtomicU64>>,
+    pub metric_level: Family<MetricLabels, Gauge>,
+    pub evaluations: Family<ServiceLabels, Counter>,
+    pub query_duration: Histogram,
+    pub query_errors: Family<ReasonLabels, Counter>,
+    pub queries: Counter,
+    pub rollbacks: Family<RollbackLabels, Counter>,
+    pub step_duration: Family<StepLabels, Histogram>,
+    pub detection_to_mitigation: Histogram,
+    pub policy_reloads: Family<ResultLabels, Counter>,
+    pub policies_loaded: Gauge,
+}
+
+fn step_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("backout");
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            service_state: Family::default(),
+            metric_value: Family::default(),
+            metric_level: Family::default(),
+            evaluations: Family::default(),
+            query_duration: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            query_errors: Family::default(),
+            queries: Counter::default(),
+            rollbacks: Family::default(),
+            step_duration: Family::new_with_constructor(step_histogram),
+            detection_to_mitigation: Histogram::new([
+                1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
+            policy_reloads: Family::default(),
+            policies_loaded: Gauge::default(),
+        };
+        registry.register(
+            "service_state",
+            "Verdict per service: 0 healthy, 1 warning, 2 critical, 3 inconclusive, 4 rolled back",
+            m.service_state.clone(),
+        );
+        registry.register(
+            "metric_value",
+            "Last value the engine judged per metric and track (canary, stable, or compared)",
+            m.metric_value.clone(),
+        );
+        registry.register(
+            "metric_level",
+            "Level per metric: 0 ok, 1 warning, 2 critical, 3 inconclusive",
+            m.metric_level.clone(),
+        );
+        registry.register(
+            "evaluations",
+            "Service evaluations performed",
+            m.evaluations.clone(),
+        );
+        registry.register(
+            "query_duration_seconds",
+            "Prometheus query latency",
+            m.query_duration.clone(),
+        );
+        registry.register(
+            "query_errors",
+            "Prometheus query failures by reason",
+            m.query_errors.clone(),
+        );
+        registry.register("queries", "Prometheus queries sent", m.queries.clone());
+        registry.register(
+            "rollbacks",
+            "Rollbacks by service, reason and outcome",
+            m.rollbacks.clone(),
+        );
+        registry.register(
+            "action_step_duration_seconds",
+            "Latency of each rollback action step",
+            m.step_duration.clone(),
+        );
+        registry.register(
+            "detection_to_mitigation_seconds",
+            "From the first breaching sample to traffic fully on stable and the canary at zero",
+            m.detection_to_mitigation.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Policy (re)load attempts by result",
+            m.policy_reloads.clone(),
+        );
+        registry.register(
+            "policies_loaded",
+            "Number of service policies currently active",
+            m.policies_loaded.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// The text exposition, as served on `/metrics`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an error here would be a bug in the encoder.
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_series_with_prefix_and_labels() {
+        let m = Metrics::new();
+        m.service_state
+            .get_or_create(&ServiceLabels {
+                service: "web".into(),
+            })
+            .set(state_code::CRITICAL);
+        m.rollbacks
+            .get_or_create(&RollbackLabels {
+                service: "web".into(),
+                reason: "error_rate".into(),
+                outcome: Outcome::success,
+            })
+            .inc();
+        m.query_duration.observe(0.02);
+        let text = m.encode();
+        assert!(
+            text.contains("backout_service_state{service=\"web\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "backout_rollbacks_total{service=\"web\",reason=\"error_rate\",outcome=\"success\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("backout_query_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
