@@ -3,7 +3,9 @@
 //! Data flows one way: sources -> windows -> rules -> verdict -> action plan -> actuator -> audit.
 //! The decision engine (`decision`) is pure; everything that touches the network sits at the edges.
 
+pub mod audit;
 pub mod clock;
+pub mod notify;
 pub mod policy;
 pub mod sample;
 pub mod telemetry;
