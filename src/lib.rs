@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod lifecycle;
 pub mod notify;
 pub mod policy;
 pub mod sample;
