@@ -41,18 +41,24 @@ impl std::fmt::Display for CanaryId {
     }
 }
 
+impl Release {
+    /// The canary under analysis or rolled back, if any.
+    pub fn canary_id(&self) -> Option<&CanaryId> {
+        match self {
+            Release::Canary { id, .. } | Release::RolledBack { id } => Some(id),
+            _ => None,
+        }
+    }
+}
+
 /// Which analysis applies now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
-pub enum Stage {
+pub enum Release {
     /// No canary running and no bake window open: nothing to judge.
     Idle,
-    /// A canary is receiving traffic; `warm` is false during warm-up.
-    Canary {
-        id: CanaryId,
-        since: Millis,
-        warm: bool,
-    },
+    /// A canary is receiving traffic since `since` (the engine applies the warm-up from there).
+    Canary { id: CanaryId, since: Millis },
     /// The stable changed (a promotion or a direct rollout); it is judged until `until`.
     Bake {
         stable_revision: u64,
@@ -88,37 +94,31 @@ pub enum ReleaseEvent {
 /// The lifecycle of one service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lifecycle {
-    stage: Stage,
+    stage: Release,
     last_stable_revision: Option<u64>,
-    warmup_ms: i64,
     bake_ms: i64,
 }
 
 impl Lifecycle {
-    pub fn new(warmup: std::time::Duration, bake: std::time::Duration) -> Self {
+    pub fn new(bake: std::time::Duration) -> Self {
         Self {
-            stage: Stage::Idle,
+            stage: Release::Idle,
             last_stable_revision: None,
-            warmup_ms: warmup.as_millis() as i64,
             bake_ms: bake.as_millis() as i64,
         }
     }
 
-    pub fn stage(&self) -> &Stage {
+    pub fn stage(&self) -> &Release {
         &self.stage
     }
 
     /// Marks the current canary as rolled back (sticky until a new canary revision).
     pub fn rolled_back(&mut self, id: CanaryId) {
-        self.stage = Stage::RolledBack { id };
+        self.stage = Release::RolledBack { id };
     }
 
-    fn start_canary(&self, id: CanaryId, now: Millis) -> Stage {
-        Stage::Canary {
-            id,
-            since: now,
-            warm: self.warmup_ms == 0,
-        }
+    fn start_canary(&self, id: CanaryId, now: Millis) -> Release {
+        Release::Canary { id, since: now }
     }
 
     /// Feeds the current view of both Deployments. Returns the events since the last call.
@@ -150,7 +150,7 @@ impl Lifecycle {
                         image: stable.image.clone(),
                     });
                     if stable.last_known_good != Some(rev) {
-                        self.stage = Stage::Bake {
+                        self.stage = Release::Bake {
                             stable_revision: rev,
                             since: now,
                             until: now + self.bake_ms,
@@ -173,26 +173,26 @@ impl Lifecycle {
             })
         });
 
-        let stage = std::mem::replace(&mut self.stage, Stage::Idle);
+        let stage = std::mem::replace(&mut self.stage, Release::Idle);
         self.stage = match (stage, running_canary) {
-            (Stage::RolledBack { id }, Some((cid, image))) if id != cid => {
+            (Release::RolledBack { id }, Some((cid, image))) if id != cid => {
                 events.push(ReleaseEvent::CanaryStarted {
                     id: cid.clone(),
                     image,
                 });
                 self.start_canary(cid, now)
             }
-            (rolled_back @ Stage::RolledBack { .. }, _) => rolled_back,
-            (Stage::Canary { id, since, .. }, Some((cid, _))) if id == cid => Stage::Canary {
-                id,
-                since,
-                warm: now - since >= self.warmup_ms,
-            },
-            (Stage::Canary { id, .. }, None) => {
-                events.push(ReleaseEvent::CanaryStopped { id });
-                Stage::Idle
+            (rolled_back @ Release::RolledBack { .. }, _) => rolled_back,
+            (canary @ Release::Canary { .. }, Some((cid, _)))
+                if canary.canary_id() == Some(&cid) =>
+            {
+                canary
             }
-            (Stage::Canary { id, .. }, Some((cid, image))) => {
+            (Release::Canary { id, .. }, None) => {
+                events.push(ReleaseEvent::CanaryStopped { id });
+                Release::Idle
+            }
+            (Release::Canary { id, .. }, Some((cid, image))) => {
                 events.push(ReleaseEvent::CanaryStopped { id });
                 events.push(ReleaseEvent::CanaryStarted {
                     id: cid.clone(),
@@ -200,7 +200,7 @@ impl Lifecycle {
                 });
                 self.start_canary(cid, now)
             }
-            (Stage::Idle | Stage::Bake { .. }, Some((cid, image))) => {
+            (Release::Idle | Release::Bake { .. }, Some((cid, image))) => {
                 events.push(ReleaseEvent::CanaryStarted {
                     id: cid.clone(),
                     image,
@@ -208,7 +208,7 @@ impl Lifecycle {
                 self.start_canary(cid, now)
             }
             (
-                Stage::Bake {
+                Release::Bake {
                     stable_revision,
                     until,
                     ..
@@ -218,7 +218,7 @@ impl Lifecycle {
                 events.push(ReleaseEvent::StableKnownGood {
                     revision: stable_revision,
                 });
-                Stage::Idle
+                Release::Idle
             }
             (other, None) => other,
         };
