@@ -8,6 +8,9 @@
 use crate::sample::Millis;
 use serde::{Deserialize, Serialize};
 
+mod view;
+pub use view::stable_hash;
+
 /// Annotation on the stable Deployment recording the revision that passed its bake window.
 pub const LAST_KNOWN_GOOD_ANNOTATION: &str = "backout.dev/last-known-good-revision";
 /// Annotation the Deployment controller maintains with the current revision number.
