@@ -253,6 +253,11 @@ pub struct SpanMap {
 }
 
 impl SpanMap {
+    /// Whether `path` is written in the file (rather than defaulted or inherited).
+    pub fn has(&self, path: &str) -> bool {
+        self.lines.contains_key(&normalize_path(path))
+    }
+
     /// Line of `path` (`metric[2].critical.above` or figment's `metric.2.critical.above`), or of
     /// its nearest ancestor that has one, so a defaulted key still points near its table.
     pub fn line_of(&self, path: &str) -> Option<usize> {
