@@ -7,3 +7,4 @@ pub mod clock;
 pub mod diagnostic;
 pub mod policy;
 pub mod sample;
+pub mod settings;

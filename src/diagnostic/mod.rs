@@ -72,36 +72,38 @@ pub fn render(problems: &[Problem]) -> String {
 }
 
 /// Converts a figment extraction error (which names the key and source but not the line) into
-/// problems, recovering lines from `spans` when the error came from that file.
+/// problems, recovering lines from `spans` when the error came from that file, and naming the
+/// environment variable (`{env_prefix}A__B`) when it came from the environment.
 pub fn from_figment(
     err: figment::Error,
     default_file: &Path,
     spans: Option<&spans::SpanMap>,
+    env_prefix: &str,
 ) -> Vec<Problem> {
     err.into_iter()
         .map(|e| {
-            let key = e.path.join(".");
-            let (file, from_env) = match &e.metadata {
-                Some(md) => match &md.source {
-                    Some(figment::Source::File(p)) => (p.clone(), false),
-                    Some(other) => (PathBuf::from(other.to_string()), true),
-                    None => (PathBuf::from(md.name.to_string()), true),
-                },
-                None => (default_file.to_path_buf(), false),
+            let key = spans::normalize_path(&e.path.join("."));
+            let file = match e.metadata.as_ref().and_then(|md| md.source.as_ref()) {
+                Some(figment::Source::File(p)) => Some(p.clone()),
+                Some(_) => None,
+                None if e.metadata.is_none() => Some(default_file.to_path_buf()),
+                None => None,
             };
-            let line = if from_env {
-                None
-            } else {
-                spans.and_then(|s| s.line_of(&key))
-            };
-            let hint = if from_env {
-                "check the BACKOUT_* environment variable for this key".to_string()
-            } else {
-                "see docs/policy.md for the allowed keys and value types".to_string()
-            };
-            Problem::new(&file, key, e.kind.to_string())
-                .at(line)
-                .hint(hint)
+            match file {
+                Some(file) => Problem::new(&file, key.clone(), e.kind.to_string())
+                    .at(spans.and_then(|s| s.line_of(&key)))
+                    .hint("see docs/policy.md for the allowed keys and value types"),
+                None => {
+                    let var = env_var(env_prefix, &e.path);
+                    Problem::new(Path::new("environment"), key, e.kind.to_string())
+                        .hint(format!("fix or unset the environment variable {var}"))
+                }
+            }
         })
         .collect()
+}
+
+/// The environment variable that sets `path` (`BACKOUT_` + `PROMETHEUS__URL`).
+pub fn env_var(prefix: &str, path: &[String]) -> String {
+    format!("{prefix}{}", path.join("__").to_uppercase())
 }

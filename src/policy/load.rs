@@ -149,7 +149,7 @@ fn extract<T: for<'de> Deserialize<'de>>(
     match Figment::from(Toml::file_exact(path)).extract::<T>() {
         Ok(v) => Some(v),
         Err(e) => {
-            problems.extend(from_figment(e, path, Some(spans)));
+            problems.extend(from_figment(e, path, Some(spans), ""));
             None
         }
     }
