@@ -355,6 +355,8 @@ fn locate(figment: &Figment, file: &Path, spans: Option<&SpanMap>, key: &str) ->
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large; not our type to shrink.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

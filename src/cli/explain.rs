@@ -34,7 +34,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             p.namespace,
             p.source.display()
         )?;
-        out.push_str(&toml::to_string_pretty(p).context("rendering the policy as TOML")?);
+        // Templates are already applied: print the metrics self-contained (so the output is a
+        // policy that loads on its own) and say where each came from.
+        let mut effective = p.clone();
+        for m in &mut effective.metrics {
+            if let Some(t) = m.template.take() {
+                writeln!(out, "# metric `{}` is based on template `{t}`", m.name)?;
+            }
+        }
+        out.push_str(&toml::to_string_pretty(&effective).context("rendering the policy as TOML")?);
         writeln!(
             out,
             "\n# Rendered queries (what the daemon sends to Prometheus)"
