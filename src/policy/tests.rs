@@ -306,3 +306,73 @@ fn bad_templates_file_is_reported_with_its_line() {
     assert!(p.file.ends_with("templates.toml"));
     assert_eq!(p.line, Some(3));
 }
+
+/// Keeps the structural schema (schema.rs) in step with the serde model: a file using every key
+/// must pass both, and every key must reach the typed policy.
+#[test]
+fn a_file_using_every_key_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "templates.toml",
+        r#"[templates.full]
+query = "q{{window}}"
+window = "2m"
+stat = "p95"
+stat_window = "1m"
+warning = { above = 1 }
+critical = { above = 2 }
+for = "30s"
+clear_for = "30s"
+compare = "ratio"
+min_traffic = 0.5
+no_data = "fail"
+"#,
+    );
+    let text = format!(
+        r#"{HEAD}
+[analysis]
+interval = "10s"
+warmup = "1m"
+bake = "10m"
+no_data_deadline = "5m"
+traffic_query = "rps{{{{track}}}}"
+
+[vars]
+job = "api"
+
+[[metric]]
+name = "from_template"
+template = "full"
+
+[[metric]]
+name = "own"
+query = "x{{{{job}}}}"
+window = "5m"
+stat = "mean"
+stat_window = "2m"
+warning = {{ below = 0.9 }}
+critical = {{ below = 0.5 }}
+for = "1m"
+clear_for = "2m"
+compare = "difference"
+min_traffic = 2
+no_data = "ignore"
+"#
+    );
+    write(dir.path(), "svc.toml", &text);
+    let policies = load_path(dir.path()).unwrap();
+    let p = &policies[0];
+    assert_eq!(p.vars["job"], "api");
+    assert_eq!(p.analysis.no_data_deadline, Duration::from_secs(300));
+    let t = &p.metrics[0];
+    assert_eq!(
+        (t.stat, t.compare, t.no_data),
+        (Some(Stat::P95), Some(Compare::Ratio), Some(NoData::Fail))
+    );
+    assert_eq!(t.stat_window, Some(Duration::from_secs(60)));
+    let m = &p.metrics[1];
+    assert_eq!(m.min_traffic, Some(2.0));
+    assert_eq!(m.clear_for, Some(Duration::from_secs(120)));
+    assert_eq!(render_query(p, m, Track::Canary), "xapi");
+}
