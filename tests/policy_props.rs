@@ -139,6 +139,85 @@ fn document() -> impl Strategy<Value = String> {
         })
 }
 
+/// One `key = value` line for a metric field, with values mostly of the right type so that
+/// documents reach the semantic checks.
+fn metric_field() -> impl Strategy<Value = String> {
+    let dur = || {
+        proptest::sample::select(
+            &[
+                "\"0s\"", "\"5s\"", "\"10s\"", "\"1m\"", "\"10m\"", "\"soon\"", "3",
+            ][..],
+        )
+    };
+    let num = || proptest::sample::select(&["-1", "0", "0.5", "1", "2.5", "1e300", "nan"][..]);
+    let level = (proptest::option::of(num()), proptest::option::of(num())).prop_map(|(a, b)| {
+        let mut parts = Vec::new();
+        if let Some(a) = a {
+            parts.push(format!("above = {a}"));
+        }
+        if let Some(b) = b {
+            parts.push(format!("below = {b}"));
+        }
+        format!("{{ {} }}", parts.join(", "))
+    });
+    prop_oneof![
+        proptest::sample::select(STRINGS).prop_map(|q| format!("query = {q:?}")),
+        proptest::sample::select(&["latency", "missing"][..])
+            .prop_map(|t| format!("template = {t:?}")),
+        (
+            proptest::sample::select(&["window", "stat_window", "for", "clear_for"][..]),
+            dur()
+        )
+            .prop_map(|(k, d)| format!("{k} = {d}")),
+        proptest::sample::select(&["\"last\"", "\"p99\"", "\"avg\""][..])
+            .prop_map(|s| format!("stat = {s}")),
+        (
+            proptest::sample::select(&["warning", "critical"][..]),
+            level
+        )
+            .prop_map(|(k, l)| format!("{k} = {l}")),
+        proptest::sample::select(&["\"ratio\"", "\"difference\""][..])
+            .prop_map(|c| format!("compare = {c}")),
+        num().prop_map(|n| format!("min_traffic = {n}")),
+        proptest::sample::select(&["\"hold\"", "\"fail\"", "\"ignore\""][..])
+            .prop_map(|n| format!("no_data = {n}")),
+    ]
+}
+
+/// A policy that is structurally close to valid: the required head, an analysis table and
+/// metrics whose fields are drawn from the real vocabulary.
+fn near_valid_policy() -> impl Strategy<Value = (String, String)> {
+    let metric = (
+        proptest::sample::select(&["a", "b", "a", ""][..]),
+        proptest::collection::btree_map(0usize..8, metric_field(), 0..6),
+    )
+        .prop_map(|(name, fields)| {
+            let body: String = fields.into_values().map(|f| f + "\n").collect();
+            format!("[[metric]]\nname = {name:?}\n{body}")
+        });
+    (
+        proptest::collection::vec(metric, 0..4),
+        proptest::collection::btree_map(0usize..8, metric_field(), 0..5),
+        proptest::option::of(proptest::sample::select(STRINGS)),
+        proptest::sample::select(&["\"0s\"", "\"10s\"", "\"1m\""][..]),
+    )
+        .prop_map(|(metrics, template, traffic, interval)| {
+            let mut doc = format!("{HEAD}[analysis]\ninterval = {interval}\n");
+            if let Some(t) = traffic {
+                doc.push_str(&format!("traffic_query = {t:?}\n"));
+            }
+            for m in metrics {
+                doc.push_str(&m);
+            }
+            let fields: String = template
+                .into_values()
+                .filter(|f| !f.starts_with("template"))
+                .map(|f| f + "\n")
+                .collect();
+            (doc, format!("[templates.latency]\n{fields}"))
+        })
+}
+
 /// Loads the file alone and as part of its directory; exercises everything a caller would do
 /// with a loaded policy. Panics propagate and fail the property.
 fn exercise(dir: &Path, policy: &str, templates: Option<&str>) {
@@ -181,6 +260,12 @@ proptest! {
     fn toml_shaped_text_never_panics(text in "[a-z_\\[\\]{}=\"., \n0-9{}]{0,200}") {
         let dir = tempfile::tempdir().unwrap();
         exercise(dir.path(), &text, Some(&text));
+    }
+
+    #[test]
+    fn near_valid_policies_never_panic((policy, templates) in near_valid_policy()) {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(dir.path(), &policy, Some(&templates));
     }
 
     #[test]
