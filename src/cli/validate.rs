@@ -11,7 +11,8 @@ pub struct Args {
     /// Policy files or directories (a directory's templates.toml holds shared templates).
     #[arg(default_value = "config/policies")]
     pub paths: Vec<PathBuf>,
-    /// Also check this daemon settings file (with BACKOUT_* environment overrides applied).
+    /// Also check this daemon settings file (with BACKOUT_* environment overrides applied);
+    /// its `poll_interval` becomes the interval of policies that set none.
     #[arg(long)]
     pub settings: Option<PathBuf>,
 }
@@ -19,18 +20,25 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
     let mut summary = Vec::new();
-    match policy::load(&args.paths) {
-        Ok(policies) => {
-            let metrics: usize = policies.iter().map(|p| p.metrics.len()).sum();
-            summary.push(format!("{} policies ({metrics} metrics)", policies.len()));
-        }
-        Err(e) => problems.extend(e.problems().iter().cloned()),
-    }
+    let mut opts = policy::LoadOptions::default();
     if let Some(path) = &args.settings {
         match Settings::load(path) {
-            Ok(_) => summary.push(format!("settings {}", path.display())),
+            Ok(settings) => {
+                opts.default_interval = settings.poll_interval;
+                summary.push(format!("settings {}", path.display()));
+            }
             Err(e) => problems.extend(e.problems().iter().cloned()),
         }
+    }
+    match policy::load_with(&args.paths, &opts) {
+        Ok(policies) => {
+            let metrics: usize = policies.iter().map(|p| p.metrics.len()).sum();
+            summary.insert(
+                0,
+                format!("{} policies ({metrics} metrics)", policies.len()),
+            );
+        }
+        Err(e) => problems.extend(e.problems().iter().cloned()),
     }
     if problems.is_empty() {
         println!("ok: {}", summary.join(", "));

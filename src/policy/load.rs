@@ -6,7 +6,7 @@
 //! beside it. Every problem in every file is collected before giving up.
 
 use super::error::PolicyError;
-use super::model::{Policy, Template};
+use super::model::{Analysis, Policy, Template};
 use super::template::{apply, Templates};
 use super::{defaults, schema, validate};
 use crate::diagnostic::schema::{check, Field};
@@ -17,16 +17,37 @@ use figment::Figment;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Name of the shared-template file in a policy directory.
 pub const TEMPLATES_FILE: &str = "templates.toml";
 
+/// Daemon-wide choices that shape how policies load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    /// `analysis.interval` for policies that do not set it (the daemon's `poll_interval`).
+    pub default_interval: Duration,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            default_interval: Analysis::default().interval,
+        }
+    }
+}
+
 /// Loads every policy in `paths` (files or directories), or reports every problem in all of them.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Policy>, PolicyError> {
+    load_with(paths, &LoadOptions::default())
+}
+
+/// `load` with daemon-wide options.
+pub fn load_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<Vec<Policy>, PolicyError> {
     let mut policies = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        load_into(path, &mut policies, &mut problems);
+        load_into(path, opts, &mut policies, &mut problems);
     }
     duplicates(&policies, &mut problems);
     if problems.is_empty() {
@@ -52,7 +73,12 @@ pub fn load_templates(path: &Path) -> Result<Templates, PolicyError> {
     }
 }
 
-fn load_into(path: &Path, policies: &mut Vec<Policy>, problems: &mut Vec<Problem>) {
+fn load_into(
+    path: &Path,
+    opts: &LoadOptions,
+    policies: &mut Vec<Policy>,
+    problems: &mut Vec<Problem>,
+) {
     if path.is_dir() {
         let mut files = match std::fs::read_dir(path) {
             Ok(entries) => entries
@@ -74,7 +100,8 @@ fn load_into(path: &Path, policies: &mut Vec<Policy>, problems: &mut Vec<Problem
         let mut any = false;
         for file in files.iter().filter(|f| !is_templates_file(f)) {
             any = true;
-            if let Some(p) = policy_from(file, &templates, templates_path.is_file(), problems) {
+            if let Some(p) = policy_from(file, opts, &templates, templates_path.is_file(), problems)
+            {
                 policies.push(p);
             }
         }
@@ -95,7 +122,7 @@ fn load_into(path: &Path, policies: &mut Vec<Policy>, problems: &mut Vec<Problem
             Some(t) => templates_from(t, problems),
             None => Templates::new(),
         };
-        if let Some(p) = policy_from(path, &templates, sibling.is_some(), problems) {
+        if let Some(p) = policy_from(path, opts, &templates, sibling.is_some(), problems) {
             policies.push(p);
         }
     }
@@ -172,6 +199,7 @@ fn templates_from(path: &Path, problems: &mut Vec<Problem>) -> Templates {
 
 fn policy_from(
     path: &Path,
+    opts: &LoadOptions,
     templates: &Templates,
     has_templates_file: bool,
     problems: &mut Vec<Problem>,
@@ -179,6 +207,9 @@ fn policy_from(
     let spans = checked(path, schema::POLICY, problems)?;
     let mut policy: Policy = extract(path, &spans, problems)?;
     policy.source = path.to_path_buf();
+    if !spans.has("analysis.interval") {
+        policy.analysis.interval = opts.default_interval;
+    }
     let before = problems.len();
     for (i, metric) in policy.metrics.iter_mut().enumerate() {
         let Some(name) = metric.template.clone() else {

@@ -10,7 +10,7 @@ pub mod template;
 pub mod validate;
 
 pub use error::PolicyError;
-pub use load::{load, load_path, load_templates};
+pub use load::{load, load_path, load_templates, load_with, LoadOptions};
 pub use model::*;
 pub use template::{render_query, render_traffic_query};
 

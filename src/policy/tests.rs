@@ -376,3 +376,23 @@ no_data = "ignore"
     assert_eq!(m.clear_for, Some(Duration::from_secs(120)));
     assert_eq!(render_query(p, m, Track::Canary), "xapi");
 }
+
+#[test]
+fn daemon_poll_interval_applies_only_where_the_policy_sets_none() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.toml", &format!("{HEAD}{METRIC}"));
+    let b = format!("{HEAD}[analysis]\ninterval = \"5s\"\n{METRIC}")
+        .replace("checkout\"\nnamespace", "other\"\nnamespace");
+    write(dir.path(), "b.toml", &b);
+    let opts = LoadOptions {
+        default_interval: Duration::from_secs(30),
+    };
+    let policies = load_with(&[dir.path().to_path_buf()], &opts).unwrap();
+    assert_eq!(policies[0].analysis.interval, Duration::from_secs(30));
+    assert_eq!(policies[1].analysis.interval, Duration::from_secs(5));
+    // defaults derived from the interval follow it
+    assert_eq!(
+        policies[0].metrics[0].stat_window,
+        Some(Duration::from_secs(30))
+    );
+}
