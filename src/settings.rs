@@ -18,6 +18,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod env;
+pub use env::check_env;
+
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "BACKOUT_";
 
@@ -223,6 +226,7 @@ impl Settings {
                 }
             },
         };
+        problems.extend(check_env(std::env::vars()));
         if !problems.is_empty() {
             return Err(SettingsError::Invalid { problems });
         }
@@ -357,115 +361,4 @@ fn locate(figment: &Figment, file: &Path, spans: Option<&SpanMap>, key: &str) ->
 #[cfg(test)]
 // figment::Jail's closures return figment::Error, which is large; not our type to shrink.
 #[allow(clippy::result_large_err)]
-mod tests {
-    use super::*;
-    use figment::Jail;
-
-    fn problems(jail: &Jail) -> Vec<Problem> {
-        let path = jail.directory().join("backout.toml");
-        Settings::load(&path).unwrap_err().problems().to_vec()
-    }
-
-    #[test]
-    fn defaults_then_file_then_environment() {
-        Jail::expect_with(|jail| {
-            jail.create_file(
-                "backout.toml",
-                "dry_run = false\n[prometheus]\nurl = \"http://prom:9090\"\nrate_limit = 5\n",
-            )?;
-            jail.set_env("BACKOUT_DRY_RUN", "true");
-            jail.set_env("BACKOUT_PROMETHEUS__HTTP_TIMEOUT", "30s");
-            let s = Settings::load(&jail.directory().join("backout.toml")).unwrap();
-            assert!(s.dry_run, "env beats file");
-            assert_eq!(s.prometheus.url, "http://prom:9090");
-            assert_eq!(s.prometheus.rate_limit, 5.0);
-            assert_eq!(s.prometheus.http_timeout, Duration::from_secs(30));
-            assert_eq!(
-                s.prometheus.query_timeout,
-                Duration::from_secs(5),
-                "default kept"
-            );
-            assert_eq!(s.log.format, LogFormat::Json);
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn file_mistakes_are_all_listed_with_lines() {
-        Jail::expect_with(|jail| {
-            jail.create_file(
-                "backout.toml",
-                "dryrun = true\npoll_interval = \"often\"\n[log]\nformat = \"xml\"\n[admin]\nlisten = \"nowhere\"\n",
-            )?;
-            let p = problems(jail);
-            let at = |k: &str| p.iter().find(|p| p.key == k).map(|p| p.line);
-            assert_eq!(at("dryrun"), Some(Some(1)), "{p:?}");
-            assert_eq!(at("poll_interval"), Some(Some(2)), "{p:?}");
-            assert_eq!(at("log.format"), Some(Some(4)), "{p:?}");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn bad_socket_address_names_key_and_line() {
-        Jail::expect_with(|jail| {
-            jail.create_file("backout.toml", "[admin]\nlisten = \"nowhere\"\n")?;
-            let p = problems(jail);
-            assert_eq!(p[0].key, "admin.listen");
-            assert_eq!(p[0].line, Some(2));
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn semantic_problems_name_the_environment_variable() {
-        Jail::expect_with(|jail| {
-            jail.create_file(
-                "backout.toml",
-                "[prometheus]\nbasic_auth_user = \"bob\"\nquery_timeout = \"20s\"\n",
-            )?;
-            jail.set_env("BACKOUT_PROMETHEUS__URL", "ftp://x");
-            let p = problems(jail);
-            let url = p
-                .iter()
-                .find(|p| p.key.starts_with("prometheus.url"))
-                .unwrap();
-            assert!(url.key.contains("BACKOUT_PROMETHEUS__URL"), "{url}");
-            let user = p
-                .iter()
-                .find(|p| p.key == "prometheus.basic_auth_user")
-                .unwrap();
-            assert_eq!(user.line, Some(2));
-            let qt = p
-                .iter()
-                .find(|p| p.key == "prometheus.query_timeout")
-                .unwrap();
-            assert_eq!(qt.line, Some(3));
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn bad_environment_value_names_the_variable() {
-        Jail::expect_with(|jail| {
-            jail.create_file("backout.toml", "")?;
-            jail.set_env("BACKOUT_PROMETHEUS__RATE_LIMIT", "lots");
-            let p = problems(jail);
-            assert!(
-                p[0].hint.contains("BACKOUT_PROMETHEUS__RATE_LIMIT"),
-                "{}",
-                p[0]
-            );
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn missing_file_is_reported() {
-        Jail::expect_with(|jail| {
-            let p = problems(jail);
-            assert!(p[0].message.contains("cannot read"));
-            Ok(())
-        });
-    }
-}
+mod tests;

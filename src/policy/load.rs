@@ -50,6 +50,8 @@ pub fn load_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<Vec<Policy>, P
         load_into(path, opts, &mut policies, &mut problems);
     }
     duplicates(&policies, &mut problems);
+    // Read top to bottom, file by file (stable: same-line problems keep rule order).
+    problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     if problems.is_empty() {
         Ok(policies)
     } else {
