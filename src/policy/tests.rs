@@ -396,3 +396,19 @@ fn daemon_poll_interval_applies_only_where_the_policy_sets_none() {
         Some(Duration::from_secs(30))
     );
 }
+
+#[test]
+fn inherited_level_problems_name_the_template() {
+    let p = problems_with(
+        &format!(
+            "{HEAD}\n[[metric]]\nname = \"lat\"\ntemplate = \"latency\"\ncritical.above = 1\n"
+        ),
+        Some("[templates.latency]\nquery = \"x\"\nwarning.above = 3\n"),
+    );
+    let p = find(&p, "metric[0].warning.above");
+    assert!(
+        p.message.contains("looser") && p.message.contains("template `latency`"),
+        "{p}"
+    );
+    assert_eq!(p.line, Some(14), "points at the metric using the template");
+}

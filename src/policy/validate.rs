@@ -16,6 +16,7 @@ pub fn validate(policy: &Policy, spans: &SpanMap) -> Vec<Problem> {
         policy,
         spans,
         out: Vec::new(),
+        template: None,
     };
     v.names();
     v.analysis();
@@ -28,6 +29,8 @@ struct Validator<'a> {
     policy: &'a Policy,
     spans: &'a SpanMap,
     out: Vec<Problem>,
+    /// Template of the metric being checked, to say where an unwritten (inherited) value came from.
+    template: Option<&'a str>,
 }
 
 fn fmt_d(d: Duration) -> String {
@@ -35,7 +38,10 @@ fn fmt_d(d: Duration) -> String {
 }
 
 impl Validator<'_> {
-    fn push(&mut self, key: &str, message: String, hint: impl Into<String>) {
+    fn push(&mut self, key: &str, mut message: String, hint: impl Into<String>) {
+        if let Some(t) = self.template.filter(|_| !self.spans.has(key)) {
+            message.push_str(&format!(" (inherited from template `{t}`)"));
+        }
         let p = Problem::new(&self.policy.source, key, message)
             .at(self.spans.line_of(key))
             .hint(hint);
@@ -93,7 +99,7 @@ impl Validator<'_> {
             );
         }
         if let Some(q) = &a.traffic_query {
-            self.query("analysis.traffic_query", q, None);
+            self.query("analysis.traffic_query", q);
         }
     }
 
@@ -110,18 +116,10 @@ impl Validator<'_> {
         }
     }
 
-    /// Checks a query's placeholders. `template` names where an inherited query came from.
-    fn query(&mut self, key: &str, query: &str, template: Option<&str>) {
-        let origin = match template {
-            Some(t) if !self.spans.has(key) => format!(" (inherited from template `{t}`)"),
-            _ => String::new(),
-        };
+    /// Checks a query's placeholders.
+    fn query(&mut self, key: &str, query: &str) {
         if query.trim().is_empty() {
-            self.push(
-                key,
-                format!("query is empty{origin}"),
-                "write a PromQL query",
-            );
+            self.push(key, "query is empty".to_string(), "write a PromQL query");
             return;
         }
         let known = || {
@@ -138,19 +136,19 @@ impl Validator<'_> {
                     let hint = format!("use one of {} or define it under [vars]", known());
                     self.push(
                         key,
-                        format!("unknown template variable `{{{{{var}}}}}`{origin}"),
+                        format!("unknown template variable `{{{{{var}}}}}`"),
                         hint,
                     );
                 }
             }
             Err(SyntaxError::Unclosed) => self.push(
                 key,
-                format!("`{{{{` without a closing `}}}}`{origin}"),
+                "`{{` without a closing `}}`".to_string(),
                 "close the placeholder: {{name}}",
             ),
             Err(SyntaxError::BadName(n)) => self.push(
                 key,
-                format!("`{{{{{n}}}}}` is not a placeholder name{origin}"),
+                format!("`{{{{{n}}}}}` is not a placeholder name"),
                 "placeholders are names like {{service}} (letters, digits, _)",
             ),
         }
@@ -188,14 +186,16 @@ impl Validator<'_> {
             } else {
                 seen.insert(&m.name, i);
             }
+            self.template = m.template.as_deref();
             self.metric(&at, m);
+            self.template = None;
         }
     }
 
     fn metric(&mut self, at: &str, m: &MetricSpec) {
         let interval = self.policy.analysis.interval;
         match &m.query {
-            Some(q) => self.query(&format!("{at}.query"), q, m.template.as_deref()),
+            Some(q) => self.query(&format!("{at}.query"), q),
             None => self.push(
                 &format!("{at}.query"),
                 format!("metric `{}` has no query", m.name),
