@@ -244,7 +244,7 @@ impl Validator<'_> {
                 self.push(
                     &format!("{at}.min_traffic"),
                     "min_traffic needs analysis.traffic_query to know the traffic".into(),
-                    "add `traffic_query = \"sum(rate(...{track=\\\"{{track}}\\\"}[{{window}}]))\"` under [analysis], or remove min_traffic",
+                    "add `traffic_query = 'sum(rate(requests_total{track=\"{{track}}\"}[{{window}}]))'` under [analysis], or remove min_traffic",
                 );
             }
         }
