@@ -10,3 +10,5 @@ pub mod notify;
 pub mod policy;
 pub mod sample;
 pub mod telemetry;
+pub mod diagnostic;
+pub mod settings;

@@ -19,6 +19,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // One line per subcommand; each lives in src/cli/<name>.rs.
+    /// Check policy files (and optionally daemon settings); list every problem; exit 0/1.
+    Validate(cli::validate::Args),
+    /// Print a policy as the daemon runs it, with the rendered query per metric and track.
+    Explain(cli::explain::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,7 +37,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result: anyhow::Result<ExitCode> = runtime.block_on(async move { match cli.command {} });
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
+        match cli.command {
+            Command::Validate(args) => cli::validate::run(args).await,
+            Command::Explain(args) => cli::explain::run(args).await,
+        }
+    });
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -1,6 +1,18 @@
 //! Policy files: the TOML an SRE writes, loaded, defaulted and validated.
 
 mod builder;
+mod defaults;
+pub mod error;
+pub mod load;
 pub mod model;
+mod schema;
+pub mod template;
+pub mod validate;
 
+pub use error::PolicyError;
+pub use load::{load, load_path, load_templates, load_with, LoadOptions};
 pub use model::*;
+pub use template::{render_query, render_traffic_query};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+//! Reading policy files and directories: parse, check structure, extract with figment, apply
+//! templates, validate, fill defaults. The only part of `policy` that does I/O.
+//!
+//! A directory holds one policy per `*.toml` plus an optional `templates.toml` of shared metric
+//! templates (`[templates.<name>]`). A single file takes its templates from a `templates.toml`
+//! beside it. Every problem in every file is collected before giving up.
+
+use super::error::PolicyError;
+use super::model::{Analysis, Policy, Template};
+use super::template::{apply, Templates};
+use super::{defaults, schema, validate};
+use crate::diagnostic::schema::{check, Field};
+use crate::diagnostic::spans::{self, SpanMap};
+use crate::diagnostic::{from_figment, Problem};
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Name of the shared-template file in a policy directory.
+pub const TEMPLATES_FILE: &str = "templates.toml";
+
+/// Daemon-wide choices that shape how policies load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    /// `analysis.interval` for policies that do not set it (the daemon's `poll_interval`).
+    pub default_interval: Duration,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            default_interval: Analysis::default().interval,
+        }
+    }
+}
+
+/// Loads every policy in `paths` (files or directories), or reports every problem in all of them.
+pub fn load(paths: &[PathBuf]) -> Result<Vec<Policy>, PolicyError> {
+    load_with(paths, &LoadOptions::default())
+}
+
+/// `load` with daemon-wide options.
+pub fn load_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<Vec<Policy>, PolicyError> {
+    let mut policies = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        load_into(path, opts, &mut policies, &mut problems);
+    }
+    duplicates(&policies, &mut problems);
+    // Read top to bottom, file by file (stable: same-line problems keep rule order).
+    problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    if problems.is_empty() {
+        Ok(policies)
+    } else {
+        Err(PolicyError::Invalid { problems })
+    }
+}
+
+/// Loads one file or directory.
+pub fn load_path(path: &Path) -> Result<Vec<Policy>, PolicyError> {
+    load(&[path.to_path_buf()])
+}
+
+/// Loads a `templates.toml`.
+pub fn load_templates(path: &Path) -> Result<Templates, PolicyError> {
+    let mut problems = Vec::new();
+    let t = templates_from(path, &mut problems);
+    if problems.is_empty() {
+        Ok(t)
+    } else {
+        Err(PolicyError::Invalid { problems })
+    }
+}
+
+fn load_into(
+    path: &Path,
+    opts: &LoadOptions,
+    policies: &mut Vec<Policy>,
+    problems: &mut Vec<Problem>,
+) {
+    if path.is_dir() {
+        let mut files = match std::fs::read_dir(path) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                problems.push(unreadable(path, &e));
+                return;
+            }
+        };
+        files.sort();
+        let templates_path = path.join(TEMPLATES_FILE);
+        let templates = if templates_path.is_file() {
+            templates_from(&templates_path, problems)
+        } else {
+            Templates::new()
+        };
+        let mut any = false;
+        for file in files.iter().filter(|f| !is_templates_file(f)) {
+            any = true;
+            if let Some(p) = policy_from(file, opts, &templates, templates_path.is_file(), problems)
+            {
+                policies.push(p);
+            }
+        }
+        if !any {
+            problems.push(
+                Problem::new(path, "", "no policy files (*.toml) in this directory")
+                    .hint("add one <service>.toml per service, or point at the right directory"),
+            );
+        }
+    } else if is_templates_file(path) {
+        templates_from(path, problems);
+    } else {
+        let sibling = path
+            .parent()
+            .map(|d| d.join(TEMPLATES_FILE))
+            .filter(|p| p.is_file());
+        let templates = match &sibling {
+            Some(t) => templates_from(t, problems),
+            None => Templates::new(),
+        };
+        if let Some(p) = policy_from(path, opts, &templates, sibling.is_some(), problems) {
+            policies.push(p);
+        }
+    }
+}
+
+fn is_templates_file(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == TEMPLATES_FILE)
+}
+
+fn unreadable(path: &Path, e: &std::io::Error) -> Problem {
+    Problem::new(path, "", format!("cannot read: {e}"))
+        .hint("check that the path exists and is readable")
+}
+
+/// Reads, parses and structurally checks a file; returns its key lines if it is well-formed.
+fn checked(path: &Path, fields: &[Field], problems: &mut Vec<Problem>) -> Option<SpanMap> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(unreadable(path, &e));
+            return None;
+        }
+    };
+    let doc = match spans::parse(&text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            problems.push(
+                Problem::new(path, "", format!("TOML syntax error: {}", e.message))
+                    .at(e.line)
+                    .hint(
+                        "fix the TOML syntax at this line (strings need quotes, tables [brackets])",
+                    ),
+            );
+            return None;
+        }
+    };
+    let structural = check(path, &text, &doc, fields);
+    if structural.is_empty() {
+        Some(doc.spans)
+    } else {
+        problems.extend(structural);
+        None
+    }
+}
+
+fn extract<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    spans: &SpanMap,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    match Figment::from(Toml::file_exact(path)).extract::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.extend(from_figment(e, path, Some(spans), ""));
+            None
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TemplatesFile {
+    #[serde(default)]
+    templates: BTreeMap<String, Template>,
+}
+
+fn templates_from(path: &Path, problems: &mut Vec<Problem>) -> Templates {
+    let Some(spans) = checked(path, schema::TEMPLATES_FILE, problems) else {
+        return Templates::new();
+    };
+    extract::<TemplatesFile>(path, &spans, problems)
+        .map(|f| f.templates)
+        .unwrap_or_default()
+}
+
+fn policy_from(
+    path: &Path,
+    opts: &LoadOptions,
+    templates: &Templates,
+    has_templates_file: bool,
+    problems: &mut Vec<Problem>,
+) -> Option<Policy> {
+    let spans = checked(path, schema::POLICY, problems)?;
+    let mut policy: Policy = extract(path, &spans, problems)?;
+    policy.source = path.to_path_buf();
+    if !spans.has("analysis.interval") {
+        policy.analysis.interval = opts.default_interval;
+    }
+    let before = problems.len();
+    for (i, metric) in policy.metrics.iter_mut().enumerate() {
+        let Some(name) = metric.template.clone() else {
+            continue;
+        };
+        match templates.get(&name) {
+            Some(t) => apply(metric, t),
+            None => {
+                let key = format!("metric[{i}].template");
+                let hint = if has_templates_file {
+                    let known: Vec<&str> = templates.keys().map(String::as_str).collect();
+                    format!(
+                        "define [templates.{name}] in {TEMPLATES_FILE} (defined: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    )
+                } else {
+                    format!("create {TEMPLATES_FILE} beside this file with [templates.{name}]")
+                };
+                problems.push(
+                    Problem::new(path, &key, format!("undefined template `{name}`"))
+                        .at(spans.line_of(&key))
+                        .hint(hint),
+                );
+            }
+        }
+    }
+    problems.extend(validate::validate(&policy, &spans));
+    if problems.len() > before {
+        return None;
+    }
+    defaults::fill(&mut policy);
+    Some(policy)
+}
+
+/// Two files for the same service would fight over the same Deployments.
+fn duplicates(policies: &[Policy], problems: &mut Vec<Problem>) {
+    let mut seen: BTreeMap<(&str, &str), &Path> = BTreeMap::new();
+    for p in policies {
+        let key = (p.namespace.as_str(), p.service.as_str());
+        match seen.get(&key) {
+            Some(first) => problems.push(
+                Problem::new(
+                    &p.source,
+                    "service",
+                    format!(
+                        "service `{}` in namespace `{}` already has a policy in {}",
+                        p.service,
+                        p.namespace,
+                        first.display()
+                    ),
+                )
+                .hint("keep one policy per service; merge the metrics into one file"),
+            ),
+            None => {
+                seen.insert(key, &p.source);
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The shape of policy and template files, for the structural check that lists every mistake.
+//!
+//! Must stay in step with `model.rs` (a test loads a file using every key to keep them honest).
+
+use crate::diagnostic::schema::{Field, Shape};
+
+const LEVEL: &[Field] = &[
+    Field::opt("above", Shape::Float),
+    Field::opt("below", Shape::Float),
+];
+
+const STATS: &[&str] = &["last", "mean", "min", "max", "median", "p90", "p95", "p99"];
+const COMPARES: &[&str] = &["ratio", "difference"];
+const NO_DATA: &[&str] = &["hold", "fail", "ignore"];
+
+/// Fields shared by a metric and a template.
+macro_rules! metric_fields {
+    ($query:expr $(, $extra:expr)*) => {
+        &[
+            $($extra,)*
+            $query,
+            Field::opt("window", Shape::Duration),
+            Field::opt("stat", Shape::Enum(STATS)),
+            Field::opt("stat_window", Shape::Duration),
+            Field::opt("warning", Shape::Table(LEVEL)),
+            Field::opt("critical", Shape::Table(LEVEL)),
+            Field::opt("for", Shape::Duration),
+            Field::opt("clear_for", Shape::Duration),
+            Field::opt("compare", Shape::Enum(COMPARES)),
+            Field::opt("min_traffic", Shape::Float),
+            Field::opt("no_data", Shape::Enum(NO_DATA)),
+        ]
+    };
+}
+
+const METRIC: &[Field] = metric_fields!(
+    Field::opt("query", Shape::Str),
+    Field::req("name", Shape::Str),
+    Field::opt("template", Shape::Str)
+);
+
+const TEMPLATE: &[Field] = metric_fields!(Field::req("query", Shape::Str));
+
+const DEPLOYMENTS: &[Field] = &[
+    Field::req("stable", Shape::Str),
+    Field::req("canary", Shape::Str),
+];
+
+const DESTINATION: &[Field] = &[
+    Field::req("host", Shape::Str),
+    Field::opt("subset", Shape::Str),
+];
+
+const TRAFFIC: &[Field] = &[
+    Field::req("virtual_service", Shape::Str),
+    Field::req("route", Shape::Str),
+    Field::req("stable", Shape::Table(DESTINATION)),
+    Field::req("canary", Shape::Table(DESTINATION)),
+];
+
+const ANALYSIS: &[Field] = &[
+    Field::opt("interval", Shape::Duration),
+    Field::opt("warmup", Shape::Duration),
+    Field::opt("bake", Shape::Duration),
+    Field::opt("no_data_deadline", Shape::Duration),
+    Field::opt("traffic_query", Shape::Str),
+];
+
+/// A policy file.
+pub const POLICY: &[Field] = &[
+    Field::req("service", Shape::Str),
+    Field::req("namespace", Shape::Str),
+    Field::req("deployments", Shape::Table(DEPLOYMENTS)),
+    Field::req("traffic", Shape::Table(TRAFFIC)),
+    Field::opt("analysis", Shape::Table(ANALYSIS)),
+    Field::opt("vars", Shape::StrMap),
+    Field::opt("metric", Shape::TableArray(METRIC)),
+];
+
+/// `templates.toml`.
+pub const TEMPLATES_FILE: &[Field] = &[Field::opt("templates", Shape::TableMap(TEMPLATE))];

@@ -1,0 +1,364 @@
+//! Daemon settings: `config/backout.toml`, overridden by `BACKOUT_*` environment variables.
+//!
+//! Precedence is defaults < file < environment, so a container image can ship the file and an
+//! operator can still flip one value (`BACKOUT_DRY_RUN=true`) without editing it. Nested keys use
+//! `__` in the variable name: `BACKOUT_PROMETHEUS__URL` sets `[prometheus] url` (a single `_` is
+//! part of a key name, e.g. `BACKOUT_POLICY_DIR` sets `policy_dir`). Every `BACKOUT_*` variable is
+//! read as a setting, so a misspelt one is an error rather than silently ignored.
+//!
+//! Like policies, every problem is reported at once with its file, key, line (or variable) and fix.
+
+use crate::diagnostic::schema::{check, Field, Shape};
+use crate::diagnostic::spans::{self, SpanMap};
+use crate::diagnostic::{env_var, from_figment, render, Problem};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod env;
+pub use env::check_env;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "BACKOUT_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{} problem(s) in daemon settings:\n{}", problems.len(), render(problems))]
+    Invalid { problems: Vec<Problem> },
+}
+
+impl SettingsError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            SettingsError::Invalid { problems } => problems,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub prometheus: Prometheus,
+    /// Evaluation interval for policies that do not set `analysis.interval`.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Directory of policy files (one per service, plus templates.toml).
+    pub policy_dir: PathBuf,
+    /// Decide and log, but never touch Kubernetes: for trying backout on a live cluster safely.
+    pub dry_run: bool,
+    pub admin: Admin,
+    pub kubernetes: Kubernetes,
+    /// Where the append-only audit log of decisions and actions is written.
+    pub audit_dir: PathBuf,
+    pub log: Log,
+    pub reload: Reload,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Prometheus {
+    pub url: String,
+    /// Whole-request HTTP timeout (the client has none by default; a hung Prometheus must not
+    /// stall every service's analysis).
+    #[serde(with = "humantime_serde")]
+    pub http_timeout: Duration,
+    /// Server-side PromQL evaluation timeout; shorter than `http_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// Queries per second sent to Prometheus, across all services.
+    pub rate_limit: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) for a Prometheus behind a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Address of the admin server: /metrics, /healthz, /readyz.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kubernetes {
+    /// Kubeconfig file; unset means in-cluster config, then `$KUBECONFIG` / `~/.kube/config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log pipelines.
+    #[default]
+    Json,
+    /// Human-readable, for terminals.
+    Pretty,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// OTLP/gRPC endpoint for traces; unset disables tracing export.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reload {
+    /// Watch the policy directory and reload valid changes without a restart.
+    pub watch: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            prometheus: Prometheus::default(),
+            poll_interval: Duration::from_secs(10),
+            policy_dir: PathBuf::from("config/policies"),
+            dry_run: false,
+            admin: Admin::default(),
+            kubernetes: Kubernetes::default(),
+            audit_dir: PathBuf::from("audit"),
+            log: Log::default(),
+            reload: Reload::default(),
+        }
+    }
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus {
+            url: "http://localhost:9090".into(),
+            http_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(5),
+            rate_limit: 20.0,
+            bearer_token_file: None,
+            basic_auth_user: None,
+            basic_auth_password_file: None,
+            ca_file: None,
+        }
+    }
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+impl Default for Reload {
+    fn default() -> Self {
+        Reload { watch: true }
+    }
+}
+
+const PROMETHEUS: &[Field] = &[
+    Field::opt("url", Shape::Str),
+    Field::opt("http_timeout", Shape::Duration),
+    Field::opt("query_timeout", Shape::Duration),
+    Field::opt("rate_limit", Shape::Float),
+    Field::opt("bearer_token_file", Shape::Str),
+    Field::opt("basic_auth_user", Shape::Str),
+    Field::opt("basic_auth_password_file", Shape::Str),
+    Field::opt("ca_file", Shape::Str),
+];
+
+const SCHEMA: &[Field] = &[
+    Field::opt("prometheus", Shape::Table(PROMETHEUS)),
+    Field::opt("poll_interval", Shape::Duration),
+    Field::opt("policy_dir", Shape::Str),
+    Field::opt("dry_run", Shape::Bool),
+    Field::opt("admin", Shape::Table(&[Field::opt("listen", Shape::Str)])),
+    Field::opt(
+        "kubernetes",
+        Shape::Table(&[Field::opt("kubeconfig", Shape::Str)]),
+    ),
+    Field::opt("audit_dir", Shape::Str),
+    Field::opt(
+        "log",
+        Shape::Table(&[
+            Field::opt("format", Shape::Enum(&["json", "pretty"])),
+            Field::opt("otlp_endpoint", Shape::Str),
+        ]),
+    ),
+    Field::opt("reload", Shape::Table(&[Field::opt("watch", Shape::Bool)])),
+];
+
+impl Settings {
+    /// Loads `path` over the defaults, then the process environment over both.
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        let mut problems = Vec::new();
+        let spans = match std::fs::read_to_string(path) {
+            Err(e) => {
+                problems.push(
+                    Problem::new(path, "", format!("cannot read: {e}"))
+                        .hint("create it (see config/backout.toml) or pass the right path"),
+                );
+                None
+            }
+            Ok(text) => match spans::parse(&text) {
+                Err(e) => {
+                    problems.push(
+                        Problem::new(path, "", format!("TOML syntax error: {}", e.message))
+                            .at(e.line)
+                            .hint("fix the TOML syntax at this line"),
+                    );
+                    None
+                }
+                Ok(doc) => {
+                    problems.extend(check(path, &text, &doc, SCHEMA));
+                    Some(doc.spans)
+                }
+            },
+        };
+        problems.extend(check_env(std::env::vars()));
+        if !problems.is_empty() {
+            return Err(SettingsError::Invalid { problems });
+        }
+        let figment = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let settings: Settings = match figment.extract() {
+            Ok(s) => s,
+            Err(e) => {
+                let problems = from_figment(e, path, spans.as_ref(), ENV_PREFIX);
+                return Err(SettingsError::Invalid { problems });
+            }
+        };
+        let locate = |key: &str| locate(&figment, path, spans.as_ref(), key);
+        let problems = settings.check(&locate);
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(SettingsError::Invalid { problems })
+        }
+    }
+
+    /// Semantic checks; `locate` turns a key into a problem pointing at where it was set.
+    fn check(&self, locate: &dyn Fn(&str) -> Problem) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String, hint: &str| {
+            let mut p = locate(key);
+            p.message = message;
+            p.hint = hint.to_string();
+            out.push(p);
+        };
+        let prom = &self.prometheus;
+        match reqwest::Url::parse(&prom.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => bad(
+                "prometheus.url",
+                format!("unsupported scheme `{}`", u.scheme()),
+                "use an http:// or https:// URL",
+            ),
+            Err(e) => bad(
+                "prometheus.url",
+                format!("not a URL ({e}): {:?}", prom.url),
+                "write e.g. \"http://prometheus.monitoring:9090\"",
+            ),
+        }
+        for (key, d) in [
+            ("prometheus.http_timeout", prom.http_timeout),
+            ("prometheus.query_timeout", prom.query_timeout),
+            ("poll_interval", self.poll_interval),
+        ] {
+            if d.is_zero() {
+                bad(
+                    key,
+                    "must be longer than zero".into(),
+                    "use a duration such as \"10s\"",
+                );
+            }
+        }
+        if prom.query_timeout > prom.http_timeout {
+            bad(
+                "prometheus.query_timeout",
+                "query_timeout is longer than http_timeout, so the HTTP request gives up first"
+                    .into(),
+                "make query_timeout shorter than http_timeout",
+            );
+        }
+        if !(prom.rate_limit.is_finite() && prom.rate_limit > 0.0) {
+            bad(
+                "prometheus.rate_limit",
+                format!(
+                    "rate_limit must be a positive number of queries/s, got {}",
+                    prom.rate_limit
+                ),
+                "e.g. rate_limit = 20",
+            );
+        }
+        if prom.basic_auth_user.is_some() != prom.basic_auth_password_file.is_some() {
+            let key = if prom.basic_auth_user.is_some() {
+                "prometheus.basic_auth_user"
+            } else {
+                "prometheus.basic_auth_password_file"
+            };
+            bad(
+                key,
+                "basic auth needs both basic_auth_user and basic_auth_password_file".into(),
+                "set both, or neither",
+            );
+        }
+        if prom.bearer_token_file.is_some() && prom.basic_auth_user.is_some() {
+            bad(
+                "prometheus.bearer_token_file",
+                "both a bearer token and basic auth are set".into(),
+                "Prometheus accepts one Authorization header: keep one",
+            );
+        }
+        if let Some(ep) = &self.log.otlp_endpoint {
+            if reqwest::Url::parse(ep).is_err() {
+                bad(
+                    "log.otlp_endpoint",
+                    format!("not a URL: {ep:?}"),
+                    "write e.g. \"http://otel-collector:4317\"",
+                );
+            }
+        }
+        for (key, p) in [
+            ("policy_dir", &self.policy_dir),
+            ("audit_dir", &self.audit_dir),
+        ] {
+            if p.as_os_str().is_empty() {
+                bad(key, "must not be empty".into(), "give a directory path");
+            }
+        }
+        out
+    }
+}
+
+/// A problem skeleton pointing at where `key` was set: the file and line, or the variable.
+fn locate(figment: &Figment, file: &Path, spans: Option<&SpanMap>, key: &str) -> Problem {
+    let from_env = figment
+        .find_metadata(key)
+        .is_some_and(|md| md.name.contains("environment"));
+    if from_env {
+        let path: Vec<String> = key.split('.').map(String::from).collect();
+        let var = env_var(ENV_PREFIX, &path);
+        return Problem::new(Path::new("environment"), format!("{key} (from {var})"), "");
+    }
+    Problem::new(file, key, "").at(spans
+        .and_then(|s| s.line_of(key))
+        .filter(|_| spans.is_some_and(|s| s.has(key))))
+}
+
+#[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large; not our type to shrink.
+#[allow(clippy::result_large_err)]
+mod tests;

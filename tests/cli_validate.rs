@@ -1,0 +1,109 @@
+//! The `validate` and `explain` commands as a user runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn backout(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backout"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run backout")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn shipped_examples_policies_and_settings_validate() {
+    let out = backout(&["validate", "config/examples"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("5 policies"), "{}", stdout(&out));
+    let out = backout(&["validate", "--settings", "config/backout.toml"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn broken_file_exits_1_naming_file_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/rag-api.toml"),
+    )
+    .unwrap();
+    let broken = good.replacen("warning = { above = 0.01 }", "warning = { above = 0.5 }", 1);
+    assert_ne!(good, broken);
+    let path = dir.path().join("rag-api.toml");
+    std::fs::write(&path, broken).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/templates.toml"),
+        dir.path().join("templates.toml"),
+    )
+    .unwrap();
+    let line = good
+        .lines()
+        .position(|l| l.starts_with("warning = { above = 0.01 }"))
+        .unwrap()
+        + 1;
+    let out = backout(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    let expected = format!("{}:{line}: `metric[0].warning.above`", path.display());
+    assert!(text.contains(&expected), "want {expected} in:\n{text}");
+}
+
+#[test]
+fn every_problem_in_every_file_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "service = \"a\"\nnamespce = \"x\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("b.toml"), "service = [\n").unwrap();
+    let out = backout(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    for needle in [
+        "a.toml:2: `namespce`",
+        "`namespace`",
+        "`deployments`",
+        "b.toml:",
+    ] {
+        assert!(text.contains(needle), "want {needle} in:\n{text}");
+    }
+}
+
+#[test]
+fn explain_prints_a_policy_that_loads_again_and_the_rendered_queries() {
+    let out = backout(&["explain", "--policy", "config/examples/devops-agent.toml"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    // vars are substituted and each track's Deployment is used
+    assert!(
+        text.contains(
+            "#   canary: (sum(rate(istio_requests_total{destination_workload=\"frontend-canary\""
+        ),
+        "{text}"
+    );
+    assert!(text.contains(") / 0.001"), "{text}");
+    assert!(text.contains("[1h]"), "{text}");
+    // defaults are written out
+    assert!(text.contains("no_data = \"hold\""), "{text}");
+    // the effective policy is itself a valid policy
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("frontend.toml");
+    std::fs::write(&path, &text).unwrap();
+    let again = backout(&["validate", path.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", stdout(&again));
+}
+
+#[test]
+fn explain_of_a_broken_policy_fails_with_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.toml");
+    std::fs::write(&path, "service = 3\n").unwrap();
+    let out = backout(&["explain", "--policy", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`service`"));
+}
