@@ -4,5 +4,6 @@
 //! The decision engine (`decision`) is pure; everything that touches the network sits at the edges.
 
 pub mod clock;
+pub mod decision;
 pub mod policy;
 pub mod sample;
