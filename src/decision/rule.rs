@@ -136,8 +136,12 @@ pub struct Inputs<'a> {
     pub traffic: &'a Window,
 }
 
-/// Evaluates `rule` at `now`. Order: traffic floor, subject data, baseline data, levels.
+/// Evaluates `rule` at `now`. Order: baseline exists, traffic floor, subject data, baseline
+/// data, levels.
 pub fn evaluate(rule: &Rule, inputs: Inputs<'_>, now: Millis) -> Outcome {
+    if rule.compare.is_some() && inputs.baseline.is_none() {
+        return ignored(Reading::NoBaseline);
+    }
     if let Some(floor) = rule.min_traffic {
         let traffic = read(inputs.traffic, Stat::Last, 0, rule.stale_after, now).ok();
         if traffic.is_none_or(|t| t < floor) {
