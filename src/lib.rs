@@ -7,6 +7,7 @@ pub mod audit;
 pub mod clock;
 pub mod lifecycle;
 pub mod notify;
+pub mod decision;
 pub mod policy;
 pub mod sample;
 pub mod telemetry;

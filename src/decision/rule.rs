@@ -1,0 +1,274 @@
+//! One metric rule evaluated once: read the series, apply the statistic and the baseline
+//! comparison, and say which level (if any) the value breaches, or why no judgement is possible.
+//!
+//! This step has no memory; durations (`for`, `clear_for`) live in `state`.
+
+use super::window::Window;
+use crate::policy::{Analysis, Compare, Level, MetricSpec, NoData, Stat};
+use crate::sample::{Millis, Observation, Track};
+use serde::{Deserialize, Serialize};
+
+/// A `MetricSpec` with every default resolved and durations in milliseconds, so evaluation never
+/// has to re-interpret optional fields (and `explain` can print exactly what the engine uses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub name: String,
+    pub stat: Stat,
+    /// Look-back of `stat`, in ms.
+    pub stat_window: Millis,
+    pub warning: Option<Level>,
+    pub critical: Option<Level>,
+    /// `for`, in ms (0 = fire on the first breaching evaluation).
+    pub for_: Millis,
+    /// `clear_for`, in ms (0 = resolve on the first clear evaluation).
+    pub clear_for: Millis,
+    pub compare: Option<Compare>,
+    pub min_traffic: Option<f64>,
+    pub no_data: NoData,
+    /// A newest sample older than this is stale: the source stopped reporting (2 intervals).
+    pub stale_after: Millis,
+}
+
+/// How many analysis intervals old the newest sample may be before the series counts as missing.
+/// Two, so one late or skipped poll does not make a metric inconclusive.
+pub const STALE_INTERVALS: i64 = 2;
+
+pub(crate) fn millis(d: std::time::Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+impl Rule {
+    pub fn from_spec(spec: &MetricSpec, analysis: &Analysis) -> Self {
+        let interval = millis(analysis.interval).max(1);
+        Rule {
+            name: spec.name.clone(),
+            stat: spec.stat.unwrap_or(Stat::Last),
+            stat_window: spec.stat_window.map(millis).unwrap_or(interval),
+            warning: spec.warning,
+            critical: spec.critical,
+            for_: spec.for_.map(millis).unwrap_or(0),
+            clear_for: spec.clear_for.map(millis).unwrap_or(0),
+            compare: spec.compare,
+            min_traffic: spec.min_traffic,
+            no_data: spec.no_data.unwrap_or_default(),
+            stale_after: interval.saturating_mul(STALE_INTERVALS),
+        }
+    }
+
+    /// The longest look-back this rule needs on its series, for sizing the window buffer.
+    pub fn retention(&self) -> Millis {
+        self.stat_window.max(self.stale_after)
+    }
+}
+
+/// Why a series gave no usable value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Missing {
+    /// No sample has arrived yet.
+    NeverSeen,
+    /// The newest poll returned an empty vector.
+    Absent,
+    /// The newest poll returned NaN or an infinity.
+    NotFinite,
+    /// The newest poll failed.
+    Error { reason: String },
+    /// The newest sample is older than `stale_after`.
+    Stale { last_at: Millis },
+}
+
+/// What the rule saw at this evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reading {
+    /// `value` is what the levels were checked against: the subject's statistic, or its ratio /
+    /// difference to the baseline. A ratio against a zero baseline is +/-infinity, which JSON
+    /// prints as `null`; `subject` and `baseline` keep the raw numbers for the audit trail.
+    Value {
+        value: f64,
+        subject: f64,
+        baseline: Option<f64>,
+    },
+    Missing {
+        track: Track,
+        why: Missing,
+    },
+    /// The subject track's request rate is below `min_traffic` (or unknown).
+    LowTraffic {
+        traffic: Option<f64>,
+        floor: f64,
+    },
+    /// A baseline comparison with no baseline (the stable bake has no other track).
+    NoBaseline,
+}
+
+/// What one evaluation says, before durations are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Breach {
+    Clear,
+    Warning,
+    Critical,
+    /// No judgement possible (missing data under `no_data = "hold"`, low traffic, bad baseline).
+    Inconclusive,
+    /// The metric is left out of this verdict (`no_data = "ignore"`, or no baseline in bake).
+    Ignored,
+}
+
+/// Result of one rule evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub reading: Reading,
+    pub breach: Breach,
+    /// The level that was breached (for `Warning`/`Critical`).
+    pub threshold: Option<Level>,
+}
+
+/// The series a rule reads at one evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The track being judged (the canary during analysis, the stable during bake).
+    pub subject: Track,
+    pub series: &'a Window,
+    /// The other track's series, when a baseline exists in this phase.
+    pub baseline: Option<&'a Window>,
+    /// Requests per second of the subject track.
+    pub traffic: &'a Window,
+}
+
+/// Evaluates `rule` at `now`. Order: baseline exists, traffic floor, subject data, baseline
+/// data, levels.
+pub fn evaluate(rule: &Rule, inputs: Inputs<'_>, now: Millis) -> Outcome {
+    if rule.compare.is_some() && inputs.baseline.is_none() {
+        return ignored(Reading::NoBaseline);
+    }
+    if let Some(floor) = rule.min_traffic {
+        let traffic = read(inputs.traffic, Stat::Last, 0, rule.stale_after, now).ok();
+        if traffic.is_none_or(|t| t < floor) {
+            return inconclusive(Reading::LowTraffic { traffic, floor });
+        }
+    }
+    let subject = match read(
+        inputs.series,
+        rule.stat,
+        rule.stat_window,
+        rule.stale_after,
+        now,
+    ) {
+        Ok(v) => v,
+        Err(why) => {
+            let reading = Reading::Missing {
+                track: inputs.subject,
+                why,
+            };
+            return match rule.no_data {
+                NoData::Hold => inconclusive(reading),
+                NoData::Ignore => ignored(reading),
+                NoData::Fail => Outcome {
+                    reading,
+                    breach: Breach::Critical,
+                    threshold: rule.critical,
+                },
+            };
+        }
+    };
+    let (value, baseline) = match rule.compare {
+        None => (subject, None),
+        Some(compare) => {
+            let Some(series) = inputs.baseline else {
+                return ignored(Reading::NoBaseline);
+            };
+            match read(series, rule.stat, rule.stat_window, rule.stale_after, now) {
+                Ok(base) => (compared(compare, subject, base), Some(base)),
+                // A missing baseline is not the subject's fault: never a breach, even under
+                // `no_data = "fail"`.
+                Err(why) => {
+                    let other = match inputs.subject {
+                        Track::Canary => Track::Stable,
+                        Track::Stable => Track::Canary,
+                    };
+                    let reading = Reading::Missing { track: other, why };
+                    return match rule.no_data {
+                        NoData::Ignore => ignored(reading),
+                        NoData::Hold | NoData::Fail => inconclusive(reading),
+                    };
+                }
+            }
+        }
+    };
+    let (breach, threshold) = classify(rule, value);
+    Outcome {
+        reading: Reading::Value {
+            value,
+            subject,
+            baseline,
+        },
+        breach,
+        threshold,
+    }
+}
+
+/// Levels are strict: a value exactly at a threshold does not breach it.
+fn classify(rule: &Rule, value: f64) -> (Breach, Option<Level>) {
+    if let Some(l) = rule.critical.filter(|l| l.breached_by(value)) {
+        (Breach::Critical, Some(l))
+    } else if let Some(l) = rule.warning.filter(|l| l.breached_by(value)) {
+        (Breach::Warning, Some(l))
+    } else {
+        (Breach::Clear, None)
+    }
+}
+
+/// Ratio against a zero baseline: 0/0 is "same as baseline" (1.0); anything else is infinitely
+/// worse in its direction, so a canary erroring against an error-free stable breaches any
+/// `above` ratio (Kayenta passes these, see field notes).
+pub fn compared(compare: Compare, subject: f64, baseline: f64) -> f64 {
+    match compare {
+        Compare::Difference => subject - baseline,
+        Compare::Ratio if baseline != 0.0 => subject / baseline,
+        Compare::Ratio if subject == 0.0 => 1.0,
+        Compare::Ratio => subject.signum() * f64::INFINITY,
+    }
+}
+
+/// The statistic of a series, or why there is none. The newest sample decides presence: if the
+/// last poll was Absent/Error or is stale, the series is missing even if older values exist.
+fn read(
+    w: &Window,
+    stat: Stat,
+    over: Millis,
+    stale_after: Millis,
+    now: Millis,
+) -> Result<f64, Missing> {
+    let latest = w.latest(now).ok_or(Missing::NeverSeen)?;
+    match &latest.obs {
+        Observation::Value(_) => {}
+        Observation::Absent => return Err(Missing::Absent),
+        Observation::NotFinite(_) => return Err(Missing::NotFinite),
+        Observation::Error(reason) => {
+            return Err(Missing::Error {
+                reason: reason.clone(),
+            })
+        }
+    }
+    if now.saturating_sub(latest.at) > stale_after {
+        return Err(Missing::Stale { last_at: latest.at });
+    }
+    w.stat(stat, now, over).ok_or(Missing::Absent)
+}
+
+fn inconclusive(reading: Reading) -> Outcome {
+    Outcome {
+        reading,
+        breach: Breach::Inconclusive,
+        threshold: None,
+    }
+}
+
+fn ignored(reading: Reading) -> Outcome {
+    Outcome {
+        reading,
+        breach: Breach::Ignored,
+        threshold: None,
+    }
+}
