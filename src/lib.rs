@@ -5,5 +5,6 @@
 
 pub mod clock;
 pub mod policy;
+pub mod quality;
 pub mod sample;
 pub mod stats;

@@ -106,7 +106,13 @@ pub fn evaluate(cfg: &BurnConfig, windows: &[WindowRatio]) -> BurnVerdict {
             .find(|r| r.window == w)
             .and_then(|r| r.error_ratio)
             .filter(|r| r.is_finite() && *r >= 0.0)
-            .map(|r| if budget > 0.0 { r / budget } else { f64::INFINITY })
+            .map(|r| {
+                if budget > 0.0 {
+                    r / budget
+                } else {
+                    f64::INFINITY
+                }
+            })
     };
     let rules: Vec<RuleEvaluation> = cfg
         .rules
@@ -140,7 +146,10 @@ pub fn evaluate(cfg: &BurnConfig, windows: &[WindowRatio]) -> BurnVerdict {
         )
     };
     let (outcome, explanation) = match fired {
-        Some(i) => (Outcome::Fail, format!("error budget burning: {}", describe(&rules[i]))),
+        Some(i) => (
+            Outcome::Fail,
+            format!("error budget burning: {}", describe(&rules[i])),
+        ),
         None if missing => (
             Outcome::Inconclusive,
             format!(

@@ -138,7 +138,11 @@ pub fn u_test(canary: &[f64], stable: &[f64]) -> Result<UTest, StatsError> {
 
 /// Hodges-Lehmann shift: median of all pairwise differences, with the order-statistic interval
 /// `[D_(C), D_(mn+1-C)]`, `C = floor(mn/2 - z_{(1+conf)/2} sqrt(mn(m+n+1)/12))`.
-pub fn hodges_lehmann(canary: &[f64], stable: &[f64], confidence: f64) -> Result<Shift, StatsError> {
+pub fn hodges_lehmann(
+    canary: &[f64],
+    stable: &[f64],
+    confidence: f64,
+) -> Result<Shift, StatsError> {
     finite(canary, "canary sample")?;
     finite(stable, "stable sample")?;
     if canary.is_empty() || stable.is_empty() {
@@ -250,7 +254,11 @@ mod tests {
         let y = [20.0, 11.0, 17.0, 12.0];
         let t = u_test(&x, &y).unwrap();
         assert_eq!(t.u, 17.0);
-        assert!((t.p_two_sided - 0.111_346_886_533_140_41).abs() < 1e-9, "{}", t.p_two_sided);
+        assert!(
+            (t.p_two_sided - 0.111_346_886_533_140_41).abs() < 1e-9,
+            "{}",
+            t.p_two_sided
+        );
     }
 
     #[test]

@@ -226,7 +226,11 @@ mod tests {
     #[test]
     fn a_hard_failing_canary_fails_on_first_look() {
         // 10% canary traffic, 5% vs 0.5% errors after 200 canary requests.
-        let v = evaluate(&counts(10.0, 200.0, 9.0, 1800.0), &SequentialConfig::default()).unwrap();
+        let v = evaluate(
+            &counts(10.0, 200.0, 9.0, 1800.0),
+            &SequentialConfig::default(),
+        )
+        .unwrap();
         assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation);
         assert!(v.bayes_factor >= v.threshold);
         assert_eq!(v.threshold, 100.0);
@@ -234,8 +238,11 @@ mod tests {
 
     #[test]
     fn a_better_canary_never_fails_and_passes_with_exposure() {
-        let v = evaluate(&counts(2.0, 5000.0, 200.0, 45000.0), &SequentialConfig::default())
-            .unwrap();
+        let v = evaluate(
+            &counts(2.0, 5000.0, 200.0, 45000.0),
+            &SequentialConfig::default(),
+        )
+        .unwrap();
         assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation);
         assert!(v.bayes_factor < 1.0);
         assert!(v.ratio_upper.unwrap() <= 1.5);
@@ -250,8 +257,11 @@ mod tests {
 
     #[test]
     fn zero_errors_everywhere_passes_on_negligible_rate() {
-        let v = evaluate(&counts(0.0, 20000.0, 0.0, 180000.0), &SequentialConfig::default())
-            .unwrap();
+        let v = evaluate(
+            &counts(0.0, 20000.0, 0.0, 180000.0),
+            &SequentialConfig::default(),
+        )
+        .unwrap();
         assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation);
         assert!(v.explanation.contains("negligible"));
     }

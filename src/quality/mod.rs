@@ -1,0 +1,6 @@
+//! Decision-quality benchmark: synthetic Prometheus data with known ground truth, and the rules
+//! of backout and its peers applied to the same series. Pure; the harness binary prints tables.
+
+pub mod draw;
+pub mod promql;
+pub mod scenario;
