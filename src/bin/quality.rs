@@ -6,6 +6,7 @@
 use backout::quality::bench::{markdown, run};
 use backout::quality::judges::Judge;
 use backout::quality::scenario::catalogue;
+use backout::stats::sequential::SequentialConfig;
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -21,6 +22,21 @@ struct Args {
     /// Only scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
+    /// Also run backout with this alpha (tuning; the default column always runs).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Also run backout with this margin.
+    #[arg(long)]
+    margin: Option<f64>,
+    /// Also run backout with these prior concentrations (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    concentrations: Option<Vec<f64>>,
+    /// Also run backout polling this often (seconds).
+    #[arg(long)]
+    poll: Option<u64>,
+    /// Also run backout ignoring the first N seconds after the canary starts.
+    #[arg(long)]
+    warmup: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -37,7 +53,29 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let started = std::time::Instant::now();
-    let reports = run(&scenarios, &Judge::all(), args.runs, threads);
+    let mut judges = Judge::all();
+    let tuned = args.alpha.is_some()
+        || args.margin.is_some()
+        || args.concentrations.is_some()
+        || args.poll.is_some()
+        || args.warmup.is_some();
+    if tuned {
+        let default = SequentialConfig::default();
+        judges.insert(
+            1,
+            Judge::Backout {
+                config: SequentialConfig {
+                    alpha: args.alpha.unwrap_or(default.alpha),
+                    margin: args.margin.unwrap_or(default.margin),
+                    concentrations: args.concentrations.unwrap_or(default.concentrations),
+                    ..default
+                },
+                poll_secs: args.poll.unwrap_or(30),
+                warmup_secs: args.warmup.unwrap_or(0),
+            },
+        );
+    }
+    let reports = run(&scenarios, &judges, args.runs, threads);
     print!("{}", markdown(&reports));
     eprintln!(
         "{} scenarios x {} runs in {:.1} s on {threads} threads",

@@ -18,6 +18,8 @@ pub enum Judge {
     Backout {
         config: SequentialConfig,
         poll_secs: u64,
+        /// Counts start this long after the canary started (0 = judge the warm-up too).
+        warmup_secs: u64,
     },
     /// Flagger: success rate (rate over 1m) >= 99 every 1m; 5 cumulative failed checks roll
     /// back; no data is a failed check.
@@ -35,6 +37,7 @@ impl Judge {
         Judge::Backout {
             config: SequentialConfig::default(),
             poll_secs: 30,
+            warmup_secs: 0,
         }
     }
 
@@ -49,7 +52,8 @@ impl Judge {
 
     pub fn name(&self) -> &'static str {
         match self {
-            Judge::Backout { .. } => "backout",
+            Judge::Backout { .. } if *self == Judge::backout_default() => "backout",
+            Judge::Backout { .. } => "backout (variant)",
             Judge::Flagger => "Flagger",
             Judge::Argo => "Argo Rollouts",
             Judge::Kayenta => "Kayenta",
@@ -59,7 +63,11 @@ impl Judge {
     /// When this judge would have rolled the run back.
     pub fn first_rollback(&self, run: &Run) -> Option<u64> {
         match self {
-            Judge::Backout { config, poll_secs } => backout(run, config, *poll_secs),
+            Judge::Backout {
+                config,
+                poll_secs,
+                warmup_secs,
+            } => backout(run, config, *poll_secs, *warmup_secs),
             Judge::Flagger => flagger(run),
             Judge::Argo => argo(run),
             Judge::Kayenta => kayenta(run),
@@ -71,12 +79,12 @@ fn polls(every: u64) -> impl Iterator<Item = u64> {
     (1..=RUN_SECS / every).map(move |i| i * every)
 }
 
-fn cumulative(run: &Run, track: Track, c: Counter, at: u64) -> Option<f64> {
-    sum(run.series(track, c).map(|s| increase_since(s, 0, at)))
+fn cumulative(run: &Run, track: Track, c: Counter, from: u64, at: u64) -> Option<f64> {
+    sum(run.series(track, c).map(|s| increase_since(s, from, at)))
 }
 
-fn backout(run: &Run, cfg: &SequentialConfig, every: u64) -> Option<u64> {
-    polls(every).find(|&at| {
+fn backout(run: &Run, cfg: &SequentialConfig, every: u64, warmup: u64) -> Option<u64> {
+    polls(every).filter(|at| *at > warmup).find(|&at| {
         // A canary whose series went stale is not judged on old numbers: hold.
         let fresh = run
             .series(Track::Canary, Counter::Requests)
@@ -85,16 +93,16 @@ fn backout(run: &Run, cfg: &SequentialConfig, every: u64) -> Option<u64> {
             return false;
         }
         let (Some(c_total), Some(s_total)) = (
-            cumulative(run, Track::Canary, Counter::Requests, at),
-            cumulative(run, Track::Stable, Counter::Requests, at),
+            cumulative(run, Track::Canary, Counter::Requests, warmup, at),
+            cumulative(run, Track::Stable, Counter::Requests, warmup, at),
         ) else {
             return false;
         };
         [Counter::Errors, Counter::Slow].into_iter().any(|metric| {
             // An absent canary event counter means no event yet (it can only make the canary
             // look better); an absent stable one is missing data and holds.
-            let c_events = cumulative(run, Track::Canary, metric, at).unwrap_or(0.0);
-            let Some(s_events) = cumulative(run, Track::Stable, metric, at) else {
+            let c_events = cumulative(run, Track::Canary, metric, warmup, at).unwrap_or(0.0);
+            let Some(s_events) = cumulative(run, Track::Stable, metric, warmup, at) else {
                 return false;
             };
             let counts = Counts {

@@ -173,6 +173,7 @@ pub fn catalogue() -> Vec<Scenario> {
         ),
         Scenario::new("errors x1.5, 20 rps", false, Fixed(20.0), ErrorStep(1.5)),
         Scenario::new("errors x2, 20 rps", false, Fixed(20.0), ErrorStep(2.0)),
+        Scenario::new("errors x2, 60 rps", false, Fixed(60.0), ErrorStep(2.0)),
         Scenario::new("errors x5, 20 rps", false, Fixed(20.0), ErrorStep(5.0)),
         Scenario::new("errors x20, 10 rps", false, Fixed(10.0), ErrorStep(20.0)),
         Scenario::new("errors x20, 100 rps", false, Fixed(100.0), ErrorStep(20.0)),
