@@ -241,6 +241,34 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_dependency_incident_is_not_blamed_on_the_canary() {
+        let effect = Effect::SharedIncident {
+            factor: 10.0,
+            from: 1200,
+            to: 1800,
+        };
+        for seed in 0..5 {
+            let run = generate(&scenario(20.0, effect, true), seed);
+            assert_eq!(Judge::backout_default().first_rollback(&run), None);
+            // An absolute success-rate rule cannot tell the two apart.
+            assert!(Judge::Flagger.first_rollback(&run).is_some());
+        }
+    }
+
+    #[test]
+    fn gaps_resets_and_a_down_target_do_not_roll_back_backout() {
+        let s = crate::quality::scenario::catalogue()
+            .into_iter()
+            .find(|s| s.missing_data)
+            .unwrap();
+        for seed in 0..5 {
+            let run = generate(&s, seed);
+            assert_eq!(Judge::backout_default().first_rollback(&run), None);
+            assert!(Judge::Argo.first_rollback(&run).is_some());
+        }
+    }
+
+    #[test]
     fn kayenta_passes_sparse_errors_against_a_zero_baseline() {
         let mut canary = vec![0.0; 20];
         canary.extend([0.05, 0.1, 0.05, 0.02, 0.04]);

@@ -17,6 +17,9 @@ use super::StatsError;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
+/// Pairwise differences are materialised; this caps the memory at 32 MB.
+const MAX_PAIRS: usize = 4_000_000;
+
 /// Tuning of the comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -150,6 +153,14 @@ pub fn hodges_lehmann(
     }
     if !(confidence > 0.0 && confidence < 1.0) {
         return Err(StatsError::AlphaOutOfRange(1.0 - confidence));
+    }
+    if canary.len().saturating_mul(stable.len()) > MAX_PAIRS {
+        return Err(StatsError::Numeric(format!(
+            "{} x {} samples is more pairs than the Hodges-Lehmann interval is computed for \
+             ({MAX_PAIRS}); use a coarser step or the count-based sequential test",
+            canary.len(),
+            stable.len()
+        )));
     }
     let mut diffs: Vec<f64> = canary
         .iter()
@@ -322,7 +333,8 @@ mod tests {
     }
 
     #[test]
-    fn empty_or_non_finite_samples_are_errors() {
+    fn empty_huge_or_non_finite_samples_are_errors() {
+        assert!(hodges_lehmann(&vec![1.0; 3000], &vec![0.0; 3000], 0.98).is_err());
         assert!(u_test(&[], &[1.0]).is_err());
         assert!(u_test(&[f64::NAN], &[1.0]).is_err());
     }
