@@ -1,0 +1,87 @@
+//! Decision-quality benchmark harness: runs every scenario through backout's default rule and
+//! the peers' rules and prints the markdown table kept in docs/decision-quality.md.
+//!
+//! `cargo run --release --bin quality -- --runs 500`
+
+use backout::quality::bench::{markdown, run};
+use backout::quality::judges::Judge;
+use backout::quality::scenario::catalogue;
+use backout::stats::sequential::SequentialConfig;
+use clap::Parser;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(about = "Decision-quality benchmark: backout vs Flagger, Argo Rollouts and Kayenta")]
+struct Args {
+    /// Seeds (runs) per scenario.
+    #[arg(long, default_value_t = 500)]
+    runs: usize,
+    /// Worker threads (default: available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Only scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Also run backout with this alpha (tuning; the default column always runs).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Also run backout with this margin.
+    #[arg(long)]
+    margin: Option<f64>,
+    /// Also run backout with these prior concentrations (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    concentrations: Option<Vec<f64>>,
+    /// Also run backout polling this often (seconds).
+    #[arg(long)]
+    poll: Option<u64>,
+    /// Also run backout ignoring the first N seconds after the canary starts.
+    #[arg(long)]
+    warmup: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let scenarios: Vec<_> = catalogue()
+        .into_iter()
+        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
+        .collect();
+    if scenarios.is_empty() {
+        eprintln!("error: no scenario name contains {:?}", args.only);
+        return ExitCode::from(2);
+    }
+    let started = std::time::Instant::now();
+    let mut judges = Judge::all();
+    let tuned = args.alpha.is_some()
+        || args.margin.is_some()
+        || args.concentrations.is_some()
+        || args.poll.is_some()
+        || args.warmup.is_some();
+    if tuned {
+        let default = SequentialConfig::default();
+        judges.insert(
+            1,
+            Judge::Backout {
+                config: SequentialConfig {
+                    alpha: args.alpha.unwrap_or(default.alpha),
+                    margin: args.margin.unwrap_or(default.margin),
+                    concentrations: args.concentrations.unwrap_or(default.concentrations),
+                    ..default
+                },
+                poll_secs: args.poll.unwrap_or(30),
+                warmup_secs: args.warmup.unwrap_or(0),
+            },
+        );
+    }
+    let reports = run(&scenarios, &judges, args.runs, threads);
+    print!("{}", markdown(&reports));
+    eprintln!(
+        "{} scenarios x {} runs in {:.1} s on {threads} threads",
+        scenarios.len(),
+        args.runs,
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,277 @@
+//! Rollback rules applied to the same runs: backout's default and the peers' documented rules.
+//!
+//! Each judge polls on its own schedule and returns when it would have rolled back (seconds
+//! after the canary started), or `None` if it never did within the run.
+
+use super::promql::{increase_since, instant, rate, sum};
+use super::scenario::{Counter, Run, RUN_SECS};
+use crate::sample::Track;
+use crate::stats::mann_whitney::hodges_lehmann;
+use crate::stats::sequential::{evaluate, ArmCounts, Counts, Outcome, SequentialConfig};
+use serde::{Deserialize, Serialize};
+
+/// The rules compared by the benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Judge {
+    /// backout: the sequential test on error and slow-request counts, polled every `poll_secs`;
+    /// no data holds.
+    Backout {
+        config: SequentialConfig,
+        poll_secs: u64,
+        /// Counts start this long after the canary started (0 = judge the warm-up too).
+        warmup_secs: u64,
+    },
+    /// Flagger: success rate (rate over 1m) >= 99 every 1m; 5 cumulative failed checks roll
+    /// back; no data is a failed check.
+    Flagger,
+    /// Argo Rollouts: `result >= 0.95` every 1m, failureLimit 3; empty/NaN is an error and more
+    /// than 4 consecutive errors abort.
+    Argo,
+    /// Kayenta: Mann-Whitney/Hodges-Lehmann at 98% with tolerance 0.25 on per-minute ratios
+    /// since the start, judged every 5 min; score below 75 (marginal) fails.
+    Kayenta,
+}
+
+impl Judge {
+    pub fn backout_default() -> Self {
+        Judge::Backout {
+            config: SequentialConfig::default(),
+            poll_secs: 30,
+            warmup_secs: 0,
+        }
+    }
+
+    pub fn all() -> Vec<Judge> {
+        vec![
+            Judge::backout_default(),
+            Judge::Flagger,
+            Judge::Argo,
+            Judge::Kayenta,
+        ]
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Judge::Backout { .. } if *self == Judge::backout_default() => "backout",
+            Judge::Backout { .. } => "backout (variant)",
+            Judge::Flagger => "Flagger",
+            Judge::Argo => "Argo Rollouts",
+            Judge::Kayenta => "Kayenta",
+        }
+    }
+
+    /// When this judge would have rolled the run back.
+    pub fn first_rollback(&self, run: &Run) -> Option<u64> {
+        match self {
+            Judge::Backout {
+                config,
+                poll_secs,
+                warmup_secs,
+            } => backout(run, config, *poll_secs, *warmup_secs),
+            Judge::Flagger => flagger(run),
+            Judge::Argo => argo(run),
+            Judge::Kayenta => kayenta(run),
+        }
+    }
+}
+
+fn polls(every: u64) -> impl Iterator<Item = u64> {
+    (1..=RUN_SECS / every).map(move |i| i * every)
+}
+
+fn cumulative(run: &Run, track: Track, c: Counter, from: u64, at: u64) -> Option<f64> {
+    sum(run.series(track, c).map(|s| increase_since(s, from, at)))
+}
+
+fn backout(run: &Run, cfg: &SequentialConfig, every: u64, warmup: u64) -> Option<u64> {
+    polls(every).filter(|at| *at > warmup).find(|&at| {
+        // A canary whose series went stale is not judged on old numbers: hold.
+        let fresh = run
+            .series(Track::Canary, Counter::Requests)
+            .any(|s| instant(s, at).is_some());
+        if !fresh {
+            return false;
+        }
+        let (Some(c_total), Some(s_total)) = (
+            cumulative(run, Track::Canary, Counter::Requests, warmup, at),
+            cumulative(run, Track::Stable, Counter::Requests, warmup, at),
+        ) else {
+            return false;
+        };
+        [Counter::Errors, Counter::Slow].into_iter().any(|metric| {
+            // An absent canary event counter means no event yet (it can only make the canary
+            // look better); an absent stable one is missing data and holds.
+            let c_events = cumulative(run, Track::Canary, metric, warmup, at).unwrap_or(0.0);
+            let Some(s_events) = cumulative(run, Track::Stable, metric, warmup, at) else {
+                return false;
+            };
+            let counts = Counts {
+                canary: ArmCounts::new(c_events.min(c_total), c_total),
+                stable: ArmCounts::new(s_events.min(s_total), s_total),
+            };
+            matches!(evaluate(&counts, cfg), Ok(v) if v.outcome == Outcome::Fail)
+        })
+    })
+}
+
+/// Share of events among requests over the last minute, as `sum(rate(..[1m]))` ratios give it.
+/// `None` is an empty or NaN result.
+fn minute_ratio(run: &Run, track: Track, metric: Counter, at: u64) -> Option<f64> {
+    let req = sum(run
+        .series(track, Counter::Requests)
+        .map(|s| rate(s, at, 60)))?;
+    // Flagger's and Argo's success-rate queries divide the non-5xx rate by the total rate, so
+    // a not-yet-created error series is simply no errors.
+    let events = sum(run.series(track, metric).map(|s| rate(s, at, 60))).unwrap_or(0.0);
+    let ratio = events / req;
+    ratio.is_finite().then_some(ratio.min(1.0))
+}
+
+fn flagger(run: &Run) -> Option<u64> {
+    let mut failed = 0;
+    polls(60).find(|&at| {
+        let ok = minute_ratio(run, Track::Canary, Counter::Errors, at)
+            .is_some_and(|r| 100.0 * (1.0 - r) >= 99.0);
+        if !ok {
+            failed += 1;
+        }
+        failed >= 5
+    })
+}
+
+fn argo(run: &Run) -> Option<u64> {
+    let (mut failures, mut consecutive_errors) = (0, 0);
+    polls(60).find(
+        |&at| match minute_ratio(run, Track::Canary, Counter::Errors, at) {
+            None => {
+                consecutive_errors += 1;
+                consecutive_errors > 4
+            }
+            Some(r) => {
+                consecutive_errors = 0;
+                if 1.0 - r < 0.95 {
+                    failures += 1;
+                }
+                failures > 3
+            }
+        },
+    )
+}
+
+enum Class {
+    Pass,
+    High,
+    NoData,
+}
+
+/// Kayenta's MannWhitneyClassifier: High when the interval's lower end exceeds a fraction of
+/// the Hodges-Lehmann estimate itself.
+fn kayenta_classify(canary: &[f64], stable: &[f64]) -> Class {
+    if canary.is_empty() || stable.is_empty() {
+        return Class::NoData;
+    }
+    let (mut c, mut s) = (canary.to_vec(), stable.to_vec());
+    c.sort_by(f64::total_cmp);
+    s.sort_by(f64::total_cmp);
+    if c == s || c.iter().chain(&s).all(|v| *v == c[0]) {
+        return Class::Pass;
+    }
+    match hodges_lehmann(canary, stable, 0.98) {
+        Ok(shift) if shift.lower > 0.25 * shift.estimate.abs() => Class::High,
+        Ok(_) => Class::Pass,
+        Err(_) => Class::NoData,
+    }
+}
+
+fn kayenta(run: &Run) -> Option<u64> {
+    polls(300).find(|&at| {
+        let mut classified = 0;
+        let mut passed = 0;
+        for metric in [Counter::Errors, Counter::Slow] {
+            let samples = |track| -> Vec<f64> {
+                polls(60)
+                    .take_while(|m| *m <= at)
+                    .filter_map(|m| minute_ratio(run, track, metric, m))
+                    .collect()
+            };
+            match kayenta_classify(&samples(Track::Canary), &samples(Track::Stable)) {
+                Class::NoData => {}
+                Class::Pass => {
+                    classified += 1;
+                    passed += 1;
+                }
+                Class::High => classified += 1,
+            }
+        }
+        classified > 0 && 100.0 * f64::from(passed) / f64::from(classified) < 75.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quality::scenario::{generate, Effect, Scenario, Traffic};
+
+    fn scenario(traffic: f64, effect: Effect, healthy: bool) -> Scenario {
+        Scenario {
+            name: "test",
+            healthy,
+            traffic: Traffic::Fixed(traffic),
+            baseline_error: Some(0.005),
+            effect,
+            missing_data: false,
+            onset_secs: 0,
+        }
+    }
+
+    #[test]
+    fn every_judge_catches_a_hard_failure_at_high_traffic() {
+        let run = generate(&scenario(100.0, Effect::ErrorStep(20.0), false), 1);
+        for judge in Judge::all() {
+            let t = judge.first_rollback(&run);
+            assert!(t.is_some_and(|t| t <= 600), "{} at {t:?}", judge.name());
+        }
+    }
+
+    #[test]
+    fn no_traffic_rolls_back_flagger_but_not_backout() {
+        let run = generate(&scenario(0.05, Effect::Nothing, true), 2);
+        assert_eq!(Judge::backout_default().first_rollback(&run), None);
+        assert!(Judge::Flagger.first_rollback(&run).is_some());
+    }
+
+    #[test]
+    fn a_shared_dependency_incident_is_not_blamed_on_the_canary() {
+        let effect = Effect::SharedIncident {
+            factor: 10.0,
+            from: 1200,
+            to: 1800,
+        };
+        for seed in 0..5 {
+            let run = generate(&scenario(20.0, effect, true), seed);
+            assert_eq!(Judge::backout_default().first_rollback(&run), None);
+            // An absolute success-rate rule cannot tell the two apart.
+            assert!(Judge::Flagger.first_rollback(&run).is_some());
+        }
+    }
+
+    #[test]
+    fn gaps_resets_and_a_down_target_do_not_roll_back_backout() {
+        let s = crate::quality::scenario::catalogue()
+            .into_iter()
+            .find(|s| s.missing_data)
+            .unwrap();
+        for seed in 0..5 {
+            let run = generate(&s, seed);
+            assert_eq!(Judge::backout_default().first_rollback(&run), None);
+            assert!(Judge::Argo.first_rollback(&run).is_some());
+        }
+    }
+
+    #[test]
+    fn kayenta_passes_sparse_errors_against_a_zero_baseline() {
+        let mut canary = vec![0.0; 20];
+        canary.extend([0.05, 0.1, 0.05, 0.02, 0.04]);
+        assert!(matches!(kayenta_classify(&canary, &[0.0; 25]), Class::Pass));
+    }
+}

@@ -1,0 +1,8 @@
+//! Decision-quality benchmark: synthetic Prometheus data with known ground truth, and the rules
+//! of backout and its peers applied to the same series. Pure; the harness binary prints tables.
+
+pub mod bench;
+pub mod draw;
+pub mod judges;
+pub mod promql;
+pub mod scenario;
