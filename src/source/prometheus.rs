@@ -159,3 +159,7 @@ impl MetricSource for PrometheusSource {
         self.range_query(promql, range).boxed()
     }
 }
+
+#[cfg(test)]
+#[path = "prometheus_tests.rs"]
+mod tests;
