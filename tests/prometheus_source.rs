@@ -1,0 +1,203 @@
+//! The Prometheus source against a REAL Prometheus scraping the synthetic exporter every second.
+//! Needs Debian's `prometheus`/`promtool` on PATH (`just deps`); fails loudly otherwise.
+
+mod support;
+
+use backout::clock::{ManualClock, SystemClock};
+use backout::sample::{Observation, Track};
+use backout::source::exporter;
+use backout::source::workload::{Load, Workload};
+use backout::source::{
+    run_plan, Key, MetricSource, PrometheusConfig, PrometheusSource, QueryPlan, Range, Request,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use support::prometheus::{eventually, Prometheus};
+
+const ERROR_RATE: &str = r#"sum by (service, track) (rate(http_requests_total{code="500"}[5s])) / sum by (service, track) (rate(http_requests_total[5s]))"#;
+const P99: &str = "histogram_quantile(0.99, sum by (service, track, le) (rate(http_request_duration_seconds_bucket[5s])))";
+const WAIT: Duration = Duration::from_secs(40);
+
+/// A live workload served on a free loopback port, and Prometheus scraping it.
+async fn live() -> (Workload, Prometheus, PrometheusSource) {
+    let workload = Workload::new(Arc::new(SystemClock));
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (bound, _task) = exporter::spawn(workload.clone(), addr).await.unwrap();
+    let prom = Prometheus::scraping(&[bound]).await;
+    let source = PrometheusSource::new(&PrometheusConfig::for_url(&prom.url)).unwrap();
+    (workload, prom, source)
+}
+
+fn plan(template: &str, metric: &str, services: &[&str]) -> QueryPlan {
+    QueryPlan::build(services.iter().flat_map(|s| {
+        Track::ALL.map(|t| Request::new(Key::new(*s, metric, t), template))
+    }))
+}
+
+fn close(obs: &Observation, want: f64, tol: f64) -> bool {
+    obs.value().is_some_and(|v| (v - want).abs() <= tol)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_rate_per_track_matches_what_the_exporter_serves() {
+    let (workload, _prom, source) = live().await;
+    workload.set("shop", Track::Canary, Load::healthy(40.0).with_errors(0.2));
+    workload.set("shop", Track::Stable, Load::healthy(40.0).with_errors(0.01));
+    workload.set("cart", Track::Canary, Load::healthy(40.0).with_errors(0.05));
+    workload.set("cart", Track::Stable, Load::healthy(40.0));
+
+    let plan = plan(ERROR_RATE, "error_rate", &["shop", "cart"]);
+    assert_eq!(plan.len(), 1, "one batched query for both services");
+    let want = [
+        ("shop", Track::Canary, 0.2),
+        ("shop", Track::Stable, 0.01),
+        ("cart", Track::Canary, 0.05),
+        ("cart", Track::Stable, 0.0),
+    ];
+    let check = |want: [(&'static str, Track, f64); 4]| {
+        let (source, plan) = (&source, &plan);
+        move || async move {
+            let obs = run_plan(source, plan, None, 4).await;
+            let ok = want
+                .iter()
+                .all(|(s, t, v)| close(&obs[&Key::new(*s, "error_rate", *t)], *v, 1e-3));
+            if ok {
+                Ok(obs)
+            } else {
+                Err(obs)
+            }
+        }
+    };
+    eventually(WAIT, "error rates per track", check(want)).await;
+
+    // The test controls the canary at runtime: a spike shows up as the new ratio.
+    workload.set("shop", Track::Canary, Load::healthy(40.0).with_errors(0.5));
+    let mut spiked = want;
+    spiked[0].2 = 0.5;
+    eventually(WAIT, "the canary error spike", check(spiked)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p99_latency_lands_in_the_bucket_of_the_configured_latency() {
+    let (workload, _prom, source) = live().await;
+    workload.set("shop", Track::Canary, Load::healthy(20.0).with_latency(0.3));
+    workload.set("shop", Track::Stable, Load::healthy(20.0).with_latency(0.02));
+    let plan = plan(P99, "p99", &["shop"]);
+    let obs: HashMap<Key, Observation> = eventually(WAIT, "p99 per track", || async {
+        let obs = run_plan(&source, &plan, None, 2).await;
+        let canary = obs[&Key::new("shop", "p99", Track::Canary)].value();
+        let stable = obs[&Key::new("shop", "p99", Track::Stable)].value();
+        match (canary, stable) {
+            (Some(c), Some(s)) if c > 0.25 && c <= 0.5 && s > 0.01 && s <= 0.025 => Ok(obs),
+            _ => Err(obs),
+        }
+    })
+    .await;
+    assert_eq!(obs.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_service_is_absent_and_no_traffic_is_not_finite() {
+    let (workload, _prom, source) = live().await;
+    workload.set("idle", Track::Canary, Load::healthy(0.0));
+    workload.set("busy", Track::Canary, Load::healthy(10.0));
+    let plan = plan(ERROR_RATE, "error_rate", &["idle", "ghost", "busy"]);
+    let obs = eventually(WAIT, "0/0 for the idle service", || async {
+        let obs = run_plan(&source, &plan, None, 2).await;
+        match &obs[&Key::new("idle", "error_rate", Track::Canary)] {
+            Observation::NotFinite(v) if v.is_nan() => Ok(obs),
+            _ => Err(obs),
+        }
+    })
+    .await;
+    // Prometheus is up and answering, the busy service has data: "ghost" is absent, not zero.
+    assert!(close(&obs[&Key::new("busy", "error_rate", Track::Canary)], 0.0, 1e-9));
+    assert_eq!(obs[&Key::new("ghost", "error_rate", Track::Canary)], Observation::Absent);
+    assert_eq!(obs[&Key::new("ghost", "error_rate", Track::Stable)], Observation::Absent);
+    let direct = source
+        .instant(r#"http_requests_total{service="ghost"}"#, None)
+        .await
+        .unwrap();
+    assert!(direct.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_promql_is_bad_data_from_the_real_server() {
+    let (_workload, _prom, source) = live().await;
+    let err = source.instant("sum(rate(x[1m]", None).await.unwrap_err();
+    assert_eq!(err.reason(), "bad_data", "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_prometheus_is_a_connect_error_for_every_key() {
+    let (workload, mut prom, source) = live().await;
+    workload.set("shop", Track::Canary, Load::healthy(10.0));
+    let plan = plan(ERROR_RATE, "error_rate", &["shop"]);
+    eventually(WAIT, "a first value", || async {
+        let obs = run_plan(&source, &plan, None, 2).await;
+        match obs[&Key::new("shop", "error_rate", Track::Canary)] {
+            Observation::Value(_) => Ok(()),
+            _ => Err(obs),
+        }
+    })
+    .await;
+    prom.stop();
+    let obs = run_plan(&source, &plan, None, 2).await;
+    assert_eq!(obs.len(), 2);
+    for o in obs.values() {
+        assert_eq!(*o, Observation::Error("connect".into()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfilled_history_is_returned_by_range_queries() {
+    // An hour of history ending ten minutes ago, scraped every 15 s: the canary goes bad halfway.
+    let now = SystemClock.now_millis_rounded();
+    let start = now - 70 * 60_000;
+    let clock = ManualClock::new(start);
+    let history = Workload::new(Arc::new(clock.clone()));
+    history.set("shop", Track::Canary, Load::healthy(10.0).with_errors(0.02));
+    history.set("shop", Track::Stable, Load::healthy(10.0).with_errors(0.02));
+    let mut snapshots = Vec::new();
+    for step in 0..240 {
+        if step == 120 {
+            history.set("shop", Track::Canary, Load::healthy(10.0).with_errors(0.3));
+        }
+        clock.advance(Duration::from_secs(15));
+        snapshots.push(history.snapshot());
+    }
+    let prom = Prometheus::builder()
+        .backfill(exporter::render_openmetrics(&snapshots))
+        .start()
+        .await;
+    let source = PrometheusSource::new(&PrometheusConfig::for_url(&prom.url)).unwrap();
+    let q = r#"sum by (service, track) (rate(http_requests_total{code="500"}[1m])) / sum by (service, track) (rate(http_requests_total[1m]))"#;
+    let range = Range {
+        start: start + 5 * 60_000,
+        end: start + 55 * 60_000,
+        step: Duration::from_secs(60),
+    };
+    let series = source.range(q, range).await.unwrap();
+    let canary = series
+        .iter()
+        .find(|s| s.labels.get("track").map(String::as_str) == Some("canary"))
+        .unwrap_or_else(|| panic!("no canary series in {series:?}\n{}", prom.log()));
+    let early = canary.samples.iter().find(|s| s.at < start + 25 * 60_000).unwrap();
+    let late = canary.samples.iter().rev().find(|s| s.at > start + 40 * 60_000).unwrap();
+    assert!(close(&early.obs, 0.02, 1e-6), "{early:?}");
+    assert!(close(&late.obs, 0.3, 1e-6), "{late:?}");
+}
+
+trait RoundedNow {
+    fn now_millis_rounded(&self) -> i64;
+}
+
+impl RoundedNow for SystemClock {
+    /// Whole seconds, so backfilled timestamps line up with range query steps.
+    fn now_millis_rounded(&self) -> i64 {
+        use backout::clock::Clock;
+        self.now_millis() / 1000 * 1000
+    }
+}
