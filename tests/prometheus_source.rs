@@ -31,9 +31,11 @@ async fn live() -> (Workload, Prometheus, PrometheusSource) {
 }
 
 fn plan(template: &str, metric: &str, services: &[&str]) -> QueryPlan {
-    QueryPlan::build(services.iter().flat_map(|s| {
-        Track::ALL.map(|t| Request::new(Key::new(*s, metric, t), template))
-    }))
+    QueryPlan::build(
+        services
+            .iter()
+            .flat_map(|s| Track::ALL.map(|t| Request::new(Key::new(*s, metric, t), template))),
+    )
 }
 
 fn close(obs: &Observation, want: f64, tol: f64) -> bool {
@@ -83,7 +85,11 @@ async fn error_rate_per_track_matches_what_the_exporter_serves() {
 async fn p99_latency_lands_in_the_bucket_of_the_configured_latency() {
     let (workload, _prom, source) = live().await;
     workload.set("shop", Track::Canary, Load::healthy(20.0).with_latency(0.3));
-    workload.set("shop", Track::Stable, Load::healthy(20.0).with_latency(0.02));
+    workload.set(
+        "shop",
+        Track::Stable,
+        Load::healthy(20.0).with_latency(0.02),
+    );
     let plan = plan(P99, "p99", &["shop"]);
     let obs: HashMap<Key, Observation> = eventually(WAIT, "p99 per track", || async {
         let obs = run_plan(&source, &plan, None, 2).await;
@@ -113,9 +119,19 @@ async fn unknown_service_is_absent_and_no_traffic_is_not_finite() {
     })
     .await;
     // Prometheus is up and answering, the busy service has data: "ghost" is absent, not zero.
-    assert!(close(&obs[&Key::new("busy", "error_rate", Track::Canary)], 0.0, 1e-9));
-    assert_eq!(obs[&Key::new("ghost", "error_rate", Track::Canary)], Observation::Absent);
-    assert_eq!(obs[&Key::new("ghost", "error_rate", Track::Stable)], Observation::Absent);
+    assert!(close(
+        &obs[&Key::new("busy", "error_rate", Track::Canary)],
+        0.0,
+        1e-9
+    ));
+    assert_eq!(
+        obs[&Key::new("ghost", "error_rate", Track::Canary)],
+        Observation::Absent
+    );
+    assert_eq!(
+        obs[&Key::new("ghost", "error_rate", Track::Stable)],
+        Observation::Absent
+    );
     let direct = source
         .instant(r#"http_requests_total{service="ghost"}"#, None)
         .await
@@ -184,8 +200,17 @@ async fn backfilled_history_is_returned_by_range_queries() {
         .iter()
         .find(|s| s.labels.get("track").map(String::as_str) == Some("canary"))
         .unwrap_or_else(|| panic!("no canary series in {series:?}\n{}", prom.log()));
-    let early = canary.samples.iter().find(|s| s.at < start + 25 * 60_000).unwrap();
-    let late = canary.samples.iter().rev().find(|s| s.at > start + 40 * 60_000).unwrap();
+    let early = canary
+        .samples
+        .iter()
+        .find(|s| s.at < start + 25 * 60_000)
+        .unwrap();
+    let late = canary
+        .samples
+        .iter()
+        .rev()
+        .find(|s| s.at > start + 40 * 60_000)
+        .unwrap();
     assert!(close(&early.obs, 0.02, 1e-6), "{early:?}");
     assert!(close(&late.obs, 0.3, 1e-6), "{late:?}");
 }

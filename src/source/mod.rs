@@ -79,6 +79,24 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Every value [`SourceError::reason`] can return, plus the planner's own
+    /// (`multiple_series`, `missing_result`): lets telemetry pre-register its label set.
+    pub const REASONS: [&'static str; 13] = [
+        "timeout",
+        "connect",
+        "http_status",
+        "bad_data",
+        "execution",
+        "canceled",
+        "unavailable",
+        "promql",
+        "parse",
+        "auth",
+        "config",
+        mapping::MULTIPLE_SERIES,
+        plan::MISSING_RESULT,
+    ];
+
     /// A short, bounded label for metrics and `Observation::Error`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -127,25 +145,123 @@ pub async fn run_plan(
     parallel: usize,
 ) -> std::collections::HashMap<Key, crate::sample::Observation> {
     use futures::stream::{self, StreamExt};
-    let mut results: Vec<Option<Result<Vec<Series>, SourceError>>> = vec![None; plan.len()];
-    let answers: Vec<(usize, Result<Vec<Series>, SourceError>)> =
+    let mut answers: Vec<(usize, Result<Vec<Series>, SourceError>)> =
         stream::iter(plan.queries().enumerate())
             .map(|(i, q)| async move { (i, source.instant(q, at).await) })
             .buffer_unordered(parallel.max(1))
             .collect()
             .await;
-    for (i, r) in answers {
-        results[i] = Some(r);
-    }
-    let results: Vec<Result<Vec<Series>, SourceError>> = results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(SourceError::Parse {
-                    detail: "query result missing".into(),
-                })
-            })
-        })
-        .collect();
+    // Every index appears exactly once; restore plan order for `split`.
+    answers.sort_by_key(|(i, _)| *i);
+    let results: Vec<Result<Vec<Series>, SourceError>> =
+        answers.into_iter().map(|(_, r)| r).collect();
     plan.split(&results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::{Observation, Track};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers every query with one series per (service, track) for `services`; counts queries.
+    struct Fake {
+        services: usize,
+        sent: AtomicUsize,
+    }
+
+    impl MetricSource for Fake {
+        fn instant<'a>(
+            &'a self,
+            promql: &'a str,
+            _at: Option<Millis>,
+        ) -> BoxFuture<'a, Result<Vec<Series>, SourceError>> {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            let out = if promql.contains("broken") {
+                Err(SourceError::Promql {
+                    kind: "bad_data".into(),
+                    message: "parse error".into(),
+                })
+            } else {
+                Ok((0..self.services)
+                    .flat_map(|i| {
+                        Track::ALL.map(|t| Series {
+                            labels: [("service", format!("s{i}")), ("track", t.to_string())]
+                                .into_iter()
+                                .map(|(k, v)| (k.to_string(), v))
+                                .collect(),
+                            value: i as f64,
+                        })
+                    })
+                    .collect())
+            };
+            Box::pin(async move { out })
+        }
+
+        fn range<'a>(
+            &'a self,
+            _promql: &'a str,
+            _range: Range,
+        ) -> BoxFuture<'a, Result<Vec<RangeSeries>, SourceError>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cycle_for_500_services_sends_one_query_per_batched_template() {
+        let fake = Fake {
+            services: 500,
+            sent: AtomicUsize::new(0),
+        };
+        let templates = [
+            ("errors", "sum by (service, track) (rate(e[1m]))"),
+            ("latency", "max by (service, track) (l)"),
+            ("bad", "sum by (service, track) (broken"),
+        ];
+        let requests = (0..500).flat_map(|i| {
+            templates.iter().flat_map(move |(m, q)| {
+                Track::ALL.map(|t| Request::new(Key::new(format!("s{i}"), *m, t), *q))
+            })
+        });
+        let plan = QueryPlan::build(requests);
+        let obs = run_plan(&fake, &plan, Some(0), 8).await;
+        assert_eq!(fake.sent.load(Ordering::SeqCst), 3);
+        assert_eq!(obs.len(), 500 * 3 * 2);
+        assert_eq!(
+            obs[&Key::new("s42", "latency", Track::Canary)],
+            Observation::Value(42.0)
+        );
+        assert_eq!(
+            obs[&Key::new("s7", "bad", Track::Stable)],
+            Observation::Error("bad_data".into())
+        );
+    }
+
+    #[test]
+    fn every_error_reason_is_listed() {
+        let all = [
+            SourceError::Timeout {
+                detail: String::new(),
+            },
+            SourceError::Connect {
+                detail: String::new(),
+            },
+            SourceError::HttpStatus {
+                status: 502,
+                detail: String::new(),
+            },
+            SourceError::Parse {
+                detail: String::new(),
+            },
+            SourceError::Auth {
+                detail: String::new(),
+            },
+            SourceError::Config {
+                detail: String::new(),
+            },
+        ];
+        for e in all {
+            assert!(SourceError::REASONS.contains(&e.reason()), "{}", e.reason());
+        }
+    }
 }

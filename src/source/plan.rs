@@ -12,6 +12,9 @@ use super::{Series, SourceError};
 use crate::sample::{Observation, Track};
 use std::collections::HashMap;
 
+/// Reason label for a key whose query had no answer (a caller passed too few results).
+pub const MISSING_RESULT: &str = "missing_result";
+
 /// Who an observation belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
@@ -137,7 +140,7 @@ impl QueryPlan {
         for (i, q) in self.queries.iter().enumerate() {
             let Some(result) = results.get(i) else {
                 for (key, _) in &q.targets {
-                    out.insert(key.clone(), Observation::Error("missing_result".into()));
+                    out.insert(key.clone(), Observation::Error(MISSING_RESULT.into()));
                 }
                 continue;
             };
