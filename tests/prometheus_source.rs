@@ -8,7 +8,8 @@ use backout::sample::{Observation, Track};
 use backout::source::exporter;
 use backout::source::workload::{Load, Workload};
 use backout::source::{
-    run_plan, Key, MetricSource, PrometheusConfig, PrometheusSource, QueryPlan, Range, Request,
+    run_plan, AuthConfig, Key, MetricSource, PrometheusConfig, PrometheusSource, QueryPlan, Range,
+    Request,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -213,6 +214,54 @@ async fn backfilled_history_is_returned_by_range_queries() {
         .unwrap();
     assert!(close(&early.obs, 0.02, 1e-6), "{early:?}");
     assert!(close(&late.obs, 0.3, 1e-6), "{late:?}");
+}
+
+/// bcrypt (cost 4) of "s3cret", for Prometheus's `basic_auth_users`.
+const S3CRET_HASH: &str = "$2b$04$Wu7PLHJ.6DZ1d8kNgb2tuO7PVWuuus/eQKCSS50A7DcfSLfD9llWC";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_and_basic_auth_from_a_password_file() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let prom = Prometheus::builder()
+        .tls(&fixtures)
+        .basic_auth("backout", "s3cret", S3CRET_HASH)
+        .start()
+        .await;
+    assert!(prom.url.starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let cfg = |ca: bool, password_file: &std::path::Path| PrometheusConfig {
+        ca_file: ca.then(|| fixtures.join("ca.pem")),
+        auth: Some(AuthConfig::Basic {
+            username: "backout".into(),
+            password_file: password_file.to_path_buf(),
+        }),
+        ..PrometheusConfig::for_url(&prom.url)
+    };
+
+    let source = PrometheusSource::new(&cfg(true, &password)).unwrap();
+    let one = source.instant("vector(1)", None).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].value, 1.0);
+
+    // Without the private CA the TLS handshake fails: a connect error, not a value.
+    let untrusted = PrometheusSource::new(&cfg(false, &password)).unwrap();
+    let err = untrusted.instant("vector(1)", None).await.unwrap_err();
+    assert_eq!(err.reason(), "connect", "{err}");
+
+    // A wrong password is refused by Prometheus (401).
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "nope").unwrap();
+    let refused = PrometheusSource::new(&cfg(true, &wrong)).unwrap();
+    let err = refused.instant("vector(1)", None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            backout::source::SourceError::HttpStatus { status: 401, .. }
+        ),
+        "{err:?}"
+    );
 }
 
 trait RoundedNow {

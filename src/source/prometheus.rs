@@ -54,6 +54,15 @@ impl PrometheusSource {
                         ca.display().to_string()
                     ),
                 })?;
+            if certs.is_empty() {
+                return Err(SourceError::Config {
+                    detail: format!(
+                        "prometheus.ca_file {:?} contains no PEM certificate \
+                         (expected -----BEGIN CERTIFICATE----- blocks)",
+                        ca.display().to_string()
+                    ),
+                });
+            }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }

@@ -202,3 +202,23 @@ fn unreadable_ca_file_names_the_key() {
     let err = PrometheusSource::new(&cfg).unwrap_err().to_string();
     assert!(err.contains("prometheus.ca_file"), "{err}");
 }
+
+#[test]
+fn ca_file_without_certificates_is_rejected_and_a_real_one_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let cfg = PrometheusConfig {
+        ca_file: Some(junk),
+        ..PrometheusConfig::default()
+    };
+    let err = PrometheusSource::new(&cfg).unwrap_err().to_string();
+    assert!(err.contains("contains no PEM certificate"), "{err}");
+    let cfg = PrometheusConfig {
+        ca_file: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem"),
+        ),
+        ..PrometheusConfig::default()
+    };
+    assert!(PrometheusSource::new(&cfg).is_ok());
+}

@@ -61,6 +61,8 @@ pub struct Builder {
     targets: Vec<SocketAddr>,
     scrape_interval: Duration,
     backfill: Vec<String>,
+    tls: Option<PathBuf>,
+    basic_auth: Option<(String, String, String)>,
 }
 
 impl Builder {
@@ -81,6 +83,37 @@ impl Builder {
         self
     }
 
+    /// Serve HTTPS with `server.pem`/`server.key` from `dir` (certificate for 127.0.0.1, signed
+    /// by `dir/ca.pem`), via Prometheus's `--web.config.file`.
+    pub fn tls(mut self, dir: &Path) -> Self {
+        self.tls = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Require HTTP basic auth; `bcrypt_hash` is the hash of `password` (Prometheus stores hashes).
+    pub fn basic_auth(mut self, user: &str, password: &str, bcrypt_hash: &str) -> Self {
+        self.basic_auth = Some((user.into(), password.into(), bcrypt_hash.into()));
+        self
+    }
+
+    fn web_config(&self) -> Option<String> {
+        if self.tls.is_none() && self.basic_auth.is_none() {
+            return None;
+        }
+        let mut yaml = String::new();
+        if let Some(dir) = &self.tls {
+            yaml.push_str(&format!(
+                "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
+            ));
+        }
+        if let Some((user, _, hash)) = &self.basic_auth {
+            yaml.push_str(&format!("basic_auth_users:\n  {user}: '{hash}'\n"));
+        }
+        Some(yaml)
+    }
+
     /// Starts Prometheus and waits until `/-/ready` answers 200 (at most 60 s).
     pub async fn start(self) -> Prometheus {
         let binary = require_binary("prometheus");
@@ -92,10 +125,19 @@ impl Builder {
         }
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, self.config()).expect("write prometheus.yml");
+        let web_config = self.web_config().map(|yaml| {
+            let path = dir.path().join("web.yml");
+            std::fs::write(&path, yaml).expect("write web.yml");
+            path
+        });
         let port = free_port();
         let log = dir.path().join("prometheus.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(binary)
+        let mut cmd = Command::new(binary);
+        if let Some(web) = &web_config {
+            cmd.arg(format!("--web.config.file={}", web.display()));
+        }
+        let child = cmd
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", storage.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -105,15 +147,21 @@ impl Builder {
             .stderr(log_file)
             .spawn()
             .expect("start prometheus");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut prom = Prometheus {
             child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             port,
             storage,
             log,
             _dir: dir,
         };
-        prom.wait_ready(Duration::from_secs(60)).await;
+        prom.wait_ready(
+            Duration::from_secs(60),
+            self.tls.as_deref(),
+            self.basic_auth.as_ref(),
+        )
+        .await;
         prom
     }
 
@@ -145,6 +193,8 @@ impl Prometheus {
             targets: Vec::new(),
             scrape_interval: Duration::from_secs(1),
             backfill: Vec::new(),
+            tls: None,
+            basic_auth: None,
         }
     }
 
@@ -170,11 +220,18 @@ impl Prometheus {
         }
     }
 
-    async fn wait_ready(&mut self, limit: Duration) {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("http client");
+    async fn wait_ready(
+        &mut self,
+        limit: Duration,
+        tls: Option<&Path>,
+        auth: Option<&(String, String, String)>,
+    ) {
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(2));
+        if let Some(dir) = tls {
+            let pem = std::fs::read(dir.join("ca.pem")).expect("read ca.pem");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("ca.pem"));
+        }
+        let http = http.build().expect("http client");
         let deadline = Instant::now() + limit;
         let ready = format!("{}/-/ready", self.url);
         loop {
@@ -183,7 +240,11 @@ impl Prometheus {
                     panic!("prometheus exited early ({status}):\n{}", self.log());
                 }
             }
-            if let Ok(r) = http.get(&ready).send().await {
+            let mut req = http.get(&ready);
+            if let Some((user, password, _)) = auth {
+                req = req.basic_auth(user, Some(password));
+            }
+            if let Ok(r) = req.send().await {
                 if r.status().is_success() {
                     return;
                 }
