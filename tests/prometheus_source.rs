@@ -6,7 +6,7 @@ mod support;
 use backout::clock::{ManualClock, SystemClock};
 use backout::sample::{Observation, Track};
 use backout::source::exporter;
-use backout::source::workload::{Load, Workload};
+use backout::source::workload::{Delta, Load, Workload};
 use backout::source::{
     run_plan, AuthConfig, Key, MetricSource, PrometheusConfig, PrometheusSource, QueryPlan, Range,
     Request,
@@ -83,7 +83,7 @@ async fn error_rate_per_track_matches_what_the_exporter_serves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p99_latency_lands_in_the_bucket_of_the_configured_latency() {
+async fn p99_latency_matches_histogram_quantile_of_the_configured_latency() {
     let (workload, _prom, source) = live().await;
     workload.set("shop", Track::Canary, Load::healthy(20.0).with_latency(0.3));
     workload.set(
@@ -92,13 +92,29 @@ async fn p99_latency_lands_in_the_bucket_of_the_configured_latency() {
         Load::healthy(20.0).with_latency(0.02),
     );
     let plan = plan(P99, "p99", &["shop"]);
+    // What histogram_quantile must return, computed by the workload's own PromQL-like delta.
+    let expected = |load: Load| {
+        let clock = ManualClock::new(0);
+        let w = Workload::new(Arc::new(clock.clone()));
+        w.set("x", Track::Canary, load);
+        let (t0, a) = w.snapshot();
+        clock.advance(Duration::from_secs(5));
+        let (t1, b) = w.snapshot();
+        Delta::between((t0, &a[0]), (t1, &b[0]))
+            .unwrap()
+            .quantile(0.99)
+    };
+    let want_canary = expected(Load::healthy(20.0).with_latency(0.3));
+    let want_stable = expected(Load::healthy(20.0).with_latency(0.02));
+    assert!(want_canary > 0.25 && want_canary <= 0.5);
     let obs: HashMap<Key, Observation> = eventually(WAIT, "p99 per track", || async {
         let obs = run_plan(&source, &plan, None, 2).await;
-        let canary = obs[&Key::new("shop", "p99", Track::Canary)].value();
-        let stable = obs[&Key::new("shop", "p99", Track::Stable)].value();
-        match (canary, stable) {
-            (Some(c), Some(s)) if c > 0.25 && c <= 0.5 && s > 0.01 && s <= 0.025 => Ok(obs),
-            _ => Err(obs),
+        let canary = &obs[&Key::new("shop", "p99", Track::Canary)];
+        let stable = &obs[&Key::new("shop", "p99", Track::Stable)];
+        if close(canary, want_canary, 1e-9) && close(stable, want_stable, 1e-9) {
+            Ok(obs)
+        } else {
+            Err(obs)
         }
     })
     .await;
@@ -160,7 +176,9 @@ async fn stopped_prometheus_is_a_connect_error_for_every_key() {
         }
     })
     .await;
+    source.probe().await.unwrap();
     prom.stop();
+    assert_eq!(source.probe().await.unwrap_err().reason(), "connect");
     let obs = run_plan(&source, &plan, None, 2).await;
     assert_eq!(obs.len(), 2);
     for o in obs.values() {
@@ -241,13 +259,14 @@ async fn https_with_a_private_ca_and_basic_auth_from_a_password_file() {
     };
 
     let source = PrometheusSource::new(&cfg(true, &password)).unwrap();
+    source.probe().await.unwrap();
     let one = source.instant("vector(1)", None).await.unwrap();
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].value, 1.0);
 
     // Without the private CA the TLS handshake fails: a connect error, not a value.
     let untrusted = PrometheusSource::new(&cfg(false, &password)).unwrap();
-    let err = untrusted.instant("vector(1)", None).await.unwrap_err();
+    let err = untrusted.probe().await.unwrap_err();
     assert_eq!(err.reason(), "connect", "{err}");
 
     // A wrong password is refused by Prometheus (401).

@@ -82,12 +82,11 @@ impl PrometheusSource {
         })
     }
 
-    /// Whether Prometheus answers `/-/ready` (for the daemon's readiness probe).
-    pub async fn is_ready(&self) -> Result<bool, SourceError> {
-        self.client
-            .is_server_ready()
-            .await
-            .map_err(|e| mapping::classify(&e))
+    /// Checks that Prometheus answers queries with our credentials (for the daemon's readiness
+    /// probe). Uses the query API rather than `/-/ready` so auth, TLS and proxies are exercised
+    /// exactly as the real queries will be.
+    pub async fn probe(&self) -> Result<(), SourceError> {
+        self.instant_query("vector(1)", None).await.map(|_| ())
     }
 
     async fn auth_header(&self) -> Result<Option<reqwest::header::HeaderValue>, SourceError> {

@@ -93,6 +93,72 @@ impl Counters {
     }
 }
 
+/// What happened to one (service, track) between two snapshots: what `rate()` and
+/// `histogram_quantile()` over that window would return, for feeding the engine without
+/// Prometheus (the demo's direct mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub service: String,
+    pub track: Track,
+    pub seconds: f64,
+    pub requests: f64,
+    pub errors: f64,
+    buckets: Vec<f64>,
+}
+
+impl Delta {
+    /// `later - earlier` for the same stream; `None` when they describe different streams or
+    /// time does not move forward.
+    pub fn between(earlier: (Millis, &Counters), later: (Millis, &Counters)) -> Option<Self> {
+        let ((t0, a), (t1, b)) = (earlier, later);
+        if a.service != b.service || a.track != b.track || t1 <= t0 {
+            return None;
+        }
+        Some(Self {
+            service: b.service.clone(),
+            track: b.track,
+            seconds: (t1 - t0) as f64 / 1000.0,
+            requests: b.total() - a.total(),
+            errors: b.errors - a.errors,
+            buckets: b
+                .buckets
+                .iter()
+                .zip(&a.buckets)
+                .map(|(x, y)| x - y)
+                .collect(),
+        })
+    }
+
+    pub fn rps(&self) -> f64 {
+        self.requests / self.seconds
+    }
+
+    /// errors / requests; NaN without traffic, exactly like the PromQL ratio (0/0).
+    pub fn error_ratio(&self) -> f64 {
+        self.errors / self.requests
+    }
+
+    /// `histogram_quantile(q, ...)` semantics: linear interpolation inside the bucket holding the
+    /// q-th request; NaN without traffic; the highest finite bound when it falls in `+Inf`.
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.requests <= 0.0 || !(0.0..=1.0).contains(&q) {
+            return f64::NAN;
+        }
+        let rank = q * self.requests;
+        let mut lower_bound = 0.0;
+        let mut lower_count = 0.0;
+        for (le, count) in BUCKETS.iter().zip(&self.buckets) {
+            if *count >= rank && *count > lower_count {
+                return lower_bound
+                    + (le - lower_bound) * (rank - lower_count) / (count - lower_count);
+            }
+            lower_bound = *le;
+            lower_count = *count;
+        }
+        BUCKETS[BUCKETS.len() - 1]
+    }
+}
+
 struct Stream {
     load: Load,
     counters: Counters,
@@ -193,6 +259,36 @@ mod tests {
         assert_eq!(at, 20_000);
         assert_eq!(c[0].total(), 200.0);
         assert!((c[0].errors - (10.0 + 50.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn delta_gives_rate_ratio_and_quantile_like_promql() {
+        let clock = ManualClock::new(0);
+        let w = Workload::new(Arc::new(clock.clone()));
+        w.set(
+            "a",
+            Track::Canary,
+            Load::healthy(10.0).with_errors(0.1).with_latency(0.3),
+        );
+        w.set("idle", Track::Canary, Load::healthy(0.0));
+        clock.advance(Duration::from_secs(60));
+        let (t0, before) = w.snapshot();
+        w.set(
+            "a",
+            Track::Canary,
+            Load::healthy(20.0).with_errors(0.5).with_latency(0.3),
+        );
+        clock.advance(Duration::from_secs(10));
+        let (t1, after) = w.snapshot();
+        let d = Delta::between((t0, &before[0]), (t1, &after[0])).unwrap();
+        assert_eq!(d.rps(), 20.0);
+        assert_eq!(d.error_ratio(), 0.5);
+        // All requests at 0.3 s sit in (0.25, 0.5]: p99 interpolates to 0.25 + 0.99 * 0.25.
+        assert!((d.quantile(0.99) - 0.4975).abs() < 1e-9);
+        let idle = Delta::between((t0, &before[1]), (t1, &after[1])).unwrap();
+        assert!(idle.error_ratio().is_nan());
+        assert!(idle.quantile(0.99).is_nan());
+        assert!(Delta::between((t0, &before[0]), (t1, &after[1])).is_none());
     }
 
     #[test]
