@@ -294,3 +294,26 @@ impl RoundedNow for SystemClock {
         self.now_millis() / 1000 * 1000
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_added_after_start_are_scraped_after_reload() {
+    let prom = Prometheus::builder().start().await;
+    let source = PrometheusSource::new(&PrometheusConfig::for_url(&prom.url)).unwrap();
+    let workload = Workload::new(Arc::new(SystemClock));
+    workload.set("late", Track::Canary, Load::healthy(5.0));
+    let (bound, _task) = exporter::spawn(workload, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let q = r#"http_requests_total{service="late",code="200"}"#;
+    assert!(source.instant(q, None).await.unwrap().is_empty());
+    prom.set_targets(&[bound]).await;
+    eventually(WAIT, "the late exporter's series", || async {
+        let s = source.instant(q, None).await.unwrap();
+        if s.len() == 1 {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+}

@@ -149,6 +149,8 @@ impl Builder {
             .expect("start prometheus");
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut prom = Prometheus {
+            config,
+            scrape_interval: self.scrape_interval,
             child: Some(child),
             url: format!("{scheme}://127.0.0.1:{port}"),
             port,
@@ -166,19 +168,25 @@ impl Builder {
     }
 
     fn config(&self) -> String {
-        let secs = self.scrape_interval.as_secs_f64();
-        let targets: Vec<String> = self.targets.iter().map(|t| format!("'{t}'")).collect();
-        format!(
-            "global:\n  scrape_interval: {secs}s\n  evaluation_interval: {secs}s\n\
-             scrape_configs:\n  - job_name: exporter\n    scrape_interval: {secs}s\n    \
-             scrape_timeout: {secs}s\n    static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
-        )
+        scrape_config(self.scrape_interval, &self.targets)
     }
+}
+
+fn scrape_config(every: Duration, targets: &[SocketAddr]) -> String {
+    let secs = every.as_secs_f64();
+    let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    format!(
+        "global:\n  scrape_interval: {secs}s\n  evaluation_interval: {secs}s\n\
+         scrape_configs:\n  - job_name: exporter\n    scrape_interval: {secs}s\n    \
+         scrape_timeout: {secs}s\n    static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    )
 }
 
 /// A running Prometheus; killed on drop.
 pub struct Prometheus {
+    config: PathBuf,
+    scrape_interval: Duration,
     child: Option<Child>,
     pub url: String,
     pub port: u16,
@@ -210,6 +218,24 @@ impl Prometheus {
     /// What Prometheus logged so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Replaces the scrape targets and reloads the configuration (`POST /-/reload`), e.g. to add
+    /// an exporter started after Prometheus. Plain-HTTP instances only.
+    pub async fn set_targets(&self, targets: &[SocketAddr]) {
+        std::fs::write(&self.config, scrape_config(self.scrape_interval, targets))
+            .expect("rewrite prometheus.yml");
+        let r = reqwest::Client::new()
+            .post(format!("{}/-/reload", self.url))
+            .send()
+            .await
+            .expect("POST /-/reload");
+        assert!(
+            r.status().is_success(),
+            "reload failed: {}\n{}",
+            r.status(),
+            self.log()
+        );
     }
 
     /// Kills Prometheus now (to test an outage); the port then refuses connections.
