@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 pub mod exporter;
+pub mod instrumented;
 pub mod mapping;
 pub mod plan;
 pub mod prometheus;
