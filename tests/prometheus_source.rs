@@ -232,6 +232,18 @@ async fn backfilled_history_is_returned_by_range_queries() {
         .unwrap();
     assert!(close(&early.obs, 0.02, 1e-6), "{early:?}");
     assert!(close(&late.obs, 0.3, 1e-6), "{late:?}");
+
+    // The histogram family survives the OpenMetrics round trip too.
+    let p99 = "histogram_quantile(0.99, sum by (service, track, le) (rate(http_request_duration_seconds_bucket[1m])))";
+    let series = source.range(p99, range).await.unwrap();
+    let (a, b) = (&snapshots[20], &snapshots[24]);
+    let want = Delta::between((a.0, &a.1[0]), (b.0, &b.1[0]))
+        .unwrap()
+        .quantile(0.99);
+    assert_eq!(series.len(), 2, "{series:?}");
+    for s in &series {
+        assert!(s.samples.iter().all(|p| close(&p.obs, want, 1e-9)), "{s:?}");
+    }
 }
 
 /// bcrypt (cost 4) of "s3cret", for Prometheus's `basic_auth_users`.
