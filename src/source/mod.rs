@@ -137,6 +137,26 @@ pub trait MetricSource: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, SourceError>>;
 }
 
+/// Lets a shared source (`Arc<dyn MetricSource>`) be wrapped, e.g. by
+/// [`instrumented::Instrumented`], and handed to several tasks.
+impl<T: MetricSource + ?Sized> MetricSource for std::sync::Arc<T> {
+    fn instant<'a>(
+        &'a self,
+        promql: &'a str,
+        at: Option<Millis>,
+    ) -> BoxFuture<'a, Result<Vec<Series>, SourceError>> {
+        (**self).instant(promql, at)
+    }
+
+    fn range<'a>(
+        &'a self,
+        promql: &'a str,
+        range: Range,
+    ) -> BoxFuture<'a, Result<Vec<RangeSeries>, SourceError>> {
+        (**self).range(promql, range)
+    }
+}
+
 /// Runs every query of a plan (concurrently, at most `parallel` in flight; the source's own rate
 /// limit still applies) and splits the answers back to per-(service, metric, track) observations.
 pub async fn run_plan(
@@ -236,6 +256,36 @@ mod tests {
             obs[&Key::new("s7", "bad", Track::Stable)],
             Observation::Error("bad_data".into())
         );
+    }
+
+    #[tokio::test]
+    async fn a_shared_trait_object_source_can_be_instrumented() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<PrometheusSource>();
+        let src: std::sync::Arc<dyn MetricSource> = std::sync::Arc::new(Fake {
+            services: 3,
+            sent: AtomicUsize::new(0),
+        });
+        let seen = std::sync::Arc::new(CountingObserver::default());
+        let wrapped = instrumented::Instrumented::new(src.clone(), seen.clone());
+        let series = wrapped.instant("q", None).await.unwrap();
+        assert_eq!(series.len(), 6);
+        assert_eq!(seen.0.load(Ordering::SeqCst), 6);
+    }
+
+    /// Sums the series counts it is told about.
+    #[derive(Default)]
+    struct CountingObserver(AtomicUsize);
+
+    impl instrumented::QueryObserver for CountingObserver {
+        fn observe(
+            &self,
+            _: instrumented::QueryKind,
+            _: std::time::Duration,
+            outcome: Result<usize, &SourceError>,
+        ) {
+            self.0.fetch_add(outcome.unwrap_or(0), Ordering::SeqCst);
+        }
     }
 
     #[test]
