@@ -2,7 +2,8 @@
 //! exporter for the demo and the tests.
 //!
 //! The rest of the daemon depends only on [`MetricSource`], so the engine can be fed from real
-//! Prometheus, from a fake in tests, or directly from the simulated workload in the demo. Every
+//! Prometheus or from a fake in tests; the demo without Prometheus reads the simulated workload's
+//! counters directly ([`workload::Delta`]). Every
 //! outcome the engine must treat differently stays distinct: a finite value, NaN/±Inf, an empty
 //! result and a failure never collapse into a zero.
 
@@ -23,7 +24,8 @@ pub use config::{AuthConfig, PrometheusConfig};
 pub use plan::{Key, QueryPlan, Request, SplitLabels};
 pub use prometheus::PrometheusSource;
 
-/// Labels of one result series (without the metric name handling: `__name__` is kept if present).
+/// Labels of one result series; sorted so results compare and print deterministically.
+/// `__name__` is included when Prometheus returns it.
 pub type Labels = BTreeMap<String, String>;
 
 /// One series of an instant query result. `value` may be NaN/±Inf: the caller decides what that
