@@ -130,41 +130,54 @@ impl Builder {
             std::fs::write(&path, yaml).expect("write web.yml");
             path
         });
-        let port = free_port();
         let log = dir.path().join("prometheus.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(binary);
-        if let Some(web) = &web_config {
-            cmd.arg(format!("--web.config.file={}", web.display()));
-        }
-        let child = cmd
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", storage.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-lifecycle")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start prometheus");
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut prom = Prometheus {
-            config,
-            scrape_interval: self.scrape_interval,
-            child: Some(child),
-            url: format!("{scheme}://127.0.0.1:{port}"),
-            port,
-            storage,
-            log,
-            _dir: dir,
-        };
-        prom.wait_ready(
-            Duration::from_secs(60),
-            self.tls.as_deref(),
-            self.basic_auth.as_ref(),
-        )
-        .await;
-        prom
+        // The port is free when picked but another test may grab it before Prometheus binds:
+        // retry with a new port when that is why it exited.
+        for _attempt in 0..5 {
+            let port = free_port();
+            let log_file = std::fs::File::create(&log).expect("log file");
+            let mut cmd = Command::new(&binary);
+            if let Some(web) = &web_config {
+                cmd.arg(format!("--web.config.file={}", web.display()));
+            }
+            let child = cmd
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", storage.display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--web.enable-lifecycle")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("log file"))
+                .stderr(log_file)
+                .spawn()
+                .expect("start prometheus");
+            let mut prom = Prometheus {
+                config: config.clone(),
+                scrape_interval: self.scrape_interval,
+                child: Some(child),
+                url: format!("{scheme}://127.0.0.1:{port}"),
+                port,
+                storage: storage.clone(),
+                log: log.clone(),
+                _dir: None,
+            };
+            match prom
+                .wait_ready(
+                    Duration::from_secs(60),
+                    self.tls.as_deref(),
+                    self.basic_auth.as_ref(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    prom._dir = Some(dir);
+                    return prom;
+                }
+                Err(Exit::PortTaken) => continue,
+                Err(Exit::Failed(why)) => panic!("{why}"),
+            }
+        }
+        panic!("prometheus could not bind a free loopback port in 5 attempts")
     }
 
     fn config(&self) -> String {
@@ -192,7 +205,14 @@ pub struct Prometheus {
     pub port: u16,
     pub storage: PathBuf,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    /// Owned once started, so the storage outlives the process.
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Why a start attempt failed.
+enum Exit {
+    PortTaken,
+    Failed(String),
 }
 
 impl Prometheus {
@@ -251,7 +271,7 @@ impl Prometheus {
         limit: Duration,
         tls: Option<&Path>,
         auth: Option<&(String, String, String)>,
-    ) {
+    ) -> Result<(), Exit> {
         let mut http = reqwest::Client::builder().timeout(Duration::from_secs(2));
         if let Some(dir) = tls {
             let pem = std::fs::read(dir.join("ca.pem")).expect("read ca.pem");
@@ -263,7 +283,14 @@ impl Prometheus {
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("prometheus exited early ({status}):\n{}", self.log());
+                    self.child = None;
+                    let log = self.log();
+                    if log.contains("address already in use") {
+                        return Err(Exit::PortTaken);
+                    }
+                    return Err(Exit::Failed(format!(
+                        "prometheus exited early ({status}):\n{log}"
+                    )));
                 }
             }
             let mut req = http.get(&ready);
@@ -272,11 +299,14 @@ impl Prometheus {
             }
             if let Ok(r) = req.send().await {
                 if r.status().is_success() {
-                    return;
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                panic!("prometheus not ready after {limit:?}:\n{}", self.log());
+                return Err(Exit::Failed(format!(
+                    "prometheus not ready after {limit:?}:\n{}",
+                    self.log()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -289,7 +319,7 @@ impl Drop for Prometheus {
     }
 }
 
-/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit` with the last
+/// Polls `check` every 200 ms until it returns `Ok`, or panics after `limit` with the last
 /// state it saw. Scrapes happen on Prometheus's schedule, so tests wait for a condition instead
 /// of sleeping a guessed amount.
 pub async fn eventually<T, S, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
