@@ -15,3 +15,4 @@ pub mod telemetry;
 pub mod diagnostic;
 pub mod settings;
 pub mod stats;
+pub mod source;

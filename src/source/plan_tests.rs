@@ -1,0 +1,156 @@
+use super::*;
+use crate::source::Labels;
+use proptest::prelude::*;
+
+const BATCHED: &str = r#"sum by (service, track) (rate(http_requests_total{code=~"5.."}[1m])) / sum by (service, track) (rate(http_requests_total[1m]))"#;
+
+fn services(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("svc-{i}")).collect()
+}
+
+/// What the daemon produces for `n` services using one template: a request per service and track.
+fn requests_for(n: usize, template: &str) -> Vec<Request> {
+    services(n)
+        .into_iter()
+        .flat_map(|s| {
+            Track::ALL.map(|t| {
+                let q = template
+                    .replace("{{service}}", &s)
+                    .replace("{{track}}", t.as_str());
+                Request::new(Key::new(s.clone(), "error_rate", t), q)
+            })
+        })
+        .collect()
+}
+
+fn series(service: &str, track: &str, value: f64) -> Series {
+    let labels: Labels = [("service", service), ("track", track)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Series { labels, value }
+}
+
+#[test]
+fn batched_query_count_does_not_grow_with_services() {
+    let one = QueryPlan::build(requests_for(1, BATCHED));
+    let many = QueryPlan::build(requests_for(500, BATCHED));
+    assert_eq!(one.len(), 1);
+    assert_eq!(many.len(), one.len());
+}
+
+#[test]
+fn per_service_templates_are_one_query_per_service_and_track() {
+    let template = r#"sum(rate(http_requests_total{service="{{service}}",track="{{track}}",code=~"5.."}[1m]))"#;
+    let plan = QueryPlan::build(requests_for(3, template));
+    assert_eq!(plan.len(), 6);
+    assert!(plan.queries().all(|q| !q.contains("{{")));
+}
+
+#[test]
+fn batched_result_is_split_by_labels_and_missing_series_are_absent() {
+    let plan = QueryPlan::build(requests_for(3, BATCHED));
+    let answer = vec![
+        series("svc-0", "canary", 0.2),
+        series("svc-0", "stable", 0.01),
+        series("svc-1", "canary", f64::NAN),
+        series("svc-1", "stable", 0.0),
+        // svc-2 has no series at all (no traffic yet).
+    ];
+    let obs = plan.split(&[Ok(answer)]);
+    assert_eq!(obs.len(), 6);
+    let get = |s: &str, t| obs[&Key::new(s, "error_rate", t)].clone();
+    assert_eq!(get("svc-0", Track::Canary), Observation::Value(0.2));
+    assert_eq!(get("svc-0", Track::Stable), Observation::Value(0.01));
+    assert!(matches!(get("svc-1", Track::Canary), Observation::NotFinite(v) if v.is_nan()));
+    assert_eq!(get("svc-1", Track::Stable), Observation::Value(0.0));
+    assert_eq!(get("svc-2", Track::Canary), Observation::Absent);
+    assert_eq!(get("svc-2", Track::Stable), Observation::Absent);
+}
+
+#[test]
+fn a_failed_batched_query_is_an_error_for_every_key_not_a_zero() {
+    let plan = QueryPlan::build(requests_for(2, BATCHED));
+    let err = SourceError::Timeout {
+        detail: "slow".into(),
+    };
+    let obs = plan.split(&[Err(err)]);
+    assert_eq!(obs.len(), 4);
+    assert!(obs
+        .values()
+        .all(|o| *o == Observation::Error("timeout".into())));
+}
+
+#[test]
+fn declared_label_set_splits_queries_without_by_clause_detection() {
+    let q = "sum by (app, version) (rate(errors_total[1m]))";
+    let labels = SplitLabels::new("app", "version");
+    let reqs =
+        ["a", "b"].map(|s| Request::split_by(Key::new(s, "err", Track::Canary), q, labels.clone()));
+    let plan = QueryPlan::build(reqs);
+    assert_eq!(plan.len(), 1);
+    let mut s = series("x", "y", 3.0);
+    s.labels = [("app", "b"), ("version", "canary")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let obs = plan.split(&[Ok(vec![s])]);
+    assert_eq!(
+        obs[&Key::new("b", "err", Track::Canary)],
+        Observation::Value(3.0)
+    );
+    assert_eq!(
+        obs[&Key::new("a", "err", Track::Canary)],
+        Observation::Absent
+    );
+}
+
+#[test]
+fn unsplit_query_returning_several_series_is_flagged() {
+    let plan = QueryPlan::build([Request::new(
+        Key::new("a", "err", Track::Canary),
+        "rate(errors_total[1m])",
+    )]);
+    let obs = plan.split(&[Ok(vec![
+        series("a", "canary", 1.0),
+        series("a", "stable", 2.0),
+    ])]);
+    assert_eq!(
+        obs[&Key::new("a", "err", Track::Canary)],
+        Observation::Error(MULTIPLE_SERIES.into())
+    );
+}
+
+#[test]
+fn by_clause_detection() {
+    let l = SplitLabels::default();
+    assert!(groups_by(BATCHED, &l));
+    assert!(groups_by("sum(rate(x[1m])) by (track,service)", &l));
+    assert!(groups_by("sum by(service , track, code) (x)", &l));
+    assert!(!groups_by("sum by (service) (x)", &l));
+    assert!(!groups_by("sum without (service, track) (x)", &l));
+    assert!(!groups_by(r#"sum(x{path="/by (service, track)"})"#, &l));
+    assert!(!groups_by("sum(standby (service, track))", &l));
+}
+
+proptest! {
+    /// Whatever the fleet, a batched template costs one query and every key gets an answer.
+    #[test]
+    fn every_requested_key_gets_exactly_one_observation(n in 1usize..60, present in proptest::collection::vec(any::<bool>(), 120)) {
+        let plan = QueryPlan::build(requests_for(n, BATCHED));
+        prop_assert_eq!(plan.len(), 1);
+        let mut answer: Vec<Series> = Vec::new();
+        for (i, s) in services(n).iter().enumerate() {
+            for (j, t) in Track::ALL.into_iter().enumerate() {
+                if present[(2 * i + j) % 120] {
+                    answer.push(series(s, t.as_str(), i as f64));
+                }
+            }
+        }
+        let expected_values = answer.len();
+        let obs = plan.split(&[Ok(answer)]);
+        prop_assert_eq!(obs.len(), 2 * n);
+        prop_assert_eq!(obs.values().filter(|o| matches!(o, Observation::Value(_))).count(), expected_values);
+        prop_assert_eq!(obs.values().filter(|o| **o == Observation::Absent).count(), 2 * n - expected_values);
+    }
+}
