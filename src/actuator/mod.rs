@@ -5,6 +5,7 @@
 
 pub mod backup;
 mod cluster;
+pub mod fixtures;
 pub mod objects;
 pub mod plan;
 pub mod progress;
