@@ -225,30 +225,7 @@ impl Actuator {
                 let progress = Progress::new(&plan.id);
                 let cm =
                     backup::config_map(&plan, &backup::objects_to_save(&plan, &obs), &progress);
-                let created = self
-                    .retrying("create backup ConfigMap", &backup_name, || {
-                        c.create_backup(&cm)
-                    })
-                    .await?;
-                if created {
-                    (plan, progress, false)
-                } else {
-                    let cm = self
-                        .retrying("read backup ConfigMap", &backup_name, || {
-                            c.get_backup(&backup_name)
-                        })
-                        .await?
-                        .ok_or_else(|| ActuatorError::Concurrent {
-                            id: id.clone(),
-                            backup: backup_name.clone(),
-                        })?;
-                    (
-                        backup::read_plan(&cm)?,
-                        Progress::from_annotations(&backup::annotations_of(&cm))
-                            .unwrap_or_else(|| Progress::new(&id)),
-                        true,
-                    )
-                }
+                self.claim(&c, &cm, &backup_name, plan, progress).await?
             }
         };
 
@@ -328,6 +305,45 @@ impl Actuator {
         self.advance(&c, &backup_name, &progress, &done).await?;
         report.finished_at = self.clock.now_millis();
         Ok(report)
+    }
+
+    /// Create the backup ConfigMap, which claims this canary revision's rollback. If it already
+    /// exists (an earlier run, or our own create whose answer was lost), resume from it instead.
+    async fn claim(
+        &self,
+        c: &Cluster,
+        cm: &serde_json::Value,
+        backup_name: &str,
+        plan: ActionPlan,
+        progress: Progress,
+    ) -> Result<(ActionPlan, Progress, bool), ActuatorError> {
+        for attempt in 1..=self.config.retry.max_attempts {
+            let created = self
+                .retrying("create backup ConfigMap", backup_name, || {
+                    c.create_backup(cm)
+                })
+                .await?;
+            if created {
+                return Ok((plan, progress, false));
+            }
+            let existing = self
+                .retrying("read backup ConfigMap", backup_name, || {
+                    c.get_backup(backup_name)
+                })
+                .await?;
+            if let Some(existing) = existing {
+                let stored = backup::read_plan(&existing)?;
+                let recorded = Progress::from_annotations(&backup::annotations_of(&existing))
+                    .unwrap_or_else(|| Progress::new(&stored.id));
+                return Ok((stored, recorded, true));
+            }
+            // 409 but gone: deleted meanwhile, or a spurious conflict. Try again.
+            tokio::time::sleep(self.config.retry.delay(attempt)).await;
+        }
+        Err(ActuatorError::Concurrent {
+            id: plan.id.clone(),
+            backup: backup_name.into(),
+        })
     }
 
     /// Record progress `old -> new`, idempotently: after an ambiguous failure (timeout) the

@@ -6,6 +6,8 @@
 //! `paused` honoured), and fault injection. Used until/alongside the full simulator (src/sim).
 #![allow(dead_code)]
 
+pub mod state;
+
 use backout::actuator::fixtures::template_hash;
 use hyper::{Request, Response};
 use kube::client::Body;
@@ -29,6 +31,7 @@ pub enum FaultKind {
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub method: Option<String>,
+    /// Matches request paths ending with this (e.g. `deployments/web/scale`).
     pub path_contains: String,
     pub kind: FaultKind,
     /// How many matching requests to affect.
@@ -148,6 +151,17 @@ impl FakeKube {
         s.kill_after_writes = Some(s.writes + n);
     }
 
+    /// Injected faults not yet triggered.
+    pub fn faults_left(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .iter()
+            .map(|f| f.times)
+            .sum()
+    }
+
     pub fn revive(&self) {
         self.state.lock().unwrap().kill_after_writes = None;
     }
@@ -236,7 +250,7 @@ impl FakeKube {
                 let idx = s.faults.iter().position(|f| {
                     f.times > 0
                         && f.method.as_ref().is_none_or(|m| *m == method)
-                        && path.contains(&f.path_contains)
+                        && path.ends_with(&f.path_contains)
                 });
                 idx.map(|i| {
                     s.faults[i].times -= 1;
