@@ -226,15 +226,83 @@ impl FakeKube {
     async fn handle(&self, req: Request<Body>) -> Result<Response<Body>, tower::BoxError> {
         let method = req.method().to_string();
         let uri = req.uri().clone();
-        let path = uri.path().to_string();
-        let query = uri.query().unwrap_or_default().to_string();
         let ctype = req
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let body = req.into_body().collect_bytes().await?;
+        let body = req.into_body().collect_bytes().await?.to_vec();
+        let out = self
+            .handle_parts(
+                method,
+                uri.path().to_string(),
+                uri.query().unwrap_or_default().to_string(),
+                ctype,
+                body,
+            )
+            .await?;
+        Ok(respond(out))
+    }
+
+    /// Serve the fake over HTTP on a loopback port (for the real kubectl and the backout binary);
+    /// returns the base URL.
+    pub async fn serve_http(&self) -> String {
+        use axum::response::IntoResponse;
+        let fake = self.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let fake = fake.clone();
+            async move {
+                let method = req.method().to_string();
+                let uri = req.uri().clone();
+                let ctype = req
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                    .await
+                    .unwrap_or_default()
+                    .to_vec();
+                let (code, value) = match fake
+                    .handle_parts(
+                        method,
+                        uri.path().to_string(),
+                        uri.query().unwrap_or_default().to_string(),
+                        ctype,
+                        body,
+                    )
+                    .await
+                {
+                    Ok(out) => out,
+                    Err(e) => status(500, "InternalError", &e.to_string()),
+                };
+                (
+                    axum::http::StatusCode::from_u16(code).unwrap(),
+                    [("content-type", "application/json")],
+                    serde_json::to_vec(&value).unwrap(),
+                )
+                    .into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    async fn handle_parts(
+        &self,
+        method: String,
+        path: String,
+        query: String,
+        ctype: String,
+        body: Vec<u8>,
+    ) -> Result<(u16, Value), tower::BoxError> {
+        if let Some(doc) = discovery(&path) {
+            return Ok((200, doc));
+        }
         let body: Value = if body.is_empty() {
             Value::Null
         } else {
@@ -259,9 +327,7 @@ impl FakeKube {
             }
         };
         match fault {
-            Some(FaultKind::Status(code)) => {
-                return Ok(respond(status(code, "Injected", "injected fault")))
-            }
+            Some(FaultKind::Status(code)) => return Ok(status(code, "Injected", "injected fault")),
             Some(FaultKind::Hang) => std::future::pending::<()>().await,
             Some(FaultKind::Drop) => return Err("connection reset by peer (injected)".into()),
             _ => {}
@@ -284,7 +350,7 @@ impl FakeKube {
         if fault == Some(FaultKind::ApplyThenHang) {
             std::future::pending::<()>().await;
         }
-        Ok(respond((code, out)))
+        Ok((code, out))
     }
 
     fn serve(
@@ -297,9 +363,9 @@ impl FakeKube {
         body: Value,
     ) -> (u16, Value) {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let rest = match segs.as_slice() {
-            ["api", "v1", "namespaces", rest @ ..] => rest,
-            ["apis", _, _, "namespaces", rest @ ..] => rest,
+        let (api_version, rest) = match segs.as_slice() {
+            ["api", "v1", "namespaces", rest @ ..] => ("v1".to_string(), rest),
+            ["apis", g, v, "namespaces", rest @ ..] => (format!("{g}/{v}"), rest),
             _ => return status(404, "NotFound", &format!("no route {path}")),
         };
         let (ns, plural, name, sub) = match rest {
@@ -341,7 +407,7 @@ impl FakeKube {
                     .collect();
                 (
                     200,
-                    json!({"apiVersion": "v1", "kind": format!("{}List", kind_of(plural)), "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+                    json!({"apiVersion": api_version, "kind": format!("{}List", kind_of(plural)), "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
                 )
             }
             ("GET", Some(n), None) => match s.objects.get(&key(n)) {
@@ -439,6 +505,9 @@ impl FakeKube {
                     }
                     new
                 };
+                // A real apiserver decodes into typed objects: explicit nulls (kubectl's
+                // `creationTimestamp: null`) do not survive.
+                drop_nulls(&mut updated);
                 if dry {
                     return (
                         200,
@@ -615,4 +684,57 @@ fn respond((code, body): (u16, Value)) -> Response<Body> {
         .header("content-type", "application/json")
         .body(Body::from(serde_json::to_vec(&body).unwrap_or_default()))
         .unwrap()
+}
+
+fn resource(name: &str, kind: &str, short: &[&str], verbs: &[&str]) -> Value {
+    json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs, "shortNames": short})
+}
+
+/// Legacy discovery documents, enough for kubectl to map deploy/rs/vs/hpa/cm.
+fn discovery(path: &str) -> Option<Value> {
+    let all = [
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ];
+    let gv = |g: &str, v: &str| json!({"groupVersion": format!("{g}/{v}"), "version": v});
+    Some(match path {
+        "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
+                          "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": "apps", "versions": [gv("apps", "v1")], "preferredVersion": gv("apps", "v1")},
+            {"name": "autoscaling", "versions": [gv("autoscaling", "v2")], "preferredVersion": gv("autoscaling", "v2")},
+            {"name": "networking.istio.io", "versions": [gv("networking.istio.io", "v1")], "preferredVersion": gv("networking.istio.io", "v1")},
+            {"name": "events.k8s.io", "versions": [gv("events.k8s.io", "v1")], "preferredVersion": gv("events.k8s.io", "v1")}]}),
+        "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+            resource("configmaps", "ConfigMap", &["cm"], &all)]}),
+        "/apis/apps/v1" => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
+            resource("deployments", "Deployment", &["deploy"], &all),
+            {"name": "deployments/scale", "namespaced": true, "kind": "Scale", "group": "autoscaling", "version": "v1", "verbs": ["get", "patch", "update"]},
+            resource("replicasets", "ReplicaSet", &["rs"], &all)]})
+        }
+        "/apis/autoscaling/v2" => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "autoscaling/v2", "resources": [
+            resource("horizontalpodautoscalers", "HorizontalPodAutoscaler", &["hpa"], &all)]})
+        }
+        "/apis/networking.istio.io/v1" => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "networking.istio.io/v1", "resources": [
+            resource("virtualservices", "VirtualService", &["vs"], &all)]})
+        }
+        "/apis/events.k8s.io/v1" => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "events.k8s.io/v1", "resources": [
+            resource("events", "Event", &["ev"], &all)]})
+        }
+        _ => return None,
+    })
+}
+
+fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
