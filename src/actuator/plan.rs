@@ -147,14 +147,14 @@ pub enum PlanError {
         route: String,
         found: Vec<String>,
     },
-    #[error("{file}: route {route:?} of VirtualService {vs:?} has no destination matching traffic.{track} (host {host:?}, subset {subset:?}); fix traffic.{track}")]
+    #[error("{file}: route {route:?} of VirtualService {vs:?} has no destination matching traffic.{track} ({wanted}); fix traffic.{track}")]
     DestinationNotFound {
         file: String,
         vs: String,
         route: String,
         track: &'static str,
-        host: String,
-        subset: Option<String>,
+        /// "host X, subset Y" as the policy names it.
+        wanted: String,
     },
     #[error("Deployment {deployment:?} has no ReplicaSet with revision {revision}; revisions kept: {available:?}. Pass --to-revision with one of them (raise revisionHistoryLimit to keep more)")]
     RevisionNotFound {

@@ -75,8 +75,7 @@ pub fn locate(
                 vs: vs_name.into(),
                 route: traffic.route.clone(),
                 track,
-                host: d.host.clone(),
-                subset: d.subset.clone(),
+                wanted: format!("host {:?}, subset {:?}", d.host, d.subset),
             })
     };
     let stable_index = find(&traffic.stable, "stable")?;
