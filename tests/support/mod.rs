@@ -6,9 +6,16 @@
 //! `paused` honoured), and fault injection. Used until/alongside the full simulator (src/sim).
 #![allow(dead_code)]
 
+mod controller;
+mod discovery;
+mod faults;
+pub use faults::{Fault, FaultKind};
+mod http;
 pub mod state;
 
-use backout::actuator::fixtures::template_hash;
+use controller::reconcile;
+use discovery::discovery;
+
 use hyper::{Request, Response};
 use kube::client::Body;
 use serde_json::{json, Value};
@@ -16,43 +23,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum FaultKind {
-    /// Answer with this HTTP status (and a Status body).
-    Status(u16),
-    /// Never answer (the client's timeout fires).
-    Hang,
-    /// Fail the connection.
-    Drop,
-    /// Perform the request, then never answer: the write landed but the client cannot know.
-    ApplyThenHang,
-}
-
-#[derive(Debug, Clone)]
-pub struct Fault {
-    pub method: Option<String>,
-    /// Matches request paths ending with this (e.g. `deployments/web/scale`).
-    pub path_contains: String,
-    pub kind: FaultKind,
-    /// How many matching requests to affect.
-    pub times: usize,
-}
-
-impl Fault {
-    pub fn on(method: &str, path_contains: &str, kind: FaultKind, times: usize) -> Self {
-        Self {
-            method: Some(method.into()),
-            path_contains: path_contains.into(),
-            kind,
-            times,
-        }
-    }
-}
-
 #[derive(Default)]
-struct State {
-    objects: BTreeMap<(String, String, String), Value>,
-    rv: u64,
+pub(super) struct State {
+    pub(super) objects: BTreeMap<(String, String, String), Value>,
+    pub(super) rv: u64,
     faults: Vec<Fault>,
     log: Vec<(String, String)>,
     writes: usize,
@@ -65,7 +39,7 @@ pub struct FakeKube {
     killed: Arc<Notify>,
 }
 
-fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+pub(super) fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
     (
         code,
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -102,7 +76,7 @@ fn name_of(v: &Value) -> String {
         .to_string()
 }
 
-fn strip_hash(t: &Value) -> Value {
+pub(super) fn strip_hash(t: &Value) -> Value {
     let mut t = t.clone();
     if let Some(l) = t
         .pointer_mut("/metadata/labels")
@@ -245,54 +219,7 @@ impl FakeKube {
         Ok(respond(out))
     }
 
-    /// Serve the fake over HTTP on a loopback port (for the real kubectl and the backout binary);
-    /// returns the base URL.
-    pub async fn serve_http(&self) -> String {
-        use axum::response::IntoResponse;
-        let fake = self.clone();
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let fake = fake.clone();
-            async move {
-                let method = req.method().to_string();
-                let uri = req.uri().clone();
-                let ctype = req
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
-                    .await
-                    .unwrap_or_default()
-                    .to_vec();
-                let (code, value) = match fake
-                    .handle_parts(
-                        method,
-                        uri.path().to_string(),
-                        uri.query().unwrap_or_default().to_string(),
-                        ctype,
-                        body,
-                    )
-                    .await
-                {
-                    Ok(out) => out,
-                    Err(e) => status(500, "InternalError", &e.to_string()),
-                };
-                (
-                    axum::http::StatusCode::from_u16(code).unwrap(),
-                    [("content-type", "application/json")],
-                    serde_json::to_vec(&value).unwrap(),
-                )
-                    .into_response()
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
-    }
-
-    async fn handle_parts(
+    pub(super) async fn handle_parts(
         &self,
         method: String,
         path: String,
@@ -552,180 +479,12 @@ fn scale_of(d: &Value) -> Value {
     })
 }
 
-const SKIP: [&str; 5] = [
-    "kubectl.kubernetes.io/last-applied-configuration",
-    "deployment.kubernetes.io/revision",
-    "deployment.kubernetes.io/revision-history",
-    "deployment.kubernetes.io/desired-replicas",
-    "deployment.kubernetes.io/max-replicas",
-];
-
-/// The deployment controller, done instantly: find or create the ReplicaSet of the current
-/// template, give it the next revision if it is not the newest, scale the others to 0.
-fn reconcile(s: &mut State, ns: &str, name: &str) {
-    let dkey = ("deployments".to_string(), ns.to_string(), name.to_string());
-    let Some(mut d) = s.objects.get(&dkey).cloned() else {
-        return;
-    };
-    let generation = d
-        .pointer("/metadata/generation")
-        .cloned()
-        .unwrap_or(json!(1));
-    let replicas = d
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    if d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
-        d["status"]["observedGeneration"] = generation;
-        s.objects.insert(dkey, d);
-        return;
-    }
-    let uid = d.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
-    let template = strip_hash(d.pointer("/spec/template").unwrap_or(&Value::Null));
-    let owned: Vec<(String, Value)> = s
-        .objects
-        .iter()
-        .filter(|((p, n, _), v)| {
-            p == "replicasets"
-                && n == ns
-                && v.pointer("/metadata/ownerReferences/0/uid") == Some(&uid)
-        })
-        .map(|((_, _, n), v)| (n.clone(), v.clone()))
-        .collect();
-    let rev = |v: &Value| {
-        v.pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
-            .and_then(Value::as_str)
-            .and_then(|r| r.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
-    let max_rev = owned.iter().map(|(_, v)| rev(v)).max().unwrap_or(0);
-    let matching = owned
-        .iter()
-        .find(|(_, v)| strip_hash(v.pointer("/spec/template").unwrap_or(&Value::Null)) == template);
-    let mut annotations: serde_json::Map<String, Value> = d
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    annotations.retain(|k, _| !SKIP.contains(&k.as_str()));
-    let (new_name, new_rev) = match matching {
-        Some((n, v)) if rev(v) == max_rev => (n.clone(), max_rev),
-        Some((n, v)) => {
-            let mut v = v.clone();
-            let mut a = annotations.clone();
-            a.insert(
-                "deployment.kubernetes.io/revision".into(),
-                json!((max_rev + 1).to_string()),
-            );
-            a.insert(
-                "deployment.kubernetes.io/revision-history".into(),
-                json!(rev(&v).to_string()),
-            );
-            v["metadata"]["annotations"] = Value::Object(a);
-            s.objects
-                .insert(("replicasets".into(), ns.into(), n.clone()), v);
-            (n.clone(), max_rev + 1)
-        }
-        None => {
-            let hash = template_hash(&template);
-            let n = format!("{name}-{hash}");
-            let mut t = template.clone();
-            t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-            let mut a = annotations.clone();
-            a.insert(
-                "deployment.kubernetes.io/revision".into(),
-                json!((max_rev + 1).to_string()),
-            );
-            let mut labels = t.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
-            labels["pod-template-hash"] = json!(hash);
-            s.rv += 1;
-            let rs = json!({
-                "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {"name": n, "namespace": ns, "uid": format!("uid-rs-{n}"), "resourceVersion": s.rv.to_string(),
-                              "labels": labels, "annotations": a,
-                              "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
-                "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": t},
-                "status": {"replicas": 0}
-            });
-            s.objects
-                .insert(("replicasets".into(), ns.into(), n.clone()), rs);
-            (n, max_rev + 1)
-        }
-    };
-    let rs_names: Vec<String> = s
-        .objects
-        .iter()
-        .filter(|((p, n, _), v)| {
-            p == "replicasets"
-                && n == ns
-                && v.pointer("/metadata/ownerReferences/0/uid") == Some(&uid)
-        })
-        .map(|((_, _, n), _)| n.clone())
-        .collect();
-    for n in rs_names {
-        if let Some(rs) = s
-            .objects
-            .get_mut(&("replicasets".into(), ns.into(), n.clone()))
-        {
-            let r = if n == new_name { replicas } else { 0 };
-            rs["spec"]["replicas"] = json!(r);
-            rs["status"]["replicas"] = json!(r);
-        }
-    }
-    d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!(new_rev.to_string());
-    d["status"] = json!({"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-                         "readyReplicas": replicas, "availableReplicas": replicas});
-    s.objects.insert(dkey, d);
-}
-
 fn respond((code, body): (u16, Value)) -> Response<Body> {
     Response::builder()
         .status(code)
         .header("content-type", "application/json")
         .body(Body::from(serde_json::to_vec(&body).unwrap_or_default()))
         .unwrap()
-}
-
-fn resource(name: &str, kind: &str, short: &[&str], verbs: &[&str]) -> Value {
-    json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs, "shortNames": short})
-}
-
-/// Legacy discovery documents, enough for kubectl to map deploy/rs/vs/hpa/cm.
-fn discovery(path: &str) -> Option<Value> {
-    let all = [
-        "create", "delete", "get", "list", "patch", "update", "watch",
-    ];
-    let gv = |g: &str, v: &str| json!({"groupVersion": format!("{g}/{v}"), "version": v});
-    Some(match path {
-        "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
-                          "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
-        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": "apps", "versions": [gv("apps", "v1")], "preferredVersion": gv("apps", "v1")},
-            {"name": "autoscaling", "versions": [gv("autoscaling", "v2")], "preferredVersion": gv("autoscaling", "v2")},
-            {"name": "networking.istio.io", "versions": [gv("networking.istio.io", "v1")], "preferredVersion": gv("networking.istio.io", "v1")},
-            {"name": "events.k8s.io", "versions": [gv("events.k8s.io", "v1")], "preferredVersion": gv("events.k8s.io", "v1")}]}),
-        "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-            resource("configmaps", "ConfigMap", &["cm"], &all)]}),
-        "/apis/apps/v1" => {
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
-            resource("deployments", "Deployment", &["deploy"], &all),
-            {"name": "deployments/scale", "namespaced": true, "kind": "Scale", "group": "autoscaling", "version": "v1", "verbs": ["get", "patch", "update"]},
-            resource("replicasets", "ReplicaSet", &["rs"], &all)]})
-        }
-        "/apis/autoscaling/v2" => {
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "autoscaling/v2", "resources": [
-            resource("horizontalpodautoscalers", "HorizontalPodAutoscaler", &["hpa"], &all)]})
-        }
-        "/apis/networking.istio.io/v1" => {
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "networking.istio.io/v1", "resources": [
-            resource("virtualservices", "VirtualService", &["vs"], &all)]})
-        }
-        "/apis/events.k8s.io/v1" => {
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "events.k8s.io/v1", "resources": [
-            resource("events", "Event", &["ev"], &all)]})
-        }
-        _ => return None,
-    })
 }
 
 fn drop_nulls(v: &mut Value) {
