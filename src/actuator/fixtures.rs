@@ -225,3 +225,34 @@ impl Scenario {
         out
     }
 }
+
+impl Scenario {
+    /// The snapshot the actuator would read from a cluster seeded with [`Scenario::objects`].
+    pub fn observed(&self) -> super::objects::Observed {
+        let objs = self.objects();
+        let find = |kind: &str, name: &str| {
+            objs.iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        super::objects::Observed {
+            stable: find("Deployment", "web"),
+            canary: find("Deployment", "web-canary"),
+            stable_replica_sets: objs
+                .iter()
+                .filter(|o| {
+                    o["kind"] == "ReplicaSet"
+                        && o["metadata"]["ownerReferences"][0]["name"] == "web"
+                })
+                .cloned()
+                .collect(),
+            virtual_service: find("VirtualService", "web"),
+            hpas: objs
+                .iter()
+                .filter(|o| o["kind"] == "HorizontalPodAutoscaler")
+                .cloned()
+                .collect(),
+        }
+    }
+}

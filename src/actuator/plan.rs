@@ -294,3 +294,112 @@ pub fn build_plan(
 pub fn pre_scale_target(stable: i64, canary: i64, hpa_max: i64) -> i64 {
     stable.max(stable + canary.max(0)).min(hpa_max).max(stable)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::fixtures::Scenario;
+
+    fn keys(plan: &ActionPlan) -> Vec<String> {
+        plan.steps.iter().map(Step::key).collect()
+    }
+
+    #[test]
+    fn pre_scale_restores_what_both_tracks_ran_capped_at_the_hpa_max() {
+        assert_eq!(pre_scale_target(5, 5, 20), 10);
+        assert_eq!(pre_scale_target(5, 5, 8), 8);
+        assert_eq!(
+            pre_scale_target(12, 3, 10),
+            12,
+            "never scales the stable down"
+        );
+        assert_eq!(pre_scale_target(4, 0, 10), 4);
+    }
+
+    #[test]
+    fn plan_for_a_shrunk_progressing_stable_with_hpas_has_every_step_in_order() {
+        let s = Scenario::default().with_hpas(10).progressing();
+        let plan = build_plan(
+            &Policy::test(),
+            &s.observed(),
+            Some(1),
+            Trigger::default(),
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            keys(&plan),
+            [
+                "pause_stable",
+                "pre_scale_stable",
+                "route_all_to_stable",
+                "neutralise_canary_hpa.web-canary",
+                "scale_canary_to_zero",
+                "undo_stable",
+                "resume_stable",
+                "verify"
+            ]
+        );
+        assert!(matches!(
+            plan.steps[1],
+            Step::PreScaleStable { replicas: 5, .. }
+        ));
+        let Step::UndoStable(t) = &plan.steps[5] else {
+            panic!()
+        };
+        assert_eq!(t.template["spec"]["containers"][0]["image"], "web:1.0");
+        assert!(t.template["metadata"]["labels"]
+            .get("pod-template-hash")
+            .is_none());
+    }
+
+    #[test]
+    fn a_quiet_stable_without_hpa_and_without_recorded_revision_gets_only_the_canary_steps() {
+        let plan = build_plan(
+            &Policy::test(),
+            &Scenario::default().observed(),
+            None,
+            Trigger::default(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            keys(&plan),
+            ["route_all_to_stable", "scale_canary_to_zero", "verify"]
+        );
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n.contains("no last known good revision")));
+    }
+
+    #[test]
+    fn rollback_id_follows_the_canary_template_only() {
+        let obs = Scenario::default().observed();
+        let id = rollback_id(&Policy::test(), &obs.canary);
+        let mut scaled = obs.canary.clone();
+        scaled["spec"]["replicas"] = 0.into();
+        scaled["metadata"]["resourceVersion"] = "99".into();
+        assert_eq!(
+            rollback_id(&Policy::test(), &scaled),
+            id,
+            "scaling must not change the id"
+        );
+        let mut new_image = obs.canary.clone();
+        new_image["spec"]["template"]["spec"]["containers"][0]["image"] = "web:2.1".into();
+        assert_ne!(
+            rollback_id(&Policy::test(), &new_image),
+            id,
+            "a new canary revision is a new rollback"
+        );
+        assert_eq!(id.len(), 16);
+    }
+
+    #[test]
+    fn trigger_message_carries_values_and_fits_an_event() {
+        let t = Trigger::manual("error_rate critical").with_value("error_rate", 0.07);
+        assert_eq!(t.message(), "error_rate critical [error_rate=0.07]");
+        let long = Trigger::manual(&"x".repeat(5000));
+        assert!(long.message().len() <= 900);
+    }
+}

@@ -156,3 +156,46 @@ pub fn transition_patch(old: &Progress, new: &Progress) -> Value {
     }
     Value::Array(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(doc: &Value, patch: &Value) -> Result<Value, json_patch::PatchError> {
+        let mut d = doc.clone();
+        let p: json_patch::Patch = serde_json::from_value(patch.clone()).unwrap();
+        json_patch::patch(&mut d, &p).map(|_| d)
+    }
+
+    #[test]
+    fn progress_round_trips_through_annotations_and_guards_against_a_second_writer() {
+        let p0 = Progress::new("abc");
+        let p1 = p0.started(&Step::RouteAllToStable);
+        let p2 = p1.completed(&Step::RouteAllToStable);
+        let p3 = p2
+            .completed(&Step::ScaleCanaryToZero)
+            .finished(RunState::Completed);
+        let back = Progress::from_annotations(&p3.to_annotations()).unwrap();
+        assert_eq!(back, p3);
+        assert_eq!(back.done, ["route_all_to_stable", "scale_canary_to_zero"]);
+
+        let cm = json!({"metadata": {"annotations": p0.to_annotations()}});
+        let cm1 = apply(&cm, &transition_patch(&p0, &p1)).unwrap();
+        let read = |v: &Value| {
+            let a: BTreeMap<String, String> =
+                serde_json::from_value(v["metadata"]["annotations"].clone()).unwrap();
+            Progress::from_annotations(&a).unwrap()
+        };
+        assert_eq!(read(&cm1), p1);
+        // A writer holding the stale record cannot overwrite the newer one.
+        assert!(apply(&cm1, &transition_patch(&p0, &p1.completed(&Step::Verify))).is_err());
+    }
+
+    #[test]
+    fn completing_a_step_twice_records_it_once() {
+        let p = Progress::new("x")
+            .completed(&Step::PauseStable)
+            .completed(&Step::PauseStable);
+        assert_eq!(p.done, ["pause_stable"]);
+    }
+}

@@ -123,3 +123,82 @@ pub fn route_patch(loc: &RouteLocation, route_name: &str) -> Value {
     }
     Value::Array(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::fixtures::Scenario;
+    use crate::policy::Policy;
+
+    fn apply(vs: &Value, patch: &Value) -> Result<Value, json_patch::PatchError> {
+        let mut doc = vs.clone();
+        let p: json_patch::Patch = serde_json::from_value(patch.clone()).unwrap();
+        json_patch::patch(&mut doc, &p).map(|_| doc)
+    }
+
+    #[test]
+    fn patch_moves_only_the_named_route_and_fails_if_weights_moved_meanwhile() {
+        let vs = Scenario::default().virtual_service();
+        let policy = Policy::test();
+        let loc = locate(&vs, &policy.traffic, "t.toml", "web").unwrap();
+        assert_eq!(
+            (loc.http_index, loc.stable_index, loc.canary_index),
+            (1, 0, 1)
+        );
+        assert!(!all_to_stable(&loc));
+        let patch = route_patch(&loc, "primary");
+        let after = apply(&vs, &patch).unwrap();
+        assert_eq!(
+            json_patch::diff(&vs, &after).0.len(),
+            2,
+            "exactly two weights change"
+        );
+        assert!(all_to_stable(
+            &locate(&after, &policy.traffic, "t.toml", "web").unwrap()
+        ));
+
+        let mut moved = vs.clone();
+        moved["spec"]["http"][1]["route"][1]["weight"] = 50.into();
+        assert!(
+            apply(&moved, &patch).is_err(),
+            "stale weights must fail the test op"
+        );
+        let mut reordered = vs.clone();
+        reordered["spec"]["http"].as_array_mut().unwrap().swap(0, 1);
+        assert!(
+            apply(&reordered, &patch).is_err(),
+            "a moved route must fail the name test"
+        );
+    }
+
+    #[test]
+    fn missing_weights_and_fqdn_hosts_are_understood() {
+        let mut vs = Scenario::default().virtual_service();
+        vs["spec"]["http"][1]["route"][0]["destination"]["host"] =
+            "web.default.svc.cluster.local".into();
+        vs["spec"]["http"][1]["route"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("weight");
+        let policy = Policy::test();
+        let loc = locate(&vs, &policy.traffic, "t.toml", "web").unwrap();
+        assert_eq!(loc.weights, vec![(0, Some(80)), (1, None)]);
+        let after = apply(&vs, &route_patch(&loc, "primary")).unwrap();
+        assert_eq!(after["spec"]["http"][1]["route"][1]["weight"], 0);
+        assert_eq!(after["spec"]["http"][1]["route"][0]["weight"], 100);
+    }
+
+    #[test]
+    fn a_missing_destination_names_the_policy_key() {
+        let vs = Scenario::default().virtual_service();
+        let mut policy = Policy::test();
+        policy.traffic.canary.subset = Some("v2".into());
+        let err = locate(&vs, &policy.traffic, "web.toml", "web")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("web.toml") && err.contains("traffic.canary") && err.contains("v2"),
+            "{err}"
+        );
+    }
+}

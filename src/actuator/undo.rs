@@ -149,3 +149,62 @@ pub fn undo_patch(deploy: &Value, target: &UndoTarget) -> Value {
         {"op": "add", "path": "/metadata/annotations", "value": annotations_after_undo(deploy, target)},
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::fixtures::Scenario;
+
+    #[test]
+    fn annotations_come_from_the_replica_set_except_the_controllers_bookkeeping() {
+        let obs = Scenario::default().observed();
+        let mut target =
+            target_for_revision("web", &obs.stable, &obs.stable_replica_sets, 1).unwrap();
+        target.annotations.insert("note".into(), "from-rs".into());
+        let mut deploy = obs.stable.clone();
+        deploy["metadata"]["annotations"]["only-on-deploy"] = "x".into();
+        let a = annotations_after_undo(&deploy, &target);
+        assert_eq!(
+            a["deployment.kubernetes.io/revision"], "3",
+            "kept from the Deployment"
+        );
+        assert_eq!(a["note"], "from-rs");
+        assert!(
+            !a.contains_key("only-on-deploy"),
+            "kubectl replaces the whole map"
+        );
+    }
+
+    #[test]
+    fn templates_compare_without_the_hash_label() {
+        let obs = Scenario::default().observed();
+        let rs3 = obs
+            .stable_replica_sets
+            .iter()
+            .find(|r| objects::revision(r) == Some(3))
+            .unwrap();
+        assert!(equal_ignore_hash(
+            obs.stable.pointer("/spec/template"),
+            rs3.pointer("/spec/template")
+        ));
+        let rs2 = obs
+            .stable_replica_sets
+            .iter()
+            .find(|r| objects::revision(r) == Some(2))
+            .unwrap();
+        assert!(!equal_ignore_hash(
+            obs.stable.pointer("/spec/template"),
+            rs2.pointer("/spec/template")
+        ));
+    }
+
+    #[test]
+    fn replica_sets_of_other_deployments_are_not_candidates() {
+        let obs = Scenario::default().observed();
+        let mut foreign = obs.stable_replica_sets[0].clone();
+        foreign["metadata"]["ownerReferences"][0]["uid"] = "someone-else".into();
+        foreign["metadata"]["annotations"][objects::REVISION] = "7".into();
+        let err = target_for_revision("web", &obs.stable, &[foreign], 7).unwrap_err();
+        assert!(err.to_string().contains("revision 7"));
+    }
+}
