@@ -1,0 +1,79 @@
+//! Latency of the full rollback plan (backup, pre-scale, route, HPA, canary scale, undo, verify,
+//! with every progress record and Event) against the fake API: in-process (the actuator's own
+//! cost) and over loopback HTTP (adds real request handling). Harness, not criterion, to report
+//! p50/p99. Run: `cargo bench --bench actuator` (ITERATIONS env to change the count).
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
+
+use backout::actuator::fixtures::Scenario;
+use backout::actuator::{Actuator, ActuatorConfig, Outcome, RollbackRequest, Trigger};
+use backout::clock::SystemClock;
+use backout::policy::Policy;
+use kube::runtime::events::Reporter;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::FakeKube;
+
+fn request() -> RollbackRequest {
+    RollbackRequest {
+        last_known_good: Some(2),
+        trigger: Trigger::manual("bench").with_value("error_rate", 0.08),
+        dry_run: false,
+    }
+}
+
+fn actuator(client: kube::Client) -> Actuator {
+    Actuator::new(client, Arc::new(SystemClock), ActuatorConfig::default()).with_events(Reporter {
+        controller: "backout".into(),
+        instance: None,
+    })
+}
+
+async fn http_client(fake: &FakeKube) -> kube::Client {
+    let url = fake.serve_http().await;
+    let config = kube::Config::new(url.parse().expect("url"));
+    kube::Client::try_from(config).expect("client")
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{name:<40} n={:<5} p50={:>8.2?} p90={:>8.2?} p99={:>8.2?} max={:>8.2?}",
+        samples.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+fn main() {
+    let iterations: usize = std::env::var("ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let policy = Policy::test();
+    rt.block_on(async {
+        for (name, http) in [("full plan, in-process fake", false), ("full plan, fake over loopback HTTP", true)] {
+            let mut samples = Vec::with_capacity(iterations);
+            for _ in 0..iterations {
+                let fake = FakeKube::new(Scenario::default().with_hpas(10).progressing().objects());
+                let client = if http { http_client(&fake).await } else { fake.client() };
+                let act = actuator(client);
+                let t0 = Instant::now();
+                let r = act.rollback(&policy, request()).await.expect("rollback");
+                samples.push(t0.elapsed());
+                assert_eq!(r.outcome, Outcome::Completed);
+            }
+            report(name, samples);
+        }
+    });
+}
