@@ -4,7 +4,7 @@
 //! p50/p99. Run: `cargo bench --bench actuator` (ITERATIONS env to change the count).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use backout::actuator::fixtures::Scenario;
@@ -62,11 +62,18 @@ fn main() {
         .expect("runtime");
     let policy = Policy::test();
     rt.block_on(async {
-        for (name, http) in [("full plan, in-process fake", false), ("full plan, fake over loopback HTTP", true)] {
+        for (name, http) in [
+            ("full plan, in-process fake", false),
+            ("full plan, fake over loopback HTTP", true),
+        ] {
             let mut samples = Vec::with_capacity(iterations);
             for _ in 0..iterations {
                 let fake = FakeKube::new(Scenario::default().with_hpas(10).progressing().objects());
-                let client = if http { http_client(&fake).await } else { fake.client() };
+                let client = if http {
+                    http_client(&fake).await
+                } else {
+                    fake.client()
+                };
                 let act = actuator(client);
                 let t0 = Instant::now();
                 let r = act.rollback(&policy, request()).await.expect("rollback");
