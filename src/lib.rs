@@ -6,3 +6,4 @@
 pub mod clock;
 pub mod policy;
 pub mod sample;
+pub mod sim;
