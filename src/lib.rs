@@ -7,3 +7,4 @@ pub mod actuator;
 pub mod clock;
 pub mod policy;
 pub mod sample;
+pub mod sim;
