@@ -164,3 +164,77 @@ async fn a_daemon_killed_after_any_write_is_finished_by_the_next_one_exactly_onc
         assert_eq!(fake.writes(), writes);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_endless_conflict_storm_gives_up_records_failed_and_a_later_run_finishes() {
+    let (expected, _) = undisturbed().await;
+    let fake = FakeKube::new(scenario().objects());
+    fake.inject(Fault::on(
+        "PATCH",
+        "virtualservices/web",
+        FaultKind::Status(409),
+        1000,
+    ));
+    let err = actuator(&fake)
+        .rollback(&Policy::test(), request())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("route_all_to_stable")
+            && msg.contains("8 attempts")
+            && msg.contains("resumes"),
+        "{msg}"
+    );
+    let cm = &fake.list("configmaps")[0];
+    assert_eq!(
+        cm["metadata"]["annotations"]["backout.dev/rollback-state"],
+        "failed"
+    );
+    // Bounded: 8 attempts, not 1000.
+    let tries = fake
+        .log()
+        .iter()
+        .filter(|(m, p)| {
+            m == "PATCH"
+                && p.starts_with(
+                    "/apis/networking.istio.io/v1/namespaces/default/virtualservices/web",
+                )
+        })
+        .count();
+    assert_eq!(tries, 8);
+
+    // The storm passes; the next run resumes the same rollback and completes it.
+    fake.clear_faults();
+    let report = actuator(&fake)
+        .rollback(&Policy::test(), request())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+    assert!(report.resumed);
+    assert_eq!(end_state(&fake), expected);
+    assert_eq!(max_stable_revision(&fake), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn canary_pods_that_never_go_away_fail_verification_instead_of_reporting_success() {
+    let fake = FakeKube::new(scenario().objects());
+    fake.freeze_status("web-canary");
+    let err = actuator(&fake)
+        .rollback(&Policy::test(), request())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("verification failed")
+            && msg.contains("web-canary")
+            && msg.contains("2 running"),
+        "{msg}"
+    );
+    let cm = &fake.list("configmaps")[0];
+    assert_eq!(
+        cm["metadata"]["annotations"]["backout.dev/rollback-state"],
+        "failed"
+    );
+    assert!(!progress_steps(&fake).contains(&"verify".to_string()));
+}

@@ -16,6 +16,9 @@ const SKIP: [&str; 5] = [
 /// The deployment controller, done instantly: find or create the ReplicaSet of the current
 /// template, give it the next revision if it is not the newest, scale the others to 0.
 pub(super) fn reconcile(s: &mut State, ns: &str, name: &str) {
+    if s.frozen.contains(name) {
+        return;
+    }
     let dkey = ("deployments".to_string(), ns.to_string(), name.to_string());
     let Some(mut d) = s.objects.get(&dkey).cloned() else {
         return;

@@ -31,6 +31,8 @@ pub(super) struct State {
     log: Vec<(String, String)>,
     writes: usize,
     kill_after_writes: Option<usize>,
+    /// Deployments whose pods never change (stuck terminating, node gone): status is frozen.
+    pub(super) frozen: std::collections::BTreeSet<String>,
 }
 
 #[derive(Clone, Default)]
@@ -123,6 +125,15 @@ impl FakeKube {
     pub fn kill_after_writes(&self, n: usize) {
         let mut s = self.state.lock().unwrap();
         s.kill_after_writes = Some(s.writes + n);
+    }
+
+    /// From now on the controller leaves this Deployment's status alone.
+    pub fn freeze_status(&self, name: &str) {
+        self.state.lock().unwrap().frozen.insert(name.into());
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
     }
 
     /// Injected faults not yet triggered.
