@@ -164,12 +164,6 @@ impl FakeKube {
             .cloned()
     }
 
-    pub fn put(&self, plural: &str, obj: Value) {
-        let mut s = self.state.lock().unwrap();
-        s.objects
-            .insert((plural.into(), "default".into(), name_of(&obj)), obj);
-    }
-
     pub fn list(&self, plural: &str) -> Vec<Value> {
         let s = self.state.lock().unwrap();
         s.objects
@@ -185,27 +179,6 @@ impl FakeKube {
 
     pub fn writes(&self) -> usize {
         self.state.lock().unwrap().writes
-    }
-
-    /// Mark every Deployment's rollout complete (what the controller would do after a while).
-    pub fn settle(&self) {
-        let mut s = self.state.lock().unwrap();
-        let keys: Vec<_> = s
-            .objects
-            .keys()
-            .filter(|k| k.0 == "deployments")
-            .cloned()
-            .collect();
-        for k in keys {
-            if let Some(d) = s.objects.get_mut(&k) {
-                let n = d.pointer("/spec/replicas").cloned().unwrap_or(json!(1));
-                let g = d
-                    .pointer("/metadata/generation")
-                    .cloned()
-                    .unwrap_or(json!(1));
-                d["status"] = json!({"observedGeneration": g, "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n});
-            }
-        }
     }
 
     async fn handle(&self, req: Request<Body>) -> Result<Response<Body>, tower::BoxError> {
