@@ -30,6 +30,10 @@ async fn wait_rollout(api: &Api<Deployment>, name: &str, revision: &str) {
 /// Stable `web` with revisions 1..3 (web:1.0, 1.1, 1.2) made by the simulator's controller,
 /// canary `web-canary`, the fixture VirtualService and HPAs on both.
 async fn start() -> SimHandle {
+    start_with(true).await
+}
+
+async fn start_with(hpas: bool) -> SimHandle {
     let sim = Simulator::start_with(
         "127.0.0.1:0".parse().unwrap(),
         SimConfig {
@@ -68,9 +72,11 @@ async fn start() -> SimHandle {
         .unwrap()
         .retain(|k, _| k == "name" || k == "namespace");
     sim.seed(vs).unwrap();
-    sim.seed(seed::hpa("default", "web", "web", 1, 10)).unwrap();
-    sim.seed(seed::hpa("default", "web-canary", "web-canary", 1, 5))
-        .unwrap();
+    if hpas {
+        sim.seed(seed::hpa("default", "web", "web", 1, 10)).unwrap();
+        sim.seed(seed::hpa("default", "web-canary", "web-canary", 1, 5))
+            .unwrap();
+    }
     sim
 }
 
@@ -214,4 +220,84 @@ async fn simulator_fault_storms_on_every_step_still_complete_once() {
     assert!(f.fired() >= 19, "faults fired: {}", f.fired());
     check_end_state(&sim, &vs_before);
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backout_undo_matches_kubectl_rollout_undo_on_the_simulator() {
+    let present = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        eprintln!(
+            "SKIPPED: kubectl is not on PATH; this test compares backout's undo with kubectl's"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let by_kubectl = start_with(false).await;
+    let kc = dir.path().join("kubeconfig");
+    by_kubectl.write_kubeconfig(&kc, "default").unwrap();
+    let out = tokio::process::Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "rollout",
+            "undo",
+            "deployment/web",
+            "--to-revision=2",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let by_backout = start_with(false).await;
+    let report = actuator(&by_backout)
+        .rollback(&Policy::test(), request())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+
+    let a = by_kubectl
+        .object("apps", "deployments", "default", "web")
+        .unwrap();
+    let b = by_backout
+        .object("apps", "deployments", "default", "web")
+        .unwrap();
+    // kubectl sends the template's `creationTimestamp: null`; a real apiserver answers it for
+    // every template anyway (zero metav1.Time), the simulator stores it as sent: compare without.
+    assert_eq!(without_nulls(&a["spec"]), without_nulls(&b["spec"]));
+    let strip = |v: &Value| {
+        let mut m = v["metadata"]["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        m.remove("deployment.kubernetes.io/revision"); // assigned by the controller asynchronously
+        m
+    };
+    assert_eq!(strip(&a), strip(&b));
+    assert_eq!(
+        b["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:1.1"
+    );
+    by_kubectl.shutdown().await;
+    by_backout.shutdown().await;
+}
+
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
 }
