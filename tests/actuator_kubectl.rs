@@ -156,7 +156,8 @@ async fn rollback_command_dry_run_changes_nothing_then_rolls_back() {
     assert_eq!(report["outcome"], "dry_run");
     assert_eq!(fake.writes(), 0);
 
-    let out = backout(&base).await;
+    let audit = dir.path().join("audit");
+    let out = backout(&[&base[..], &["--audit-dir", audit.to_str().unwrap()]].concat()).await;
     assert!(
         out.status.success(),
         "{}",
@@ -164,6 +165,11 @@ async fn rollback_command_dry_run_changes_nothing_then_rolls_back() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outcome"], "completed");
+    let files: Vec<_> = std::fs::read_dir(&audit).unwrap().collect();
+    assert_eq!(files.len(), 1, "one audit record per run");
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(files[0].as_ref().unwrap().path()).unwrap()).unwrap();
+    assert_eq!(saved, report);
     let stable = fake.get("deployments", "web").unwrap();
     assert_eq!(
         stable["spec"]["template"]["spec"]["containers"][0]["image"],

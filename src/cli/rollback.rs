@@ -32,6 +32,9 @@ pub struct Args {
     /// Why (recorded in Events, the backup and the report).
     #[arg(long, default_value = "manual rollback (backout rollback)")]
     pub reason: String,
+    /// Also write the JSON report to DIR/rollback-<id>-<start ms>.json (audit trail).
+    #[arg(long, value_name = "DIR")]
+    pub audit_dir: Option<PathBuf>,
     /// Istio API version serving VirtualServices.
     #[arg(long, default_value = "v1")]
     pub istio_version: String,
@@ -121,7 +124,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
         )
         .await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let json = serde_json::to_string_pretty(&report)?;
+    println!("{json}");
+    if let Some(dir) = &args.audit_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--audit-dir {}: cannot create it", dir.display()))?;
+        let path = dir.join(format!(
+            "rollback-{}-{}.json",
+            report.rollback_id, report.started_at
+        ));
+        std::fs::write(&path, &json)
+            .with_context(|| format!("--audit-dir: cannot write {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
     for step in &report.steps {
         eprintln!("{:<36} {:?}: {}", step.step, step.outcome, step.detail);
     }
