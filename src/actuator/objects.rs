@@ -82,12 +82,14 @@ pub fn hpas_targeting<'a>(hpas: &'a [Value], deployment: &str) -> Vec<&'a Value>
 /// Whether `rs` is controlled by `deploy` (controller ownerReference with the Deployment's uid).
 pub fn controlled_by(rs: &Value, deploy: &Value) -> bool {
     let uid = str_at(deploy, "/metadata/uid");
+    let name = str_at(deploy, "/metadata/name");
     rs.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .is_some_and(|refs| {
             refs.iter().any(|r| {
                 r.get("controller").and_then(Value::as_bool) == Some(true)
                     && r.get("kind").and_then(Value::as_str) == Some("Deployment")
+                    && r.get("name").and_then(Value::as_str) == name
                     && (uid.is_none() || r.get("uid").and_then(Value::as_str) == uid)
             })
         })

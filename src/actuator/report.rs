@@ -14,7 +14,6 @@ pub enum Outcome {
     AlreadyCompleted,
     /// Nothing was executed; the steps say what would change.
     DryRun,
-    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,9 @@
 //! `scripts/rollback.sh`). Same backups, progress record, Events and report as the daemon.
 
 use anyhow::Context;
-use backout::actuator::{progress, Actuator, ActuatorConfig, Outcome, RollbackRequest, Trigger};
+use backout::actuator::{
+    progress, Actuator, ActuatorConfig, RollbackRequest, StepOutcome, Trigger,
+};
 use backout::clock::SystemClock;
 use backout::policy::Policy;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -147,8 +149,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "rollback {} of {}: {:?} (backup ConfigMap {})",
         report.rollback_id, report.service, report.outcome, report.backup
     );
-    Ok(match report.outcome {
-        Outcome::Failed => ExitCode::from(1),
-        _ => ExitCode::SUCCESS,
-    })
+    // Failures of a real run come back as errors (exit code 2) after the failed state was
+    // recorded; a dry run whose writes the server rejected exits 1.
+    if report
+        .steps
+        .iter()
+        .any(|s| s.outcome == StepOutcome::Failed)
+    {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
