@@ -19,6 +19,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // One line per subcommand; each lives in src/cli/<name>.rs.
+    /// Run the in-process Kubernetes API simulator and write a kubeconfig for kubectl.
+    Sim(cli::sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,7 +35,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result: anyhow::Result<ExitCode> = runtime.block_on(async move { match cli.command {} });
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
+        match cli.command {
+            Command::Sim(args) => cli::sim::run(args).await,
+        }
+    });
     match result {
         Ok(code) => code,
         Err(err) => {

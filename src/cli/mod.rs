@@ -1,1 +1,2 @@
 //! Subcommands. Each file holds one command's `Args` and `run`; they belong to the binary crate.
+pub mod sim;
