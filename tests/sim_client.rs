@@ -341,3 +341,81 @@ async fn injected_faults_reach_the_client_then_clear() {
         .unwrap();
     assert_eq!(sim.faults().fired(), 4);
 }
+
+#[tokio::test]
+async fn recorder_events_hpas_leases_and_policy_seeding() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    use kube::Resource;
+
+    let sim = sim().await;
+    let policy = backout::policy::model::Policy::test().with_service("shop", "prod");
+    sim.seed_policy(&policy).unwrap();
+    sim.seed(seed::hpa("prod", "web", "web-canary", 1, 5))
+        .unwrap();
+    let client = sim.kube_client().unwrap();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "prod");
+    let stable = rolled_out(&deploys, &policy.deployments.stable).await;
+    rolled_out(&deploys, &policy.deployments.canary).await;
+    let vs = vs_api(client.clone(), "v1")
+        .get(&policy.traffic.virtual_service)
+        .await
+        .unwrap();
+    assert_eq!(vs.data["spec"]["http"][1]["route"][1]["weight"], 10);
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "backout".into(),
+            instance: None,
+        },
+    );
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "CanaryRolledBack".into(),
+        note: Some("error_rate 0.09 > 0.05".into()),
+        action: "Rollback".into(),
+        secondary: None,
+    };
+    let reference = stable.object_ref(&());
+    recorder.publish(&ev, &reference).await.unwrap();
+    // The second identical event becomes a merge patch of the series, which must also work.
+    recorder.publish(&ev, &reference).await.unwrap();
+    let events: Api<K8sEvent> = Api::namespaced(client.clone(), "prod");
+    let listed = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].series.as_ref().map(|s| s.count), Some(2));
+
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "prod");
+    hpas.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"minReplicas": 0, "maxReplicas": 1}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(hpas.get("web").await.unwrap().spec.unwrap().max_replicas, 1);
+
+    let leases: Api<Lease> = Api::namespaced(client, "prod");
+    let lease: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "backout"}, "spec": {"holderIdentity": "a"}}),
+    )
+    .unwrap();
+    let held = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let mut taken = held.clone();
+    taken.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases
+        .replace("backout", &PostParams::default(), &taken)
+        .await
+        .unwrap();
+    // A second contender holding the old version loses.
+    let (code, _) = status_code(
+        leases
+            .replace("backout", &PostParams::default(), &held)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 409);
+}
