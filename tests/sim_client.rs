@@ -168,8 +168,8 @@ async fn scale_subresource_and_paused_rollouts() {
         .patch("web", &PatchParams::default(), &Patch::Strategic(patch))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let d = deploys.get("web").await.unwrap();
+    // Once the controller has observed the new generation, it has decided: no new revision.
+    let d = rolled_out(&deploys, "web").await;
     assert_eq!(
         d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"],
         "1",
@@ -418,4 +418,24 @@ async fn recorder_events_hpas_leases_and_policy_seeding() {
             .unwrap_err(),
     );
     assert_eq!(code, 409);
+}
+
+#[tokio::test]
+async fn watching_from_a_compacted_version_gets_410_expired() {
+    let sim = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(sim.kube_client().unwrap(), "prod");
+    // More changes than the change log keeps, written straight into the store for speed.
+    for i in 0..10_050u32 {
+        sim.seed(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "prod"}}))
+            .unwrap();
+    }
+    let mut events = api
+        .watch(&WatchParams::default().timeout(5), "1")
+        .await
+        .unwrap()
+        .boxed();
+    match events.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected 410 Expired, got {other:?}"),
+    }
 }
