@@ -21,6 +21,8 @@ enum Command {
     // One line per subcommand; each lives in src/cli/<name>.rs.
     /// Roll a service back by hand: traffic to stable, canary to 0, stable undone to a revision.
     Rollback(cli::rollback::Args),
+    /// Run the in-process Kubernetes API simulator and write a kubeconfig for kubectl.
+    Sim(cli::sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
         match cli.command {
             Command::Rollback(args) => cli::rollback::run(args).await,
+            Command::Sim(args) => cli::sim::run(args).await,
         }
     });
     match result {

@@ -1,3 +1,4 @@
 //! Subcommands. Each file holds one command's `Args` and `run`; they belong to the binary crate.
 
 pub mod rollback;
+pub mod sim;

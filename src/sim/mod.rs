@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod faults;
 mod namespaces;
 pub mod objects;
+pub mod openapi;
 pub mod patch;
 pub mod resources;
 pub mod rollout;

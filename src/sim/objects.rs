@@ -61,6 +61,20 @@ fn check_type(def: &ResourceDef, version: &str, obj: &mut Value) -> Result<(), A
     Ok(())
 }
 
+/// Drops `null` fields: the apiserver decodes into typed structs (or prunes CRDs), so a client
+/// sending `creationTimestamp: null` (kubectl's undo does) stores the same object as one that
+/// leaves it out.
+pub fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
 /// Builds the object a POST stores.
 pub fn prepare_create(
     def: &ResourceDef,
@@ -70,6 +84,7 @@ pub fn prepare_create(
     stamp: &Stamp,
 ) -> Result<Value, ApiError> {
     check_type(def, version, &mut obj)?;
+    drop_nulls(&mut obj);
     let Some(meta) = meta_mut(&mut obj) else {
         return Err(ApiError::bad_request("metadata must be an object"));
     };
@@ -132,6 +147,7 @@ pub fn prepare_update(
     sub: Option<Subresource>,
 ) -> Result<Value, ApiError> {
     check_type(def, version, &mut new)?;
+    drop_nulls(&mut new);
     let name = name_of(old).to_string();
     if name_of(&new) != name {
         return Err(ApiError::bad_request(format!(

@@ -7,6 +7,7 @@ use super::api::{self, Reply, Target, WriteOpts};
 use super::discovery;
 use super::faults::FaultAction;
 use super::objects::Stamp;
+use super::openapi;
 use super::resources::{self, Subresource};
 use super::scale;
 use super::selector::Selector;
@@ -143,6 +144,10 @@ fn route(path: &str) -> Result<Route, ApiError> {
         ["apis"] => Ok(Route::Json(discovery::group_list())),
         ["apis", g] => discovery::group(g).map(Route::Json).ok_or_else(nf),
         ["apis", g, v] => discovery::resource_list(g, v)
+            .map(Route::Json)
+            .ok_or_else(nf),
+        ["openapi", "v3"] => Ok(Route::Json(openapi::root())),
+        ["openapi", "v3", rest @ ..] => openapi::group_version(&rest.join("/"))
             .map(Route::Json)
             .ok_or_else(nf),
         ["api", v, rest @ ..] => resource_route("", v, rest),
