@@ -4,6 +4,7 @@
 //! The decision engine (`decision`) is pure; everything that touches the network sits at the edges.
 
 pub mod audit;
+pub mod actuator;
 pub mod clock;
 pub mod lifecycle;
 pub mod notify;
@@ -16,3 +17,4 @@ pub mod diagnostic;
 pub mod settings;
 pub mod stats;
 pub mod source;
+pub mod sim;

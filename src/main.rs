@@ -23,6 +23,10 @@ enum Command {
     Validate(cli::validate::Args),
     /// Print a policy as the daemon runs it, with the rendered query per metric and track.
     Explain(cli::explain::Args),
+    /// Roll a service back by hand: traffic to stable, canary to 0, stable undone to a revision.
+    Rollback(cli::rollback::Args),
+    /// Run the in-process Kubernetes API simulator and write a kubeconfig for kubectl.
+    Sim(cli::sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Validate(args) => cli::validate::run(args).await,
             Command::Explain(args) => cli::explain::run(args).await,
+            Command::Rollback(args) => cli::rollback::run(args).await,
+            Command::Sim(args) => cli::sim::run(args).await,
         }
     });
     match result {

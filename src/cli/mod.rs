@@ -2,3 +2,5 @@
 
 pub mod explain;
 pub mod validate;
+pub mod rollback;
+pub mod sim;

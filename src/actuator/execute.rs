@@ -1,0 +1,266 @@
+//! The executor's mechanics: retried API calls, the claim on a rollback, progress records, and
+//! one step's observe-check-write loop.
+
+use super::cluster::Cluster;
+use super::objects::Observed;
+use super::progress::{self, Progress};
+use super::report::{StepOutcome, StepReport};
+use super::retry::{self, Failure};
+use super::{backup, steps, ActionPlan, Actuator, ActuatorError, Step};
+use std::future::Future;
+
+impl Actuator {
+    /// Run one API call with per-request timeout and bounded backoff.
+    pub(super) async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        backup: &str,
+        mut call: F,
+    ) -> Result<T, ActuatorError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let policy = &self.config.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match tokio::time::timeout(policy.request_timeout, call()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => retry::classify(&e),
+                Err(_) => {
+                    Failure::Retryable(format!("timed out after {:?}", policy.request_timeout))
+                }
+            };
+            match failure {
+                Failure::Fatal(detail) => {
+                    return Err(ActuatorError::Api {
+                        what: what.into(),
+                        detail,
+                    })
+                }
+                Failure::Retryable(last) if attempt >= policy.max_attempts => {
+                    return Err(ActuatorError::RetriesExhausted {
+                        what: what.into(),
+                        attempts: attempt,
+                        last,
+                        backup: backup.into(),
+                    })
+                }
+                Failure::Retryable(last) => {
+                    tracing::debug!(what, attempt, %last, "retrying");
+                    tokio::time::sleep(policy.delay(attempt)).await;
+                }
+            }
+        }
+    }
+
+    pub(super) async fn observe(
+        &self,
+        c: &Cluster,
+        policy_or_plan: (&str, &str, &str),
+        backup: &str,
+    ) -> Result<Observed, ActuatorError> {
+        let (s, k, v) = policy_or_plan;
+        self.retrying(
+            "read stable, canary, ReplicaSets, VirtualService and HPAs",
+            backup,
+            || c.observe(s, k, v),
+        )
+        .await
+    }
+
+    /// Create the backup ConfigMap, which claims this canary revision's rollback. If it already
+    /// exists (an earlier run, or our own create whose answer was lost), resume from it instead.
+    pub(super) async fn claim(
+        &self,
+        c: &Cluster,
+        cm: &serde_json::Value,
+        backup_name: &str,
+        plan: ActionPlan,
+        progress: Progress,
+    ) -> Result<(ActionPlan, Progress, bool), ActuatorError> {
+        for attempt in 1..=self.config.retry.max_attempts {
+            let created = self
+                .retrying("create backup ConfigMap", backup_name, || {
+                    c.create_backup(cm)
+                })
+                .await?;
+            if created {
+                return Ok((plan, progress, false));
+            }
+            let existing = self
+                .retrying("read backup ConfigMap", backup_name, || {
+                    c.get_backup(backup_name)
+                })
+                .await?;
+            if let Some(existing) = existing {
+                let stored = backup::read_plan(&existing)?;
+                let recorded = Progress::from_annotations(&backup::annotations_of(&existing))
+                    .unwrap_or_else(|| Progress::new(&stored.id));
+                return Ok((stored, recorded, true));
+            }
+            // 409 but gone: deleted meanwhile, or a spurious conflict. Try again.
+            tokio::time::sleep(self.config.retry.delay(attempt)).await;
+        }
+        Err(ActuatorError::Concurrent {
+            id: plan.id.clone(),
+            backup: backup_name.into(),
+        })
+    }
+
+    /// Record progress `old -> new`, idempotently: after an ambiguous failure (timeout) the
+    /// ConfigMap is re-read and the write counts as done if `new` is already recorded.
+    pub(super) async fn advance(
+        &self,
+        c: &Cluster,
+        backup_name: &str,
+        old: &Progress,
+        new: &Progress,
+    ) -> Result<(), ActuatorError> {
+        let patch = progress::transition_patch(old, new);
+        let policy = &self.config.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result =
+                tokio::time::timeout(policy.request_timeout, c.patch_backup(backup_name, &patch))
+                    .await;
+            let last = match result {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => match retry::classify(&e) {
+                    Failure::Fatal(d) => {
+                        return Err(ActuatorError::Api {
+                            what: format!("record progress in ConfigMap {backup_name}"),
+                            detail: d,
+                        })
+                    }
+                    Failure::Retryable(d) => d,
+                },
+                Err(_) => "timed out".to_string(),
+            };
+            // Did the write land after all, or did someone else move the record?
+            if let Ok(Ok(Some(cm))) =
+                tokio::time::timeout(policy.request_timeout, c.get_backup(backup_name)).await
+            {
+                let current = Progress::from_annotations(&backup::annotations_of(&cm));
+                if current.as_ref() == Some(new) {
+                    return Ok(());
+                }
+                if current.as_ref() != Some(old) {
+                    return Err(ActuatorError::Concurrent {
+                        id: new.id.clone(),
+                        backup: backup_name.into(),
+                    });
+                }
+            }
+            if attempt >= policy.max_attempts {
+                return Err(ActuatorError::RetriesExhausted {
+                    what: format!("record progress in ConfigMap {backup_name}"),
+                    attempts: attempt,
+                    last,
+                    backup: backup_name.into(),
+                });
+            }
+            tokio::time::sleep(policy.delay(attempt)).await;
+        }
+    }
+
+    /// One step: observe, check the postcondition, write what is missing, repeat until it holds.
+    pub(super) async fn run_step(
+        &self,
+        c: &Cluster,
+        plan: &ActionPlan,
+        step: &Step,
+        backup_name: &str,
+    ) -> Result<StepReport, ActuatorError> {
+        let started_at = self.clock.now_millis();
+        let began = tokio::time::Instant::now();
+        let policy = &self.config.retry;
+        let names = (
+            plan.stable.as_str(),
+            plan.canary.as_str(),
+            plan.virtual_service.as_str(),
+        );
+        let mut writes = Vec::new();
+        let mut failures = 0u32;
+        let mut rounds = 0u32;
+        loop {
+            rounds += 1;
+            let obs = self.observe(c, names, backup_name).await?;
+            let todo = match steps::check(plan, step, &obs)? {
+                steps::StepCheck::Done(why) => {
+                    return Ok(StepReport {
+                        step: step.key(),
+                        outcome: if writes.is_empty() {
+                            StepOutcome::AlreadySatisfied
+                        } else {
+                            StepOutcome::Changed
+                        },
+                        detail: why,
+                        writes,
+                        diffs: Vec::new(),
+                        attempts: failures + 1,
+                        started_at,
+                        elapsed_ms: self.clock.now_millis() - started_at,
+                    })
+                }
+                steps::StepCheck::Todo(todo) => todo,
+            };
+            if todo.is_empty() {
+                // Verify: nothing to write, wait for the cluster to settle.
+                if began.elapsed() >= self.config.verify_timeout {
+                    return Err(ActuatorError::VerifyFailed {
+                        waited: began.elapsed(),
+                        failures: steps::verify(plan, &obs)?,
+                        backup: backup_name.into(),
+                    });
+                }
+                tokio::time::sleep(self.config.verify_poll).await;
+                continue;
+            }
+            if rounds > policy.max_attempts * 2 {
+                return Err(ActuatorError::RetriesExhausted {
+                    what: format!("step {}", step.key()),
+                    attempts: rounds,
+                    last: "writes succeeded but the postcondition does not hold (something reverts them?)".into(),
+                    backup: backup_name.into(),
+                });
+            }
+            for m in todo {
+                let result = tokio::time::timeout(policy.request_timeout, c.apply(&m, false)).await;
+                let failure = match result {
+                    Ok(Ok(())) => {
+                        writes.push(m);
+                        continue;
+                    }
+                    Ok(Err(e)) => retry::classify(&e),
+                    Err(_) => {
+                        Failure::Retryable(format!("timed out after {:?}", policy.request_timeout))
+                    }
+                };
+                match failure {
+                    Failure::Fatal(detail) => {
+                        return Err(ActuatorError::Api {
+                            what: format!("step {}: write {:?}", step.key(), m.target()),
+                            detail,
+                        })
+                    }
+                    Failure::Retryable(last) => {
+                        failures += 1;
+                        if failures >= policy.max_attempts {
+                            return Err(ActuatorError::RetriesExhausted {
+                                what: format!("step {}", step.key()),
+                                attempts: failures,
+                                last,
+                                backup: backup_name.into(),
+                            });
+                        }
+                        tokio::time::sleep(policy.delay(failures)).await;
+                        break; // re-observe: the write may have landed, or the object moved
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The rollback actuator: executes an [`plan::ActionPlan`] against Kubernetes, step by step, each
+//! step re-reading the cluster and checking its postcondition before writing, with bounded
+//! retries, crash-safe progress (see [`progress`]), backups before the first change, Kubernetes
+//! Events per step, and a dry-run mode that writes nothing.
+
+pub mod backup;
+mod cluster;
+mod dry_run;
+mod events;
+mod execute;
+pub mod fixtures;
+pub mod objects;
+pub mod plan;
+pub mod progress;
+pub mod report;
+pub mod retry;
+pub mod routes;
+mod simulate;
+pub mod steps;
+pub mod undo;
+
+pub use cluster::virtual_service_resource;
+pub use plan::{ActionPlan, Step, Trigger};
+pub use report::{Outcome, RollbackReport, StepOutcome, StepReport};
+pub use retry::RetryPolicy;
+
+use crate::clock::Clock;
+use crate::policy::Policy;
+use cluster::Cluster;
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::Client;
+use progress::{Progress, RunState};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActuatorError {
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Backup(#[from] backup::BackupError),
+    #[error("{what}: {detail}")]
+    Api { what: String, detail: String },
+    #[error("{what}: gave up after {attempts} attempts; last error: {last}. The rollback is recorded in ConfigMap {backup:?}; re-running `backout rollback` resumes it")]
+    RetriesExhausted {
+        what: String,
+        attempts: u32,
+        last: String,
+        backup: String,
+    },
+    #[error("verification failed after {waited:?}: {failures:?}. Escalate: look at the stable rollout and the VirtualService; backups are in ConfigMap {backup:?}")]
+    VerifyFailed {
+        waited: Duration,
+        failures: Vec<String>,
+        backup: String,
+    },
+    #[error("another actuator advanced rollback {id} concurrently (ConfigMap {backup:?}); leaving it to that one")]
+    Concurrent { id: String, backup: String },
+}
+
+/// Knobs of the executor; defaults suit a real cluster.
+#[derive(Debug, Clone)]
+pub struct ActuatorConfig {
+    pub retry: RetryPolicy,
+    /// How long Verify waits for the rollout and the canary's pods to settle.
+    pub verify_timeout: Duration,
+    pub verify_poll: Duration,
+    /// `v1` (Istio >= 1.22) or `v1beta1`.
+    pub istio_version: String,
+}
+
+impl Default for ActuatorConfig {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            verify_timeout: Duration::from_secs(300),
+            verify_poll: Duration::from_secs(2),
+            istio_version: "v1".into(),
+        }
+    }
+}
+
+/// What to roll back to and why.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackRequest {
+    /// The stable's recorded last known good revision; `None` leaves the stable template alone.
+    pub last_known_good: Option<i64>,
+    pub trigger: Trigger,
+    pub dry_run: bool,
+}
+
+pub struct Actuator {
+    client: Client,
+    clock: Arc<dyn Clock>,
+    config: ActuatorConfig,
+    recorder: Option<Recorder>,
+}
+
+impl Actuator {
+    pub fn new(client: Client, clock: Arc<dyn Clock>, config: ActuatorConfig) -> Self {
+        Self {
+            client,
+            clock,
+            config,
+            recorder: None,
+        }
+    }
+
+    /// Post a Kubernetes Event on the Deployment for every step (RBAC: create events.k8s.io).
+    pub fn with_events(mut self, reporter: Reporter) -> Self {
+        self.recorder = Some(Recorder::new(self.client.clone(), reporter));
+        self
+    }
+
+    fn cluster(&self, namespace: &str) -> Cluster {
+        Cluster {
+            client: self.client.clone(),
+            namespace: namespace.into(),
+            vs_resource: virtual_service_resource(&self.config.istio_version),
+        }
+    }
+
+    /// Roll the service back (or, with `dry_run`, report what a rollback would change).
+    pub async fn rollback(
+        &self,
+        policy: &Policy,
+        request: RollbackRequest,
+    ) -> Result<RollbackReport, ActuatorError> {
+        let started_at = self.clock.now_millis();
+        let c = self.cluster(&policy.namespace);
+        let names = (
+            policy.deployments.stable.as_str(),
+            policy.deployments.canary.as_str(),
+            policy.traffic.virtual_service.as_str(),
+        );
+        let obs = self.observe(&c, names, "(none yet)").await?;
+        let id = plan::rollback_id(policy, &obs.canary);
+        let backup_name = backup::backup_name(&policy.service, &id);
+        let existing = self
+            .retrying("read backup ConfigMap", &backup_name, || {
+                c.get_backup(&backup_name)
+            })
+            .await?;
+
+        let (plan, progress, resumed) = match existing {
+            Some(cm) => (
+                backup::read_plan(&cm)?,
+                Progress::from_annotations(&backup::annotations_of(&cm))
+                    .unwrap_or_else(|| Progress::new(&id)),
+                true,
+            ),
+            None => {
+                let plan = plan::build_plan(
+                    policy,
+                    &obs,
+                    request.last_known_good,
+                    request.trigger.clone(),
+                    started_at,
+                )?;
+                if request.dry_run {
+                    return self.dry_run(&c, plan, obs, &backup_name, started_at).await;
+                }
+                let progress = Progress::new(&plan.id);
+                let cm =
+                    backup::config_map(&plan, &backup::objects_to_save(&plan, &obs), &progress);
+                self.claim(&c, &cm, &backup_name, plan, progress).await?
+            }
+        };
+
+        let mut report = RollbackReport {
+            rollback_id: plan.id.clone(),
+            namespace: plan.namespace.clone(),
+            service: plan.service.clone(),
+            trigger: plan.trigger.clone(),
+            outcome: Outcome::Completed,
+            resumed,
+            backup: backup_name.clone(),
+            steps: Vec::new(),
+            notes: plan.notes.clone(),
+            started_at,
+            finished_at: started_at,
+            event_errors: Vec::new(),
+        };
+        if progress.state == RunState::Completed || request.dry_run {
+            report.outcome = if progress.state == RunState::Completed {
+                Outcome::AlreadyCompleted
+            } else {
+                Outcome::DryRun
+            };
+            report.notes.push(format!(
+                "rollback {} of this canary revision was started earlier ({:?}); steps done: {:?}",
+                plan.id, progress.state, progress.done
+            ));
+            report.finished_at = self.clock.now_millis();
+            return Ok(report);
+        }
+
+        let mut progress = progress;
+        for step in &plan.steps {
+            if progress.is_done(step) {
+                report.steps.push(StepReport {
+                    step: step.key(),
+                    outcome: StepOutcome::DoneEarlier,
+                    detail: "recorded as done by an earlier run".into(),
+                    writes: Vec::new(),
+                    diffs: Vec::new(),
+                    attempts: 0,
+                    started_at: self.clock.now_millis(),
+                    elapsed_ms: 0,
+                });
+                continue;
+            }
+            let next = progress.started(step);
+            self.advance(&c, &backup_name, &progress, &next).await?;
+            progress = next;
+            match self.run_step(&c, &plan, step, &backup_name).await {
+                Ok(step_report) => {
+                    self.event(
+                        &mut report,
+                        &plan,
+                        step,
+                        EventType::Normal,
+                        &step_report.detail,
+                    )
+                    .await;
+                    report.steps.push(step_report);
+                    let next = progress.completed(step);
+                    self.advance(&c, &backup_name, &progress, &next).await?;
+                    progress = next;
+                }
+                Err(err) => {
+                    let detail = err.to_string();
+                    self.event(&mut report, &plan, step, EventType::Warning, &detail)
+                        .await;
+                    let failed = progress.finished(RunState::Failed);
+                    // Best effort: the error below is what matters to the caller.
+                    let _ = self.advance(&c, &backup_name, &progress, &failed).await;
+                    return Err(err);
+                }
+            }
+        }
+        let done = progress.finished(RunState::Completed);
+        self.advance(&c, &backup_name, &progress, &done).await?;
+        report.finished_at = self.clock.now_millis();
+        Ok(report)
+    }
+
+    /// Put every object of a rollback back as it was before it (from its backup ConfigMap).
+    /// Returns what was restored. The backup itself is kept.
+    pub async fn restore(
+        &self,
+        namespace: &str,
+        backup_name: &str,
+    ) -> Result<Vec<String>, ActuatorError> {
+        let c = self.cluster(namespace);
+        let cm = self
+            .retrying("read backup ConfigMap", backup_name, || c.get_backup(backup_name))
+            .await?
+            .ok_or_else(|| ActuatorError::Api {
+                what: format!("restore from ConfigMap {backup_name:?} in {namespace:?}"),
+                detail: "not found; list backups with `kubectl get cm -l app.kubernetes.io/managed-by=backout`".into(),
+            })?;
+        let mut restored = Vec::new();
+        for saved in backup::read_saved(&cm)? {
+            let what = format!("restore {:?} {}", saved.kind, saved.name);
+            self.retrying(&what, backup_name, || {
+                c.restore_object(saved.kind, &saved.object)
+            })
+            .await?;
+            restored.push(format!("{:?}/{}", saved.kind, saved.name));
+        }
+        Ok(restored)
+    }
+}

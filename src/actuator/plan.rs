@@ -1,0 +1,405 @@
+//! The rollback action plan: which steps a rollback of one service needs, decided from the policy
+//! and the observed cluster state. Pure: no I/O, no clock (the caller passes `now`).
+//!
+//! The plan is computed once, when a rollback starts, and stored with the backups. A resumed
+//! rollback executes the stored plan, never a re-computed one: after the stable has been undone the
+//! "recorded revision" has been renumbered by the deployment controller and the traffic already
+//! moved, so re-planning would plan something different (or a second undo).
+
+use super::objects::{self, Observed};
+use super::undo::{self, UndoTarget};
+use crate::policy::{Destination, Policy};
+use crate::sample::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Why the rollback happens: the verdict's reasons, carried into Events, the backup and the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// One line a human reads in `kubectl describe` (e.g. "error_rate critical: 0.071 > 0.05").
+    pub summary: String,
+    /// The metric values that triggered the rollback, by metric name.
+    #[serde(default)]
+    pub values: BTreeMap<String, f64>,
+}
+
+impl Trigger {
+    pub fn manual(summary: &str) -> Self {
+        Self {
+            summary: summary.into(),
+            values: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_value(mut self, metric: &str, value: f64) -> Self {
+        self.values.insert(metric.into(), value);
+        self
+    }
+
+    /// Summary plus values, short enough for an Event note (1 kB limit).
+    pub fn message(&self) -> String {
+        let mut out = self.summary.clone();
+        if !self.values.is_empty() {
+            let vals: Vec<String> = self
+                .values
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push_str(" [");
+            out.push_str(&vals.join(", "));
+            out.push(']');
+        }
+        out.chars().take(900).collect()
+    }
+}
+
+/// One step of the plan. Each is idempotent: executing it checks its postcondition first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Freeze a stable rollout that is still progressing, so it stops creating bad pods.
+    PauseStable,
+    /// Give the stable the capacity for all traffic before traffic snaps back (Flagger 869/1694).
+    PreScaleStable {
+        hpa: String,
+        replicas: i32,
+    },
+    /// Named route: stable 100, every other destination 0.
+    RouteAllToStable,
+    /// Delete (after backup) an HPA that targets the canary so it cannot scale it back up.
+    NeutraliseCanaryHpa {
+        hpa: String,
+    },
+    ScaleCanaryToZero,
+    /// `kubectl rollout undo --to-revision` semantics to the recorded last known good revision.
+    UndoStable(UndoTarget),
+    /// Only present when the plan paused the stable itself.
+    ResumeStable,
+    /// Traffic 100/0, canary at 0 replicas, stable rollout complete on the target template.
+    Verify,
+}
+
+impl Step {
+    /// Stable name recorded in the progress annotation; unique within a plan.
+    pub fn key(&self) -> String {
+        match self {
+            Step::PauseStable => "pause_stable".into(),
+            Step::PreScaleStable { .. } => "pre_scale_stable".into(),
+            Step::RouteAllToStable => "route_all_to_stable".into(),
+            Step::NeutraliseCanaryHpa { hpa } => format!("neutralise_canary_hpa.{hpa}"),
+            Step::ScaleCanaryToZero => "scale_canary_to_zero".into(),
+            Step::UndoStable(_) => "undo_stable".into(),
+            Step::ResumeStable => "resume_stable".into(),
+            Step::Verify => "verify".into(),
+        }
+    }
+
+    /// PascalCase reason for the Kubernetes Event of this step.
+    pub fn event_reason(&self) -> &'static str {
+        match self {
+            Step::PauseStable => "RollbackPauseStable",
+            Step::PreScaleStable { .. } => "RollbackPreScaleStable",
+            Step::RouteAllToStable => "RollbackRouteAllToStable",
+            Step::NeutraliseCanaryHpa { .. } => "RollbackNeutraliseCanaryHpa",
+            Step::ScaleCanaryToZero => "RollbackScaleCanaryToZero",
+            Step::UndoStable(_) => "RollbackUndoStable",
+            Step::ResumeStable => "RollbackResumeStable",
+            Step::Verify => "RollbackVerified",
+        }
+    }
+
+    /// Whether the step acts on the canary Deployment (for the Event's object).
+    pub fn concerns_canary(&self) -> bool {
+        matches!(
+            self,
+            Step::RouteAllToStable | Step::NeutraliseCanaryHpa { .. } | Step::ScaleCanaryToZero
+        )
+    }
+}
+
+/// Everything needed to execute, resume, audit and restore one rollback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionPlan {
+    /// Hash of namespace, service, canary name and canary pod template: one rollback per canary
+    /// revision, whatever happens to the daemon.
+    pub id: String,
+    pub namespace: String,
+    pub service: String,
+    pub stable: String,
+    pub canary: String,
+    pub virtual_service: String,
+    pub route: String,
+    pub stable_destination: Destination,
+    pub canary_destination: Destination,
+    pub trigger: Trigger,
+    pub created_at: Millis,
+    pub steps: Vec<Step>,
+    /// Why a step was left out (e.g. "stable already on revision 3"); shown in the report.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{file}: traffic.virtual_service = {vs:?}: route {route:?} (key traffic.route) is not in spec.http; routes there: {found:?}. Fix traffic.route or name the route in the VirtualService")]
+    RouteNotFound {
+        file: String,
+        vs: String,
+        route: String,
+        found: Vec<String>,
+    },
+    #[error("{file}: route {route:?} of VirtualService {vs:?} has no destination matching traffic.{track} ({wanted}); fix traffic.{track}")]
+    DestinationNotFound {
+        file: String,
+        vs: String,
+        route: String,
+        track: &'static str,
+        /// "host X, subset Y" as the policy names it.
+        wanted: String,
+    },
+    #[error("Deployment {deployment:?} has no ReplicaSet with revision {revision}; revisions kept: {available:?}. Pass --to-revision with one of them (raise revisionHistoryLimit to keep more)")]
+    RevisionNotFound {
+        deployment: String,
+        revision: i64,
+        available: Vec<i64>,
+    },
+    #[error("{what} of {object:?} is malformed: {detail}")]
+    Malformed {
+        object: String,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+/// The rollback id of the canary's current revision (FNV-1a 64, stable across builds and hosts).
+pub fn rollback_id(policy: &Policy, canary: &serde_json::Value) -> String {
+    let template = canary
+        .pointer("/spec/template")
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [
+        policy.namespace.as_str(),
+        policy.service.as_str(),
+        policy.deployments.canary.as_str(),
+        template.as_str(),
+    ] {
+        for b in part.bytes().chain(std::iter::once(0u8)) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// Build the plan. `last_known_good` is the stable revision recorded when it last passed its bake
+/// (or given by hand); `None` leaves the stable's template alone: never "the previous revision".
+pub fn build_plan(
+    policy: &Policy,
+    observed: &Observed,
+    last_known_good: Option<i64>,
+    trigger: Trigger,
+    now: Millis,
+) -> Result<ActionPlan, PlanError> {
+    let file = policy.source.display().to_string();
+    let mut steps = Vec::new();
+    let mut notes = Vec::new();
+
+    // Validate the route now, so a wrong policy fails before anything changes.
+    super::routes::locate(
+        &observed.virtual_service,
+        &policy.traffic,
+        &file,
+        &policy.traffic.virtual_service,
+    )?;
+
+    let stable = &observed.stable;
+    let paused_by_us = !objects::is_paused(stable) && !objects::rollout_complete(stable);
+    if paused_by_us {
+        steps.push(Step::PauseStable);
+    }
+
+    if let Some(hpa) = objects::hpa_targeting(&observed.hpas, &policy.deployments.stable) {
+        let name = objects::name(hpa);
+        let max = objects::i64_at(hpa, "/spec/maxReplicas").unwrap_or(i64::MAX);
+        let current = objects::i64_at(stable, "/spec/replicas").unwrap_or(1);
+        let canary = objects::i64_at(&observed.canary, "/spec/replicas").unwrap_or(0);
+        let needed = pre_scale_target(current, canary, max);
+        if needed > current {
+            steps.push(Step::PreScaleStable {
+                hpa: name,
+                replicas: needed as i32,
+            });
+        } else {
+            notes.push(format!(
+                "stable has {current} replicas, enough for all traffic (canary {canary}, HPA max {max})"
+            ));
+        }
+    }
+
+    steps.push(Step::RouteAllToStable);
+    for hpa in objects::hpas_targeting(&observed.hpas, &policy.deployments.canary) {
+        steps.push(Step::NeutraliseCanaryHpa {
+            hpa: objects::name(hpa),
+        });
+    }
+    steps.push(Step::ScaleCanaryToZero);
+
+    match last_known_good {
+        Some(revision) => {
+            let target = undo::target_for_revision(
+                &policy.deployments.stable,
+                stable,
+                &observed.stable_replica_sets,
+                revision,
+            )?;
+            if undo::equal_ignore_hash(stable.pointer("/spec/template"), Some(&target.template)) {
+                notes.push(format!(
+                    "stable {:?} already runs revision {revision}'s template; undo skipped",
+                    policy.deployments.stable
+                ));
+            } else {
+                steps.push(Step::UndoStable(target));
+            }
+        }
+        None => notes.push(
+            "no last known good revision recorded for the stable; its template is left as is"
+                .into(),
+        ),
+    }
+
+    if paused_by_us {
+        steps.push(Step::ResumeStable);
+    }
+    steps.push(Step::Verify);
+
+    Ok(ActionPlan {
+        id: rollback_id(policy, &observed.canary),
+        namespace: policy.namespace.clone(),
+        service: policy.service.clone(),
+        stable: policy.deployments.stable.clone(),
+        canary: policy.deployments.canary.clone(),
+        virtual_service: policy.traffic.virtual_service.clone(),
+        route: policy.traffic.route.clone(),
+        stable_destination: policy.traffic.stable.clone(),
+        canary_destination: policy.traffic.canary.clone(),
+        trigger,
+        created_at: now,
+        steps,
+        notes,
+    })
+}
+
+/// Replicas the stable needs before it takes all traffic: what stable and canary ran together
+/// (they served all traffic between them), never less than now, capped at the HPA's maximum.
+pub fn pre_scale_target(stable: i64, canary: i64, hpa_max: i64) -> i64 {
+    stable.max(stable + canary.max(0)).min(hpa_max).max(stable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::fixtures::Scenario;
+
+    fn keys(plan: &ActionPlan) -> Vec<String> {
+        plan.steps.iter().map(Step::key).collect()
+    }
+
+    #[test]
+    fn pre_scale_restores_what_both_tracks_ran_capped_at_the_hpa_max() {
+        assert_eq!(pre_scale_target(5, 5, 20), 10);
+        assert_eq!(pre_scale_target(5, 5, 8), 8);
+        assert_eq!(
+            pre_scale_target(12, 3, 10),
+            12,
+            "never scales the stable down"
+        );
+        assert_eq!(pre_scale_target(4, 0, 10), 4);
+    }
+
+    #[test]
+    fn plan_for_a_shrunk_progressing_stable_with_hpas_has_every_step_in_order() {
+        let s = Scenario::default().with_hpas(10).progressing();
+        let plan = build_plan(
+            &Policy::test(),
+            &s.observed(),
+            Some(1),
+            Trigger::default(),
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            keys(&plan),
+            [
+                "pause_stable",
+                "pre_scale_stable",
+                "route_all_to_stable",
+                "neutralise_canary_hpa.web-canary",
+                "scale_canary_to_zero",
+                "undo_stable",
+                "resume_stable",
+                "verify"
+            ]
+        );
+        assert!(matches!(
+            plan.steps[1],
+            Step::PreScaleStable { replicas: 5, .. }
+        ));
+        let Step::UndoStable(t) = &plan.steps[5] else {
+            panic!()
+        };
+        assert_eq!(t.template["spec"]["containers"][0]["image"], "web:1.0");
+        assert!(t.template["metadata"]["labels"]
+            .get("pod-template-hash")
+            .is_none());
+    }
+
+    #[test]
+    fn a_quiet_stable_without_hpa_and_without_recorded_revision_gets_only_the_canary_steps() {
+        let plan = build_plan(
+            &Policy::test(),
+            &Scenario::default().observed(),
+            None,
+            Trigger::default(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            keys(&plan),
+            ["route_all_to_stable", "scale_canary_to_zero", "verify"]
+        );
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n.contains("no last known good revision")));
+    }
+
+    #[test]
+    fn rollback_id_follows_the_canary_template_only() {
+        let obs = Scenario::default().observed();
+        let id = rollback_id(&Policy::test(), &obs.canary);
+        let mut scaled = obs.canary.clone();
+        scaled["spec"]["replicas"] = 0.into();
+        scaled["metadata"]["resourceVersion"] = "99".into();
+        assert_eq!(
+            rollback_id(&Policy::test(), &scaled),
+            id,
+            "scaling must not change the id"
+        );
+        let mut new_image = obs.canary.clone();
+        new_image["spec"]["template"]["spec"]["containers"][0]["image"] = "web:2.1".into();
+        assert_ne!(
+            rollback_id(&Policy::test(), &new_image),
+            id,
+            "a new canary revision is a new rollback"
+        );
+        assert_eq!(id.len(), 16);
+    }
+
+    #[test]
+    fn trigger_message_carries_values_and_fits_an_event() {
+        let t = Trigger::manual("error_rate critical").with_value("error_rate", 0.07);
+        assert_eq!(t.message(), "error_rate critical [error_rate=0.07]");
+        let long = Trigger::manual(&"x".repeat(5000));
+        assert!(long.message().len() <= 900);
+    }
+}

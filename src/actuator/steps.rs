@@ -1,0 +1,226 @@
+//! Each step's postcondition and the writes that establish it, computed from a fresh snapshot.
+//! Pure: the executor re-reads the cluster before every attempt and asks this module what is left
+//! to do, which is what makes a retried or resumed step never act twice.
+
+use super::objects::{self, Observed};
+use super::plan::{ActionPlan, PlanError, Step};
+use super::{routes, undo};
+use crate::policy::Traffic;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The object a write goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Target {
+    Deployment(String),
+    VirtualService(String),
+    Hpa(String),
+}
+
+/// One write the executor performs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "write", rename_all = "snake_case")]
+pub enum Mutation {
+    /// JSON patch (RFC 6902), `test` ops included.
+    Patch {
+        target: Target,
+        patch: Value,
+    },
+    /// `spec.replicas` through the scale subresource (what `kubectl scale` and HPAs use).
+    Scale {
+        target: Target,
+        replicas: i32,
+    },
+    Delete {
+        target: Target,
+    },
+}
+
+impl Mutation {
+    pub fn target(&self) -> &Target {
+        match self {
+            Mutation::Patch { target, .. }
+            | Mutation::Scale { target, .. }
+            | Mutation::Delete { target } => target,
+        }
+    }
+}
+
+/// What a step still needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepCheck {
+    /// The postcondition holds; the text says why (shown in the report).
+    Done(String),
+    /// These writes, in order, establish the postcondition.
+    Todo(Vec<Mutation>),
+}
+
+fn traffic(plan: &ActionPlan) -> Traffic {
+    Traffic {
+        virtual_service: plan.virtual_service.clone(),
+        route: plan.route.clone(),
+        stable: plan.stable_destination.clone(),
+        canary: plan.canary_destination.clone(),
+    }
+}
+
+fn find_hpa<'a>(obs: &'a Observed, name: &str) -> Option<&'a Value> {
+    obs.hpas.iter().find(|h| objects::name(h) == name)
+}
+
+/// Postcondition check and remaining writes for one step. `Verify` is answered by [`verify`].
+pub fn check(plan: &ActionPlan, step: &Step, obs: &Observed) -> Result<StepCheck, PlanError> {
+    let stable = Target::Deployment(plan.stable.clone());
+    let canary = Target::Deployment(plan.canary.clone());
+    Ok(match step {
+        Step::PauseStable => {
+            if objects::is_paused(&obs.stable) {
+                StepCheck::Done("stable is paused".into())
+            } else {
+                StepCheck::Todo(vec![Mutation::Patch {
+                    target: stable,
+                    patch: json!([{"op": "add", "path": "/spec/paused", "value": true}]),
+                }])
+            }
+        }
+        Step::ResumeStable => {
+            if objects::is_paused(&obs.stable) {
+                StepCheck::Todo(vec![Mutation::Patch {
+                    target: stable,
+                    patch: json!([{"op": "add", "path": "/spec/paused", "value": false}]),
+                }])
+            } else {
+                StepCheck::Done("stable is not paused".into())
+            }
+        }
+        Step::PreScaleStable { hpa, replicas } => {
+            let want = i64::from(*replicas);
+            let mut todo = Vec::new();
+            if let Some(h) = find_hpa(obs, hpa) {
+                match objects::i64_at(h, "/spec/minReplicas") {
+                    Some(min) if min >= want => {}
+                    Some(min) => todo.push(Mutation::Patch {
+                        target: Target::Hpa(hpa.clone()),
+                        patch: json!([
+                            {"op": "test", "path": "/spec/minReplicas", "value": min},
+                            {"op": "replace", "path": "/spec/minReplicas", "value": replicas},
+                        ]),
+                    }),
+                    None => todo.push(Mutation::Patch {
+                        target: Target::Hpa(hpa.clone()),
+                        patch: json!([{"op": "add", "path": "/spec/minReplicas", "value": replicas}]),
+                    }),
+                }
+            }
+            if objects::i64_at(&obs.stable, "/spec/replicas").unwrap_or(1) < want {
+                todo.push(Mutation::Scale {
+                    target: stable,
+                    replicas: *replicas,
+                });
+            }
+            if todo.is_empty() {
+                StepCheck::Done(format!("stable has at least {replicas} replicas"))
+            } else {
+                StepCheck::Todo(todo)
+            }
+        }
+        Step::RouteAllToStable => {
+            let file = String::from("(stored plan)");
+            let loc = routes::locate(
+                &obs.virtual_service,
+                &traffic(plan),
+                &file,
+                &plan.virtual_service,
+            )?;
+            if routes::all_to_stable(&loc) {
+                StepCheck::Done(format!("route {:?} sends 100% to stable", plan.route))
+            } else {
+                StepCheck::Todo(vec![Mutation::Patch {
+                    target: Target::VirtualService(plan.virtual_service.clone()),
+                    patch: routes::route_patch(&loc, &plan.route),
+                }])
+            }
+        }
+        Step::NeutraliseCanaryHpa { hpa } => match find_hpa(obs, hpa) {
+            None => StepCheck::Done(format!("HPA {hpa:?} is gone (kept in the backup)")),
+            Some(_) => StepCheck::Todo(vec![Mutation::Delete {
+                target: Target::Hpa(hpa.clone()),
+            }]),
+        },
+        Step::ScaleCanaryToZero => {
+            if objects::i64_at(&obs.canary, "/spec/replicas") == Some(0) {
+                StepCheck::Done("canary has 0 replicas".into())
+            } else {
+                StepCheck::Todo(vec![Mutation::Scale {
+                    target: canary,
+                    replicas: 0,
+                }])
+            }
+        }
+        Step::UndoStable(target) => {
+            if undo::equal_ignore_hash(obs.stable.pointer("/spec/template"), Some(&target.template))
+            {
+                StepCheck::Done(format!(
+                    "stable template is revision {}'s (ReplicaSet {})",
+                    target.revision, target.replica_set
+                ))
+            } else {
+                StepCheck::Todo(vec![Mutation::Patch {
+                    target: stable,
+                    patch: undo::undo_patch(&obs.stable, target),
+                }])
+            }
+        }
+        Step::Verify => {
+            let failures = verify(plan, obs)?;
+            if failures.is_empty() {
+                StepCheck::Done("traffic 100/0, canary at 0, stable rollout complete".into())
+            } else {
+                StepCheck::Todo(Vec::new())
+            }
+        }
+    })
+}
+
+/// Everything still wrong after the plan ran; empty means the rollback is done.
+pub fn verify(plan: &ActionPlan, obs: &Observed) -> Result<Vec<String>, PlanError> {
+    let mut failures = Vec::new();
+    let loc = routes::locate(
+        &obs.virtual_service,
+        &traffic(plan),
+        "(stored plan)",
+        &plan.virtual_service,
+    )?;
+    if !routes::all_to_stable(&loc) {
+        failures.push(format!(
+            "route {:?} weights are {:?}, not 100% stable",
+            plan.route, loc.weights
+        ));
+    }
+    let canary_spec = objects::i64_at(&obs.canary, "/spec/replicas").unwrap_or(1);
+    let canary_running = objects::i64_at(&obs.canary, "/status/replicas").unwrap_or(0);
+    if canary_spec != 0 || canary_running != 0 {
+        failures.push(format!(
+            "canary {:?} has {canary_spec} desired / {canary_running} running replicas",
+            plan.canary
+        ));
+    }
+    if objects::is_paused(&obs.stable) && plan.steps.contains(&Step::ResumeStable) {
+        failures.push(format!("stable {:?} is still paused", plan.stable));
+    }
+    if !objects::is_paused(&obs.stable) && !objects::rollout_complete(&obs.stable) {
+        failures.push(format!("stable {:?} rollout is not complete", plan.stable));
+    }
+    for step in &plan.steps {
+        if let Step::UndoStable(t) = step {
+            if !undo::equal_ignore_hash(obs.stable.pointer("/spec/template"), Some(&t.template)) {
+                failures.push(format!(
+                    "stable {:?} is not on revision {}'s template",
+                    plan.stable, t.revision
+                ));
+            }
+        }
+    }
+    Ok(failures)
+}

@@ -1,0 +1,192 @@
+//! Seeding: the objects a canary setup consists of (stable and canary Deployments, a
+//! VirtualService splitting one named route, an HPA), written straight into the store so a test
+//! or `backout sim` starts from a realistic cluster.
+
+use super::api::{self, Target, WriteOpts};
+use super::objects::Stamp;
+use super::resources::by_plural;
+use super::{SimError, SimHandle};
+use crate::policy::model::{Destination, Policy};
+use serde_json::{json, Value};
+
+/// A Deployment manifest: labels `app=<app>`, `track=<track>`, one container `app`.
+pub fn deployment(
+    namespace: &str,
+    name: &str,
+    app: &str,
+    track: &str,
+    image: &str,
+    replicas: i64,
+) -> Value {
+    let labels = json!({"app": app, "track": track});
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]}
+            }
+        }
+    })
+}
+
+fn destination(d: &Destination, weight: i64) -> Value {
+    let mut dest = json!({"host": d.host});
+    if let Some(s) = &d.subset {
+        dest["subset"] = json!(s);
+    }
+    json!({"destination": dest, "weight": weight})
+}
+
+/// A VirtualService whose route `route` splits `stable_weight`/`100 - stable_weight`, plus an
+/// unrelated `/healthz` route first (rollbacks must leave it untouched).
+pub fn virtual_service(
+    namespace: &str,
+    name: &str,
+    host: &str,
+    route: &str,
+    stable: &Destination,
+    canary: &Destination,
+    stable_weight: i64,
+) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "hosts": [host],
+            "http": [
+                {"name": "health", "match": [{"uri": {"exact": "/healthz"}}],
+                 "route": [{"destination": {"host": stable.host.clone()}}]},
+                {"name": route, "route": [destination(stable, stable_weight), destination(canary, 100 - stable_weight)]}
+            ]
+        }
+    })
+}
+
+/// An autoscaling/v2 HPA on a Deployment, CPU target 70%.
+pub fn hpa(namespace: &str, name: &str, deployment: &str, min: i64, max: i64) -> Value {
+    json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+            "minReplicas": min,
+            "maxReplicas": max,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+        }
+    })
+}
+
+impl SimHandle {
+    /// Creates any object (its `apiVersion`/`kind` pick the resource) as a client POST would.
+    pub fn seed(&self, obj: Value) -> Result<Value, SimError> {
+        let err = |message: String| SimError::Seed {
+            what: format!(
+                "{} {}",
+                obj["kind"].as_str().unwrap_or("object"),
+                obj["metadata"]["name"].as_str().unwrap_or_default()
+            ),
+            message,
+        };
+        let av = obj["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = av.rsplit_once('/').unwrap_or(("", av));
+        let def = super::resources::RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.kind == obj["kind"] && r.versions.contains(&version))
+            .ok_or_else(|| {
+                err(format!(
+                    "apiVersion {av:?} kind {} is not served",
+                    obj["kind"]
+                ))
+            })?;
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let target = Target {
+            def,
+            version: version.to_string(),
+            namespace: def.namespaced.then_some(ns),
+            name: None,
+            sub: None,
+        };
+        let stamp = Stamp {
+            now: super::controller::now_rfc3339(),
+            uid: super::controller::new_uid(),
+            suffix: "seed0".into(),
+        };
+        api::create(
+            &self.store,
+            &target,
+            obj.clone(),
+            &stamp,
+            WriteOpts::default(),
+        )
+        .map(|(_, v)| v)
+        .map_err(|e| err(e.message))
+    }
+
+    pub fn seed_deployment(
+        &self,
+        namespace: &str,
+        name: &str,
+        image: &str,
+        replicas: i64,
+    ) -> Result<Value, SimError> {
+        self.seed(deployment(namespace, name, name, "stable", image, replicas))
+    }
+
+    /// Everything a policy points at: stable and canary Deployments (`app=<service>`,
+    /// `track=stable|canary`) and the VirtualService with its route split 90/10.
+    pub fn seed_policy(&self, policy: &Policy) -> Result<(), SimError> {
+        let ns = &policy.namespace;
+        let d = &policy.deployments;
+        self.seed(deployment(
+            ns,
+            &d.stable,
+            &policy.service,
+            "stable",
+            &format!("{}:1.0.0", policy.service),
+            3,
+        ))?;
+        self.seed(deployment(
+            ns,
+            &d.canary,
+            &policy.service,
+            "canary",
+            &format!("{}:1.1.0", policy.service),
+            1,
+        ))?;
+        let t = &policy.traffic;
+        self.seed(virtual_service(
+            ns,
+            &t.virtual_service,
+            &policy.service,
+            &t.route,
+            &t.stable,
+            &t.canary,
+            90,
+        ))?;
+        Ok(())
+    }
+
+    /// Reads an object straight from the store (`group` "" for core).
+    pub fn object(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let def = by_plural(group, plural)?;
+        self.store.read(|t| {
+            t.get(&super::store::ObjKey {
+                group: def.group,
+                plural: def.plural,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+            .cloned()
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! backout's undo against the real `kubectl rollout undo --to-revision`, and the `backout
+//! rollback` binary end to end, both over HTTP against the fake API server.
+
+mod support;
+
+use backout::actuator::fixtures::Scenario;
+use serde_json::Value;
+use std::path::Path;
+use support::FakeKube;
+
+fn kubeconfig(dir: &Path, server: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn kubectl_present() -> bool {
+    std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn policy_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("web.toml");
+    std::fs::write(
+        &path,
+        r#"service = "web"
+namespace = "default"
+
+[deployments]
+stable = "web"
+canary = "web-canary"
+
+[traffic]
+virtual_service = "web"
+route = "primary"
+stable = { host = "web", subset = "stable" }
+canary = { host = "web", subset = "canary" }
+"#,
+    )
+    .unwrap();
+    path
+}
+
+fn stable_spec_and_annotations(fake: &FakeKube) -> (Value, Value) {
+    let d = fake.get("deployments", "web").unwrap();
+    (d["spec"].clone(), d["metadata"]["annotations"].clone())
+}
+
+async fn backout(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_backout"))
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backout_undo_leaves_the_same_deployment_as_kubectl_rollout_undo() {
+    if !kubectl_present() {
+        eprintln!(
+            "SKIPPED: kubectl is not on PATH; this test compares backout's undo with kubectl's"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+
+    let by_kubectl = FakeKube::new(Scenario::default().objects());
+    let kc = kubeconfig(dir.path(), &by_kubectl.serve_http().await);
+    let out = tokio::process::Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "rollout",
+            "undo",
+            "deployment/web",
+            "--to-revision=2",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let by_backout = FakeKube::new(Scenario::default().objects());
+    let kc2 = dir.path().join("b");
+    std::fs::create_dir(&kc2).unwrap();
+    let kc2 = kubeconfig(&kc2, &by_backout.serve_http().await);
+    let policy = policy_file(dir.path());
+    let out = backout(&[
+        "rollback",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--kubeconfig",
+        kc2.to_str().unwrap(),
+        "--to-revision",
+        "2",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "backout: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (k_spec, k_ann) = stable_spec_and_annotations(&by_kubectl);
+    let (b_spec, b_ann) = stable_spec_and_annotations(&by_backout);
+    assert_eq!(k_spec, b_spec);
+    assert_eq!(k_ann, b_ann);
+    assert_eq!(
+        k_spec["template"]["spec"]["containers"][0]["image"],
+        "web:1.1"
+    );
+    // kubectl patched with the same JSON patch shape (template and annotations).
+    assert!(by_kubectl
+        .log()
+        .iter()
+        .any(|(m, p)| m == "PATCH"
+            && p.starts_with("/apis/apps/v1/namespaces/default/deployments/web?")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_command_dry_run_changes_nothing_then_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeKube::new(Scenario::default().objects());
+    let kc = kubeconfig(dir.path(), &fake.serve_http().await);
+    let policy = policy_file(dir.path());
+    let base = [
+        "rollback",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--to-revision",
+        "1",
+    ];
+
+    let out = backout(&[&base[..], &["--dry-run"]].concat()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "dry_run");
+    assert_eq!(fake.writes(), 0);
+
+    let audit = dir.path().join("audit");
+    let out = backout(&[&base[..], &["--audit-dir", audit.to_str().unwrap()]].concat()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "completed");
+    let files: Vec<_> = std::fs::read_dir(&audit).unwrap().collect();
+    assert_eq!(files.len(), 1, "one audit record per run");
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(files[0].as_ref().unwrap().path()).unwrap()).unwrap();
+    assert_eq!(saved, report);
+    let stable = fake.get("deployments", "web").unwrap();
+    assert_eq!(
+        stable["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:1.0"
+    );
+    assert_eq!(
+        fake.get("deployments", "web-canary").unwrap()["spec"]["replicas"],
+        0
+    );
+
+    // Restore from the backup it names.
+    let backup = report["backup"].as_str().unwrap();
+    let out = backout(&[
+        "rollback",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--restore",
+        backup,
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fake.get("deployments", "web-canary").unwrap()["spec"]["replicas"],
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_route_in_the_policy_fails_with_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeKube::new(Scenario::default().objects());
+    let kc = kubeconfig(dir.path(), &fake.serve_http().await);
+    let policy = policy_file(dir.path());
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("route = \"primary\"", "route = \"main\"");
+    std::fs::write(&policy, text).unwrap();
+    let out = backout(&[
+        "rollback",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+    ])
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("web.toml") && err.contains("traffic.route") && err.contains("primary"),
+        "{err}"
+    );
+    assert_eq!(fake.writes(), 0);
+}
