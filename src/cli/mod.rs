@@ -1,6 +1,7 @@
 //! Subcommands. Each file holds one command's `Args` and `run`; they belong to the binary crate.
 
+pub mod demo;
 pub mod explain;
-pub mod validate;
 pub mod rollback;
 pub mod sim;
+pub mod validate;

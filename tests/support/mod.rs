@@ -6,10 +6,10 @@
 //! `paused` honoured), and fault injection. Used until/alongside the full simulator (src/sim).
 #![allow(dead_code)]
 
-pub mod prometheus;
 mod controller;
 mod discovery;
 mod faults;
+pub mod prometheus;
 pub use faults::{Fault, FaultKind};
 mod http;
 pub mod state;

@@ -1,0 +1,545 @@
+//! One service's runtime state and its part of a cycle.
+
+use super::Context;
+use crate::actuator::report::Outcome as ActOutcome;
+use crate::actuator::{RollbackReport, RollbackRequest, Trigger};
+use crate::audit::{AuditKind, AuditRecord, Check, IncidentReport};
+use crate::decision::{Engine, Health, Phase, Verdict};
+use crate::lifecycle::{
+    DeploymentView, Lifecycle, Release, ReleaseEvent, LAST_KNOWN_GOOD_ANNOTATION,
+};
+use crate::notify::Notice;
+use crate::policy::template::render_query;
+use crate::policy::Policy;
+use crate::sample::{Observation, Sample, Track};
+use crate::source::plan::{Key, Request};
+use crate::telemetry::{
+    state_code, MetricLabels, Outcome, RollbackLabels, ServiceLabels, TrackLabels,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use std::collections::HashMap;
+
+/// Metric name under which the traffic query travels through the sampler.
+pub const TRAFFIC: &str = "__traffic";
+
+pub struct ServiceRuntime {
+    pub policy: Policy,
+    pub engine: Engine,
+    pub lifecycle: Lifecycle,
+    pub last_verdict: Option<Verdict>,
+    /// Set once the plan ran for the current canary (the engine's verdict stays sticky too).
+    pub rollback: Option<RollbackReport>,
+}
+
+/// What a cycle did for one service (the demo and tests read it; the daemon logs it).
+#[derive(Debug, Clone)]
+pub struct CycleOutcome {
+    pub service: String,
+    pub release: Release,
+    pub verdict: Option<Verdict>,
+    pub events: Vec<ReleaseEvent>,
+    pub rollback: Option<RollbackReport>,
+    pub error: Option<String>,
+}
+
+impl ServiceRuntime {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            engine: Engine::new(&policy, ""),
+            lifecycle: Lifecycle::new(policy.analysis.bake),
+            policy,
+            last_verdict: None,
+            rollback: None,
+        }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        let p = &self.policy;
+        let mut out = Vec::new();
+        for track in Track::ALL {
+            for m in &p.metrics {
+                out.push(Request::new(
+                    Key::new(&p.service, &m.name, track),
+                    render_query(p, m, track),
+                ));
+            }
+            if let Some(q) = &p.analysis.traffic_query {
+                let window = p
+                    .metrics
+                    .iter()
+                    .filter_map(|m| m.window)
+                    .max()
+                    .unwrap_or(p.analysis.interval);
+                out.push(Request::new(
+                    Key::new(&p.service, TRAFFIC, track),
+                    crate::policy::template::render(p, q, window, track),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn phase_of(release: &Release) -> Option<Phase> {
+    match release {
+        Release::Canary { since, .. } => Some(Phase::Canary { started_at: *since }),
+        Release::Bake { since, .. } => Some(Phase::Bake {
+            promoted_at: *since,
+        }),
+        Release::Idle | Release::RolledBack { .. } => None,
+    }
+}
+
+async fn read_views(
+    ctx: &Context,
+    p: &Policy,
+) -> Result<(DeploymentView, Option<DeploymentView>), kube::Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &p.namespace);
+    let stable = api.get(&p.deployments.stable).await?;
+    let canary = api.get_opt(&p.deployments.canary).await?;
+    Ok((
+        DeploymentView::from_deployment(&stable),
+        canary.as_ref().map(DeploymentView::from_deployment),
+    ))
+}
+
+fn audit(ctx: &Context, p: &Policy, kind: AuditKind, message: String, detail: serde_json::Value) {
+    let rec = AuditRecord {
+        at: ctx.clock.now_millis(),
+        service: p.service.clone(),
+        namespace: p.namespace.clone(),
+        kind,
+        message,
+        detail,
+    };
+    if let Err(err) = ctx.audit.record(&rec) {
+        tracing::error!(error = %err, "audit trail write failed");
+    }
+}
+
+/// One cycle over all services.
+pub async fn cycle(ctx: &Context, services: &mut [ServiceRuntime]) -> Vec<CycleOutcome> {
+    let now = ctx.clock.now_millis();
+    let mut outcomes = Vec::new();
+    let mut kube_ok = true;
+    // 1. Lifecycle from the cluster.
+    for s in services.iter_mut() {
+        let mut out = CycleOutcome {
+            service: s.policy.service.clone(),
+            release: s.lifecycle.stage().clone(),
+            verdict: None,
+            events: Vec::new(),
+            rollback: None,
+            error: None,
+        };
+        match read_views(ctx, &s.policy).await {
+            Ok((stable, canary)) => {
+                out.events = s.lifecycle.observe(&stable, canary.as_ref(), now);
+                for ev in &out.events {
+                    handle_release_event(ctx, s, ev).await;
+                }
+            }
+            Err(err) => {
+                kube_ok = false;
+                out.error = Some(format!("cannot read Deployments: {err}"));
+                tracing::warn!(service = %s.policy.service, error = %err, "cannot read Deployments");
+            }
+        }
+        out.release = s.lifecycle.stage().clone();
+        outcomes.push(out);
+    }
+    ctx.health.set_kubernetes_reachable(kube_ok);
+
+    // 2. One sampler call for every service that is under analysis.
+    let requests: Vec<Request> = services
+        .iter()
+        .filter(|s| phase_of(s.lifecycle.stage()).is_some())
+        .flat_map(|s| s.requests())
+        .collect();
+    let observations = if requests.is_empty() {
+        HashMap::new()
+    } else {
+        let n = requests.len();
+        let obs = ctx.sampler.sample(requests, now).await;
+        let errors = obs
+            .values()
+            .filter(|o| matches!(o, Observation::Error(_)))
+            .count();
+        ctx.health.set_prometheus_reachable(n == 0 || errors < n);
+        obs
+    };
+
+    // 3. Engine, verdict, action.
+    for (s, out) in services.iter_mut().zip(outcomes.iter_mut()) {
+        let Some(phase) = phase_of(s.lifecycle.stage()) else {
+            let code = if matches!(s.lifecycle.stage(), Release::RolledBack { .. }) {
+                state_code::ROLLED_BACK
+            } else {
+                state_code::HEALTHY
+            };
+            ctx.metrics
+                .service_state
+                .get_or_create(&ServiceLabels {
+                    service: s.policy.service.clone(),
+                })
+                .set(code);
+            continue;
+        };
+        let svc = s.policy.service.clone();
+        for track in Track::ALL {
+            for m in &s.policy.metrics {
+                let obs = observations
+                    .get(&Key::new(&svc, &m.name, track))
+                    .cloned()
+                    .unwrap_or(Observation::Absent);
+                if let Observation::Value(v) = obs {
+                    ctx.metrics
+                        .metric_value
+                        .get_or_create(&TrackLabels {
+                            service: svc.clone(),
+                            metric: m.name.clone(),
+                            track: track.to_string(),
+                        })
+                        .set(v);
+                }
+                let _ = s.engine.observe(&m.name, track, Sample::new(now, obs));
+            }
+            if s.policy.analysis.traffic_query.is_some() {
+                let obs = observations
+                    .get(&Key::new(&svc, TRAFFIC, track))
+                    .cloned()
+                    .unwrap_or(Observation::Absent);
+                s.engine.observe_traffic(track, Sample::new(now, obs));
+            }
+        }
+        let verdict = s.engine.evaluate(now, phase);
+        publish(ctx, s, &verdict);
+        if verdict.rollback && s.rollback.is_none() {
+            out.rollback = execute_rollback(ctx, s, &verdict).await;
+            s.rollback = out.rollback.clone();
+        }
+        s.last_verdict = Some(verdict.clone());
+        out.verdict = Some(verdict);
+        out.release = s.lifecycle.stage().clone();
+    }
+    outcomes
+}
+
+async fn handle_release_event(ctx: &Context, s: &mut ServiceRuntime, ev: &ReleaseEvent) {
+    let p = &s.policy;
+    let (kind, msg) = match ev {
+        ReleaseEvent::CanaryStarted { id, image } => {
+            s.engine.reset_for_revision(id.to_string());
+            s.rollback = None;
+            (
+                AuditKind::CanaryStarted,
+                format!("canary {id} started ({image})"),
+            )
+        }
+        ReleaseEvent::CanaryStopped { id } => (
+            AuditKind::CanaryPromoted,
+            format!("canary {id} stopped receiving replicas"),
+        ),
+        ReleaseEvent::StableChanged { from, to, image } => (
+            AuditKind::CanaryPromoted,
+            format!("stable changed from revision {from:?} to {to} ({image}); bake window open"),
+        ),
+        ReleaseEvent::StableKnownGood { revision } => {
+            if !ctx.dry_run {
+                let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &p.namespace);
+                let patch = serde_json::json!({"metadata": {"annotations": {LAST_KNOWN_GOOD_ANNOTATION: revision.to_string()}}});
+                if let Err(err) = api
+                    .patch(
+                        &p.deployments.stable,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    tracing::error!(service = %p.service, error = %err, "cannot record the last known good revision");
+                }
+            }
+            (
+                AuditKind::StableKnownGood,
+                format!("stable revision {revision} recorded as last known good"),
+            )
+        }
+    };
+    tracing::info!(service = %p.service, "{msg}");
+    audit(
+        ctx,
+        p,
+        kind,
+        msg,
+        serde_json::to_value(ev).unwrap_or_default(),
+    );
+}
+
+fn level_code(h: Health) -> i64 {
+    match h {
+        Health::Healthy | Health::Ignored => 0,
+        Health::Warning => 1,
+        Health::Critical => 2,
+        Health::Inconclusive => 3,
+    }
+}
+
+fn publish(ctx: &Context, s: &ServiceRuntime, v: &Verdict) {
+    let svc = &s.policy.service;
+    ctx.metrics
+        .evaluations
+        .get_or_create(&ServiceLabels {
+            service: svc.clone(),
+        })
+        .inc();
+    ctx.metrics
+        .service_state
+        .get_or_create(&ServiceLabels {
+            service: svc.clone(),
+        })
+        .set(level_code(v.health));
+    for m in &v.metrics {
+        ctx.metrics
+            .metric_level
+            .get_or_create(&MetricLabels {
+                service: svc.clone(),
+                metric: m.metric.clone(),
+            })
+            .set(level_code(m.health));
+    }
+    let changed = s.last_verdict.as_ref().map(|l| l.health) != Some(v.health);
+    if changed {
+        let reasons = reason_lines(v);
+        tracing::info!(service = %svc, health = ?v.health, reasons = ?reasons, "verdict changed");
+        audit(
+            ctx,
+            &s.policy,
+            AuditKind::VerdictChanged,
+            format!("verdict {:?}", v.health),
+            serde_json::to_value(v).unwrap_or_default(),
+        );
+    }
+}
+
+/// One line per reason, as people write them in incident notes.
+pub fn reason_lines(v: &Verdict) -> Vec<String> {
+    v.reasons
+        .iter()
+        .map(|r| {
+            let observed = r
+                .observed
+                .map(|x| format!("{x:.4}"))
+                .unwrap_or_else(|| "no data".into());
+            let level = r
+                .threshold
+                .map(|l| match (l.above, l.below) {
+                    (Some(a), _) => format!("> {a}"),
+                    (_, Some(b)) => format!("< {b}"),
+                    _ => String::new(),
+                })
+                .unwrap_or_default();
+            let since = r.since.map(crate::audit::format_time).unwrap_or_default();
+            format!(
+                "{} {:?} on {}: {} {} since {}",
+                r.metric, r.health, r.track, observed, level, since
+            )
+        })
+        .collect()
+}
+
+async fn execute_rollback(
+    ctx: &Context,
+    s: &mut ServiceRuntime,
+    v: &Verdict,
+) -> Option<RollbackReport> {
+    let p = s.policy.clone();
+    let reasons = reason_lines(v);
+    let first_metric = v
+        .reasons
+        .first()
+        .map(|r| r.metric.clone())
+        .unwrap_or_else(|| "unknown".into());
+    let detected_at = v
+        .reasons
+        .iter()
+        .filter_map(|r| r.since)
+        .min()
+        .unwrap_or(v.at);
+    let values = v
+        .reasons
+        .iter()
+        .filter_map(|r| r.observed.map(|x| (r.metric.clone(), x)))
+        .collect();
+    let trigger = Trigger {
+        summary: reasons.join("; "),
+        values,
+    };
+    let (stable, canary) = read_views(ctx, &p).await.ok()?;
+    let from = canary
+        .as_ref()
+        .map(|c| format!("canary {} revision {:?}", c.image, c.revision))
+        .unwrap_or_default();
+    let lkg = match s.lifecycle.stage() {
+        Release::Bake { .. } => stable.last_known_good.map(|r| r as i64),
+        _ => None,
+    };
+    let to = format!(
+        "stable {} (revision {:?})",
+        stable.image,
+        lkg.map(|r| r as u64).or(stable.revision)
+    );
+    tracing::error!(service = %p.service, reasons = ?reasons, dry_run = ctx.dry_run, "rolling back");
+    audit(
+        ctx,
+        &p,
+        AuditKind::RollbackStarted,
+        trigger.summary.clone(),
+        serde_json::Value::Null,
+    );
+    send(
+        ctx,
+        Notice::RollbackStarted {
+            service: p.service.clone(),
+            namespace: p.namespace.clone(),
+            at: ctx.clock.now_millis(),
+            reasons: reasons.clone(),
+            from_version: from.clone(),
+            to_version: to.clone(),
+            dry_run: ctx.dry_run,
+        },
+    )
+    .await;
+    let request = RollbackRequest {
+        last_known_good: lkg,
+        trigger,
+        dry_run: ctx.dry_run,
+    };
+    let result = ctx.actuator.rollback(&p, request).await;
+    let now = ctx.clock.now_millis();
+    if let Some(id) = s.lifecycle.stage().canary_id().cloned() {
+        s.lifecycle.rolled_back(id);
+    }
+    match result {
+        Ok(report) => {
+            for step in &report.steps {
+                ctx.metrics
+                    .step_duration
+                    .get_or_create(&crate::telemetry::StepLabels {
+                        step: step.step.clone(),
+                    })
+                    .observe(step.elapsed_ms as f64 / 1000.0);
+            }
+            let outcome = match report.outcome {
+                ActOutcome::DryRun => Outcome::dry_run,
+                _ => Outcome::success,
+            };
+            ctx.metrics
+                .rollbacks
+                .get_or_create(&RollbackLabels {
+                    service: p.service.clone(),
+                    reason: first_metric,
+                    outcome,
+                })
+                .inc();
+            if outcome == Outcome::success {
+                ctx.metrics
+                    .detection_to_mitigation
+                    .observe((now - detected_at).max(0) as f64 / 1000.0);
+            }
+            let verification: Vec<Check> = report
+                .steps
+                .iter()
+                .map(|st| Check {
+                    name: st.step.clone(),
+                    ok: true,
+                    detail: format!("{:?}: {}", st.outcome, st.detail),
+                })
+                .collect();
+            let mut timeline = vec![
+                (detected_at, "first breaching evaluation".to_string()),
+                (v.at, "rollback decided".to_string()),
+            ];
+            timeline.extend(report.steps.iter().map(|st| {
+                (
+                    st.started_at + st.elapsed_ms,
+                    format!("{} {:?}", st.step, st.outcome),
+                )
+            }));
+            let incident = IncidentReport {
+                id: report.rollback_id.clone(),
+                service: p.service.clone(),
+                namespace: p.namespace.clone(),
+                detected_at,
+                mitigated_at: Some(report.finished_at),
+                from_version: from.clone(),
+                to_version: to.clone(),
+                reasons: reasons.clone(),
+                timeline,
+                verification,
+                dry_run: ctx.dry_run,
+                outcome: format!("{:?}", report.outcome),
+            };
+            if let Err(err) = ctx.audit.incident(&incident) {
+                tracing::error!(error = %err, "cannot write the incident report");
+            }
+            audit(
+                ctx,
+                &p,
+                AuditKind::RollbackCompleted,
+                format!("{:?}", report.outcome),
+                serde_json::to_value(&report).unwrap_or_default(),
+            );
+            send(
+                ctx,
+                Notice::RollbackResolved {
+                    service: p.service.clone(),
+                    namespace: p.namespace.clone(),
+                    started: detected_at,
+                    resolved: report.finished_at,
+                    from_version: from,
+                    to_version: to,
+                    verified: true,
+                },
+            )
+            .await;
+            Some(report)
+        }
+        Err(err) => {
+            ctx.metrics
+                .rollbacks
+                .get_or_create(&RollbackLabels {
+                    service: p.service.clone(),
+                    reason: first_metric,
+                    outcome: Outcome::failure,
+                })
+                .inc();
+            tracing::error!(service = %p.service, error = %err, "rollback FAILED: a human must take over");
+            audit(
+                ctx,
+                &p,
+                AuditKind::RollbackFailed,
+                err.to_string(),
+                serde_json::Value::Null,
+            );
+            send(
+                ctx,
+                Notice::RollbackFailed {
+                    service: p.service.clone(),
+                    namespace: p.namespace.clone(),
+                    at: now,
+                    error: err.to_string(),
+                },
+            )
+            .await;
+            None
+        }
+    }
+}
+
+async fn send(ctx: &Context, notice: Notice) {
+    if let Err(err) = ctx.notifier.send(&notice).await {
+        tracing::warn!(error = %err, "notification failed");
+    }
+}

@@ -1,0 +1,321 @@
+//! `backout demo`: the embedded default. A simulated cluster (the Kubernetes simulator) and a
+//! simulated workload whose canary turns bad; the production engine, daemon cycle and actuator
+//! catch it and roll it back. The demo doubles as a smoke test: it reports whether the rollback
+//! happened as expected.
+
+mod direct;
+
+pub use direct::DirectSampler;
+
+use crate::actuator::{Actuator, ActuatorConfig};
+use crate::audit::{AuditRecord, FileAudit};
+use crate::clock::{Clock, ManualClock};
+use crate::daemon::{Context, Daemon};
+use crate::decision::Health;
+use crate::lifecycle::Release;
+use crate::notify::LogNotifier;
+use crate::policy::Policy;
+use crate::sample::Track;
+use crate::sim::{SimConfig, SimHandle, Simulator};
+use crate::source::workload::{Load, Workload};
+use crate::telemetry::{Health as Readiness, Metrics};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The demo policy, embedded so `backout demo` needs no files.
+pub const POLICY: &str = include_str!("../../config/demo/shop.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo policy: {0}")]
+    Policy(String),
+    #[error("simulator: {0}")]
+    Sim(#[from] crate::sim::SimError),
+    #[error("audit: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("cannot prepare a temporary directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct DemoOptions {
+    /// 1.0 is real time; 4.0 runs four times faster (simulated time, same decisions).
+    pub speed: f64,
+    /// Seconds of healthy canary before it turns bad.
+    pub healthy_for: Duration,
+    /// Give up (and fail) if no rollback happened this long after the canary turned bad.
+    pub deadline: Duration,
+    pub audit_dir: Option<PathBuf>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            speed: 1.0,
+            healthy_for: Duration::from_secs(20),
+            deadline: Duration::from_secs(60),
+            audit_dir: None,
+        }
+    }
+}
+
+/// What the demo observed at the end.
+#[derive(Debug)]
+pub struct DemoResult {
+    pub rolled_back: bool,
+    pub canary_weight: Option<i64>,
+    pub canary_replicas: Option<i64>,
+    pub detection_seconds: Option<f64>,
+    pub false_rollback: bool,
+    pub timeline: Vec<AuditRecord>,
+    pub audit_dir: PathBuf,
+}
+
+impl DemoResult {
+    pub fn success(&self) -> bool {
+        self.rolled_back
+            && !self.false_rollback
+            && self.canary_weight == Some(0)
+            && self.canary_replicas == Some(0)
+    }
+}
+
+fn load_policy(dir: &std::path::Path) -> Result<Policy, DemoError> {
+    let path = dir.join("shop.toml");
+    std::fs::write(&path, POLICY)?;
+    let mut policies =
+        crate::policy::load_path(&path).map_err(|e| DemoError::Policy(e.to_string()))?;
+    policies
+        .pop()
+        .ok_or_else(|| DemoError::Policy("embedded policy is empty".into()))
+}
+
+fn canary_weight(sim: &SimHandle, p: &Policy) -> Option<i64> {
+    let vs = sim.object(
+        "networking.istio.io",
+        "virtualservices",
+        &p.namespace,
+        &p.traffic.virtual_service,
+    )?;
+    let routes = vs.pointer("/spec/http")?.as_array()?;
+    let route = routes
+        .iter()
+        .find(|r| r.get("name").and_then(|n| n.as_str()) == Some(p.traffic.route.as_str()))?;
+    route.get("route")?.as_array()?.iter().find_map(|d| {
+        (d.pointer("/destination/subset").and_then(|s| s.as_str())
+            == p.traffic.canary.subset.as_deref())
+        .then(|| d.get("weight").and_then(|w| w.as_i64()).unwrap_or(0))
+    })
+}
+
+fn replicas(sim: &SimHandle, ns: &str, name: &str) -> Option<i64> {
+    sim.object("apps", "deployments", ns, name)?
+        .pointer("/spec/replicas")?
+        .as_i64()
+}
+
+/// Runs the scenario, printing progress with `say`.
+pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoResult, DemoError> {
+    let tmp = tempfile::tempdir()?;
+    let policy = load_policy(tmp.path())?;
+    let audit_dir = opts
+        .audit_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("audit"));
+    let sim = Simulator::start_with(
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|e| DemoError::Policy(format!("{e}")))?,
+        SimConfig {
+            rollout_delay: Duration::from_millis(100),
+        },
+    )
+    .await?;
+    sim.seed_policy(&policy)?;
+    say(format!(
+        "simulated cluster: Kubernetes API simulator on {} (kubectl works against it)",
+        sim.url()
+    ));
+    say(
+        "metrics source: simulated workload read directly (no Prometheus in the loop for the demo)"
+            .into(),
+    );
+
+    let start = ManualClock::new(crate::clock::SystemClock.now_millis());
+    let clock: Arc<dyn Clock> = Arc::new(start.clone());
+    let workload = Workload::new(clock.clone());
+    let total_rps = 200.0;
+    let window = policy
+        .metrics
+        .iter()
+        .filter_map(|m| m.window)
+        .max()
+        .unwrap_or(Duration::from_secs(10));
+    let sampler = Arc::new(DirectSampler::new(workload.clone(), window));
+    let client = sim.kube_client()?;
+    let config = ActuatorConfig {
+        verify_timeout: Duration::from_secs(30),
+        verify_poll: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let actuator = Actuator::new(client.clone(), clock.clone(), config).with_events(
+        kube::runtime::events::Reporter {
+            controller: "backout".into(),
+            instance: None,
+        },
+    );
+    let metrics = Metrics::new();
+    let ctx = Context {
+        client,
+        sampler: sampler.clone(),
+        actuator: Arc::new(actuator),
+        audit: Arc::new(FileAudit::new(&audit_dir)?),
+        notifier: Arc::new(LogNotifier),
+        metrics,
+        health: Readiness::default(),
+        clock: clock.clone(),
+        dry_run: false,
+    };
+    let mut daemon = Daemon::new(ctx, vec![policy.clone()]);
+    let interval = policy.analysis.interval;
+    let t0 = start.now_millis();
+    let bad_at = t0 + opts.healthy_for.as_millis() as i64;
+    let give_up = bad_at + opts.deadline.as_millis() as i64;
+    let mut bad = false;
+    let mut rolled_back_at = None;
+    let mut false_rollback = false;
+    say(format!(
+        "policy {}/{}: error_rate warn > 1% crit > 5%, p99 warn > 0.5 s crit > 1 s, for 6 s; poll every {}",
+        policy.namespace, policy.service, humantime::format_duration(interval)
+    ));
+    loop {
+        let now = start.now_millis();
+        // Traffic follows the VirtualService the actuator edits: after the rollback the canary
+        // really receives nothing.
+        let cw = canary_weight(&sim, &policy).unwrap_or(0) as f64 / 100.0;
+        if !bad && now >= bad_at {
+            bad = true;
+            say(format!(
+                "t=+{:>3}s  >>> the canary turns bad: 20% errors, p99 1.5 s",
+                (now - t0) / 1000
+            ));
+        }
+        let canary_load = if bad {
+            Load::healthy(total_rps * cw)
+                .with_errors(0.20)
+                .with_latency(1.5)
+        } else {
+            Load::healthy(total_rps * cw).with_errors(0.002)
+        };
+        workload.set(
+            &policy.service,
+            Track::Stable,
+            Load::healthy(total_rps * (1.0 - cw)).with_errors(0.002),
+        );
+        workload.set(&policy.service, Track::Canary, canary_load);
+        sampler.record();
+
+        let outcomes = daemon.cycle().await;
+        for o in &outcomes {
+            let line = progress_line(o, now - t0, cw);
+            say(line);
+            if let Some(r) = &o.rollback {
+                if !bad {
+                    false_rollback = true;
+                }
+                rolled_back_at.get_or_insert(now);
+                say(format!(
+                    "          rollback {:?} in {} ms: {}",
+                    r.outcome,
+                    r.finished_at - r.started_at,
+                    r.steps
+                        .iter()
+                        .map(|s| format!("{} {:?}", s.step, s.outcome))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if let Some(at) = rolled_back_at {
+            if now >= at + 3 * interval.as_millis() as i64 {
+                break;
+            }
+        }
+        if now >= give_up {
+            say("deadline reached without a rollback".into());
+            break;
+        }
+        tokio::time::sleep(interval.div_f64(opts.speed.max(0.01))).await;
+        start.advance(interval);
+    }
+    let timeline = FileAudit::read_trail(&audit_dir.join("audit.jsonl")).unwrap_or_default();
+    let result = DemoResult {
+        rolled_back: rolled_back_at.is_some(),
+        canary_weight: canary_weight(&sim, &policy),
+        canary_replicas: replicas(&sim, &policy.namespace, &policy.deployments.canary),
+        detection_seconds: rolled_back_at.map(|t| (t - bad_at) as f64 / 1000.0),
+        false_rollback,
+        timeline,
+        audit_dir: audit_dir.clone(),
+    };
+    sim.shutdown().await;
+    if opts.audit_dir.is_none() {
+        // Keep the audit trail and incident report for the user to read.
+        let keep = std::env::temp_dir().join(format!("backout-demo-{}", std::process::id()));
+        let _ = copy_dir(&audit_dir, &keep);
+        return Ok(DemoResult {
+            audit_dir: keep,
+            ..result
+        });
+    }
+    Ok(result)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn progress_line(o: &crate::daemon::CycleOutcome, elapsed_ms: i64, canary_share: f64) -> String {
+    let stage = match &o.release {
+        Release::Idle => "idle".to_string(),
+        Release::Canary { .. } => "canary".to_string(),
+        Release::Bake { .. } => "bake".to_string(),
+        Release::RolledBack { .. } => "rolled-back".to_string(),
+    };
+    let mut s = format!(
+        "t=+{:>3}s  {:<11} canary traffic {:>3.0}%",
+        elapsed_ms / 1000,
+        stage,
+        canary_share * 100.0
+    );
+    if let Some(v) = &o.verdict {
+        for m in &v.metrics {
+            let val = match &m.reading {
+                crate::decision::Reading::Value { value, .. } => format!("{value:.3}"),
+                crate::decision::Reading::LowTraffic { .. } => "low-traffic".into(),
+                _ => "-".into(),
+            };
+            s.push_str(&format!("  {}={} [{:?}]", m.metric, val, m.health));
+        }
+        s.push_str(&format!(
+            "  => {}",
+            match v.health {
+                Health::Critical => "CRITICAL",
+                Health::Warning => "warning",
+                Health::Inconclusive => "inconclusive",
+                Health::Healthy | Health::Ignored => "healthy",
+            }
+        ));
+    }
+    s
+}
