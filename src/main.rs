@@ -21,6 +21,8 @@ enum Command {
     // One line per subcommand; each lives in src/cli/<name>.rs.
     /// The embedded demo: simulated cluster and workload, a bad canary caught and rolled back.
     Demo(cli::demo::Args),
+    /// Run the daemon: watch every service in the policies and roll back bad canaries.
+    Run(cli::run::Args),
     /// Check policy files (and optionally daemon settings); list every problem; exit 0/1.
     Validate(cli::validate::Args),
     /// Print a policy as the daemon runs it, with the rendered query per metric and track.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => cli::demo::run(args).await,
+            Command::Run(args) => cli::run::run(args).await,
             Command::Validate(args) => cli::validate::run(args).await,
             Command::Explain(args) => cli::explain::run(args).await,
             Command::Rollback(args) => cli::rollback::run(args).await,

@@ -362,3 +362,33 @@ fn locate(figment: &Figment, file: &Path, spans: Option<&SpanMap>, key: &str) ->
 // figment::Jail's closures return figment::Error, which is large; not our type to shrink.
 #[allow(clippy::result_large_err)]
 mod tests;
+
+impl Prometheus {
+    /// The source adapter's configuration for these settings.
+    pub fn source_config(&self) -> crate::source::config::PrometheusConfig {
+        use crate::source::config::{AuthConfig, PrometheusConfig};
+        let auth = match (
+            &self.bearer_token_file,
+            &self.basic_auth_user,
+            &self.basic_auth_password_file,
+        ) {
+            (Some(token_file), _, _) => Some(AuthConfig::Bearer {
+                token_file: token_file.clone(),
+            }),
+            (None, Some(username), Some(password_file)) => Some(AuthConfig::Basic {
+                username: username.clone(),
+                password_file: password_file.clone(),
+            }),
+            _ => None,
+        };
+        PrometheusConfig {
+            url: self.url.clone(),
+            timeout: self.http_timeout,
+            connect_timeout: self.http_timeout.min(std::time::Duration::from_secs(5)),
+            queries_per_second: self.rate_limit.ceil().max(1.0) as u32,
+            burst: None,
+            auth,
+            ca_file: self.ca_file.clone(),
+        }
+    }
+}

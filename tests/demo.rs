@@ -16,14 +16,30 @@ async fn demo_rolls_back_the_bad_canary_and_only_it() {
     let mut lines = Vec::new();
     let result = run(opts, &mut |l| lines.push(l)).await.unwrap();
     assert!(result.rolled_back, "{}", lines.join("\n"));
-    assert!(!result.false_rollback, "rolled back while healthy:\n{}", lines.join("\n"));
+    assert!(
+        !result.false_rollback,
+        "rolled back while healthy:\n{}",
+        lines.join("\n")
+    );
     assert_eq!(result.canary_weight, Some(0));
     assert_eq!(result.canary_replicas, Some(0));
     // Detected within a few polls of turning bad (2 s polls, 6 s `for`, 10 s rate window).
     let detection = result.detection_seconds.unwrap();
-    assert!((4.0..=20.0).contains(&detection), "detection took {detection} s");
-    let incidents: Vec<_> = std::fs::read_dir(dir.path().join("incidents")).unwrap().collect();
+    assert!(
+        (4.0..=20.0).contains(&detection),
+        "detection took {detection} s"
+    );
+    let incidents: Vec<_> = std::fs::read_dir(dir.path().join("incidents"))
+        .unwrap()
+        .collect();
     assert_eq!(incidents.len(), 1, "exactly one incident report");
-    let kinds: Vec<String> = result.timeline.iter().map(|r| format!("{:?}", r.kind)).collect();
-    assert!(kinds.contains(&"RollbackCompleted".to_string()), "{kinds:?}");
+    let kinds: Vec<String> = result
+        .timeline
+        .iter()
+        .map(|r| format!("{:?}", r.kind))
+        .collect();
+    assert!(
+        kinds.contains(&"RollbackCompleted".to_string()),
+        "{kinds:?}"
+    );
 }

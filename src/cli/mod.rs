@@ -3,5 +3,6 @@
 pub mod demo;
 pub mod explain;
 pub mod rollback;
+pub mod run;
 pub mod sim;
 pub mod validate;

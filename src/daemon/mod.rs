@@ -74,7 +74,12 @@ impl Daemon {
 
     /// Runs cycles every `interval`, aligned to the wall clock (no drift), until `shutdown`.
     /// An in-flight rollback is never interrupted: shutdown is checked between cycles only.
-    pub async fn run(mut self, interval: Duration, shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        interval: Duration,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        mut reloads: tokio::sync::mpsc::Receiver<Vec<Policy>>,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut shutdown = shutdown;
@@ -82,6 +87,11 @@ impl Daemon {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = shutdown.changed() => break,
+                Some(policies) = reloads.recv() => {
+                    tracing::info!(services = policies.len(), "policies reloaded");
+                    self.reload(policies);
+                    continue;
+                }
             }
             if *shutdown.borrow() {
                 break;

@@ -1,0 +1,196 @@
+//! `backout run`: the daemon.
+
+use anyhow::Context as _;
+use backout::actuator::{Actuator, ActuatorConfig};
+use backout::audit::FileAudit;
+use backout::clock::SystemClock;
+use backout::daemon::{Context, Daemon, PrometheusSampler};
+use backout::notify::LogNotifier;
+use backout::policy::{load_with, LoadOptions, Policy};
+use backout::settings::Settings;
+use backout::source::instrumented::Instrumented;
+use backout::source::prometheus::PrometheusSource;
+use backout::telemetry::{tracing_setup, AdminServer, Health, Metrics, Outcome, ResultLabels};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Daemon settings (`BACKOUT_*` environment variables override it).
+    #[arg(long, default_value = "config/backout.toml")]
+    config: PathBuf,
+    /// Kubeconfig to use instead of the in-cluster / default configuration.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Decide and log, but change nothing in the cluster.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            Ok(kube::Client::try_from(cfg)?)
+        }
+        None => Ok(kube::Client::try_default().await?),
+    }
+}
+
+fn load_policies(settings: &Settings) -> Result<Vec<Policy>, backout::policy::PolicyError> {
+    let opts = LoadOptions {
+        default_interval: settings.poll_interval,
+    };
+    load_with(std::slice::from_ref(&settings.policy_dir), &opts)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::load(&args.config)?;
+    if args.dry_run {
+        settings.dry_run = true;
+    }
+    let format = match settings.log.format {
+        backout::settings::LogFormat::Json => tracing_setup::LogFormat::Json,
+        backout::settings::LogFormat::Pretty => tracing_setup::LogFormat::Pretty,
+    };
+    let _guard = tracing_setup::init(format, settings.log.otlp_endpoint.as_deref())?;
+    let metrics = Metrics::new();
+    let health = Health::default();
+
+    let policies = match load_policies(&settings) {
+        Ok(p) => p,
+        Err(err) => {
+            metrics
+                .policy_reloads
+                .get_or_create(&ResultLabels {
+                    result: Outcome::failure,
+                })
+                .inc();
+            return Err(err.into());
+        }
+    };
+    metrics
+        .policy_reloads
+        .get_or_create(&ResultLabels {
+            result: Outcome::success,
+        })
+        .inc();
+    let kubeconfig = args
+        .kubeconfig
+        .as_ref()
+        .or(settings.kubernetes.kubeconfig.as_ref());
+    let client = kube_client(kubeconfig).await?;
+    let source = PrometheusSource::new(&settings.prometheus.source_config())?;
+    let source = Instrumented::new(source, Arc::new(metrics.clone()));
+    let clock = Arc::new(SystemClock);
+    let actuator = Actuator::new(client.clone(), clock.clone(), ActuatorConfig::default())
+        .with_events(kube::runtime::events::Reporter {
+            controller: "backout".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        });
+    let ctx = Context {
+        client,
+        sampler: Arc::new(PrometheusSampler {
+            source: Arc::new(source),
+            parallel: 8,
+        }),
+        actuator: Arc::new(actuator),
+        audit: Arc::new(FileAudit::new(&settings.audit_dir)?),
+        notifier: Arc::new(LogNotifier),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        clock,
+        dry_run: settings.dry_run,
+    };
+    let interval = policies
+        .iter()
+        .map(|p| p.analysis.interval)
+        .min()
+        .unwrap_or(settings.poll_interval);
+    tracing::info!(services = policies.len(), interval = ?interval, dry_run = settings.dry_run, "backout starting");
+    let daemon = Daemon::new(ctx, policies);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin = AdminServer::bind(settings.admin.listen, metrics.clone(), health.clone()).await?;
+    tracing::info!(addr = %admin.addr, "admin server (/metrics, /healthz, /readyz)");
+    let mut admin_stop = stop_rx.clone();
+    tokio::spawn(admin.serve(async move {
+        let _ = admin_stop.changed().await;
+    }));
+
+    // Reloads: SIGHUP, and file changes in the policy directory when `reload.watch` is on.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<Vec<Policy>>(4);
+    let (kick_tx, mut kick_rx) = tokio::sync::mpsc::channel::<&'static str>(16);
+    let mut hup = signal(SignalKind::hangup())?;
+    let hup_kick = kick_tx.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = hup_kick.send("SIGHUP").await;
+        }
+    });
+    let _watcher = if settings.reload.watch {
+        let kick = kick_tx.clone();
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = kick.try_send("file change");
+            }
+        })?;
+        notify::Watcher::watch(
+            &mut w,
+            &settings.policy_dir,
+            notify::RecursiveMode::NonRecursive,
+        )?;
+        Some(w)
+    } else {
+        None
+    };
+    let reload_settings = settings.clone();
+    let reload_metrics = metrics.clone();
+    tokio::spawn(async move {
+        while let Some(why) = kick_rx.recv().await {
+            // Editors write in several steps: let the directory settle.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            while kick_rx.try_recv().is_ok() {}
+            match load_policies(&reload_settings) {
+                Ok(p) => {
+                    reload_metrics
+                        .policy_reloads
+                        .get_or_create(&ResultLabels {
+                            result: Outcome::success,
+                        })
+                        .inc();
+                    tracing::info!(trigger = why, "policy reload accepted");
+                    let _ = reload_tx.send(p).await;
+                }
+                Err(err) => {
+                    reload_metrics
+                        .policy_reloads
+                        .get_or_create(&ResultLabels {
+                            result: Outcome::failure,
+                        })
+                        .inc();
+                    tracing::error!(trigger = why, error = %err, "policy reload REJECTED; the previous policies keep running");
+                }
+            }
+        }
+    });
+
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!(
+            "shutdown requested: finishing the current cycle (an in-flight rollback completes)"
+        );
+        let _ = stop_tx.send(true);
+    });
+    daemon.run(interval, stop_rx, reload_rx).await;
+    Ok(ExitCode::SUCCESS)
+}
