@@ -1,0 +1,300 @@
+//! End to end: the real `backout run` binary against real Prometheus (scraping the synthetic
+//! workload every second) and the Kubernetes simulator. Traffic follows the VirtualService, so a
+//! rollback really takes the canary out of the request stream.
+
+mod support;
+
+use backout::clock::SystemClock;
+use backout::policy::load_path;
+use backout::sample::Track;
+use backout::sim::{SimHandle, Simulator};
+use backout::source::exporter;
+use backout::source::workload::{Load, Workload};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use support::prometheus::{eventually, free_port, Prometheus};
+
+const TOTAL_RPS: f64 = 200.0;
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn canary_weight(sim: &SimHandle) -> Option<i64> {
+    let vs = sim.object("networking.istio.io", "virtualservices", "demo", "shop")?;
+    vs.pointer("/spec/http/1/route/1/weight")
+        .or_else(|| vs.pointer("/spec/http/0/route/1/weight"))
+        .and_then(|w| w.as_i64())
+}
+
+fn canary_replicas(sim: &SimHandle) -> Option<i64> {
+    sim.object("apps", "deployments", "demo", "shop-canary")?
+        .pointer("/spec/replicas")?
+        .as_i64()
+}
+
+struct World {
+    sim: SimHandle,
+    workload: Workload,
+    prom: Prometheus,
+    dir: tempfile::TempDir,
+    admin: String,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("shop.toml"), backout::demo::POLICY).unwrap();
+    let policy = load_path(&policies.join("shop.toml")).unwrap().remove(0);
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    sim.seed_policy(&policy).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig, "demo").unwrap();
+
+    let workload = Workload::new(Arc::new(SystemClock));
+    workload.set(
+        "shop",
+        Track::Stable,
+        Load::healthy(TOTAL_RPS * 0.9).with_errors(0.002),
+    );
+    workload.set(
+        "shop",
+        Track::Canary,
+        Load::healthy(TOTAL_RPS * 0.1).with_errors(0.002),
+    );
+    let (exp, _) = exporter::spawn(workload.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let prom = Prometheus::scraping(&[exp]).await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.path().join("backout.toml"),
+        format!(
+            "policy_dir = {:?}\naudit_dir = {:?}\n[prometheus]\nurl = {:?}\n[admin]\nlisten = {:?}\n[kubernetes]\nkubeconfig = {:?}\n[reload]\nwatch = true\n",
+            policies,
+            dir.path().join("audit"),
+            prom.url,
+            admin,
+            kubeconfig
+        ),
+    )
+    .unwrap();
+    World {
+        sim,
+        workload,
+        prom,
+        dir,
+        admin,
+    }
+}
+
+fn start_daemon(config: &Path) -> Daemon {
+    Daemon(
+        Command::new(env!("CARGO_BIN_EXE_backout"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("BACKOUT_LOG__FORMAT", "pretty")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Keeps each track's request rate in line with the VirtualService weights.
+fn follow_traffic(w: &World, canary_errors: f64) {
+    let share = canary_weight(&w.sim).unwrap_or(0) as f64 / 100.0;
+    let canary = Load::healthy(TOTAL_RPS * share).with_errors(canary_errors);
+    w.workload.set("shop", Track::Canary, canary);
+    w.workload.set(
+        "shop",
+        Track::Stable,
+        Load::healthy(TOTAL_RPS * (1.0 - share)).with_errors(0.002),
+    );
+}
+
+async fn get(url: String) -> (u16, String) {
+    match reqwest::get(&url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
+    let w = world().await;
+    let _d = start_daemon(&w.dir.path().join("backout.toml"));
+    let admin = w.admin.clone();
+    eventually(Duration::from_secs(30), "daemon ready", || {
+        let admin = admin.clone();
+        async move {
+            let (code, body) = get(format!("http://{admin}/readyz")).await;
+            if code == 200 {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        }
+    })
+    .await;
+    // A healthy canary over 20 s of traffic and ten evaluations: never touched.
+    for _ in 0..40 {
+        follow_traffic(&w, 0.002);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        canary_weight(&w.sim),
+        Some(10),
+        "healthy canary must keep its traffic"
+    );
+    assert_eq!(canary_replicas(&w.sim), Some(1));
+
+    // The canary starts failing 30% of its requests.
+    let started = std::time::Instant::now();
+    let mut rolled_back = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        follow_traffic(&w, 0.30);
+        if canary_weight(&w.sim) == Some(0) && canary_replicas(&w.sim) == Some(0) {
+            rolled_back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        rolled_back,
+        "no rollback within 60 s; prometheus log:\n{}",
+        w.prom.log()
+    );
+    eprintln!(
+        "error spike rolled back {:.1} s after it started",
+        started.elapsed().as_secs_f64()
+    );
+
+    let admin = w.admin.clone();
+    let metrics = eventually(Duration::from_secs(30), "rollback recorded in /metrics", || {
+        let admin = admin.clone();
+        async move {
+            let (_, m) = get(format!("http://{admin}/metrics")).await;
+            if m.contains("backout_service_state{service=\"shop\"} 4") { Ok(m) } else { Err(m) }
+        }
+    })
+    .await;
+    for series in [
+        "backout_rollbacks_total{service=\"shop\",reason=\"error_rate\",outcome=\"success\"} 1",
+        "backout_service_state{service=\"shop\"} 4",
+        "backout_policies_loaded 1",
+        "backout_detection_to_mitigation_seconds_count 1",
+        "backout_query_duration_seconds_count",
+        "backout_metric_level{service=\"shop\",metric=\"error_rate\"} 2",
+        "backout_action_step_duration_seconds_count{step=\"route_all_to_stable\"} 1",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+    }
+    let audit = std::fs::read_to_string(w.dir.path().join("audit/audit.jsonl")).unwrap();
+    assert_eq!(
+        audit.matches("\"kind\":\"rollback_completed\"").count(),
+        1,
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_outage_causes_no_rollback_and_readyz_fails() {
+    let mut w = world().await;
+    let _d = start_daemon(&w.dir.path().join("backout.toml"));
+    let admin = w.admin.clone();
+    eventually(Duration::from_secs(30), "daemon ready", || {
+        let admin = admin.clone();
+        async move {
+            let (code, body) = get(format!("http://{admin}/readyz")).await;
+            if code == 200 {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        }
+    })
+    .await;
+    w.prom.stop();
+    let admin = w.admin.clone();
+    eventually(Duration::from_secs(20), "readyz turns not-ready", || {
+        let admin = admin.clone();
+        async move {
+            let (code, body) = get(format!("http://{admin}/readyz")).await;
+            if code == 503 && body.contains("\"prometheus_reachable\":false") {
+                Ok(())
+            } else {
+                Err((code, body))
+            }
+        }
+    })
+    .await;
+    // Meanwhile the canary turns bad, but nobody can see it: hold, never roll back blind.
+    for _ in 0..30 {
+        follow_traffic(&w, 0.30);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(canary_weight(&w.sim), Some(10));
+    assert_eq!(canary_replicas(&w.sim), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_hot_reload_takes_effect_and_a_broken_file_is_rejected() {
+    let w = world().await;
+    let _d = start_daemon(&w.dir.path().join("backout.toml"));
+    let admin = w.admin.clone();
+    eventually(Duration::from_secs(30), "daemon ready", || {
+        let admin = admin.clone();
+        async move {
+            let (code, body) = get(format!("http://{admin}/readyz")).await;
+            if code == 200 {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        }
+    })
+    .await;
+    let file = w.dir.path().join("policies/shop.toml");
+    // A broken edit is rejected; the running policy goes on (the canary keeps its traffic).
+    std::fs::write(&file, "service = \n").unwrap();
+    for _ in 0..10 {
+        follow_traffic(&w, 0.02);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(canary_weight(&w.sim), Some(10));
+    let (_, metrics) = get(format!("http://{}/metrics", w.admin)).await;
+    assert!(
+        metrics.contains("backout_policy_reloads_total{result=\"failure\"}"),
+        "{metrics}"
+    );
+    // The canary runs at 2% errors: fine under the 5% critical level, but a tightened policy
+    // (critical above 1%) hot-reloaded mid-run must catch it.
+    let tightened = backout::demo::POLICY
+        .replace(
+            "critical = { above = 0.05 }",
+            "critical = { above = 0.015 }",
+        )
+        .replace("warning = { above = 0.01 }", "warning = { above = 0.005 }");
+    std::fs::write(&file, tightened).unwrap();
+    let started = std::time::Instant::now();
+    let mut rolled_back = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        follow_traffic(&w, 0.02);
+        if canary_weight(&w.sim) == Some(0) {
+            rolled_back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(rolled_back, "the reloaded policy did not take effect");
+}
