@@ -180,13 +180,21 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
     );
 
     let admin = w.admin.clone();
-    let metrics = eventually(Duration::from_secs(30), "rollback recorded in /metrics", || {
-        let admin = admin.clone();
-        async move {
-            let (_, m) = get(format!("http://{admin}/metrics")).await;
-            if m.contains("backout_service_state{service=\"shop\"} 4") { Ok(m) } else { Err(m) }
-        }
-    })
+    let metrics = eventually(
+        Duration::from_secs(30),
+        "rollback recorded in /metrics",
+        || {
+            let admin = admin.clone();
+            async move {
+                let (_, m) = get(format!("http://{admin}/metrics")).await;
+                if m.contains("backout_service_state{service=\"shop\"} 4") {
+                    Ok(m)
+                } else {
+                    Err(m)
+                }
+            }
+        },
+    )
     .await;
     for series in [
         "backout_rollbacks_total{service=\"shop\",reason=\"error_rate\",outcome=\"success\"} 1",

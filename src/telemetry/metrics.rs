@@ -197,6 +197,25 @@ impl Metrics {
     }
 }
 
+impl crate::source::instrumented::QueryObserver for Metrics {
+    fn observe(
+        &self,
+        _kind: crate::source::instrumented::QueryKind,
+        elapsed: std::time::Duration,
+        outcome: Result<usize, &crate::source::SourceError>,
+    ) {
+        self.queries.inc();
+        self.query_duration.observe(elapsed.as_secs_f64());
+        if let Err(err) = outcome {
+            self.query_errors
+                .get_or_create(&ReasonLabels {
+                    reason: err.reason().to_string(),
+                })
+                .inc();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,24 +252,5 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
-    }
-}
-
-impl crate::source::instrumented::QueryObserver for Metrics {
-    fn observe(
-        &self,
-        _kind: crate::source::instrumented::QueryKind,
-        elapsed: std::time::Duration,
-        outcome: Result<usize, &crate::source::SourceError>,
-    ) {
-        self.queries.inc();
-        self.query_duration.observe(elapsed.as_secs_f64());
-        if let Err(err) = outcome {
-            self.query_errors
-                .get_or_create(&ReasonLabels {
-                    reason: err.reason().to_string(),
-                })
-                .inc();
-        }
     }
 }
