@@ -122,17 +122,7 @@ fn follow_traffic(w: &World, canary_errors: f64) {
     );
 }
 
-async fn get(url: String) -> (u16, String) {
-    match reqwest::get(&url).await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(e) => (0, e.to_string()),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
-    let w = world().await;
-    let _d = start_daemon(&w.dir.path().join("backout.toml"));
+async fn wait_ready(w: &World) {
     let admin = w.admin.clone();
     eventually(Duration::from_secs(30), "daemon ready", || {
         let admin = admin.clone();
@@ -146,6 +136,33 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
         }
     })
     .await;
+}
+
+/// Drives traffic with the canary at `canary_errors` until it is rolled back (or 60 s pass).
+async fn rolled_back_within_a_minute(w: &World, canary_errors: f64) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        follow_traffic(w, canary_errors);
+        if canary_weight(&w.sim) == Some(0) && canary_replicas(&w.sim) == Some(0) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+async fn get(url: String) -> (u16, String) {
+    match reqwest::get(&url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
+    let w = world().await;
+    let _d = start_daemon(&w.dir.path().join("backout.toml"));
+    wait_ready(&w).await;
     // A healthy canary over 20 s of traffic and ten evaluations: never touched.
     for _ in 0..40 {
         follow_traffic(&w, 0.002);
@@ -159,24 +176,12 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
     assert_eq!(canary_replicas(&w.sim), Some(1));
 
     // The canary starts failing 30% of its requests.
-    let started = std::time::Instant::now();
-    let mut rolled_back = false;
-    while started.elapsed() < Duration::from_secs(60) {
-        follow_traffic(&w, 0.30);
-        if canary_weight(&w.sim) == Some(0) && canary_replicas(&w.sim) == Some(0) {
-            rolled_back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(
-        rolled_back,
-        "no rollback within 60 s; prometheus log:\n{}",
-        w.prom.log()
-    );
+    let took = rolled_back_within_a_minute(&w, 0.30).await;
+    let took = took
+        .unwrap_or_else(|| panic!("no rollback within 60 s; prometheus log:\n{}", w.prom.log()));
     eprintln!(
         "error spike rolled back {:.1} s after it started",
-        started.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
 
     let admin = w.admin.clone();
@@ -219,19 +224,7 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
 async fn prometheus_outage_causes_no_rollback_and_readyz_fails() {
     let mut w = world().await;
     let _d = start_daemon(&w.dir.path().join("backout.toml"));
-    let admin = w.admin.clone();
-    eventually(Duration::from_secs(30), "daemon ready", || {
-        let admin = admin.clone();
-        async move {
-            let (code, body) = get(format!("http://{admin}/readyz")).await;
-            if code == 200 {
-                Ok(())
-            } else {
-                Err(body)
-            }
-        }
-    })
-    .await;
+    wait_ready(&w).await;
     w.prom.stop();
     let admin = w.admin.clone();
     eventually(Duration::from_secs(20), "readyz turns not-ready", || {
@@ -259,19 +252,7 @@ async fn prometheus_outage_causes_no_rollback_and_readyz_fails() {
 async fn policy_hot_reload_takes_effect_and_a_broken_file_is_rejected() {
     let w = world().await;
     let _d = start_daemon(&w.dir.path().join("backout.toml"));
-    let admin = w.admin.clone();
-    eventually(Duration::from_secs(30), "daemon ready", || {
-        let admin = admin.clone();
-        async move {
-            let (code, body) = get(format!("http://{admin}/readyz")).await;
-            if code == 200 {
-                Ok(())
-            } else {
-                Err(body)
-            }
-        }
-    })
-    .await;
+    wait_ready(&w).await;
     let file = w.dir.path().join("policies/shop.toml");
     // A broken edit is rejected; the running policy goes on (the canary keeps its traffic).
     std::fs::write(&file, "service = \n").unwrap();
@@ -294,15 +275,8 @@ async fn policy_hot_reload_takes_effect_and_a_broken_file_is_rejected() {
         )
         .replace("warning = { above = 0.01 }", "warning = { above = 0.005 }");
     std::fs::write(&file, tightened).unwrap();
-    let started = std::time::Instant::now();
-    let mut rolled_back = false;
-    while started.elapsed() < Duration::from_secs(60) {
-        follow_traffic(&w, 0.02);
-        if canary_weight(&w.sim) == Some(0) {
-            rolled_back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(rolled_back, "the reloaded policy did not take effect");
+    assert!(
+        rolled_back_within_a_minute(&w, 0.02).await.is_some(),
+        "the reloaded policy did not take effect"
+    );
 }
