@@ -215,7 +215,9 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
         workload.set(&policy.service, Track::Canary, canary_load);
         sampler.record();
 
+        let cycle_started = std::time::Instant::now();
         let outcomes = daemon.cycle().await;
+        let cycle_ms = cycle_started.elapsed().as_millis();
         for o in &outcomes {
             let line = progress_line(o, now - t0, cw);
             say(line);
@@ -225,9 +227,8 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
                 }
                 rolled_back_at.get_or_insert(now);
                 say(format!(
-                    "          rollback {:?} in {} ms: {}",
+                    "          rollback {:?} (cycle incl. actions took {cycle_ms} ms wall time): {}",
                     r.outcome,
-                    r.finished_at - r.started_at,
                     r.steps
                         .iter()
                         .map(|s| format!("{} {:?}", s.step, s.outcome))
