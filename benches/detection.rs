@@ -77,7 +77,7 @@ async fn one_run(seed: u64) -> f64 {
         clock,
         dry_run: false,
     };
-    let daemon = Daemon::new(ctx, vec![policy]);
+    let daemon = Daemon::new(ctx, vec![policy.clone()]);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(daemon.run(Duration::from_secs(10), stop_rx, reload_rx));
@@ -94,15 +94,8 @@ async fn one_run(seed: u64) -> f64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     loop {
-        let vs = sim.object("networking.istio.io", "virtualservices", "demo", "shop");
-        let weight = vs.as_ref().and_then(|v| {
-            v.pointer("/spec/http/1/route/1/weight")
-                .or_else(|| v.pointer("/spec/http/0/route/1/weight"))
-                .and_then(|w| w.as_i64())
-        });
-        let replicas = sim
-            .object("apps", "deployments", "demo", "shop-canary")
-            .and_then(|d| d.pointer("/spec/replicas").and_then(|r| r.as_i64()));
+        let weight = backout::demo::canary_weight(&sim, &policy);
+        let replicas = backout::demo::replicas(&sim, "demo", "shop-canary");
         if weight == Some(0) && replicas == Some(0) {
             return first_scrape.elapsed().as_secs_f64();
         }

@@ -5,6 +5,7 @@
 mod support;
 
 use backout::clock::SystemClock;
+use backout::demo::{canary_weight, replicas};
 use backout::policy::load_path;
 use backout::sample::Track;
 use backout::sim::{SimHandle, Simulator};
@@ -26,20 +27,8 @@ impl Drop for Daemon {
     }
 }
 
-fn canary_weight(sim: &SimHandle) -> Option<i64> {
-    let vs = sim.object("networking.istio.io", "virtualservices", "demo", "shop")?;
-    vs.pointer("/spec/http/1/route/1/weight")
-        .or_else(|| vs.pointer("/spec/http/0/route/1/weight"))
-        .and_then(|w| w.as_i64())
-}
-
-fn canary_replicas(sim: &SimHandle) -> Option<i64> {
-    sim.object("apps", "deployments", "demo", "shop-canary")?
-        .pointer("/spec/replicas")?
-        .as_i64()
-}
-
 struct World {
+    policy: backout::policy::Policy,
     sim: SimHandle,
     workload: Workload,
     prom: Prometheus,
@@ -89,6 +78,7 @@ async fn world() -> World {
     )
     .unwrap();
     World {
+        policy,
         sim,
         workload,
         prom,
@@ -112,7 +102,7 @@ fn start_daemon(config: &Path) -> Daemon {
 
 /// Keeps each track's request rate in line with the VirtualService weights.
 fn follow_traffic(w: &World, canary_errors: f64) {
-    let share = canary_weight(&w.sim).unwrap_or(0) as f64 / 100.0;
+    let share = canary_weight(&w.sim, &w.policy).unwrap_or(0) as f64 / 100.0;
     let canary = Load::healthy(TOTAL_RPS * share).with_errors(canary_errors);
     w.workload.set("shop", Track::Canary, canary);
     w.workload.set(
@@ -143,7 +133,9 @@ async fn rolled_back_within_a_minute(w: &World, canary_errors: f64) -> Option<Du
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
         follow_traffic(w, canary_errors);
-        if canary_weight(&w.sim) == Some(0) && canary_replicas(&w.sim) == Some(0) {
+        if canary_weight(&w.sim, &w.policy) == Some(0)
+            && replicas(&w.sim, "demo", "shop-canary") == Some(0)
+        {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -169,11 +161,11 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(
-        canary_weight(&w.sim),
+        canary_weight(&w.sim, &w.policy),
         Some(10),
         "healthy canary must keep its traffic"
     );
-    assert_eq!(canary_replicas(&w.sim), Some(1));
+    assert_eq!(replicas(&w.sim, "demo", "shop-canary"), Some(1));
 
     // The canary starts failing 30% of its requests.
     let took = rolled_back_within_a_minute(&w, 0.30).await;
@@ -244,8 +236,8 @@ async fn prometheus_outage_causes_no_rollback_and_readyz_fails() {
         follow_traffic(&w, 0.30);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(canary_weight(&w.sim), Some(10));
-    assert_eq!(canary_replicas(&w.sim), Some(1));
+    assert_eq!(canary_weight(&w.sim, &w.policy), Some(10));
+    assert_eq!(replicas(&w.sim, "demo", "shop-canary"), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +252,7 @@ async fn policy_hot_reload_takes_effect_and_a_broken_file_is_rejected() {
         follow_traffic(&w, 0.02);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(canary_weight(&w.sim), Some(10));
+    assert_eq!(canary_weight(&w.sim, &w.policy), Some(10));
     let (_, metrics) = get(format!("http://{}/metrics", w.admin)).await;
     assert!(
         metrics.contains("backout_policy_reloads_total{result=\"failure\"}"),

@@ -90,7 +90,8 @@ fn load_policy(dir: &std::path::Path) -> Result<Policy, DemoError> {
         .ok_or_else(|| DemoError::Policy("embedded policy is empty".into()))
 }
 
-fn canary_weight(sim: &SimHandle, p: &Policy) -> Option<i64> {
+/// The canary's weight in the policy's route, read from the simulator (demo, tests, benches).
+pub fn canary_weight(sim: &SimHandle, p: &Policy) -> Option<i64> {
     let vs = sim.object(
         "networking.istio.io",
         "virtualservices",
@@ -108,7 +109,8 @@ fn canary_weight(sim: &SimHandle, p: &Policy) -> Option<i64> {
     })
 }
 
-fn replicas(sim: &SimHandle, ns: &str, name: &str) -> Option<i64> {
+/// `spec.replicas` of a Deployment in the simulator.
+pub fn replicas(sim: &SimHandle, ns: &str, name: &str) -> Option<i64> {
     sim.object("apps", "deployments", ns, name)?
         .pointer("/spec/replicas")?
         .as_i64()
