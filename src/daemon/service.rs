@@ -9,9 +9,8 @@ use crate::lifecycle::{
     DeploymentView, Lifecycle, Release, ReleaseEvent, LAST_KNOWN_GOOD_ANNOTATION,
 };
 use crate::notify::Notice;
-use crate::policy::template::render_query;
-use crate::policy::Policy;
-use crate::sample::{Observation, Sample, Track};
+use crate::policy::{feeds, Input, Policy};
+use crate::sample::{Observation, Sample};
 use crate::source::plan::{Key, Request};
 use crate::telemetry::{
     state_code, MetricLabels, Outcome, RollbackLabels, ServiceLabels, TrackLabels,
@@ -22,7 +21,7 @@ use kube::Api;
 use std::collections::HashMap;
 
 /// Metric name under which the traffic query travels through the sampler.
-pub const TRAFFIC: &str = "__traffic";
+pub const TRAFFIC: &str = crate::policy::feed::TRAFFIC_KEY;
 
 pub struct ServiceRuntime {
     pub policy: Policy,
@@ -57,28 +56,10 @@ impl ServiceRuntime {
 
     fn requests(&self) -> Vec<Request> {
         let p = &self.policy;
-        let mut out = Vec::new();
-        for track in Track::ALL {
-            for m in &p.metrics {
-                out.push(Request::new(
-                    Key::new(&p.service, &m.name, track),
-                    render_query(p, m, track),
-                ));
-            }
-            if let Some(q) = &p.analysis.traffic_query {
-                let window = p
-                    .metrics
-                    .iter()
-                    .filter_map(|m| m.window)
-                    .max()
-                    .unwrap_or(p.analysis.interval);
-                out.push(Request::new(
-                    Key::new(&p.service, TRAFFIC, track),
-                    crate::policy::template::render(p, q, window, track),
-                ));
-            }
-        }
-        out
+        feeds(p)
+            .into_iter()
+            .map(|f| Request::new(Key::new(&p.service, f.input.key(), f.track), f.promql))
+            .collect()
     }
 }
 
@@ -188,31 +169,24 @@ pub async fn cycle(ctx: &Context, services: &mut [ServiceRuntime]) -> Vec<CycleO
             continue;
         };
         let svc = s.policy.service.clone();
-        for track in Track::ALL {
-            for m in &s.policy.metrics {
-                let obs = observations
-                    .get(&Key::new(&svc, &m.name, track))
-                    .cloned()
-                    .unwrap_or(Observation::Absent);
-                if let Observation::Value(v) = obs {
-                    ctx.metrics
-                        .metric_value
-                        .get_or_create(&TrackLabels {
-                            service: svc.clone(),
-                            metric: m.name.clone(),
-                            track: track.to_string(),
-                        })
-                        .set(v);
-                }
-                let _ = s.engine.observe(&m.name, track, Sample::new(now, obs));
+        for feed in feeds(&s.policy) {
+            let obs = observations
+                .get(&Key::new(&svc, feed.input.key(), feed.track))
+                .cloned()
+                .unwrap_or(Observation::Absent);
+            if let (Input::Value { metric }, Observation::Value(v)) = (&feed.input, &obs) {
+                ctx.metrics
+                    .metric_value
+                    .get_or_create(&TrackLabels {
+                        service: svc.clone(),
+                        metric: metric.clone(),
+                        track: feed.track.to_string(),
+                    })
+                    .set(*v);
             }
-            if s.policy.analysis.traffic_query.is_some() {
-                let obs = observations
-                    .get(&Key::new(&svc, TRAFFIC, track))
-                    .cloned()
-                    .unwrap_or(Observation::Absent);
-                s.engine.observe_traffic(track, Sample::new(now, obs));
-            }
+            let _ = s
+                .engine
+                .observe_input(&feed.input, feed.track, Sample::new(now, obs));
         }
         let verdict = s.engine.evaluate(now, phase);
         publish(ctx, s, &verdict);
@@ -301,6 +275,16 @@ fn publish(ctx: &Context, s: &ServiceRuntime, v: &Verdict) {
         })
         .set(level_code(v.health));
     for m in &v.metrics {
+        if let crate::decision::Reading::Test { value, .. } = &m.reading {
+            ctx.metrics
+                .metric_value
+                .get_or_create(&TrackLabels {
+                    service: svc.clone(),
+                    metric: m.metric.clone(),
+                    track: "statistic".into(),
+                })
+                .set(*value);
+        }
         ctx.metrics
             .metric_level
             .get_or_create(&MetricLabels {
@@ -328,6 +312,19 @@ pub fn reason_lines(v: &Verdict) -> Vec<String> {
     v.reasons
         .iter()
         .map(|r| {
+            if let crate::decision::Reading::Test {
+                statistic,
+                value,
+                fail_at,
+                explanation,
+                ..
+            } = &r.reading
+            {
+                return format!(
+                    "{} {:?} on {}: {statistic} {value:.4} (fails at {fail_at}): {explanation}",
+                    r.metric, r.health, r.track
+                );
+            }
             let observed = r
                 .observed
                 .map(|x| format!("{x:.4}"))

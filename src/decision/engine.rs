@@ -1,13 +1,17 @@
 //! One service's engine: owns the sample windows and per-metric state for one canary revision.
 
-use super::rule::{self, millis, Breach, Inputs, Rule};
+use super::rule::{self, millis, Breach, Inputs, Rule, Test};
 use super::state::{Health, MetricState};
+use super::statistic::{self, ArmCounters, EVENTS, TOTAL};
 use super::verdict::{self, MetricStatus, Phase, Reason, Stage, Verdict};
 use super::window::Window;
 use super::DecisionError;
-use crate::policy::Policy;
+use crate::policy::feed::burn_windows;
+use crate::policy::{Input, Policy};
 use crate::sample::{Millis, Sample, Track};
+use crate::stats::sequential::ArmCounts;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Everything the engine remembers about one metric.
 #[derive(Debug, Clone)]
@@ -17,6 +21,12 @@ struct Slot {
     series: [Window; 2],
     state: MetricState,
     inconclusive_since: Option<Millis>,
+    /// Sequential metrics: events and total counters per track.
+    counters: [ArmCounters; 2],
+    /// Sequential metrics: the counters' increases when counting started.
+    origin: Option<[ArmCounts; 2]>,
+    /// Burn-rate metrics: error-ratio polls per rule window, per track.
+    ratios: Vec<(Duration, [Window; 2])>,
 }
 
 /// A sticky rollback decision.
@@ -62,11 +72,21 @@ impl Engine {
                 let rule = Rule::from_spec(spec, &policy.analysis);
                 // One interval of slack so a window that starts between two polls is full.
                 let retain = rule.retention().saturating_add(interval);
+                let ratios = match &rule.test {
+                    Some(Test::BurnRate(cfg)) => burn_windows(cfg)
+                        .into_iter()
+                        .map(|w| (w, [Window::new(retain), Window::new(retain)]))
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 Slot {
                     series: [Window::new(retain), Window::new(retain)],
                     rule,
                     state: MetricState::default(),
                     inconclusive_since: None,
+                    counters: Default::default(),
+                    origin: None,
+                    ratios,
                 }
             })
             .collect();
@@ -102,15 +122,53 @@ impl Engine {
         track: Track,
         sample: Sample,
     ) -> Result<(), DecisionError> {
-        let Some(slot) = self.slots.iter_mut().find(|s| s.rule.name == metric) else {
-            return Err(DecisionError::UnknownMetric {
-                file: self.source.clone(),
-                service: self.service.clone(),
-                metric: metric.to_string(),
-            });
+        let Some(i) = self.slots.iter().position(|s| s.rule.name == metric) else {
+            return Err(self.unknown(metric));
         };
-        slot.series[track_index(track)].push(sample);
+        self.slots[i].series[track_index(track)].push(sample);
         Ok(())
+    }
+
+    /// Records one poll of any query the policy's [`crate::policy::feeds`] list: the one entry
+    /// point the daemon, the demo and backtests use.
+    pub fn observe_input(
+        &mut self,
+        input: &Input,
+        track: Track,
+        sample: Sample,
+    ) -> Result<(), DecisionError> {
+        let metric = match input {
+            Input::Traffic => {
+                self.observe_traffic(track, sample);
+                return Ok(());
+            }
+            Input::Value { metric } => return self.observe(metric, track, sample),
+            Input::Events { metric } | Input::Total { metric } | Input::Ratio { metric, .. } => {
+                metric
+            }
+        };
+        let Some(slot) = self.slots.iter_mut().find(|s| &s.rule.name == metric) else {
+            return Err(self.unknown(metric));
+        };
+        let t = track_index(track);
+        match input {
+            Input::Events { .. } => slot.counters[t][EVENTS].push(sample),
+            Input::Total { .. } => slot.counters[t][TOTAL].push(sample),
+            Input::Ratio { window, .. } => match slot.ratios.iter_mut().find(|r| r.0 == *window) {
+                Some(r) => r.1[t].push(sample),
+                None => return Err(self.unknown(&input.key())),
+            },
+            Input::Value { .. } | Input::Traffic => {}
+        }
+        Ok(())
+    }
+
+    fn unknown(&self, metric: &str) -> DecisionError {
+        DecisionError::UnknownMetric {
+            file: self.source.clone(),
+            service: self.service.clone(),
+            metric: metric.to_string(),
+        }
     }
 
     /// Records one poll of `analysis.traffic_query` (requests per second) for `track`.
@@ -125,6 +183,10 @@ impl Engine {
         let canary = track_index(Track::Canary);
         for slot in &mut self.slots {
             slot.series[canary].clear();
+            slot.counters[canary] = Default::default();
+            for r in &mut slot.ratios {
+                r.1[canary].clear();
+            }
         }
         self.traffic[canary].clear();
         self.reset_timers();
@@ -136,6 +198,7 @@ impl Engine {
         for slot in &mut self.slots {
             slot.state = MetricState::default();
             slot.inconclusive_since = None;
+            slot.origin = None;
         }
         self.inconclusive_since = None;
     }
@@ -167,13 +230,40 @@ impl Engine {
                 Phase::Canary { .. } => Some(&slot.series[track_index(Track::Stable)]),
                 Phase::Bake { .. } => None,
             };
-            let inputs = Inputs {
-                subject,
-                series: &slot.series[track_index(subject)],
-                baseline,
-                traffic,
+            let outcome = match &slot.rule.test {
+                None => rule::evaluate(
+                    &slot.rule,
+                    Inputs {
+                        subject,
+                        series: &slot.series[track_index(subject)],
+                        baseline,
+                        traffic,
+                    },
+                    now,
+                ),
+                Some(Test::Sequential(cfg)) => match phase {
+                    Phase::Bake { .. } => rule::ignored(rule::Reading::NoBaseline),
+                    Phase::Canary { .. } => {
+                        if slot.origin.is_none() && now >= warmup_until {
+                            slot.origin = Some(statistic::snapshot(&slot.counters));
+                        }
+                        statistic::sequential(
+                            &slot.rule,
+                            cfg,
+                            &slot.counters,
+                            slot.origin.as_ref(),
+                            warmup_until,
+                            now,
+                        )
+                    }
+                },
+                Some(Test::BurnRate(cfg)) => {
+                    statistic::burn_rate(&slot.rule, cfg, &slot.ratios, subject, now)
+                }
+                Some(Test::MannWhitney(cfg)) => {
+                    statistic::mann_whitney(&slot.rule, cfg, &slot.series, baseline.is_some(), now)
+                }
             };
-            let outcome = rule::evaluate(&slot.rule, inputs, now);
             slot.state
                 .step(&slot.rule, outcome.breach, now, warmup_until);
             slot.inconclusive_since = match outcome.breach {
@@ -248,6 +338,9 @@ impl Engine {
                 let stable = track_index(Track::Stable);
                 for slot in &mut self.slots {
                     slot.series[stable].drop_before(promoted_at);
+                    for r in &mut slot.ratios {
+                        r.1[stable].drop_before(promoted_at);
+                    }
                 }
                 self.traffic[stable].drop_before(promoted_at);
             }

@@ -6,14 +6,16 @@
 //! rollback). [`Engine`] ties them together for one service and one canary revision.
 //! Semantics are documented for users in docs/decision.md.
 
+mod counter;
 mod engine;
 pub mod rule;
 pub mod state;
+mod statistic;
 pub mod verdict;
 pub mod window;
 
 pub use engine::Engine;
-pub use rule::{Breach, Missing, Outcome, Reading, Rule};
+pub use rule::{Breach, Missing, Outcome, Reading, Rule, Test};
 pub use state::{Alert, Health, MetricState};
 pub use verdict::{MetricStatus, Phase, Reason, Stage, Verdict};
 pub use window::Window;

@@ -4,8 +4,11 @@
 //! This step has no memory; durations (`for`, `clear_for`) live in `state`.
 
 use super::window::Window;
-use crate::policy::{Analysis, Compare, Level, MetricSpec, NoData, Stat};
+use crate::policy::{Analysis, Compare, Kind, Level, MetricSpec, NoData, Stat};
 use crate::sample::{Millis, Observation, Track};
+use crate::stats::burn_rate::BurnConfig;
+use crate::stats::mann_whitney::MannWhitneyConfig;
+use crate::stats::sequential::{Counts, Outcome as TestOutcome, SequentialConfig};
 use serde::{Deserialize, Serialize};
 
 /// A `MetricSpec` with every default resolved and durations in milliseconds, so evaluation never
@@ -27,6 +30,21 @@ pub struct Rule {
     pub no_data: NoData,
     /// A newest sample older than this is stale: the source stopped reporting (2 intervals).
     pub stale_after: Millis,
+    /// A statistical test instead of levels (`None`: a threshold metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Test>,
+}
+
+/// The statistical kinds, with every parameter resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Test {
+    /// Canary vs stable on counts since counting started (the end of warm-up).
+    Sequential(SequentialConfig),
+    /// The judged track's error ratio against its SLO over several windows.
+    BurnRate(BurnConfig),
+    /// Canary vs stable values over `stat_window` (fixed-horizon).
+    MannWhitney(MannWhitneyConfig),
 }
 
 /// How many analysis intervals old the newest sample may be before the series counts as missing.
@@ -52,6 +70,18 @@ impl Rule {
             min_traffic: spec.min_traffic,
             no_data: spec.no_data.unwrap_or_default(),
             stale_after: interval.saturating_mul(STALE_INTERVALS),
+            test: match spec.kind() {
+                Kind::Threshold => None,
+                Kind::Sequential => spec
+                    .sequential
+                    .as_ref()
+                    .map(|s| Test::Sequential(s.config())),
+                Kind::BurnRate => spec.burn_rate.as_ref().map(|b| Test::BurnRate(b.config())),
+                Kind::MannWhitney => spec
+                    .mann_whitney
+                    .as_ref()
+                    .map(|m| Test::MannWhitney(m.config())),
+            },
         }
     }
 
@@ -100,6 +130,22 @@ pub enum Reading {
     },
     /// A baseline comparison with no baseline (the stable bake has no other track).
     NoBaseline,
+    /// A statistical test's state: the metric fails when `value` reaches `fail_at`.
+    Test {
+        /// What `value` is: `bayes_factor`, `burn_rate` or `confidence_higher`.
+        statistic: String,
+        value: f64,
+        fail_at: f64,
+        outcome: TestOutcome,
+        /// Counts the sequential test used (since counting started).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        counts: Option<Counts>,
+        explanation: String,
+    },
+    /// Sequential counts start at the end of warm-up: start-up behaviour is not judged.
+    Counting {
+        from: Millis,
+    },
 }
 
 /// What one evaluation says, before durations are applied.
@@ -233,7 +279,7 @@ pub fn compared(compare: Compare, subject: f64, baseline: f64) -> f64 {
 
 /// The statistic of a series, or why there is none. The newest sample decides presence: if the
 /// last poll was Absent/Error or is stale, the series is missing even if older values exist.
-fn read(
+pub(super) fn read(
     w: &Window,
     stat: Stat,
     over: Millis,
@@ -257,7 +303,7 @@ fn read(
     w.stat(stat, now, over).ok_or(Missing::Absent)
 }
 
-fn inconclusive(reading: Reading) -> Outcome {
+pub(super) fn inconclusive(reading: Reading) -> Outcome {
     Outcome {
         reading,
         breach: Breach::Inconclusive,
@@ -265,7 +311,7 @@ fn inconclusive(reading: Reading) -> Outcome {
     }
 }
 
-fn ignored(reading: Reading) -> Outcome {
+pub(super) fn ignored(reading: Reading) -> Outcome {
     Outcome {
         reading,
         breach: Breach::Ignored,

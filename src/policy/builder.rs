@@ -3,6 +3,7 @@
 //! They live in the library (not behind `cfg(test)`) so integration tests, benches and the demo can
 //! build policies without writing TOML.
 
+use super::kinds::{BurnRateSpec, MannWhitneySpec, SequentialSpec};
 use super::model::*;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +78,9 @@ impl MetricSpec {
             compare: None,
             min_traffic: None,
             no_data: None,
+            sequential: None,
+            burn_rate: None,
+            mann_whitney: None,
         }
     }
 
@@ -123,6 +127,37 @@ impl MetricSpec {
 
     pub fn query(mut self, q: &str) -> Self {
         self.query = Some(q.into());
+        self
+    }
+
+    /// Makes this a sequential count test on `events` out of `total` (query dropped), e.g.
+    /// `MetricSpec::test("errors").sequential("errors_total{..}", "requests_total{..}")`.
+    pub fn sequential(mut self, events: &str, total: &str) -> Self {
+        self.query = None;
+        self.sequential = Some(SequentialSpec {
+            events: events.into(),
+            total: total.into(),
+            alpha: None,
+            margin: None,
+            min_exposure: None,
+            pass_ratio: None,
+        });
+        self
+    }
+
+    /// Makes this an SLO burn-rate rule with the default rules; `query` is the error ratio.
+    pub fn burn_rate(mut self, objective: f64) -> Self {
+        self.burn_rate = Some(BurnRateSpec {
+            objective,
+            rules: None,
+        });
+        self
+    }
+
+    /// Makes this a Mann-Whitney comparison of the values over `stat_window`.
+    pub fn mann_whitney(mut self, over: Duration) -> Self {
+        self.stat_window = Some(over);
+        self.mann_whitney = Some(MannWhitneySpec::default());
         self
     }
 }

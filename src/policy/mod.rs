@@ -3,6 +3,8 @@
 mod builder;
 mod defaults;
 pub mod error;
+pub mod feed;
+pub mod kinds;
 pub mod load;
 pub mod model;
 mod schema;
@@ -10,6 +12,8 @@ pub mod template;
 pub mod validate;
 
 pub use error::PolicyError;
+pub use feed::{feeds, Feed, Input};
+pub use kinds::{BurnRateSpec, Kind, MannWhitneySpec, SequentialSpec};
 pub use load::{load, load_path, load_templates, load_with, LoadOptions};
 pub use model::*;
 pub use template::{render_query, render_traffic_query};

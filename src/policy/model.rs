@@ -5,6 +5,7 @@
 //! knows which objects to act on). Unknown keys are rejected so a typo never silently disables a
 //! rule.
 
+use super::kinds::{BurnRateSpec, Kind, MannWhitneySpec, SequentialSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -149,6 +150,30 @@ pub struct MetricSpec {
     pub min_traffic: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_data: Option<NoData>,
+    /// `[metric.sequential]`: make this a canary-vs-stable count test (see `kinds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialSpec>,
+    /// `[metric.burn_rate]`: make this an SLO burn-rate rule on the judged track.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_rate: Option<BurnRateSpec>,
+    /// `[metric.mann_whitney]`: compare canary and stable value distributions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mann_whitney: Option<MannWhitneySpec>,
+}
+
+impl MetricSpec {
+    /// The judgement this metric makes (validation ensures at most one kind table is set).
+    pub fn kind(&self) -> Kind {
+        if self.sequential.is_some() {
+            Kind::Sequential
+        } else if self.burn_rate.is_some() {
+            Kind::BurnRate
+        } else if self.mann_whitney.is_some() {
+            Kind::MannWhitney
+        } else {
+            Kind::Threshold
+        }
+    }
 }
 
 /// A threshold: exactly one of `above` / `below`.
@@ -221,7 +246,9 @@ pub enum NoData {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
-    pub query: String,
+    /// Required unless the template is `sequential` (which has its own counter queries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     #[serde(
         default,
         with = "humantime_serde",
@@ -259,4 +286,13 @@ pub struct Template {
     pub min_traffic: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_data: Option<NoData>,
+    /// `[metric.sequential]`: make this a canary-vs-stable count test (see `kinds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialSpec>,
+    /// `[metric.burn_rate]`: make this an SLO burn-rate rule on the judged track.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_rate: Option<BurnRateSpec>,
+    /// `[metric.mann_whitney]`: compare canary and stable value distributions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mann_whitney: Option<MannWhitneySpec>,
 }

@@ -13,6 +13,32 @@ const STATS: &[&str] = &["last", "mean", "min", "max", "median", "p90", "p95", "
 const COMPARES: &[&str] = &["ratio", "difference"];
 const NO_DATA: &[&str] = &["hold", "fail", "ignore"];
 
+const SEQUENTIAL: &[Field] = &[
+    Field::req("events", Shape::Str),
+    Field::req("total", Shape::Str),
+    Field::opt("alpha", Shape::Float),
+    Field::opt("margin", Shape::Float),
+    Field::opt("min_exposure", Shape::Float),
+    Field::opt("pass_ratio", Shape::Float),
+];
+
+const BURN_RULE: &[Field] = &[
+    Field::req("long", Shape::Duration),
+    Field::req("short", Shape::Duration),
+    Field::req("factor", Shape::Float),
+];
+
+const BURN_RATE: &[Field] = &[
+    Field::req("objective", Shape::Float),
+    Field::opt("rule", Shape::TableArray(BURN_RULE)),
+];
+
+const MANN_WHITNEY: &[Field] = &[
+    Field::opt("confidence", Shape::Float),
+    Field::opt("tolerance", Shape::Float),
+    Field::opt("min_samples", Shape::Count),
+];
+
 /// Fields shared by a metric and a template.
 macro_rules! metric_fields {
     ($query:expr $(, $extra:expr)*) => {
@@ -29,6 +55,9 @@ macro_rules! metric_fields {
             Field::opt("compare", Shape::Enum(COMPARES)),
             Field::opt("min_traffic", Shape::Float),
             Field::opt("no_data", Shape::Enum(NO_DATA)),
+            Field::opt("sequential", Shape::Table(SEQUENTIAL)),
+            Field::opt("burn_rate", Shape::Table(BURN_RATE)),
+            Field::opt("mann_whitney", Shape::Table(MANN_WHITNEY)),
         ]
     };
 }
@@ -39,7 +68,7 @@ const METRIC: &[Field] = metric_fields!(
     Field::opt("template", Shape::Str)
 );
 
-const TEMPLATE: &[Field] = metric_fields!(Field::req("query", Shape::Str));
+const TEMPLATE: &[Field] = metric_fields!(Field::opt("query", Shape::Str));
 
 const DEPLOYMENTS: &[Field] = &[
     Field::req("stable", Shape::Str),

@@ -149,7 +149,7 @@ pub fn render_traffic_query(policy: &Policy, track: Track) -> Option<String> {
 /// Fills the metric's unset fields from `template` (the metric's own fields win).
 pub fn apply(metric: &mut MetricSpec, template: &Template) {
     let t = template.clone();
-    metric.query = metric.query.take().or(Some(t.query));
+    metric.query = metric.query.take().or(t.query);
     metric.window = metric.window.or(t.window);
     metric.stat = metric.stat.or(t.stat);
     metric.stat_window = metric.stat_window.or(t.stat_window);
@@ -160,6 +160,9 @@ pub fn apply(metric: &mut MetricSpec, template: &Template) {
     metric.compare = metric.compare.or(t.compare);
     metric.min_traffic = metric.min_traffic.or(t.min_traffic);
     metric.no_data = metric.no_data.or(t.no_data);
+    metric.sequential = metric.sequential.take().or(t.sequential);
+    metric.burn_rate = metric.burn_rate.take().or(t.burn_rate);
+    metric.mann_whitney = metric.mann_whitney.take().or(t.mann_whitney);
 }
 
 #[cfg(test)]
@@ -222,7 +225,7 @@ mod tests {
     #[test]
     fn metric_fields_override_template_fields() {
         let template = Template {
-            query: "tq".into(),
+            query: Some("tq".into()),
             window: Some(Duration::from_secs(300)),
             stat: None,
             stat_window: None,
@@ -233,6 +236,9 @@ mod tests {
             compare: None,
             min_traffic: None,
             no_data: None,
+            sequential: None,
+            burn_rate: None,
+            mann_whitney: None,
         };
         let mut m = MetricSpec::test("m").critical(Level::above(9.0));
         m.query = None;

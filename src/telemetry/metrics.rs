@@ -131,7 +131,7 @@ impl Metrics {
         );
         registry.register(
             "metric_value",
-            "Last value the engine judged per metric and track (canary, stable, or compared)",
+            "Last value the engine judged per metric and track (canary, stable; `statistic` for a statistical metric's test statistic)",
             m.metric_value.clone(),
         );
         registry.register(

@@ -3,6 +3,9 @@
 //!
 //! Pure: takes the typed policy (templates already applied) and the file's key lines.
 
+mod kinds;
+
+use super::kinds::Kind;
 use super::model::{Compare, Level, MetricSpec, Policy};
 use super::template::{self, SyntaxError, BUILTIN_VARS};
 use crate::diagnostic::spans::SpanMap;
@@ -194,8 +197,10 @@ impl Validator<'_> {
 
     fn metric(&mut self, at: &str, m: &MetricSpec) {
         let interval = self.policy.analysis.interval;
+        let kind = m.kind();
         match &m.query {
             Some(q) => self.query(&format!("{at}.query"), q),
+            None if kind == Kind::Sequential => {}
             None => self.push(
                 &format!("{at}.query"),
                 format!("metric `{}` has no query", m.name),
@@ -248,7 +253,10 @@ impl Validator<'_> {
                 );
             }
         }
-        self.levels(at, m);
+        match kind {
+            Kind::Threshold => self.levels(at, m),
+            _ => self.kind(at, m, kind),
+        }
     }
 
     fn levels(&mut self, at: &str, m: &MetricSpec) {
