@@ -79,15 +79,22 @@ fn explain_prints_a_policy_that_loads_again_and_the_rendered_queries() {
     let out = backout(&["explain", "--policy", "config/examples/devops-agent.toml"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    // vars are substituted and each track's Deployment is used
+    // each track's Deployment is used, and a burn-rate metric is sent once per rule window
     assert!(
         text.contains(
-            "#   canary: (sum(rate(istio_requests_total{destination_workload=\"frontend-canary\""
+            "#   canary: sum(rate(istio_requests_total{destination_workload=\"frontend-canary\""
         ),
         "{text}"
     );
-    assert!(text.contains(") / 0.001"), "{text}");
-    assert!(text.contains("[1h]"), "{text}");
+    for w in ["[5m]", "[30m]", "[1h]", "[6h]"] {
+        assert!(text.contains(w), "{w} missing: {text}");
+    }
+    // the statistic and what it needs to reach
+    assert!(
+        text.contains("`slo_burn_rate` (burn_rate): statistic = error ratio / (1 - 0.999)"),
+        "{text}"
+    );
+    assert!(text.contains("14.4x over both 1h and 5m"), "{text}");
     // defaults are written out
     assert!(text.contains("no_data = \"hold\""), "{text}");
     // the effective policy is itself a valid policy

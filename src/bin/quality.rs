@@ -4,7 +4,7 @@
 //! `cargo run --release --bin quality -- --runs 500`
 
 use backout::quality::bench::{markdown, run};
-use backout::quality::judges::Judge;
+use backout::quality::judges::{Judge, DEFAULT_POLL_SECS, DEFAULT_WARMUP_SECS};
 use backout::quality::scenario::catalogue;
 use backout::stats::sequential::SequentialConfig;
 use clap::Parser;
@@ -28,15 +28,15 @@ struct Args {
     /// Also run backout with this margin.
     #[arg(long)]
     margin: Option<f64>,
-    /// Also run backout with these prior concentrations (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    concentrations: Option<Vec<f64>>,
     /// Also run backout polling this often (seconds).
     #[arg(long)]
     poll: Option<u64>,
     /// Also run backout ignoring the first N seconds after the canary starts.
     #[arg(long)]
     warmup: Option<u64>,
+    /// Also run backout with this warm-up alpha (0 disables the warm-up test).
+    #[arg(long)]
+    warmup_alpha: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -56,9 +56,9 @@ fn main() -> ExitCode {
     let mut judges = Judge::all();
     let tuned = args.alpha.is_some()
         || args.margin.is_some()
-        || args.concentrations.is_some()
         || args.poll.is_some()
-        || args.warmup.is_some();
+        || args.warmup.is_some()
+        || args.warmup_alpha.is_some();
     if tuned {
         let default = SequentialConfig::default();
         judges.insert(
@@ -67,11 +67,11 @@ fn main() -> ExitCode {
                 config: SequentialConfig {
                     alpha: args.alpha.unwrap_or(default.alpha),
                     margin: args.margin.unwrap_or(default.margin),
-                    concentrations: args.concentrations.unwrap_or(default.concentrations),
                     ..default
                 },
-                poll_secs: args.poll.unwrap_or(30),
-                warmup_secs: args.warmup.unwrap_or(0),
+                poll_secs: args.poll.unwrap_or(DEFAULT_POLL_SECS),
+                warmup_secs: args.warmup.unwrap_or(DEFAULT_WARMUP_SECS),
+                warmup_alpha: args.warmup_alpha,
             },
         );
     }

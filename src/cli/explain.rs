@@ -2,7 +2,8 @@
 //! defaults filled) and the PromQL it will send for each track, so nothing is a surprise.
 
 use anyhow::Context;
-use backout::policy::{self, render_query, render_traffic_query};
+use backout::decision::{Rule, Test};
+use backout::policy::{self, feeds, Input, Policy};
 use backout::sample::Track;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -47,19 +48,120 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             out,
             "\n# Rendered queries (what the daemon sends to Prometheus)"
         )?;
-        if let Some(canary) = render_traffic_query(p, Track::Canary) {
-            writeln!(out, "# traffic")?;
-            writeln!(out, "#   canary: {canary}")?;
-            let stable = render_traffic_query(p, Track::Stable).unwrap_or_default();
-            writeln!(out, "#   stable: {stable}")?;
-        }
-        for m in &p.metrics {
-            writeln!(out, "# metric `{}`", m.name)?;
-            for track in Track::ALL {
-                writeln!(out, "#   {track}: {}", render_query(p, m, track))?;
+        for f in feeds(p).iter().filter(|f| f.track == Track::Canary) {
+            let what = match &f.input {
+                Input::Traffic => "traffic".to_string(),
+                Input::Value { metric } => format!("metric `{metric}`"),
+                Input::Events { metric } => format!("metric `{metric}` events counter"),
+                Input::Total { metric } => format!("metric `{metric}` total counter"),
+                Input::Ratio { metric, window } => format!(
+                    "metric `{metric}` error ratio over {}",
+                    humantime::format_duration(*window)
+                ),
+            };
+            writeln!(out, "# {what}")?;
+            for g in feeds(p)
+                .iter()
+                .filter(|g| g.input == f.input)
+                .map(|g| (g.track, &g.promql))
+            {
+                writeln!(out, "#   {}: {}", g.0, g.1)?;
             }
+        }
+        writeln!(out, "\n# How each metric decides")?;
+        for line in decisions(p) {
+            writeln!(out, "# {line}")?;
         }
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per metric: the statistic it computes and the value that rolls back.
+fn decisions(p: &Policy) -> Vec<String> {
+    let engine = backout::decision::Engine::new(p, "");
+    engine.rules().map(describe).collect()
+}
+
+fn describe(r: &Rule) -> String {
+    let hold = |ms: i64| {
+        if ms > 0 {
+            format!(", held for {}", humantime::format_duration(millis(ms)))
+        } else {
+            String::new()
+        }
+    };
+    match &r.test {
+        None => {
+            let level = |l: Option<policy::Level>| match l {
+                Some(policy::Level {
+                    above: Some(a), ..
+                }) => format!("above {a}"),
+                Some(policy::Level {
+                    below: Some(b), ..
+                }) => format!("below {b}"),
+                _ => "never".into(),
+            };
+            let compared = match r.compare {
+                Some(policy::Compare::Ratio) => "canary / stable of ",
+                Some(policy::Compare::Difference) => "canary - stable of ",
+                None => "",
+            };
+            format!(
+                "`{}` (threshold): {compared}{:?} over {}; critical {}, warning {}{}",
+                r.name,
+                r.stat,
+                humantime::format_duration(millis(r.stat_window)),
+                level(r.critical),
+                level(r.warning),
+                hold(r.for_)
+            )
+        }
+        Some(Test::Sequential {
+            config,
+            warmup_alpha,
+        }) => format!(
+            "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {} (alpha {}){}; passes after {} canary requests with the rate ratio bounded below {}{}",
+            r.name,
+            config.margin,
+            1.0 / config.alpha,
+            config.alpha,
+            if *warmup_alpha > 0.0 {
+                format!(", or during warm-up at >= {} on counts since the start", 1.0 / warmup_alpha)
+            } else {
+                String::new()
+            },
+            config.min_exposure,
+            config.pass_ratio,
+            hold(r.for_)
+        ),
+        Some(Test::BurnRate(cfg)) => format!(
+            "`{}` (burn_rate): statistic = error ratio / (1 - {}), the objective's error budget; rolls back when {}{}",
+            r.name,
+            cfg.objective,
+            cfg.rules
+                .iter()
+                .map(|x| format!(
+                    "{}x over both {} and {}",
+                    x.factor,
+                    humantime::format_duration(x.long),
+                    humantime::format_duration(x.short)
+                ))
+                .collect::<Vec<_>>()
+                .join(", or "),
+            hold(r.for_)
+        ),
+        Some(Test::MannWhitney(cfg)) => format!(
+            "`{}` (mann_whitney): statistic = confidence that the canary's values over {} are higher than the stable's (Mann-Whitney U); rolls back at >= {} when the canary's mean is also more than {}% above the stable's; fixed-horizon test, re-run every poll{}",
+            r.name,
+            humantime::format_duration(millis(r.stat_window)),
+            cfg.confidence,
+            cfg.tolerance * 100.0,
+            hold(r.for_)
+        ),
+    }
+}
+
+fn millis(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }

@@ -9,7 +9,6 @@ use super::DecisionError;
 use crate::policy::feed::burn_windows;
 use crate::policy::{Input, Policy};
 use crate::sample::{Millis, Sample, Track};
-use crate::stats::sequential::ArmCounts;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,8 +22,8 @@ struct Slot {
     inconclusive_since: Option<Millis>,
     /// Sequential metrics: events and total counters per track.
     counters: [ArmCounters; 2],
-    /// Sequential metrics: the counters' increases when counting started.
-    origin: Option<[ArmCounts; 2]>,
+    /// Sequential metrics: where counting started.
+    marks: statistic::Marks,
     /// Burn-rate metrics: error-ratio polls per rule window, per track.
     ratios: Vec<(Duration, [Window; 2])>,
 }
@@ -85,7 +84,7 @@ impl Engine {
                     state: MetricState::default(),
                     inconclusive_since: None,
                     counters: Default::default(),
-                    origin: None,
+                    marks: Default::default(),
                     ratios,
                 }
             })
@@ -198,7 +197,7 @@ impl Engine {
         for slot in &mut self.slots {
             slot.state = MetricState::default();
             slot.inconclusive_since = None;
-            slot.origin = None;
+            slot.marks = Default::default();
         }
         self.inconclusive_since = None;
     }
@@ -230,6 +229,7 @@ impl Engine {
                 Phase::Canary { .. } => Some(&slot.series[track_index(Track::Stable)]),
                 Phase::Bake { .. } => None,
             };
+            let mut fire_from = warmup_until;
             let outcome = match &slot.rule.test {
                 None => rule::evaluate(
                     &slot.rule,
@@ -241,20 +241,21 @@ impl Engine {
                     },
                     now,
                 ),
-                Some(Test::Sequential(cfg)) => match phase {
+                Some(Test::Sequential {
+                    config,
+                    warmup_alpha,
+                }) => match phase {
                     Phase::Bake { .. } => rule::ignored(rule::Reading::NoBaseline),
                     Phase::Canary { .. } => {
-                        if slot.origin.is_none() && now >= warmup_until {
-                            slot.origin = Some(statistic::snapshot(&slot.counters));
-                        }
-                        statistic::sequential(
-                            &slot.rule,
-                            cfg,
-                            &slot.counters,
-                            slot.origin.as_ref(),
+                        let seq = statistic::Sequential {
+                            config,
+                            warmup_alpha: *warmup_alpha,
                             warmup_until,
-                            now,
-                        )
+                        };
+                        let (outcome, from) =
+                            seq.evaluate(&slot.rule, &slot.counters, &mut slot.marks, now);
+                        fire_from = from;
+                        outcome
                     }
                 },
                 Some(Test::BurnRate(cfg)) => {
@@ -264,8 +265,7 @@ impl Engine {
                     statistic::mann_whitney(&slot.rule, cfg, &slot.series, baseline.is_some(), now)
                 }
             };
-            slot.state
-                .step(&slot.rule, outcome.breach, now, warmup_until);
+            slot.state.step(&slot.rule, outcome.breach, now, fire_from);
             slot.inconclusive_since = match outcome.breach {
                 Breach::Inconclusive => Some(slot.inconclusive_since.unwrap_or(now)),
                 _ => None,

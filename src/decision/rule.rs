@@ -39,8 +39,12 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Test {
-    /// Canary vs stable on counts since counting started (the end of warm-up).
-    Sequential(SequentialConfig),
+    /// Canary vs stable on counts since counting started (the end of warm-up); during warm-up
+    /// only a Bayes factor of `1 / warmup_alpha` on counts since the start fires (0: never).
+    Sequential {
+        config: SequentialConfig,
+        warmup_alpha: f64,
+    },
     /// The judged track's error ratio against its SLO over several windows.
     BurnRate(BurnConfig),
     /// Canary vs stable values over `stat_window` (fixed-horizon).
@@ -72,10 +76,10 @@ impl Rule {
             stale_after: interval.saturating_mul(STALE_INTERVALS),
             test: match spec.kind() {
                 Kind::Threshold => None,
-                Kind::Sequential => spec
-                    .sequential
-                    .as_ref()
-                    .map(|s| Test::Sequential(s.config())),
+                Kind::Sequential => spec.sequential.as_ref().map(|s| Test::Sequential {
+                    config: s.config(),
+                    warmup_alpha: s.warmup_alpha(),
+                }),
                 Kind::BurnRate => spec.burn_rate.as_ref().map(|b| Test::BurnRate(b.config())),
                 Kind::MannWhitney => spec
                     .mann_whitney

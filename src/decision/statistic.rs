@@ -84,6 +84,79 @@ pub fn snapshot(counters: &[ArmCounters; 2]) -> [ArmCounts; 2] {
         .map(|a| ArmCounts::new(a[EVENTS].increase(), a[TOTAL].increase()))
 }
 
+/// Where the sequential counts start, per canary phase.
+#[derive(Debug, Clone, Default)]
+pub struct Marks {
+    /// At the first evaluation of the canary (for the warm-up test).
+    pub start: Option<[ArmCounts; 2]>,
+    /// At the first evaluation after warm-up (for the test proper).
+    pub counting: Option<[ArmCounts; 2]>,
+}
+
+/// The sequential test of one metric in the canary phase.
+pub struct Sequential<'a> {
+    pub config: &'a SequentialConfig,
+    pub warmup_alpha: f64,
+    pub warmup_until: Millis,
+}
+
+impl Sequential<'_> {
+    /// The outcome, and from when a Critical may fire: after warm-up normally; at once for
+    /// the warm-up test's overwhelming evidence (a canary that is down from its first minute
+    /// should not be served for the whole warm-up).
+    pub fn evaluate(
+        &self,
+        rule: &Rule,
+        counters: &[ArmCounters; 2],
+        marks: &mut Marks,
+        now: Millis,
+    ) -> (Outcome, Millis) {
+        let start = *marks.start.get_or_insert_with(|| snapshot(counters));
+        if marks.counting.is_none() && now >= self.warmup_until {
+            marks.counting = Some(snapshot(counters));
+        }
+        if marks.counting.is_some() || self.warmup_alpha <= 0.0 {
+            let o = sequential(
+                rule,
+                self.config,
+                counters,
+                marks.counting.as_ref(),
+                self.warmup_until,
+                now,
+            );
+            return (o, self.warmup_until);
+        }
+        let strict = SequentialConfig {
+            alpha: self.warmup_alpha,
+            ..self.config.clone()
+        };
+        let mut o = sequential(
+            rule,
+            &strict,
+            counters,
+            Some(&start),
+            self.warmup_until,
+            now,
+        );
+        match o.breach {
+            Breach::Critical => {
+                if let Reading::Test { explanation, .. } = &mut o.reading {
+                    explanation.push_str(" (during warm-up: overwhelming evidence only)");
+                }
+                (o, Millis::MIN)
+            }
+            // Data problems hold as usual; anything short of overwhelming is not judged yet.
+            Breach::Inconclusive if matches!(o.reading, Reading::Missing { .. }) => {
+                (o, self.warmup_until)
+            }
+            _ => {
+                o.breach = Breach::Ignored;
+                (o, self.warmup_until)
+            }
+        }
+    }
+}
+
 /// The sequential test. `counters` and `origin` are indexed by track (canary, stable);
 /// `origin` is `None` until counting starts at `count_from`.
 pub fn sequential(

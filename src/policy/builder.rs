@@ -141,6 +141,7 @@ impl MetricSpec {
             margin: None,
             min_exposure: None,
             pass_ratio: None,
+            warmup_alpha: None,
         });
         self
     }

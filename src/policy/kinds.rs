@@ -35,12 +35,21 @@ pub struct SequentialSpec {
     /// Canary requests needed before the test can pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_exposure: Option<f64>,
+    /// During warm-up only overwhelming evidence (a Bayes factor of 1/warmup_alpha on counts
+    /// since the canary started) rolls back; default alpha / 100, 0 disables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_alpha: Option<f64>,
     /// The rate ratio's upper bound must reach this to pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_ratio: Option<f64>,
 }
 
 impl SequentialSpec {
+    pub fn warmup_alpha(&self) -> f64 {
+        self.warmup_alpha
+            .unwrap_or(self.alpha.unwrap_or(SequentialConfig::default().alpha) / 100.0)
+    }
+
     /// The test's configuration with unset fields at their defaults.
     pub fn config(&self) -> SequentialConfig {
         let d = SequentialConfig::default();

@@ -20,6 +20,7 @@ const SEQUENTIAL: &[Field] = &[
     Field::opt("margin", Shape::Float),
     Field::opt("min_exposure", Shape::Float),
     Field::opt("pass_ratio", Shape::Float),
+    Field::opt("warmup_alpha", Shape::Float),
 ];
 
 const BURN_RULE: &[Field] = &[

@@ -3,12 +3,19 @@
 //! Each judge polls on its own schedule and returns when it would have rolled back (seconds
 //! after the canary started), or `None` if it never did within the run.
 
-use super::promql::{increase_since, instant, rate, sum};
+use super::promql::{instant, rate, sum};
 use super::scenario::{Counter, Run, RUN_SECS};
-use crate::sample::Track;
+use crate::decision::{Engine, Phase};
+use crate::policy::{Input, MetricSpec, Policy};
+use crate::sample::{Millis, Observation, Sample, Track};
 use crate::stats::mann_whitney::hodges_lehmann;
-use crate::stats::sequential::{evaluate, ArmCounts, Counts, Outcome, SequentialConfig};
+use crate::stats::sequential::SequentialConfig;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// backout's defaults: the daemon's default `analysis.interval` and `analysis.warmup`.
+pub const DEFAULT_POLL_SECS: u64 = 10;
+pub const DEFAULT_WARMUP_SECS: u64 = 60;
 
 /// The rules compared by the benchmark.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +27,8 @@ pub enum Judge {
         poll_secs: u64,
         /// Counts start this long after the canary started (0 = judge the warm-up too).
         warmup_secs: u64,
+        /// Alpha of the warm-up test on counts since the start (`None`: the policy default).
+        warmup_alpha: Option<f64>,
     },
     /// Flagger: success rate (rate over 1m) >= 99 every 1m; 5 cumulative failed checks roll
     /// back; no data is a failed check.
@@ -36,8 +45,9 @@ impl Judge {
     pub fn backout_default() -> Self {
         Judge::Backout {
             config: SequentialConfig::default(),
-            poll_secs: 30,
-            warmup_secs: 0,
+            poll_secs: DEFAULT_POLL_SECS,
+            warmup_secs: DEFAULT_WARMUP_SECS,
+            warmup_alpha: None,
         }
     }
 
@@ -67,7 +77,11 @@ impl Judge {
                 config,
                 poll_secs,
                 warmup_secs,
-            } => backout(run, config, *poll_secs, *warmup_secs),
+                warmup_alpha,
+            } => backout(
+                run,
+                &backout_policy(config, *poll_secs, *warmup_secs, *warmup_alpha),
+            ),
             Judge::Flagger => flagger(run),
             Judge::Argo => argo(run),
             Judge::Kayenta => kayenta(run),
@@ -79,38 +93,72 @@ fn polls(every: u64) -> impl Iterator<Item = u64> {
     (1..=RUN_SECS / every).map(move |i| i * every)
 }
 
-fn cumulative(run: &Run, track: Track, c: Counter, from: u64, at: u64) -> Option<f64> {
-    sum(run.series(track, c).map(|s| increase_since(s, from, at)))
+/// The policy the benchmark runs for backout: what a user writes for errors and slow
+/// requests, with the scenario's counters as the queries' answers.
+pub fn backout_policy(
+    cfg: &SequentialConfig,
+    poll_secs: u64,
+    warmup_secs: u64,
+    warmup_alpha: Option<f64>,
+) -> Policy {
+    let metric = |name: &str| {
+        let mut m = MetricSpec::test(name).sequential(
+            &format!("sum({name}_total{{track=\"{{{{track}}}}\"}})"),
+            "sum(requests_total{track=\"{{track}}\"})",
+        );
+        if let Some(s) = m.sequential.as_mut() {
+            s.alpha = Some(cfg.alpha);
+            s.margin = Some(cfg.margin);
+            s.min_exposure = Some(cfg.min_exposure);
+            s.pass_ratio = Some(cfg.pass_ratio);
+            // Start-up latency is expected (cold caches, JIT): only errors may fire in warm-up.
+            s.warmup_alpha = if name == "slow" {
+                Some(0.0)
+            } else {
+                warmup_alpha
+            };
+        }
+        m
+    };
+    Policy::test()
+        .with_interval(Duration::from_secs(poll_secs))
+        .with_warmup(Duration::from_secs(warmup_secs))
+        .with_metric(metric("errors"))
+        .with_metric(metric("slow"))
 }
 
-fn backout(run: &Run, cfg: &SequentialConfig, every: u64, warmup: u64) -> Option<u64> {
-    polls(every).filter(|at| *at > warmup).find(|&at| {
-        // A canary whose series went stale is not judged on old numbers: hold.
-        let fresh = run
-            .series(Track::Canary, Counter::Requests)
-            .any(|s| instant(s, at).is_some());
-        if !fresh {
-            return false;
+/// Runs the real engine on the run, polled like the daemon polls Prometheus: an instant
+/// `sum()` of each counter per track every `every` seconds.
+fn backout(run: &Run, policy: &Policy) -> Option<u64> {
+    let every = policy.analysis.interval.as_secs().max(1);
+    let mut engine = Engine::new(policy, "canary");
+    let phase = Phase::Canary { started_at: 0 };
+    let ms = |secs: u64| Millis::try_from(secs * 1000).unwrap_or(Millis::MAX);
+    (0..=RUN_SECS / every).map(|i| i * every).find(|&at| {
+        for track in Track::ALL {
+            let total = sum(run.series(track, Counter::Requests).map(|s| instant(s, at)));
+            for (name, c) in [("errors", Counter::Errors), ("slow", Counter::Slow)] {
+                let events = sum(run.series(track, c).map(|s| instant(s, at)));
+                for (input, v) in [
+                    (
+                        Input::Events {
+                            metric: name.into(),
+                        },
+                        events,
+                    ),
+                    (
+                        Input::Total {
+                            metric: name.into(),
+                        },
+                        total,
+                    ),
+                ] {
+                    let obs = v.map_or(Observation::Absent, Observation::Value);
+                    let _ = engine.observe_input(&input, track, Sample::new(ms(at), obs));
+                }
+            }
         }
-        let (Some(c_total), Some(s_total)) = (
-            cumulative(run, Track::Canary, Counter::Requests, warmup, at),
-            cumulative(run, Track::Stable, Counter::Requests, warmup, at),
-        ) else {
-            return false;
-        };
-        [Counter::Errors, Counter::Slow].into_iter().any(|metric| {
-            // An absent canary event counter means no event yet (it can only make the canary
-            // look better); an absent stable one is missing data and holds.
-            let c_events = cumulative(run, Track::Canary, metric, warmup, at).unwrap_or(0.0);
-            let Some(s_events) = cumulative(run, Track::Stable, metric, warmup, at) else {
-                return false;
-            };
-            let counts = Counts {
-                canary: ArmCounts::new(c_events.min(c_total), c_total),
-                stable: ArmCounts::new(s_events.min(s_total), s_total),
-            };
-            matches!(evaluate(&counts, cfg), Ok(v) if v.outcome == Outcome::Fail)
-        })
+        engine.evaluate(ms(at), phase).rollback
     })
 }
 

@@ -201,3 +201,92 @@ fn fires_when(kind: Kind) -> &'static str {
         Kind::Threshold => "",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::validate;
+    use crate::diagnostic::spans::SpanMap;
+    use crate::policy::{Level, MetricSpec, Policy};
+    use std::time::Duration;
+
+    fn keys(m: MetricSpec) -> Vec<(String, String)> {
+        validate(&Policy::test().with_metric(m), &SpanMap::default())
+            .into_iter()
+            .map(|p| (p.key, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_default_statistical_metric_is_valid() {
+        assert_eq!(keys(MetricSpec::test("e").sequential("a", "b")), []);
+        let burn = MetricSpec::test("slo")
+            .query("sum(rate(e[{{window}}]))")
+            .burn_rate(0.999);
+        assert_eq!(keys(burn), []);
+        assert_eq!(
+            keys(MetricSpec::test("p").mann_whitney(Duration::from_secs(300))),
+            []
+        );
+    }
+
+    #[test]
+    fn levels_a_statistic_would_ignore_are_rejected() {
+        let k = keys(
+            MetricSpec::test("e")
+                .sequential("a", "b")
+                .critical(Level::above(0.05)),
+        );
+        assert!(k
+            .iter()
+            .any(|(key, m)| key == "metric[0].critical"
+                && m.contains("Bayes factor reaches 1/alpha")));
+    }
+
+    #[test]
+    fn two_kinds_on_one_metric_are_rejected() {
+        let k = keys(MetricSpec::test("e").sequential("a", "b").burn_rate(0.999));
+        assert!(
+            k.iter().any(|(_, m)| m.contains("more than one kind")),
+            "{k:?}"
+        );
+    }
+
+    #[test]
+    fn a_burn_rate_query_without_a_window_and_bad_parameters_are_named() {
+        let mut m = MetricSpec::test("slo").burn_rate(1.5);
+        if let Some(s) = m.sequential.as_mut() {
+            s.alpha = Some(2.0);
+        }
+        let k = keys(m);
+        assert!(k.iter().any(|(key, _)| key == "metric[0].query"), "{k:?}");
+        assert!(
+            k.iter()
+                .any(|(key, _)| key == "metric[0].burn_rate.objective"),
+            "{k:?}"
+        );
+        let mut s = MetricSpec::test("e").sequential("a", "b");
+        if let Some(x) = s.sequential.as_mut() {
+            x.alpha = Some(0.9);
+            x.margin = Some(0.5);
+        }
+        let k = keys(s);
+        assert!(
+            k.iter().any(|(key, _)| key == "metric[0].sequential.alpha"),
+            "{k:?}"
+        );
+        assert!(
+            k.iter()
+                .any(|(key, _)| key == "metric[0].sequential.margin"),
+            "{k:?}"
+        );
+    }
+
+    #[test]
+    fn a_mann_whitney_window_too_short_for_its_samples_is_named() {
+        let k = keys(MetricSpec::test("p").mann_whitney(Duration::from_secs(20)));
+        assert!(
+            k.iter().any(|(key, _)| key == "metric[0].stat_window"),
+            "{k:?}"
+        );
+    }
+}
