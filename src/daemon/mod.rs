@@ -7,6 +7,7 @@
 //! plan for the same revision).
 
 mod sampler;
+pub mod schedule;
 mod service;
 
 pub use sampler::{PrometheusSampler, Sampler};
