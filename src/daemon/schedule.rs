@@ -13,7 +13,8 @@
 //! - **No burst.** A late wake-up evaluates a service once and moves it to its first slot after
 //!   `now`: missed slots are skipped, never replayed back to back.
 //! - **No thundering herd.** The offset is a stable hash of `namespace/service`, so services spread
-//!   over the interval, and the spread is the same after a restart and on every replica.
+//!   over the interval, and a service's offset is the same after a restart and on every replica
+//!   (std's hasher is seeded per process; FNV-1a is not).
 //! - **Batching kept.** Offsets are quantised to at most [`MAX_PHASES`] phases at least
 //!   [`MIN_PHASE_GAP_MS`] apart. Services that share a phase fall due at the same millisecond and go
 //!   out in one sampler call, where the `QueryPlan` sends a query shared by many services once.
