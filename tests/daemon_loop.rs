@@ -339,3 +339,37 @@ async fn hot_reload_moves_the_watches_to_the_new_namespaces() {
     assert!(metrics.contains("backout_deployment_watch_synced{namespace=\"team-b\"} 1"));
     w.sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn readiness_holds_across_batches_while_one_namespace_cannot_be_read() {
+    use backout::daemon::schedule::Slot;
+    let web = policy("web", "team-a", 10);
+    let phase = |ns: &str, s: &str| Slot::new(&format!("{ns}/{s}"), Duration::from_secs(10)).offset;
+    // A service in another phase than web's, so the two are never in the same batch.
+    let other = (0..50)
+        .map(|i| format!("api-{i}"))
+        .find(|s| phase("team-b", s) != phase("team-a", "web"))
+        .unwrap();
+    let api = policy(&other, "team-b", 10);
+    let (w, ctx) = world(&[web.clone(), api.clone()], None).await;
+    w.sim
+        .faults()
+        .server_errors(Some("GET"), "/namespaces/team-b/", 500, u32::MAX);
+    let mut daemon = Daemon::new(ctx, vec![web, api]);
+    let mut api_failed = false;
+    for _ in 0..6 {
+        let at = daemon.next_due().unwrap();
+        tokio::time::sleep_until(at).await;
+        let out = daemon.cycle_due(at).await;
+        assert_eq!(out.len(), 1, "one service per batch: {out:?}");
+        api_failed |= out[0].error.is_some();
+        if api_failed {
+            assert!(
+                !w.health.readiness().kubernetes_reachable,
+                "a batch of healthy team-a must not flip readiness back: {out:?}"
+            );
+        }
+    }
+    assert!(api_failed);
+    w.sim.shutdown().await;
+}

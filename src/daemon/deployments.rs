@@ -94,8 +94,12 @@ impl DeploymentWatches {
         }
     }
 
-    /// Starts the watches of followed namespaces that have none yet.
+    /// Starts the watches of followed namespaces that have none yet. Outside a tokio runtime it
+    /// does nothing (the next call from the loop starts them): it must not panic the daemon.
     pub fn start(&mut self, client: &kube::Client) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         for ns in &self.wanted {
             if self.running.contains_key(ns) {
                 continue;
@@ -103,7 +107,7 @@ impl DeploymentWatches {
             let (writer_store, writer) = reflector::store::<Deployment>();
             let (tx, rx) = signal::channel(WatchState::Starting);
             let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-            let task = tokio::spawn(follow_namespace(
+            let task = runtime.spawn(follow_namespace(
                 api,
                 writer,
                 tx,

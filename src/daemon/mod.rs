@@ -129,9 +129,11 @@ impl Daemon {
         self.watches.start(&self.ctx.client);
         let mut all: Vec<&mut ServiceRuntime> = self.services.iter_mut().collect();
         let span = tracing::info_span!("cycle", services = all.len());
-        service::cycle(&self.ctx, &self.watches, &mut all)
+        let outcomes = service::cycle(&self.ctx, &self.watches, &mut all)
             .instrument(span)
-            .await
+            .await;
+        self.publish_kubernetes_readiness();
+        outcomes
     }
 
     /// Evaluates the services due at `now` (one sampler call for all of them) and moves each to
@@ -152,9 +154,25 @@ impl Daemon {
             .filter(|s| due.contains(&service_key(&s.policy)))
             .collect();
         let span = tracing::info_span!("cycle", services = batch.len());
-        service::cycle(&self.ctx, &self.watches, &mut batch)
+        let outcomes = service::cycle(&self.ctx, &self.watches, &mut batch)
             .instrument(span)
-            .await
+            .await;
+        self.publish_kubernetes_readiness();
+        outcomes
+    }
+
+    /// Kubernetes counts as reachable when some service's Deployments were read and no service's
+    /// last read failed (services not evaluated yet do not count either way).
+    fn publish_kubernetes_readiness(&self) {
+        let reads = self.services.iter().filter_map(|s| s.deployments_read);
+        let (mut any_ok, mut any_failed) = (false, false);
+        for ok in reads {
+            any_ok |= ok;
+            any_failed |= !ok;
+        }
+        self.ctx
+            .health
+            .set_kubernetes_reachable(any_ok && !any_failed);
     }
 
     /// When the next service falls due (`None` without services).

@@ -26,6 +26,10 @@ pub struct ServiceRuntime {
     pub last_verdict: Option<Verdict>,
     /// Set once the plan ran for the current canary (the engine's verdict stays sticky too).
     pub rollback: Option<RollbackReport>,
+    /// Whether the last read of its Deployments worked (`None` before the first). Readiness is
+    /// judged over every service's last read, not over one batch: with services evaluated in
+    /// phases, a per-batch flag would flap whenever one namespace or policy cannot be read.
+    pub deployments_read: Option<bool>,
 }
 
 /// What a cycle did for one service (the demo and tests read it; the daemon logs it).
@@ -47,6 +51,7 @@ impl ServiceRuntime {
             policy,
             last_verdict: None,
             rollback: None,
+            deployments_read: None,
         }
     }
 
@@ -97,7 +102,6 @@ pub async fn cycle(
 ) -> Vec<CycleOutcome> {
     let now = ctx.clock.now_millis();
     let mut outcomes = Vec::new();
-    let mut kube_ok = true;
     // 1. Lifecycle from the cluster.
     for s in services.iter_mut() {
         let mut out = CycleOutcome {
@@ -110,13 +114,14 @@ pub async fn cycle(
         };
         match read_views(ctx, watches, &s.policy).await {
             Ok((stable, canary)) => {
+                s.deployments_read = Some(true);
                 out.events = s.lifecycle.observe(&stable, canary.as_ref(), now);
                 for ev in &out.events {
                     handle_release_event(ctx, s, ev).await;
                 }
             }
             Err(err) => {
-                kube_ok = false;
+                s.deployments_read = Some(false);
                 out.error = Some(err.to_string());
                 tracing::warn!(service = %s.policy.service, error = %err, "cannot read Deployments");
             }
@@ -124,7 +129,6 @@ pub async fn cycle(
         out.release = s.lifecycle.stage().clone();
         outcomes.push(out);
     }
-    ctx.health.set_kubernetes_reachable(kube_ok);
 
     // 2. One sampler call for every service that is under analysis.
     let requests: Vec<Request> = services
