@@ -80,7 +80,7 @@ async fn one_run(seed: u64) -> f64 {
     let daemon = Daemon::new(ctx, vec![policy.clone()]);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(daemon.run(Duration::from_secs(10), stop_rx, reload_rx));
+    tokio::spawn(daemon.run(stop_rx, reload_rx));
     // Let the analysis warm up past the warm-up and rate windows, then fail at a random phase.
     tokio::time::sleep(Duration::from_millis(15_000 + (seed * 7919) % 10_000)).await;
     workload.set("shop", Track::Canary, Load::healthy(20.0).with_errors(1.0));

@@ -107,12 +107,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         clock,
         dry_run: settings.dry_run,
     };
-    let interval = policies
-        .iter()
-        .map(|p| p.analysis.interval)
-        .min()
-        .unwrap_or(settings.poll_interval);
-    tracing::info!(services = policies.len(), interval = ?interval, dry_run = settings.dry_run, "backout starting");
+    // Each service runs at its own `analysis.interval` (settings.poll_interval is the default).
+    tracing::info!(
+        services = policies.len(),
+        dry_run = settings.dry_run,
+        "backout starting"
+    );
     let daemon = Daemon::new(ctx, policies);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -191,6 +191,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         let _ = stop_tx.send(true);
     });
-    daemon.run(interval, stop_rx, reload_rx).await;
+    daemon.run(stop_rx, reload_rx).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,20 +1,16 @@
 //! One service's runtime state and its part of a cycle.
 
+use super::deployments::{read_views, DeploymentWatches};
+use super::rollback::execute_rollback;
 use super::Context;
-use crate::actuator::report::Outcome as ActOutcome;
-use crate::actuator::{RollbackReport, RollbackRequest, Trigger};
-use crate::audit::{AuditKind, AuditRecord, Check, IncidentReport};
+use crate::actuator::RollbackReport;
+use crate::audit::{AuditKind, AuditRecord};
 use crate::decision::{Engine, Health, Phase, Verdict};
-use crate::lifecycle::{
-    DeploymentView, Lifecycle, Release, ReleaseEvent, LAST_KNOWN_GOOD_ANNOTATION,
-};
-use crate::notify::Notice;
+use crate::lifecycle::{Lifecycle, Release, ReleaseEvent, LAST_KNOWN_GOOD_ANNOTATION};
 use crate::policy::{feeds, Input, Policy};
 use crate::sample::{Observation, Sample};
 use crate::source::plan::{Key, Request};
-use crate::telemetry::{
-    state_code, MetricLabels, Outcome, RollbackLabels, ServiceLabels, TrackLabels,
-};
+use crate::telemetry::{state_code, MetricLabels, ServiceLabels, TrackLabels};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
 use kube::Api;
@@ -30,6 +26,10 @@ pub struct ServiceRuntime {
     pub last_verdict: Option<Verdict>,
     /// Set once the plan ran for the current canary (the engine's verdict stays sticky too).
     pub rollback: Option<RollbackReport>,
+    /// Whether the last read of its Deployments worked (`None` before the first). Readiness is
+    /// judged over every service's last read, not over one batch: with services evaluated in
+    /// phases, a per-batch flag would flap whenever one namespace or policy cannot be read.
+    pub deployments_read: Option<bool>,
 }
 
 /// What a cycle did for one service (the demo and tests read it; the daemon logs it).
@@ -51,6 +51,7 @@ impl ServiceRuntime {
             policy,
             last_verdict: None,
             rollback: None,
+            deployments_read: None,
         }
     }
 
@@ -73,20 +74,13 @@ fn phase_of(release: &Release) -> Option<Phase> {
     }
 }
 
-async fn read_views(
+pub(super) fn audit(
     ctx: &Context,
     p: &Policy,
-) -> Result<(DeploymentView, Option<DeploymentView>), kube::Error> {
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &p.namespace);
-    let stable = api.get(&p.deployments.stable).await?;
-    let canary = api.get_opt(&p.deployments.canary).await?;
-    Ok((
-        DeploymentView::from_deployment(&stable),
-        canary.as_ref().map(DeploymentView::from_deployment),
-    ))
-}
-
-fn audit(ctx: &Context, p: &Policy, kind: AuditKind, message: String, detail: serde_json::Value) {
+    kind: AuditKind,
+    message: String,
+    detail: serde_json::Value,
+) {
     let rec = AuditRecord {
         at: ctx.clock.now_millis(),
         service: p.service.clone(),
@@ -100,11 +94,14 @@ fn audit(ctx: &Context, p: &Policy, kind: AuditKind, message: String, detail: se
     }
 }
 
-/// One cycle over all services.
-pub async fn cycle(ctx: &Context, services: &mut [ServiceRuntime]) -> Vec<CycleOutcome> {
+/// One cycle over `services` (all of them, or those due now): one sampler call for the batch.
+pub async fn cycle(
+    ctx: &Context,
+    watches: &DeploymentWatches,
+    services: &mut [&mut ServiceRuntime],
+) -> Vec<CycleOutcome> {
     let now = ctx.clock.now_millis();
     let mut outcomes = Vec::new();
-    let mut kube_ok = true;
     // 1. Lifecycle from the cluster.
     for s in services.iter_mut() {
         let mut out = CycleOutcome {
@@ -115,23 +112,23 @@ pub async fn cycle(ctx: &Context, services: &mut [ServiceRuntime]) -> Vec<CycleO
             rollback: None,
             error: None,
         };
-        match read_views(ctx, &s.policy).await {
+        match read_views(ctx, watches, &s.policy).await {
             Ok((stable, canary)) => {
+                s.deployments_read = Some(true);
                 out.events = s.lifecycle.observe(&stable, canary.as_ref(), now);
                 for ev in &out.events {
                     handle_release_event(ctx, s, ev).await;
                 }
             }
             Err(err) => {
-                kube_ok = false;
-                out.error = Some(format!("cannot read Deployments: {err}"));
+                s.deployments_read = Some(false);
+                out.error = Some(err.to_string());
                 tracing::warn!(service = %s.policy.service, error = %err, "cannot read Deployments");
             }
         }
         out.release = s.lifecycle.stage().clone();
         outcomes.push(out);
     }
-    ctx.health.set_kubernetes_reachable(kube_ok);
 
     // 2. One sampler call for every service that is under analysis.
     let requests: Vec<Request> = services
@@ -344,199 +341,4 @@ pub fn reason_lines(v: &Verdict) -> Vec<String> {
             )
         })
         .collect()
-}
-
-async fn execute_rollback(
-    ctx: &Context,
-    s: &mut ServiceRuntime,
-    v: &Verdict,
-) -> Option<RollbackReport> {
-    let p = s.policy.clone();
-    let reasons = reason_lines(v);
-    let first_metric = v
-        .reasons
-        .first()
-        .map(|r| r.metric.clone())
-        .unwrap_or_else(|| "unknown".into());
-    let detected_at = v
-        .reasons
-        .iter()
-        .filter_map(|r| r.since)
-        .min()
-        .unwrap_or(v.at);
-    let values = v
-        .reasons
-        .iter()
-        .filter_map(|r| r.observed.map(|x| (r.metric.clone(), x)))
-        .collect();
-    let trigger = Trigger {
-        summary: reasons.join("; "),
-        values,
-    };
-    let (stable, canary) = read_views(ctx, &p).await.ok()?;
-    let from = canary
-        .as_ref()
-        .map(|c| format!("canary {} revision {:?}", c.image, c.revision))
-        .unwrap_or_default();
-    let lkg = match s.lifecycle.stage() {
-        Release::Bake { .. } => stable.last_known_good.map(|r| r as i64),
-        _ => None,
-    };
-    let to = format!(
-        "stable {} (revision {:?})",
-        stable.image,
-        lkg.map(|r| r as u64).or(stable.revision)
-    );
-    tracing::error!(service = %p.service, reasons = ?reasons, dry_run = ctx.dry_run, "rolling back");
-    audit(
-        ctx,
-        &p,
-        AuditKind::RollbackStarted,
-        trigger.summary.clone(),
-        serde_json::Value::Null,
-    );
-    send(
-        ctx,
-        Notice::RollbackStarted {
-            service: p.service.clone(),
-            namespace: p.namespace.clone(),
-            at: ctx.clock.now_millis(),
-            reasons: reasons.clone(),
-            from_version: from.clone(),
-            to_version: to.clone(),
-            dry_run: ctx.dry_run,
-        },
-    )
-    .await;
-    let request = RollbackRequest {
-        last_known_good: lkg,
-        trigger,
-        dry_run: ctx.dry_run,
-    };
-    let result = ctx.actuator.rollback(&p, request).await;
-    let now = ctx.clock.now_millis();
-    if let Some(id) = s.lifecycle.stage().canary_id().cloned() {
-        s.lifecycle.rolled_back(id);
-    }
-    match result {
-        Ok(report) => {
-            for step in &report.steps {
-                ctx.metrics
-                    .step_duration
-                    .get_or_create(&crate::telemetry::StepLabels {
-                        step: step.step.clone(),
-                    })
-                    .observe(step.elapsed_ms as f64 / 1000.0);
-            }
-            let outcome = match report.outcome {
-                ActOutcome::DryRun => Outcome::dry_run,
-                _ => Outcome::success,
-            };
-            ctx.metrics
-                .rollbacks
-                .get_or_create(&RollbackLabels {
-                    service: p.service.clone(),
-                    reason: first_metric,
-                    outcome,
-                })
-                .inc();
-            if outcome == Outcome::success {
-                ctx.metrics
-                    .detection_to_mitigation
-                    .observe((now - detected_at).max(0) as f64 / 1000.0);
-            }
-            let verification: Vec<Check> = report
-                .steps
-                .iter()
-                .map(|st| Check {
-                    name: st.step.clone(),
-                    ok: true,
-                    detail: format!("{:?}: {}", st.outcome, st.detail),
-                })
-                .collect();
-            let mut timeline = vec![
-                (detected_at, "first breaching evaluation".to_string()),
-                (v.at, "rollback decided".to_string()),
-            ];
-            timeline.extend(report.steps.iter().map(|st| {
-                (
-                    st.started_at + st.elapsed_ms,
-                    format!("{} {:?}", st.step, st.outcome),
-                )
-            }));
-            let incident = IncidentReport {
-                id: report.rollback_id.clone(),
-                service: p.service.clone(),
-                namespace: p.namespace.clone(),
-                detected_at,
-                mitigated_at: Some(report.finished_at),
-                from_version: from.clone(),
-                to_version: to.clone(),
-                reasons: reasons.clone(),
-                timeline,
-                verification,
-                dry_run: ctx.dry_run,
-                outcome: format!("{:?}", report.outcome),
-            };
-            if let Err(err) = ctx.audit.incident(&incident) {
-                tracing::error!(error = %err, "cannot write the incident report");
-            }
-            audit(
-                ctx,
-                &p,
-                AuditKind::RollbackCompleted,
-                format!("{:?}", report.outcome),
-                serde_json::to_value(&report).unwrap_or_default(),
-            );
-            send(
-                ctx,
-                Notice::RollbackResolved {
-                    service: p.service.clone(),
-                    namespace: p.namespace.clone(),
-                    started: detected_at,
-                    resolved: report.finished_at,
-                    from_version: from,
-                    to_version: to,
-                    verified: true,
-                },
-            )
-            .await;
-            Some(report)
-        }
-        Err(err) => {
-            ctx.metrics
-                .rollbacks
-                .get_or_create(&RollbackLabels {
-                    service: p.service.clone(),
-                    reason: first_metric,
-                    outcome: Outcome::failure,
-                })
-                .inc();
-            tracing::error!(service = %p.service, error = %err, "rollback FAILED: a human must take over");
-            audit(
-                ctx,
-                &p,
-                AuditKind::RollbackFailed,
-                err.to_string(),
-                serde_json::Value::Null,
-            );
-            send(
-                ctx,
-                Notice::RollbackFailed {
-                    service: p.service.clone(),
-                    namespace: p.namespace.clone(),
-                    at: now,
-                    error: err.to_string(),
-                },
-            )
-            .await;
-            None
-        }
-    }
-}
-
-async fn send(ctx: &Context, notice: Notice) {
-    if let Err(err) = ctx.notifier.send(&notice).await {
-        tracing::warn!(error = %err, "notification failed");
-    }
 }

@@ -105,7 +105,7 @@ impl Simulator {
             faults: faults.clone(),
             shutdown: rx.clone(),
         });
-        let app = router::router(shared);
+        let app = router::router(shared.clone());
         let mut stop = rx.clone();
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -118,6 +118,7 @@ impl Simulator {
         let controller = controller::spawn(store.clone(), config.rollout_delay, rx);
         Ok(SimHandle {
             addr: local,
+            shared,
             store,
             faults,
             stop: tx,
@@ -129,6 +130,7 @@ impl Simulator {
 /// A running simulator. Dropping it stops the server.
 pub struct SimHandle {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     store: Store,
     faults: Faults,
     stop: signal::Sender<bool>,
@@ -156,6 +158,13 @@ impl SimHandle {
                 })?;
         let config = kube::Config::new(uri);
         kube::Client::try_from(config).map_err(|source| SimError::Client { url, source })
+    }
+
+    /// A kube client that calls the simulator's router in process, without a socket, so the same
+    /// API (faults included) serves tests on paused tokio time: there, a request waiting on real
+    /// socket I/O lets the runtime see itself idle and jump the clock to the next timer.
+    pub fn in_process_client(&self) -> kube::Client {
+        kube::Client::new(router::router(self.shared.clone()), "default")
     }
 
     /// The kubeconfig (JSON, which kubectl and kube read like YAML) for this simulator.

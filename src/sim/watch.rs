@@ -1,6 +1,12 @@
 //! Watches: `?watch=1` streams one JSON event per line, resuming after a resourceVersion from
 //! the store's change log (or 410 Gone, sent as an ERROR event like the apiserver does), with
 //! synthetic ADDED events when no version is given, and `sendInitialEvents` bookmarks.
+//!
+//! With `allowWatchBookmarks=true` a watch also gets the apiserver's periodic BOOKMARK events
+//! (roughly every minute, and 2 s before its timeout, like the watch cache's `nextBookmarkTime`).
+//! They carry the newest resourceVersion this watch has passed, matching or not, so a client on a
+//! quiet resource resumes from a recent version instead of one that other resources' churn has
+//! pushed out of the change log (which would cost it a 410 and a full re-list).
 
 use super::api::Target;
 use super::objects::as_version;
@@ -13,7 +19,14 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+/// The watch cache's bookmark heartbeat (`defaultBookmarkFrequency`).
+pub const BOOKMARK_FREQUENCY: Duration = Duration::from_secs(60);
+/// How long before its timeout a watch gets its last bookmark.
+pub const BOOKMARK_BEFORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the client asked for.
 #[derive(Debug, Clone)]
@@ -65,8 +78,59 @@ struct Live {
     req: WatchRequest,
     queue: VecDeque<Bytes>,
     rx: Option<broadcast::Receiver<Change>>,
-    deadline: tokio::time::Instant,
+    deadline: Instant,
+    /// The newest resourceVersion this watch has passed (what a bookmark reports).
+    seen_rv: u64,
+    next_bookmark: Option<Instant>,
     shutdown: watch::Receiver<bool>,
+}
+
+impl Live {
+    /// The apiserver's rule: a minute from now, or 2 s before the deadline if that is sooner;
+    /// none once that moment has passed.
+    fn schedule_bookmark(&mut self, now: Instant) {
+        self.next_bookmark = None;
+        if !self.req.allow_bookmarks {
+            return;
+        }
+        let heartbeat = now + BOOKMARK_FREQUENCY;
+        let before_timeout = self
+            .deadline
+            .checked_sub(BOOKMARK_BEFORE_TIMEOUT)
+            .unwrap_or(now);
+        let at = heartbeat.min(before_timeout);
+        if at > now {
+            self.next_bookmark = Some(at);
+        }
+    }
+
+    /// Takes in every change already broadcast (so the bookmark's version never runs ahead of an
+    /// event still to be sent), then queues the bookmark. `false`: the watcher fell behind.
+    fn bookmark_now(&mut self) -> bool {
+        if let Some(rx) = self.rx.as_mut() {
+            loop {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        self.seen_rv = self.seen_rv.max(c.rv);
+                        if self.req.wants(&c) {
+                            self.queue.push_back(self.req.render(&c));
+                        }
+                    }
+                    Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
+                    Err(TryRecvError::Lagged(_)) => return false,
+                }
+            }
+        }
+        self.queue.push_back(self.req.bookmark(self.seen_rv, false));
+        true
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The event stream for one watch request.
@@ -89,8 +153,10 @@ pub fn stream(
             rv
         }
     };
+    let mut seen_rv = start;
     let rx = match store.replay_from(start) {
         Replay::From(changes, rx) => {
+            seen_rv = changes.iter().map(|c| c.rv).fold(seen_rv, u64::max);
             queue.extend(
                 changes
                     .iter()
@@ -104,13 +170,17 @@ pub fn stream(
             None
         }
     };
-    let live = Live {
-        deadline: tokio::time::Instant::now() + req.timeout,
+    let now = Instant::now();
+    let mut live = Live {
+        deadline: now + req.timeout,
         req,
         queue,
         rx,
+        seen_rv,
+        next_bookmark: None,
         shutdown,
     };
+    live.schedule_bookmark(now);
     stream::unfold(live, |mut s| async move {
         loop {
             if let Some(b) = s.queue.pop_front() {
@@ -119,14 +189,22 @@ pub fn stream(
             let rx = s.rx.as_mut()?;
             tokio::select! {
                 got = rx.recv() => match got {
-                    Ok(c) if s.req.wants(&c) => {
-                        let b = s.req.render(&c);
-                        return Some((Ok(b), s));
+                    Ok(c) => {
+                        s.seen_rv = s.seen_rv.max(c.rv);
+                        if s.req.wants(&c) {
+                            let b = s.req.render(&c);
+                            return Some((Ok(b), s));
+                        }
                     }
-                    Ok(_) => continue,
                     // A watcher that fell behind ends; the client re-watches from its last version.
                     Err(_) => return None,
                 },
+                _ = sleep_until_opt(s.next_bookmark) => {
+                    if !s.bookmark_now() {
+                        return None;
+                    }
+                    s.schedule_bookmark(Instant::now());
+                }
                 _ = tokio::time::sleep_until(s.deadline) => return None,
                 _ = s.shutdown.changed() => return None,
             }

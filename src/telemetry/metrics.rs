@@ -32,6 +32,11 @@ pub struct TrackLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
 }
@@ -88,6 +93,7 @@ pub struct Metrics {
     pub detection_to_mitigation: Histogram,
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub policies_loaded: Gauge,
+    pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
 }
 
 fn step_histogram() -> Histogram {
@@ -123,6 +129,7 @@ impl Metrics {
             ]),
             policy_reloads: Family::default(),
             policies_loaded: Gauge::default(),
+            deployment_watch_synced: Family::default(),
         };
         registry.register(
             "service_state",
@@ -179,6 +186,11 @@ impl Metrics {
             "policies_loaded",
             "Number of service policies currently active",
             m.policies_loaded.clone(),
+        );
+        registry.register(
+            "deployment_watch_synced",
+            "1 while the namespace's Deployment watch is synced and read; 0 while cycles fall back to GETs",
+            m.deployment_watch_synced.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
