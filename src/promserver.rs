@@ -33,6 +33,14 @@ pub enum PromServerError {
     Http(String),
     #[error("prometheus rejected the configuration reload ({status}); its log:\n{log}")]
     Reload { status: String, log: String },
+    #[error(
+        "prometheus did not scrape its targets {scrapes} times within {waited:?}; its log:\n{log}"
+    )]
+    NoScrapes {
+        scrapes: u32,
+        waited: Duration,
+        log: String,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PromServerError {
@@ -342,6 +350,48 @@ impl PromServer {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Waits until every target has been scraped successfully `scrapes` times. Prometheus hands
+    /// new targets to its scrape loops in batches up to 5 s apart, so the first scrape comes a
+    /// few seconds after `/-/ready`; and `rate()` needs two samples. Plain-HTTP instances only.
+    pub async fn wait_for_scrapes(
+        &self,
+        scrapes: u32,
+        limit: Duration,
+    ) -> Result<(), PromServerError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| PromServerError::Http(e.to_string()))?;
+        let query = r#"min(sum_over_time(up{job="exporter"}[5m]))"#;
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", self.url),
+            &[("query", query)],
+        )
+        .map_err(|e| PromServerError::Http(e.to_string()))?;
+        let deadline = Instant::now() + limit;
+        loop {
+            let seen = async {
+                let body: serde_json::Value =
+                    http.get(url.clone()).send().await.ok()?.json().await.ok()?;
+                body.pointer("/data/result/0/value/1")?
+                    .as_str()?
+                    .parse::<f64>()
+                    .ok()
+            };
+            if seen.await.is_some_and(|n| n >= f64::from(scrapes)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(PromServerError::NoScrapes {
+                    scrapes,
+                    waited: limit,
+                    log: self.log(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

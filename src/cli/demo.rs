@@ -1,7 +1,7 @@
 //! `backout demo`: the embedded default: a simulated cluster and workload, a bad canary caught and
 //! rolled back. Exits 0 only when the rollback happened as expected, so it doubles as a smoke test.
 
-use backout::demo::{self, DemoOptions};
+use backout::demo::{self, DemoOptions, PrometheusMode};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +18,54 @@ pub struct Args {
     /// Keep the audit trail and incident report here (default: a fresh temp directory).
     #[arg(long)]
     audit_dir: Option<PathBuf>,
+    /// Metrics through a real Prometheus (started on a loopback port, scraping every second):
+    /// `auto` when `prometheus` is on PATH, `on` to require it, `off` for the direct feed.
+    #[arg(long, value_enum, default_value_t = Prom::Auto)]
+    prometheus: Prom,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Prom {
+    Auto,
+    On,
+    Off,
+}
+
+impl From<Prom> for PrometheusMode {
+    fn from(p: Prom) -> Self {
+        match p {
+            Prom::Auto => PrometheusMode::Auto,
+            Prom::On => PrometheusMode::On,
+            Prom::Off => PrometheusMode::Off,
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM. The demo's future is dropped then, which kills the Prometheus
+/// it started (its guard's Drop) instead of leaving it running after we exit.
+async fn interrupted() {
+    // A handler that cannot be installed must not look like a signal: wait forever instead.
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -32,6 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         speed: args.speed,
         healthy_for: Duration::from_secs(args.healthy_secs),
         audit_dir: args.audit_dir,
+        prometheus: args.prometheus.into(),
         ..Default::default()
     };
     let mut say = |line: String| {
@@ -42,7 +91,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         println!("{line}");
     };
-    let result = demo::run(opts, &mut say).await?;
+    let result = tokio::select! {
+        r = demo::run(opts, &mut say) => r?,
+        _ = interrupted() => {
+            println!("\ninterrupted");
+            return Ok(ExitCode::from(130));
+        }
+    };
     println!(
         "\n{bold}Decision timeline{reset} (audit trail {}):",
         result.audit_dir.join("audit.jsonl").display()

@@ -4,8 +4,10 @@
 //! happened as expected.
 
 mod direct;
+mod feed;
 
 pub use direct::DirectSampler;
+pub use feed::{PrometheusMode, MAX_REAL_SPEED, SCRAPE_INTERVAL};
 
 use crate::actuator::{Actuator, ActuatorConfig};
 use crate::audit::{AuditRecord, FileAudit};
@@ -36,6 +38,26 @@ pub enum DemoError {
     Audit(#[from] crate::audit::AuditError),
     #[error("cannot prepare a temporary directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot serve the workload's metrics for Prometheus: {0}")]
+    Exporter(std::io::Error),
+    // Not `#[from]`: that would also make it the `source`, and `anyhow`'s `{:#}` would print the
+    // message twice.
+    #[error("real Prometheus: {0}")]
+    Prometheus(crate::promserver::PromServerError),
+    #[error("Prometheus client: {0}")]
+    Source(crate::source::SourceError),
+}
+
+impl From<crate::promserver::PromServerError> for DemoError {
+    fn from(e: crate::promserver::PromServerError) -> Self {
+        DemoError::Prometheus(e)
+    }
+}
+
+impl From<crate::source::SourceError> for DemoError {
+    fn from(e: crate::source::SourceError) -> Self {
+        DemoError::Source(e)
+    }
 }
 
 pub struct DemoOptions {
@@ -46,6 +68,8 @@ pub struct DemoOptions {
     /// Give up (and fail) if no rollback happened this long after the canary turned bad.
     pub deadline: Duration,
     pub audit_dir: Option<PathBuf>,
+    /// Real Prometheus between the workload and the engine, or the direct feed.
+    pub prometheus: PrometheusMode,
 }
 
 impl Default for DemoOptions {
@@ -55,6 +79,7 @@ impl Default for DemoOptions {
             healthy_for: Duration::from_secs(20),
             deadline: Duration::from_secs(60),
             audit_dir: None,
+            prometheus: PrometheusMode::Auto,
         }
     }
 }
@@ -69,6 +94,8 @@ pub struct DemoResult {
     pub false_rollback: bool,
     pub timeline: Vec<AuditRecord>,
     pub audit_dir: PathBuf,
+    /// Whether the metrics went through a real Prometheus (see [`PrometheusMode`]).
+    pub real_prometheus: bool,
 }
 
 impl DemoResult {
@@ -119,7 +146,12 @@ pub fn replicas(sim: &SimHandle, ns: &str, name: &str) -> Option<i64> {
 /// Runs the scenario, printing progress with `say`.
 pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoResult, DemoError> {
     let tmp = tempfile::tempdir()?;
-    let policy = load_policy(tmp.path())?;
+    let mut policy = load_policy(tmp.path())?;
+    let start = ManualClock::new(crate::clock::SystemClock.now_millis());
+    let clock: Arc<dyn Clock> = Arc::new(start.clone());
+    let workload = Workload::new(clock.clone());
+    // Before the simulator: in real mode this rewrites the policy's windows the daemon uses.
+    let feed = feed::choose(opts.prometheus, &workload, &mut policy, opts.speed).await?;
     let audit_dir = opts
         .audit_dir
         .clone()
@@ -138,22 +170,11 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
         "simulated cluster: Kubernetes API simulator on {} (kubectl works against it)",
         sim.url()
     ));
-    say(
-        "metrics source: simulated workload read directly (no Prometheus in the loop for the demo)"
-            .into(),
-    );
-
-    let start = ManualClock::new(crate::clock::SystemClock.now_millis());
-    let clock: Arc<dyn Clock> = Arc::new(start.clone());
-    let workload = Workload::new(clock.clone());
+    say(feed.description.clone());
+    for note in &feed.notes {
+        say(note.clone());
+    }
     let total_rps = 200.0;
-    let window = policy
-        .metrics
-        .iter()
-        .filter_map(|m| m.window)
-        .max()
-        .unwrap_or(Duration::from_secs(10));
-    let sampler = Arc::new(DirectSampler::new(workload.clone(), window));
     let client = sim.kube_client()?;
     let config = ActuatorConfig {
         verify_timeout: Duration::from_secs(30),
@@ -169,7 +190,7 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
     let metrics = Metrics::new();
     let ctx = Context {
         client,
-        sampler: sampler.clone(),
+        sampler: feed.sampler.clone(),
         actuator: Arc::new(actuator),
         audit: Arc::new(FileAudit::new(&audit_dir)?),
         notifier: Arc::new(LogNotifier),
@@ -215,7 +236,7 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
             Load::healthy(total_rps * (1.0 - cw)).with_errors(0.002),
         );
         workload.set(&policy.service, Track::Canary, canary_load);
-        sampler.record();
+        feed.record();
 
         let cycle_started = std::time::Instant::now();
         let outcomes = daemon.cycle().await;
@@ -248,7 +269,7 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
             say("deadline reached without a rollback".into());
             break;
         }
-        tokio::time::sleep(interval.div_f64(opts.speed.max(0.01))).await;
+        tokio::time::sleep(interval.div_f64(feed.speed.max(0.01))).await;
         start.advance(interval);
     }
     let timeline = FileAudit::read_trail(&audit_dir.join("audit.jsonl")).unwrap_or_default();
@@ -260,7 +281,9 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
         false_rollback,
         timeline,
         audit_dir: audit_dir.clone(),
+        real_prometheus: feed.is_real(),
     };
+    drop(feed); // stops Prometheus now rather than after the copy below
     sim.shutdown().await;
     if opts.audit_dir.is_none() {
         // Keep the audit trail and incident report for the user to read.
