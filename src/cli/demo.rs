@@ -1,7 +1,8 @@
 //! `backout demo`: the embedded default: a simulated cluster and workload, a bad canary caught and
 //! rolled back. Exits 0 only when the rollback happened as expected, so it doubles as a smoke test.
 
-use backout::demo::{self, DemoOptions, PrometheusMode};
+use backout::decision::Health;
+use backout::demo::{self, DemoOptions, PrometheusMode, Update};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,56 @@ impl From<Prom> for PrometheusMode {
             Prom::On => PrometheusMode::On,
             Prom::Off => PrometheusMode::Off,
         }
+    }
+}
+
+/// Prints the demo's progress. On a terminal each poll's block replaces the previous one (cursor
+/// up, clear to the end of the screen), so the values, levels and alert timers read like a
+/// dashboard; elsewhere (logs, CI, pipes) one line per poll, which keeps the history.
+struct Printer {
+    tty: bool,
+    /// The block currently on screen (terminal only).
+    block: Vec<String>,
+}
+
+impl Printer {
+    fn update(&mut self, u: Update) {
+        if !self.tty {
+            println!("{}", u.into_line());
+            return;
+        }
+        self.erase();
+        match u {
+            Update::Poll(p) => {
+                // Head line (verdict), column titles, one row per metric.
+                let health = [p.verdict, None]
+                    .into_iter()
+                    .chain(p.metrics.iter().map(|m| Some(m.health)));
+                self.block = p.block().iter().zip(health).map(paint).collect();
+            }
+            Update::Line(l) => {
+                let h = l.contains("CRITICAL").then_some(Health::Critical);
+                println!("{}", paint((&l, h)));
+            }
+        }
+        for l in &self.block {
+            println!("{l}");
+        }
+    }
+
+    fn erase(&self) {
+        if !self.block.is_empty() {
+            print!("\x1b[{}A\x1b[J", self.block.len());
+        }
+    }
+}
+
+/// Red for critical, yellow for warning (terminal only).
+fn paint((line, health): (&String, Option<Health>)) -> String {
+    match health {
+        Some(Health::Critical) => format!("\x1b[31m{line}\x1b[0m"),
+        Some(Health::Warning) => format!("\x1b[33m{line}\x1b[0m"),
+        _ => line.clone(),
     }
 }
 
@@ -83,16 +134,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         prometheus: args.prometheus.into(),
         ..Default::default()
     };
-    let mut say = |line: String| {
-        let line = if tty && line.contains("CRITICAL") {
-            format!("{red}{line}{reset}")
-        } else {
-            line
-        };
-        println!("{line}");
+    let mut printer = Printer {
+        tty,
+        block: Vec::new(),
     };
+    let mut report = |u: Update| printer.update(u);
     let result = tokio::select! {
-        r = demo::run(opts, &mut say) => r?,
+        r = demo::run_with(opts, &mut report) => r?,
         _ = interrupted() => {
             println!("\ninterrupted");
             return Ok(ExitCode::from(130));

@@ -5,16 +5,16 @@
 
 mod direct;
 mod feed;
+mod view;
 
 pub use direct::DirectSampler;
 pub use feed::{PrometheusMode, MAX_REAL_SPEED, SCRAPE_INTERVAL};
+pub use view::{MetricRow, Poll, Update};
 
 use crate::actuator::{Actuator, ActuatorConfig};
 use crate::audit::{AuditRecord, FileAudit};
 use crate::clock::{Clock, ManualClock};
 use crate::daemon::{Context, Daemon};
-use crate::decision::Health;
-use crate::lifecycle::Release;
 use crate::notify::LogNotifier;
 use crate::policy::Policy;
 use crate::sample::Track;
@@ -145,6 +145,14 @@ pub fn replicas(sim: &SimHandle, ns: &str, name: &str) -> Option<i64> {
 
 /// Runs the scenario, printing progress with `say`.
 pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoResult, DemoError> {
+    run_with(opts, &mut |u: Update| say(u.into_line())).await
+}
+
+/// Runs the scenario, reporting structured progress (a terminal can redraw each poll in place).
+pub async fn run_with(
+    opts: DemoOptions,
+    report: &mut dyn FnMut(Update),
+) -> Result<DemoResult, DemoError> {
     let tmp = tempfile::tempdir()?;
     let mut policy = load_policy(tmp.path())?;
     let start = ManualClock::new(crate::clock::SystemClock.now_millis());
@@ -166,13 +174,13 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
     )
     .await?;
     sim.seed_policy(&policy)?;
-    say(format!(
+    report(Update::Line(format!(
         "simulated cluster: Kubernetes API simulator on {} (kubectl works against it)",
         sim.url()
-    ));
-    say(feed.description.clone());
+    )));
+    report(Update::Line(feed.description.clone()));
     for note in &feed.notes {
-        say(note.clone());
+        report(Update::Line(note.clone()));
     }
     let total_rps = 200.0;
     let client = sim.kube_client()?;
@@ -207,10 +215,10 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
     let mut bad = false;
     let mut rolled_back_at = None;
     let mut false_rollback = false;
-    say(format!(
+    report(Update::Line(format!(
         "policy {}/{}: error_rate warn > 1% crit > 5%, p99 warn > 0.5 s crit > 1 s, for 6 s; poll every {}",
         policy.namespace, policy.service, humantime::format_duration(interval)
-    ));
+    )));
     loop {
         let now = start.now_millis();
         // Traffic follows the VirtualService the actuator edits: after the rollback the canary
@@ -218,10 +226,10 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
         let cw = canary_weight(&sim, &policy).unwrap_or(0) as f64 / 100.0;
         if !bad && now >= bad_at {
             bad = true;
-            say(format!(
+            report(Update::Line(format!(
                 "t=+{:>3}s  >>> the canary turns bad: 20% errors, p99 1.5 s",
                 (now - t0) / 1000
-            ));
+            )));
         }
         let canary_load = if bad {
             Load::healthy(total_rps * cw)
@@ -242,14 +250,13 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
         let outcomes = daemon.cycle().await;
         let cycle_ms = cycle_started.elapsed().as_millis();
         for o in &outcomes {
-            let line = progress_line(o, now - t0, cw);
-            say(line);
+            report(Update::Poll(Poll::new(o, &policy, now - t0, cw)));
             if let Some(r) = &o.rollback {
                 if !bad {
                     false_rollback = true;
                 }
                 rolled_back_at.get_or_insert(now);
-                say(format!(
+                report(Update::Line(format!(
                     "          rollback {:?} (cycle incl. actions took {cycle_ms} ms wall time): {}",
                     r.outcome,
                     r.steps
@@ -257,7 +264,7 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
                         .map(|s| format!("{} {:?}", s.step, s.outcome))
                         .collect::<Vec<_>>()
                         .join(", ")
-                ));
+                )));
             }
         }
         if let Some(at) = rolled_back_at {
@@ -266,7 +273,7 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
             }
         }
         if now >= give_up {
-            say("deadline reached without a rollback".into());
+            report(Update::Line("deadline reached without a rollback".into()));
             break;
         }
         tokio::time::sleep(interval.div_f64(feed.speed.max(0.01))).await;
@@ -309,39 +316,4 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()>
         }
     }
     Ok(())
-}
-
-fn progress_line(o: &crate::daemon::CycleOutcome, elapsed_ms: i64, canary_share: f64) -> String {
-    let stage = match &o.release {
-        Release::Idle => "idle".to_string(),
-        Release::Canary { .. } => "canary".to_string(),
-        Release::Bake { .. } => "bake".to_string(),
-        Release::RolledBack { .. } => "rolled-back".to_string(),
-    };
-    let mut s = format!(
-        "t=+{:>3}s  {:<11} canary traffic {:>3.0}%",
-        elapsed_ms / 1000,
-        stage,
-        canary_share * 100.0
-    );
-    if let Some(v) = &o.verdict {
-        for m in &v.metrics {
-            let val = match &m.reading {
-                crate::decision::Reading::Value { value, .. } => format!("{value:.3}"),
-                crate::decision::Reading::LowTraffic { .. } => "low-traffic".into(),
-                _ => "-".into(),
-            };
-            s.push_str(&format!("  {}={} [{:?}]", m.metric, val, m.health));
-        }
-        s.push_str(&format!(
-            "  => {}",
-            match v.health {
-                Health::Critical => "CRITICAL",
-                Health::Warning => "warning",
-                Health::Inconclusive => "inconclusive",
-                Health::Healthy | Health::Ignored => "healthy",
-            }
-        ));
-    }
-    s
 }
