@@ -78,6 +78,7 @@ pub(super) async fn choose(
     workload: &Workload,
     policy: &mut Policy,
     speed: f64,
+    say: &mut dyn FnMut(String),
 ) -> Result<Feed, DemoError> {
     let why_direct = match (mode, promserver::find_binary("prometheus")) {
         (PrometheusMode::Off, _) => "--prometheus off".to_string(),
@@ -89,7 +90,7 @@ pub(super) async fn choose(
             ))
         }
         (PrometheusMode::Auto, None) => "prometheus not on PATH".to_string(),
-        (_, Some(binary)) => match real(binary, workload, policy, speed).await {
+        (_, Some(binary)) => match real(binary, workload, policy, speed, say).await {
             Ok(feed) => return Ok(feed),
             Err(err) if mode == PrometheusMode::On => return Err(err),
             Err(err) => format!("prometheus on PATH did not start: {}", one_line(&err)),
@@ -128,6 +129,7 @@ async fn real(
     workload: &Workload,
     policy: &mut Policy,
     speed: f64,
+    say: &mut dyn FnMut(String),
 ) -> Result<Feed, DemoError> {
     let (addr, task) = exporter::spawn(workload.clone(), ([127, 0, 0, 1], 0).into())
         .await
@@ -140,6 +142,11 @@ async fn real(
         .ready_timeout(Duration::from_secs(20))
         .start()
         .await?;
+    // Otherwise the first polls find no data; say so, as the wait is noticeable.
+    say(format!(
+        "metrics: Prometheus started on {}; waiting for its first scrapes (~5 s)",
+        prometheus.url.trim_start_matches("http://")
+    ));
     prometheus
         .wait_for_scrapes(2, Duration::from_secs(20))
         .await?;
@@ -228,7 +235,9 @@ mod tests {
         let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::ManualClock::new(0));
         let w = Workload::new(clock);
         let mut p = policy();
-        let feed = choose(PrometheusMode::Off, &w, &mut p, 20.0).await.unwrap();
+        let feed = choose(PrometheusMode::Off, &w, &mut p, 20.0, &mut |_| {})
+            .await
+            .unwrap();
         assert!(!feed.is_real());
         assert_eq!(feed.speed, 20.0);
         assert!(

@@ -159,7 +159,14 @@ pub async fn run_with(
     let clock: Arc<dyn Clock> = Arc::new(start.clone());
     let workload = Workload::new(clock.clone());
     // Before the simulator: in real mode this rewrites the policy's windows the daemon uses.
-    let feed = feed::choose(opts.prometheus, &workload, &mut policy, opts.speed).await?;
+    let feed = feed::choose(
+        opts.prometheus,
+        &workload,
+        &mut policy,
+        opts.speed,
+        &mut |l| report(Update::Line(l)),
+    )
+    .await?;
     let audit_dir = opts
         .audit_dir
         .clone()
