@@ -6,15 +6,13 @@
 //! `cargo bench --bench detection` (RUNS=N to change the number of runs, default 10). Under
 //! `cargo test` it only checks that it builds.
 
-#[path = "../tests/support/prometheus.rs"]
-mod prometheus;
-
 use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::FileAudit;
 use backout::clock::SystemClock;
 use backout::daemon::{Context, Daemon, PrometheusSampler};
 use backout::notify::LogNotifier;
 use backout::policy::load_path;
+use backout::promserver::PromServer;
 use backout::sample::Track;
 use backout::sim::Simulator;
 use backout::source::config::PrometheusConfig;
@@ -22,7 +20,6 @@ use backout::source::exporter;
 use backout::source::prometheus::PrometheusSource;
 use backout::source::workload::{Load, Workload};
 use backout::telemetry::{Health, Metrics};
-use prometheus::Prometheus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +50,7 @@ async fn one_run(seed: u64) -> f64 {
     let (exp, _) = exporter::spawn(workload.clone(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let prom = Prometheus::scraping(&[exp]).await;
+    let prom = PromServer::scraping(&[exp]).await.unwrap();
     let client = sim.kube_client().unwrap();
     let clock = Arc::new(SystemClock);
     let ctx = Context {

@@ -13,6 +13,7 @@ pub mod diagnostic;
 pub mod lifecycle;
 pub mod notify;
 pub mod policy;
+pub mod promserver;
 pub mod quality;
 pub mod sample;
 pub mod settings;

@@ -301,3 +301,123 @@ fn without_nulls(v: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+/// A tracing layer that records every span's name, parent and fields (including fields recorded
+/// after creation), so tests can assert what an OTLP exporter would receive.
+mod spans {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::Subscriber;
+    use tracing_subscriber::layer::Context;
+    use tracing_subscriber::registry::LookupSpan;
+    use tracing_subscriber::Layer;
+
+    #[derive(Debug, Clone)]
+    pub struct Recorded {
+        pub name: &'static str,
+        pub parent: Option<&'static str>,
+        pub fields: BTreeMap<String, String>,
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Recorder(pub Arc<Mutex<Vec<(Id, Recorded)>>>);
+
+    struct Fields<'a>(&'a mut BTreeMap<String, String>);
+    impl Visit for Fields<'_> {
+        fn record_str(&mut self, f: &Field, v: &str) {
+            self.0.insert(f.name().into(), v.into());
+        }
+        fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+            self.0.insert(f.name().into(), format!("{v:?}"));
+        }
+    }
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            let mut fields = BTreeMap::new();
+            attrs.record(&mut Fields(&mut fields));
+            let parent = ctx
+                .span(id)
+                .and_then(|s| s.parent())
+                .map(|p| p.metadata().name());
+            let rec = Recorded {
+                name: attrs.metadata().name(),
+                parent,
+                fields,
+            };
+            self.0.lock().unwrap().push((id.clone(), rec));
+        }
+
+        fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
+            let mut all = self.0.lock().unwrap();
+            if let Some((_, rec)) = all.iter_mut().rev().find(|(i, _)| i == id) {
+                values.record(&mut Fields(&mut rec.fields));
+            }
+        }
+    }
+
+    impl Recorder {
+        pub fn spans(&self) -> Vec<Recorded> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, r)| r.clone())
+                .collect()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_executed_step_gets_a_span_under_the_rollback_span() {
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let sim = start().await;
+    let recorder = spans::Recorder::default();
+    let subscriber = tracing_subscriber::registry().with(recorder.clone());
+    // Only this future's spans go to the recorder, whichever worker thread polls it.
+    let report = actuator(&sim)
+        .rollback(&Policy::test(), request())
+        .with_subscriber(subscriber)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed, "{report:#?}");
+
+    let spans = recorder.spans();
+    let rollback: Vec<_> = spans.iter().filter(|s| s.name == "rollback").collect();
+    assert_eq!(rollback.len(), 1, "{spans:#?}");
+    assert_eq!(rollback[0].fields["outcome"], "completed");
+    assert_eq!(rollback[0].fields["rollback_id"], report.rollback_id);
+    let steps: Vec<_> = spans.iter().filter(|s| s.name == "action_step").collect();
+    let names: Vec<&str> = steps.iter().map(|s| s.fields["step"].as_str()).collect();
+    let executed: Vec<&str> = report.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(names, executed, "one span per executed step, in order");
+    // The stable is not mid-rollout here, so the plan has no pause/resume.
+    assert_eq!(
+        names,
+        [
+            "pre_scale_stable",
+            "route_all_to_stable",
+            "neutralise_canary_hpa.web-canary",
+            "scale_canary_to_zero",
+            "undo_stable",
+            "verify"
+        ]
+    );
+    for (span, step) in steps.iter().zip(&report.steps) {
+        assert_eq!(span.parent, Some("rollback"), "{span:?}");
+        assert_eq!(span.fields["outcome"], step.outcome.as_str(), "{span:?}");
+        assert_eq!(span.fields["attempts"], step.attempts.to_string());
+        assert_eq!(span.fields["service"], "web");
+        assert_eq!(span.fields["namespace"], "default");
+        assert_eq!(span.fields["dry_run"], "false");
+    }
+    assert!(
+        steps.iter().any(|s| s.fields["outcome"] == "changed"),
+        "{steps:#?}"
+    );
+    sim.shutdown().await;
+}

@@ -63,7 +63,7 @@ async fn world() -> World {
     let (exp, _) = exporter::spawn(workload.clone(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let prom = Prometheus::scraping(&[exp]).await;
+    let prom = Prometheus::scraping(&[exp]).await.unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
     std::fs::write(
         dir.path().join("backout.toml"),

@@ -26,7 +26,7 @@ async fn live() -> (Workload, Prometheus, PrometheusSource) {
     let workload = Workload::new(Arc::new(SystemClock));
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let (bound, _task) = exporter::spawn(workload.clone(), addr).await.unwrap();
-    let prom = Prometheus::scraping(&[bound]).await;
+    let prom = Prometheus::scraping(&[bound]).await.unwrap();
     let source = PrometheusSource::new(&PrometheusConfig::for_url(&prom.url)).unwrap();
     (workload, prom, source)
 }
@@ -206,7 +206,8 @@ async fn backfilled_history_is_returned_by_range_queries() {
     let prom = Prometheus::builder()
         .backfill(exporter::render_openmetrics(&snapshots))
         .start()
-        .await;
+        .await
+        .unwrap();
     let source = PrometheusSource::new(&PrometheusConfig::for_url(&prom.url)).unwrap();
     let q = r#"sum by (service, track) (rate(http_requests_total{code="500"}[1m])) / sum by (service, track) (rate(http_requests_total[1m]))"#;
     let range = Range {
@@ -256,7 +257,8 @@ async fn https_with_a_private_ca_and_basic_auth_from_a_password_file() {
         .tls(&fixtures)
         .basic_auth("backout", "s3cret", S3CRET_HASH)
         .start()
-        .await;
+        .await
+        .unwrap();
     assert!(prom.url.starts_with("https://"));
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("password");
@@ -309,7 +311,7 @@ impl RoundedNow for SystemClock {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_added_after_start_are_scraped_after_reload() {
-    let prom = Prometheus::builder().start().await;
+    let prom = Prometheus::builder().start().await.unwrap();
     let source = PrometheusSource::new(&PrometheusConfig::for_url(&prom.url)).unwrap();
     let workload = Workload::new(Arc::new(SystemClock));
     workload.set("late", Track::Canary, Load::healthy(5.0));
@@ -318,7 +320,7 @@ async fn targets_added_after_start_are_scraped_after_reload() {
         .unwrap();
     let q = r#"http_requests_total{service="late",code="200"}"#;
     assert!(source.instant(q, None).await.unwrap().is_empty());
-    prom.set_targets(&[bound]).await;
+    prom.set_targets(&[bound]).await.unwrap();
     eventually(WAIT, "the late exporter's series", || async {
         let s = source.instant(q, None).await.unwrap();
         if s.len() == 1 {

@@ -1,12 +1,13 @@
 //! The executor's mechanics: retried API calls, the claim on a rollback, progress records, and
-//! one step's observe-check-write loop.
+//! one step's observe-check-write loop wrapped in its progress records, Event and span.
 
 use super::cluster::Cluster;
 use super::objects::Observed;
-use super::progress::{self, Progress};
-use super::report::{StepOutcome, StepReport};
+use super::progress::{self, Progress, RunState};
+use super::report::{RollbackReport, StepOutcome, StepReport};
 use super::retry::{self, Failure};
-use super::{backup, steps, ActionPlan, Actuator, ActuatorError, Step};
+use super::{backup, steps, trace, ActionPlan, Actuator, ActuatorError, Step};
+use kube::runtime::events::EventType;
 use std::future::Future;
 
 impl Actuator {
@@ -260,6 +261,65 @@ impl Actuator {
                         break; // re-observe: the write may have landed, or the object moved
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Actuator {
+    /// One step of a live rollback: its progress records around [`Actuator::run_step`] and its
+    /// Event. Runs inside the step's span (see [`trace`]) and records the outcome there.
+    pub(super) async fn execute_step(
+        &self,
+        c: &Cluster,
+        plan: &ActionPlan,
+        step: &Step,
+        backup_name: &str,
+        progress: &mut Progress,
+        report: &mut RollbackReport,
+    ) -> Result<(), ActuatorError> {
+        if progress.is_done(step) {
+            let done = StepReport {
+                step: step.key(),
+                outcome: StepOutcome::DoneEarlier,
+                detail: "recorded as done by an earlier run".into(),
+                writes: Vec::new(),
+                diffs: Vec::new(),
+                attempts: 0,
+                started_at: self.clock.now_millis(),
+                elapsed_ms: 0,
+            };
+            trace::record_step(&done);
+            report.steps.push(done);
+            return Ok(());
+        }
+        let next = progress.started(step);
+        self.advance(c, backup_name, progress, &next)
+            .await
+            .inspect_err(|e| trace::record_failure(e))?;
+        *progress = next;
+        match self.run_step(c, plan, step, backup_name).await {
+            Ok(step_report) => {
+                trace::record_step(&step_report);
+                self.event(report, plan, step, EventType::Normal, &step_report.detail)
+                    .await;
+                report.steps.push(step_report);
+                let next = progress.completed(step);
+                self.advance(c, backup_name, progress, &next)
+                    .await
+                    .inspect_err(|e| trace::record_failure(e))?;
+                *progress = next;
+                Ok(())
+            }
+            Err(err) => {
+                trace::record_failure(&err);
+                let detail = err.to_string();
+                self.event(report, plan, step, EventType::Warning, &detail)
+                    .await;
+                let failed = progress.finished(RunState::Failed);
+                // Best effort: the error below is what matters to the caller.
+                let _ = self.advance(c, backup_name, progress, &failed).await;
+                Err(err)
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod retry;
 pub mod routes;
 mod simulate;
 pub mod steps;
+mod trace;
 pub mod undo;
 
 pub use cluster::virtual_service_resource;
@@ -27,11 +28,12 @@ pub use retry::RetryPolicy;
 use crate::clock::Clock;
 use crate::policy::Policy;
 use cluster::Cluster;
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use progress::{Progress, RunState};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActuatorError {
@@ -120,8 +122,23 @@ impl Actuator {
         }
     }
 
-    /// Roll the service back (or, with `dry_run`, report what a rollback would change).
+    /// Roll the service back (or, with `dry_run`, report what a rollback would change), inside a
+    /// `rollback` span with one `action_step` span per step (see [`trace`]).
     pub async fn rollback(
+        &self,
+        policy: &Policy,
+        request: RollbackRequest,
+    ) -> Result<RollbackReport, ActuatorError> {
+        let span = trace::rollback_span(&policy.service, &policy.namespace, request.dry_run);
+        let result = self
+            .run_rollback(policy, request)
+            .instrument(span.clone())
+            .await;
+        trace::record_rollback(&span, &result);
+        result
+    }
+
+    async fn run_rollback(
         &self,
         policy: &Policy,
         request: RollbackRequest,
@@ -197,47 +214,10 @@ impl Actuator {
 
         let mut progress = progress;
         for step in &plan.steps {
-            if progress.is_done(step) {
-                report.steps.push(StepReport {
-                    step: step.key(),
-                    outcome: StepOutcome::DoneEarlier,
-                    detail: "recorded as done by an earlier run".into(),
-                    writes: Vec::new(),
-                    diffs: Vec::new(),
-                    attempts: 0,
-                    started_at: self.clock.now_millis(),
-                    elapsed_ms: 0,
-                });
-                continue;
-            }
-            let next = progress.started(step);
-            self.advance(&c, &backup_name, &progress, &next).await?;
-            progress = next;
-            match self.run_step(&c, &plan, step, &backup_name).await {
-                Ok(step_report) => {
-                    self.event(
-                        &mut report,
-                        &plan,
-                        step,
-                        EventType::Normal,
-                        &step_report.detail,
-                    )
-                    .await;
-                    report.steps.push(step_report);
-                    let next = progress.completed(step);
-                    self.advance(&c, &backup_name, &progress, &next).await?;
-                    progress = next;
-                }
-                Err(err) => {
-                    let detail = err.to_string();
-                    self.event(&mut report, &plan, step, EventType::Warning, &detail)
-                        .await;
-                    let failed = progress.finished(RunState::Failed);
-                    // Best effort: the error below is what matters to the caller.
-                    let _ = self.advance(&c, &backup_name, &progress, &failed).await;
-                    return Err(err);
-                }
-            }
+            let span = trace::step_span(&plan, step, false);
+            self.execute_step(&c, &plan, step, &backup_name, &mut progress, &mut report)
+                .instrument(span)
+                .await?;
         }
         let done = progress.finished(RunState::Completed);
         self.advance(&c, &backup_name, &progress, &done).await?;

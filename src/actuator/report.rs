@@ -30,6 +30,30 @@ pub enum StepOutcome {
     Failed,
 }
 
+impl StepOutcome {
+    /// The snake_case name, as in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepOutcome::Changed => "changed",
+            StepOutcome::AlreadySatisfied => "already_satisfied",
+            StepOutcome::DoneEarlier => "done_earlier",
+            StepOutcome::WouldChange => "would_change",
+            StepOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl Outcome {
+    /// The snake_case name, as in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::AlreadyCompleted => "already_completed",
+            Outcome::DryRun => "dry_run",
+        }
+    }
+}
+
 /// What one object would look like after a write, as a JSON patch from its current state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectDiff {

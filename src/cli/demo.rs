@@ -1,7 +1,8 @@
 //! `backout demo`: the embedded default: a simulated cluster and workload, a bad canary caught and
 //! rolled back. Exits 0 only when the rollback happened as expected, so it doubles as a smoke test.
 
-use backout::demo::{self, DemoOptions};
+use backout::decision::Health;
+use backout::demo::{self, DemoOptions, PrometheusMode, Update};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,104 @@ pub struct Args {
     /// Keep the audit trail and incident report here (default: a fresh temp directory).
     #[arg(long)]
     audit_dir: Option<PathBuf>,
+    /// Metrics through a real Prometheus (started on a loopback port, scraping every second):
+    /// `auto` when `prometheus` is on PATH, `on` to require it, `off` for the direct feed.
+    #[arg(long, value_enum, default_value_t = Prom::Auto)]
+    prometheus: Prom,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Prom {
+    Auto,
+    On,
+    Off,
+}
+
+impl From<Prom> for PrometheusMode {
+    fn from(p: Prom) -> Self {
+        match p {
+            Prom::Auto => PrometheusMode::Auto,
+            Prom::On => PrometheusMode::On,
+            Prom::Off => PrometheusMode::Off,
+        }
+    }
+}
+
+/// Prints the demo's progress. On a terminal each poll's block replaces the previous one (cursor
+/// up, clear to the end of the screen), so the values, levels and alert timers read like a
+/// dashboard; elsewhere (logs, CI, pipes) one line per poll, which keeps the history.
+struct Printer {
+    tty: bool,
+    /// The block currently on screen (terminal only).
+    block: Vec<String>,
+}
+
+impl Printer {
+    fn update(&mut self, u: Update) {
+        if !self.tty {
+            println!("{}", u.into_line());
+            return;
+        }
+        self.erase();
+        match u {
+            Update::Poll(p) => {
+                // Head line (verdict), column titles, one row per metric.
+                let health = [p.verdict, None]
+                    .into_iter()
+                    .chain(p.metrics.iter().map(|m| Some(m.health)));
+                self.block = p.block().iter().zip(health).map(paint).collect();
+            }
+            Update::Line(l) => {
+                let h = l.contains("CRITICAL").then_some(Health::Critical);
+                println!("{}", paint((&l, h)));
+            }
+        }
+        for l in &self.block {
+            println!("{l}");
+        }
+    }
+
+    fn erase(&self) {
+        if !self.block.is_empty() {
+            print!("\x1b[{}A\x1b[J", self.block.len());
+        }
+    }
+}
+
+/// Red for critical, yellow for warning (terminal only).
+fn paint((line, health): (&String, Option<Health>)) -> String {
+    match health {
+        Some(Health::Critical) => format!("\x1b[31m{line}\x1b[0m"),
+        Some(Health::Warning) => format!("\x1b[33m{line}\x1b[0m"),
+        _ => line.clone(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM. The demo's future is dropped then, which kills the Prometheus
+/// it started (its guard's Drop) instead of leaving it running after we exit.
+async fn interrupted() {
+    // A handler that cannot be installed must not look like a signal: wait forever instead.
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -32,17 +131,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         speed: args.speed,
         healthy_for: Duration::from_secs(args.healthy_secs),
         audit_dir: args.audit_dir,
+        prometheus: args.prometheus.into(),
         ..Default::default()
     };
-    let mut say = |line: String| {
-        let line = if tty && line.contains("CRITICAL") {
-            format!("{red}{line}{reset}")
-        } else {
-            line
-        };
-        println!("{line}");
+    let mut printer = Printer {
+        tty,
+        block: Vec::new(),
     };
-    let result = demo::run(opts, &mut say).await?;
+    let mut report = |u: Update| printer.update(u);
+    let result = tokio::select! {
+        r = demo::run_with(opts, &mut report) => r?,
+        _ = interrupted() => {
+            println!("\ninterrupted");
+            return Ok(ExitCode::from(130));
+        }
+    };
     println!(
         "\n{bold}Decision timeline{reset} (audit trail {}):",
         result.audit_dir.join("audit.jsonl").display()

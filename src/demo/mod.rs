@@ -4,15 +4,17 @@
 //! happened as expected.
 
 mod direct;
+mod feed;
+mod view;
 
 pub use direct::DirectSampler;
+pub use feed::{PrometheusMode, MAX_REAL_SPEED, SCRAPE_INTERVAL};
+pub use view::{MetricRow, Poll, Update};
 
 use crate::actuator::{Actuator, ActuatorConfig};
 use crate::audit::{AuditRecord, FileAudit};
 use crate::clock::{Clock, ManualClock};
 use crate::daemon::{Context, Daemon};
-use crate::decision::Health;
-use crate::lifecycle::Release;
 use crate::notify::LogNotifier;
 use crate::policy::Policy;
 use crate::sample::Track;
@@ -36,6 +38,26 @@ pub enum DemoError {
     Audit(#[from] crate::audit::AuditError),
     #[error("cannot prepare a temporary directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot serve the workload's metrics for Prometheus: {0}")]
+    Exporter(std::io::Error),
+    // Not `#[from]`: that would also make it the `source`, and `anyhow`'s `{:#}` would print the
+    // message twice.
+    #[error("real Prometheus: {0}")]
+    Prometheus(crate::promserver::PromServerError),
+    #[error("Prometheus client: {0}")]
+    Source(crate::source::SourceError),
+}
+
+impl From<crate::promserver::PromServerError> for DemoError {
+    fn from(e: crate::promserver::PromServerError) -> Self {
+        DemoError::Prometheus(e)
+    }
+}
+
+impl From<crate::source::SourceError> for DemoError {
+    fn from(e: crate::source::SourceError) -> Self {
+        DemoError::Source(e)
+    }
 }
 
 pub struct DemoOptions {
@@ -46,6 +68,8 @@ pub struct DemoOptions {
     /// Give up (and fail) if no rollback happened this long after the canary turned bad.
     pub deadline: Duration,
     pub audit_dir: Option<PathBuf>,
+    /// Real Prometheus between the workload and the engine, or the direct feed.
+    pub prometheus: PrometheusMode,
 }
 
 impl Default for DemoOptions {
@@ -55,6 +79,7 @@ impl Default for DemoOptions {
             healthy_for: Duration::from_secs(20),
             deadline: Duration::from_secs(60),
             audit_dir: None,
+            prometheus: PrometheusMode::Auto,
         }
     }
 }
@@ -69,6 +94,8 @@ pub struct DemoResult {
     pub false_rollback: bool,
     pub timeline: Vec<AuditRecord>,
     pub audit_dir: PathBuf,
+    /// Whether the metrics went through a real Prometheus (see [`PrometheusMode`]).
+    pub real_prometheus: bool,
 }
 
 impl DemoResult {
@@ -118,8 +145,28 @@ pub fn replicas(sim: &SimHandle, ns: &str, name: &str) -> Option<i64> {
 
 /// Runs the scenario, printing progress with `say`.
 pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoResult, DemoError> {
+    run_with(opts, &mut |u: Update| say(u.into_line())).await
+}
+
+/// Runs the scenario, reporting structured progress (a terminal can redraw each poll in place).
+pub async fn run_with(
+    opts: DemoOptions,
+    report: &mut dyn FnMut(Update),
+) -> Result<DemoResult, DemoError> {
     let tmp = tempfile::tempdir()?;
-    let policy = load_policy(tmp.path())?;
+    let mut policy = load_policy(tmp.path())?;
+    let start = ManualClock::new(crate::clock::SystemClock.now_millis());
+    let clock: Arc<dyn Clock> = Arc::new(start.clone());
+    let workload = Workload::new(clock.clone());
+    // Before the simulator: in real mode this rewrites the policy's windows the daemon uses.
+    let feed = feed::choose(
+        opts.prometheus,
+        &workload,
+        &mut policy,
+        opts.speed,
+        &mut |l| report(Update::Line(l)),
+    )
+    .await?;
     let audit_dir = opts
         .audit_dir
         .clone()
@@ -134,26 +181,15 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
     )
     .await?;
     sim.seed_policy(&policy)?;
-    say(format!(
+    report(Update::Line(format!(
         "simulated cluster: Kubernetes API simulator on {} (kubectl works against it)",
         sim.url()
-    ));
-    say(
-        "metrics source: simulated workload read directly (no Prometheus in the loop for the demo)"
-            .into(),
-    );
-
-    let start = ManualClock::new(crate::clock::SystemClock.now_millis());
-    let clock: Arc<dyn Clock> = Arc::new(start.clone());
-    let workload = Workload::new(clock.clone());
+    )));
+    report(Update::Line(feed.description.clone()));
+    for note in &feed.notes {
+        report(Update::Line(note.clone()));
+    }
     let total_rps = 200.0;
-    let window = policy
-        .metrics
-        .iter()
-        .filter_map(|m| m.window)
-        .max()
-        .unwrap_or(Duration::from_secs(10));
-    let sampler = Arc::new(DirectSampler::new(workload.clone(), window));
     let client = sim.kube_client()?;
     let config = ActuatorConfig {
         verify_timeout: Duration::from_secs(30),
@@ -169,7 +205,7 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
     let metrics = Metrics::new();
     let ctx = Context {
         client,
-        sampler: sampler.clone(),
+        sampler: feed.sampler.clone(),
         actuator: Arc::new(actuator),
         audit: Arc::new(FileAudit::new(&audit_dir)?),
         notifier: Arc::new(LogNotifier),
@@ -186,10 +222,10 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
     let mut bad = false;
     let mut rolled_back_at = None;
     let mut false_rollback = false;
-    say(format!(
+    report(Update::Line(format!(
         "policy {}/{}: error_rate warn > 1% crit > 5%, p99 warn > 0.5 s crit > 1 s, for 6 s; poll every {}",
         policy.namespace, policy.service, humantime::format_duration(interval)
-    ));
+    )));
     loop {
         let now = start.now_millis();
         // Traffic follows the VirtualService the actuator edits: after the rollback the canary
@@ -197,10 +233,10 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
         let cw = canary_weight(&sim, &policy).unwrap_or(0) as f64 / 100.0;
         if !bad && now >= bad_at {
             bad = true;
-            say(format!(
+            report(Update::Line(format!(
                 "t=+{:>3}s  >>> the canary turns bad: 20% errors, p99 1.5 s",
                 (now - t0) / 1000
-            ));
+            )));
         }
         let canary_load = if bad {
             Load::healthy(total_rps * cw)
@@ -215,20 +251,19 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
             Load::healthy(total_rps * (1.0 - cw)).with_errors(0.002),
         );
         workload.set(&policy.service, Track::Canary, canary_load);
-        sampler.record();
+        feed.record();
 
         let cycle_started = std::time::Instant::now();
         let outcomes = daemon.cycle().await;
         let cycle_ms = cycle_started.elapsed().as_millis();
         for o in &outcomes {
-            let line = progress_line(o, now - t0, cw);
-            say(line);
+            report(Update::Poll(Poll::new(o, &policy, now - t0, cw)));
             if let Some(r) = &o.rollback {
                 if !bad {
                     false_rollback = true;
                 }
                 rolled_back_at.get_or_insert(now);
-                say(format!(
+                report(Update::Line(format!(
                     "          rollback {:?} (cycle incl. actions took {cycle_ms} ms wall time): {}",
                     r.outcome,
                     r.steps
@@ -236,7 +271,7 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
                         .map(|s| format!("{} {:?}", s.step, s.outcome))
                         .collect::<Vec<_>>()
                         .join(", ")
-                ));
+                )));
             }
         }
         if let Some(at) = rolled_back_at {
@@ -245,10 +280,10 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
             }
         }
         if now >= give_up {
-            say("deadline reached without a rollback".into());
+            report(Update::Line("deadline reached without a rollback".into()));
             break;
         }
-        tokio::time::sleep(interval.div_f64(opts.speed.max(0.01))).await;
+        tokio::time::sleep(interval.div_f64(feed.speed.max(0.01))).await;
         start.advance(interval);
     }
     let timeline = FileAudit::read_trail(&audit_dir.join("audit.jsonl")).unwrap_or_default();
@@ -260,7 +295,9 @@ pub async fn run(opts: DemoOptions, say: &mut dyn FnMut(String)) -> Result<DemoR
         false_rollback,
         timeline,
         audit_dir: audit_dir.clone(),
+        real_prometheus: feed.is_real(),
     };
+    drop(feed); // stops Prometheus now rather than after the copy below
     sim.shutdown().await;
     if opts.audit_dir.is_none() {
         // Keep the audit trail and incident report for the user to read.
@@ -286,39 +323,4 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()>
         }
     }
     Ok(())
-}
-
-fn progress_line(o: &crate::daemon::CycleOutcome, elapsed_ms: i64, canary_share: f64) -> String {
-    let stage = match &o.release {
-        Release::Idle => "idle".to_string(),
-        Release::Canary { .. } => "canary".to_string(),
-        Release::Bake { .. } => "bake".to_string(),
-        Release::RolledBack { .. } => "rolled-back".to_string(),
-    };
-    let mut s = format!(
-        "t=+{:>3}s  {:<11} canary traffic {:>3.0}%",
-        elapsed_ms / 1000,
-        stage,
-        canary_share * 100.0
-    );
-    if let Some(v) = &o.verdict {
-        for m in &v.metrics {
-            let val = match &m.reading {
-                crate::decision::Reading::Value { value, .. } => format!("{value:.3}"),
-                crate::decision::Reading::LowTraffic { .. } => "low-traffic".into(),
-                _ => "-".into(),
-            };
-            s.push_str(&format!("  {}={} [{:?}]", m.metric, val, m.health));
-        }
-        s.push_str(&format!(
-            "  => {}",
-            match v.health {
-                Health::Critical => "CRITICAL",
-                Health::Warning => "warning",
-                Health::Inconclusive => "inconclusive",
-                Health::Healthy | Health::Ignored => "healthy",
-            }
-        ));
-    }
-    s
 }
