@@ -75,30 +75,33 @@ fn alert_text(name: &str, a: Alert, for_: Millis) -> Option<String> {
     }
 }
 
+/// What a statistical kind's value is, when the reading does not say (no data yet).
+fn kind_statistic(kind: Kind, rule: &Rule) -> String {
+    match kind {
+        Kind::Threshold => statistic(rule),
+        Kind::Sequential => "bayes_factor".into(),
+        Kind::BurnRate => "burn_rate".into(),
+        Kind::MannWhitney => "confidence_higher".into(),
+    }
+}
+
 fn standing(policy: &Policy, rule: &Rule, status: &MetricStatus) -> Standing {
     let kind = policy
         .metrics
         .iter()
         .find(|m| m.name == rule.name)
         .map_or(Kind::Threshold, |m| m.kind());
-    let (statistic, value, needs) = match &status.reading {
+    let mut parts: Vec<String> = Vec::new();
+    let value = match &status.reading {
         Reading::Value { value, .. } => {
-            let mut parts: Vec<String> = [
-                level_text("critical", rule.critical, *value),
-                level_text("warning", rule.warning, *value),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
+            parts.extend(level_text("critical", rule.critical, *value));
+            parts.extend(level_text("warning", rule.warning, *value));
             if rule.for_ > 0 {
                 parts.push(format!("held at every poll for {}", ms(rule.for_)));
             }
-            parts.extend(alert_text("critical", status.critical, rule.for_));
-            parts.extend(alert_text("warning", status.warning, rule.for_));
-            (statistic(rule), Some(*value), parts.join("; "))
+            Some(*value)
         }
         Reading::Test {
-            statistic,
             value,
             fail_at,
             explanation,
@@ -111,13 +114,19 @@ fn standing(policy: &Policy, rule: &Rule, status: &MetricStatus) -> Standing {
             } else {
                 "not started".to_string()
             };
-            (
-                statistic.clone(),
-                Some(*value),
-                format!("fails at {fail_at} ({gap}); {explanation}"),
-            )
+            parts.push(format!("fails at {fail_at} ({gap}); {explanation}"));
+            Some(*value)
         }
-        other => (statistic(rule), None, describe(other)),
+        other => {
+            parts.push(describe(other));
+            None
+        }
+    };
+    parts.extend(alert_text("critical", status.critical, rule.for_));
+    parts.extend(alert_text("warning", status.warning, rule.for_));
+    let statistic = match &status.reading {
+        Reading::Test { statistic, .. } => statistic.clone(),
+        _ => kind_statistic(kind, rule),
     };
     Standing {
         metric: rule.name.clone(),
@@ -125,7 +134,7 @@ fn standing(policy: &Policy, rule: &Rule, status: &MetricStatus) -> Standing {
         health: status.health,
         statistic,
         value,
-        needs,
+        needs: parts.join("; "),
     }
 }
 

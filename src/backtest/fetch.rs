@@ -38,11 +38,11 @@ pub async fn fetch(
     for (_, promql, _, answer) in answers {
         match answer {
             Ok(series) => history.insert(promql, series),
-            Err(source) => {
+            Err(error) => {
                 return Err(BacktestError::Query {
                     promql: promql.to_string(),
-                    reason: source.reason(),
-                    source,
+                    reason: error.reason(),
+                    error,
                 })
             }
         }

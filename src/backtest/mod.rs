@@ -57,21 +57,20 @@ pub enum BacktestError {
     )]
     TooManyPolls { polls: u64, step: String, max: u64 },
     #[error(
-        "range query failed ({reason}): {promql}\n  {source}\n  fix: check the query with \
+        "range query failed ({reason}): {promql}\n  {error}\n  fix: check the query with \
          `backout explain --policy FILE`, that --prometheus points at the Prometheus holding \
          this history, and that the window is within its retention"
     )]
     Query {
         promql: String,
         reason: &'static str,
-        #[source]
-        source: SourceError,
+        error: SourceError,
     },
     #[error("--prometheus: {0}")]
-    Source(#[source] SourceError),
+    Source(SourceError),
     /// The replay fed the engine an input its policy does not have: a bug, not a user error.
     #[error("internal error while replaying: {0}")]
-    Engine(#[from] DecisionError),
+    Engine(DecisionError),
 }
 
 /// Fetches the history `schedule` needs for `policy` and replays it: the whole backtest.

@@ -205,7 +205,9 @@ pub fn replay(
         let mut observations = plan.split(&results);
         for (feed, key) in feeds.iter().zip(&keys) {
             let obs = observations.remove(key).unwrap_or(Observation::Absent);
-            engine.observe_input(&feed.input, feed.track, Sample::new(t, obs))?;
+            engine
+                .observe_input(&feed.input, feed.track, Sample::new(t, obs))
+                .map_err(BacktestError::Engine)?;
         }
         if t < schedule.from {
             continue;

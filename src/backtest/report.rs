@@ -4,7 +4,7 @@
 use super::replay::{Change, Replay};
 use super::schedule::Mode;
 use super::time::{human, rfc3339};
-use crate::decision::{Health, Missing, Reading, Reason, Stage};
+use crate::decision::{Health, Missing, Reading, Reason, Stage, Verdict};
 use crate::sample::Millis;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -60,12 +60,17 @@ pub fn describe(reading: &Reading) -> String {
 
 /// One reason as a line: metric, health, reading, level and since when.
 pub fn reason_line(r: &Reason) -> String {
-    let mut s = format!(
+    format!(
         "{} {}: {}",
         r.metric,
         health_str(r.health),
-        describe(&r.reading)
-    );
+        reason_detail(r)
+    )
+}
+
+/// A reason's reading, level and since when.
+fn reason_detail(r: &Reason) -> String {
+    let mut s = describe(&r.reading);
     if let Some(l) = r.threshold {
         if let Some(a) = l.above {
             let _ = write!(s, ", level > {a}");
@@ -78,6 +83,37 @@ pub fn reason_line(r: &Reason) -> String {
         let _ = write!(s, ", since {}", rfc3339(since));
     }
     s
+}
+
+/// The metrics whose health differs from `before` (at the first change: every unhealthy one),
+/// with what they read. After a rollback the verdict's reasons stay those that caused it, so
+/// this is how later changes (a recovery, another metric failing) become visible.
+fn metric_changes(v: &Verdict, before: &[Health]) -> Vec<String> {
+    v.metrics
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let was = before.get(i).copied();
+            let changed = match was {
+                Some(h) => h != m.health,
+                None => m.health > Health::Healthy,
+            };
+            if !changed {
+                return None;
+            }
+            let detail = v
+                .reasons
+                .iter()
+                .find(|r| r.metric == m.metric && r.health == m.health)
+                .map_or_else(|| describe(&m.reading), reason_detail);
+            let was = was.map_or(String::new(), |h| format!(" (was {})", health_str(h)));
+            Some(format!(
+                "{} {}{was}: {detail}",
+                m.metric,
+                health_str(m.health)
+            ))
+        })
+        .collect()
 }
 
 fn offset(at: Millis, from: Millis) -> String {
@@ -114,6 +150,7 @@ pub fn human_summary(r: &Replay) -> String {
         }
     );
     let _ = writeln!(out, "{} verdict change(s):", r.changes.len());
+    let mut before: Vec<Health> = Vec::new();
     for c in &r.changes {
         let v = &c.verdict;
         let mut head = format!(
@@ -132,9 +169,10 @@ pub fn human_summary(r: &Replay) -> String {
             head.push_str(" (warm-up)");
         }
         let _ = writeln!(out, "{head}");
-        for reason in &v.reasons {
-            let _ = writeln!(out, "      {}", reason_line(reason));
+        for line in metric_changes(v, &before) {
+            let _ = writeln!(out, "      {line}");
         }
+        before = v.metrics.iter().map(|m| m.health).collect();
     }
     match &r.rollback {
         Some(rb) => {
