@@ -107,7 +107,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let now = SystemClock.now_millis();
     let from = parse_time("from", &args.from, now)?;
-    let to = parse_time("to", &args.to, now)?;
+    // Prometheus has nothing after now: polls there would only read as missing data.
+    let to = parse_time("to", &args.to, now)?.min(now);
     let mode = if args.bake { Mode::Bake } else { Mode::Canary };
     let schedule = Schedule::new(&policy, from, to, args.step, mode)?;
     let queries = backtest::queries(&policy);
@@ -120,14 +121,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", report::json_lines(&replay)?);
     } else {
         print!("{}", report::human_summary(&replay));
+        let sent = queries.len() * schedule.ranges().len();
         println!(
-            "({} range quer{} to {url} in {:.2} s, replay in {:.2} s)",
-            queries.len() * schedule.ranges().len(),
-            if queries.len() * schedule.ranges().len() == 1 {
-                "y"
-            } else {
-                "ies"
-            },
+            "({sent} range quer{} to {url} in {:.2} s, replay in {:.2} s)",
+            if sent == 1 { "y" } else { "ies" },
             fetched.as_secs_f64(),
             replayed.as_secs_f64()
         );
