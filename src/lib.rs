@@ -5,6 +5,7 @@
 
 pub mod actuator;
 pub mod audit;
+pub mod backtest;
 pub mod clock;
 pub mod daemon;
 pub mod decision;

@@ -31,6 +31,8 @@ enum Command {
     Rollback(cli::rollback::Args),
     /// Run the in-process Kubernetes API simulator and write a kubeconfig for kubectl.
     Sim(cli::sim::Args),
+    /// Replay a policy over Prometheus history: every verdict change and when it would roll back.
+    Backtest(cli::backtest::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
             Command::Explain(args) => cli::explain::run(args).await,
             Command::Rollback(args) => cli::rollback::run(args).await,
             Command::Sim(args) => cli::sim::run(args).await,
+            Command::Backtest(args) => cli::backtest::run(args).await,
         }
     });
     match result {

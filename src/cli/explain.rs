@@ -14,6 +14,9 @@ pub struct Args {
     /// The policy file (templates come from templates.toml beside it).
     #[arg(long)]
     pub policy: PathBuf,
+    /// `--since` (and where Prometheus is): the live standing, see explain_live.rs.
+    #[command(flatten)]
+    pub live: super::explain_live::LiveArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -74,6 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{out}");
+    super::explain_live::print(&args.live, &policies).await?;
     Ok(ExitCode::SUCCESS)
 }
 

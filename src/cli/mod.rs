@@ -1,7 +1,9 @@
 //! Subcommands. Each file holds one command's `Args` and `run`; they belong to the binary crate.
 
+pub mod backtest;
 pub mod demo;
 pub mod explain;
+pub mod explain_live;
 pub mod rollback;
 pub mod run;
 pub mod sim;

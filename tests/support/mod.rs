@@ -9,6 +9,7 @@
 mod controller;
 mod discovery;
 mod faults;
+pub mod incident;
 pub mod prometheus;
 pub use faults::{Fault, FaultKind};
 mod http;
