@@ -109,7 +109,8 @@ async fn a_replayed_incident_rolls_back_soon_after_its_onset_and_a_healthy_servi
     let prom = Prometheus::builder()
         .backfill(openmetrics(&[shop, cart]))
         .start()
-        .await;
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (from_s, to_s) = (rfc3339(from), rfc3339(to));
     let run = |service: &str, extra: &[&str]| {
@@ -270,7 +271,8 @@ async fn time_a_backtest(days: i64) {
     let prom = Prometheus::builder()
         .backfill(openmetrics(&[shop]))
         .start()
-        .await;
+        .await
+        .unwrap();
     eprintln!("backfill and start: {:?}", began.elapsed());
     let dir = tempfile::tempdir().unwrap();
     let file = write_policy(dir.path(), "shop", &policy("shop"));

@@ -147,14 +147,27 @@ fn a_hard_failure_is_rolled_back_on_the_first_polls_after_warm_up() {
 fn a_start_up_spike_inside_warm_up_is_not_counted() {
     let mut run = Counters::new(&sequential_policy(60));
     for _ in 0..6 {
-        let v = run.poll(100.0, [0.10, 0.005]);
+        // 5x worse for the first minute, at 2 canary requests/s.
+        let v = run.poll(20.0, [0.025, 0.005]);
         // Not judged yet: ignored, so the service is not held up either.
         assert_eq!(v.metrics[0].health, Health::Ignored, "{v:?}");
-        assert!(matches!(v.metrics[0].reading, Reading::Counting { .. }));
+        assert!(matches!(v.metrics[0].reading, Reading::Test { .. }));
     }
     for _ in 0..300 {
-        assert!(!run.poll(100.0, [0.005, 0.005]).rollback);
+        assert!(!run.poll(20.0, [0.005, 0.005]).rollback);
     }
+}
+
+#[test]
+fn a_canary_failing_hard_from_its_first_second_is_not_served_for_the_whole_warm_up() {
+    let mut run = Counters::new(&sequential_policy(60));
+    let fired = (0..12)
+        .map(|_| run.poll(100.0, [0.10, 0.005]))
+        .find(|v| v.rollback)
+        .expect("rolled back");
+    assert!(fired.at < 60 * SEC, "only after warm-up, at {}", fired.at);
+    let (bf, _) = bayes_factor(&fired);
+    assert!(bf >= 10_000.0, "during warm-up only overwhelming evidence counts: {bf}");
 }
 
 #[test]
@@ -360,4 +373,17 @@ fn mann_whitney_fails_sparse_errors_against_an_all_zero_stable() {
     // What Kayenta passes: a canary that errs now and then, a stable that never does.
     let v = mw_run(|i| if i % 3 == 0 { 0.05 } else { 0.0 }, |_| 0.0, 30);
     assert!(v.rollback, "{:?}", v.metrics[0]);
+}
+
+#[test]
+fn waiting_for_evidence_at_low_traffic_is_not_stuck() {
+    let mut run = Counters::new(&sequential_policy(0));
+    let mut last = None;
+    // 1 req/s in total: 0.1 canary req/s, far from the 1000 requests a pass needs.
+    for _ in 0..120 {
+        last = Some(run.poll(1.0, [0.005, 0.005]));
+    }
+    let v = last.expect("polled");
+    assert_eq!(v.health, Health::Inconclusive);
+    assert!(!v.stuck, "20 minutes of low traffic flagged as stuck");
 }

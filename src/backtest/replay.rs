@@ -15,10 +15,7 @@ use std::path::PathBuf;
 /// The requests the daemon sends for `policy` at every poll (same keys, same PromQL, same
 /// batching), so a backtest splits answers exactly as the daemon does.
 pub fn requests(policy: &Policy) -> Vec<Request> {
-    feeds(policy)
-        .into_iter()
-        .map(|f| Request::new(Key::new(&policy.service, f.input.key(), f.track), f.promql))
-        .collect()
+    crate::source::plan::policy_requests(policy)
 }
 
 /// The distinct rendered queries of `policy`, in plan order: each is fetched once.

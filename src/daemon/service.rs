@@ -56,11 +56,7 @@ impl ServiceRuntime {
     }
 
     fn requests(&self) -> Vec<Request> {
-        let p = &self.policy;
-        feeds(p)
-            .into_iter()
-            .map(|f| Request::new(Key::new(&p.service, f.input.key(), f.track), f.promql))
-            .collect()
+        crate::source::plan::policy_requests(&self.policy)
     }
 }
 

@@ -285,9 +285,15 @@ impl Engine {
             .iter()
             .map(|s| s.health)
             .fold(Health::Healthy, Health::max);
-        self.inconclusive_since = match current {
-            Health::Inconclusive => Some(self.inconclusive_since.unwrap_or(now)),
-            _ => None,
+        // "Stuck" is about data a human must fix. A statistical test that has data but not yet
+        // enough evidence to pass (low traffic) is inconclusive too, but waiting is the remedy.
+        let data_problem = current == Health::Inconclusive
+            && statuses.iter().any(|s| {
+                s.health == Health::Inconclusive && !matches!(s.reading, rule::Reading::Test { .. })
+            });
+        self.inconclusive_since = match data_problem {
+            true => Some(self.inconclusive_since.unwrap_or(now)),
+            false => None,
         };
         let stuck = self
             .inconclusive_since

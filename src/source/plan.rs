@@ -94,6 +94,15 @@ struct Query {
     targets: Vec<(Key, Option<SplitLabels>)>,
 }
 
+/// Every request `policy` makes per poll (from [`crate::policy::feeds`]): the daemon and
+/// `backtest` both use this, so a replay asks exactly what the daemon asks.
+pub fn policy_requests(policy: &crate::policy::Policy) -> Vec<Request> {
+    crate::policy::feeds(policy)
+        .into_iter()
+        .map(|f| Request::new(Key::new(&policy.service, f.input.key(), f.track), f.promql))
+        .collect()
+}
+
 /// The deduplicated queries for one cycle and how to route their answers.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueryPlan {
