@@ -32,3 +32,7 @@ lint:
 # Benchmarks: engine throughput, action plan latency, decision quality.
 bench:
     cargo bench
+
+# Decision-quality table (docs/decision-quality.md): backout vs Flagger, Argo Rollouts, Kayenta.
+quality *ARGS:
+    cargo run --release --quiet --bin quality -- --runs 500 {{ARGS}}

@@ -167,7 +167,10 @@ fn a_canary_failing_hard_from_its_first_second_is_not_served_for_the_whole_warm_
         .expect("rolled back");
     assert!(fired.at < 60 * SEC, "only after warm-up, at {}", fired.at);
     let (bf, _) = bayes_factor(&fired);
-    assert!(bf >= 10_000.0, "during warm-up only overwhelming evidence counts: {bf}");
+    assert!(
+        bf >= 10_000.0,
+        "during warm-up only overwhelming evidence counts: {bf}"
+    );
 }
 
 #[test]

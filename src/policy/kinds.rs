@@ -36,7 +36,7 @@ pub struct SequentialSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_exposure: Option<f64>,
     /// During warm-up only overwhelming evidence (a Bayes factor of 1/warmup_alpha on counts
-    /// since the canary started) rolls back; default alpha / 100, 0 disables.
+    /// since the canary started) rolls back; default alpha / 1000, 0 disables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_alpha: Option<f64>,
     /// The rate ratio's upper bound must reach this to pass.
@@ -47,7 +47,7 @@ pub struct SequentialSpec {
 impl SequentialSpec {
     pub fn warmup_alpha(&self) -> f64 {
         self.warmup_alpha
-            .unwrap_or(self.alpha.unwrap_or(SequentialConfig::default().alpha) / 100.0)
+            .unwrap_or(self.alpha.unwrap_or(SequentialConfig::default().alpha) / 1000.0)
     }
 
     /// The test's configuration with unset fields at their defaults.
