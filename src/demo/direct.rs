@@ -35,6 +35,15 @@ impl DirectSampler {
         }
     }
 
+    /// The newest cumulative counters of the key's track: what `sum(counter)` returns.
+    fn latest(&self, key: &Key) -> Option<Counters> {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, last) = h.back()?;
+        last.iter()
+            .find(|c| c.service == key.service && c.track == key.track)
+            .cloned()
+    }
+
     fn delta(&self, key: &Key) -> Option<Delta> {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let (t1, last) = h.back()?;
@@ -57,6 +66,17 @@ impl Sampler for DirectSampler {
         let out = requests
             .into_iter()
             .map(|r| {
+                let m = r.key.metric.as_str();
+                if m.ends_with("#events") || m.ends_with("#total") {
+                    // A sequential metric's counters, as `sum(http_requests_total{..})` gives them;
+                    // the error series exists only once there was an error.
+                    let obs = match self.latest(&r.key) {
+                        Some(c) if m.ends_with("#total") => Observation::from_f64(c.ok + c.errors),
+                        Some(c) if c.errors > 0.0 => Observation::from_f64(c.errors),
+                        _ => Observation::Absent,
+                    };
+                    return (r.key, obs);
+                }
                 let obs = match self.delta(&r.key) {
                     None => Observation::Absent,
                     Some(d) => match r.key.metric.as_str() {

@@ -100,6 +100,18 @@ impl Poll {
                     value: match &m.reading {
                         Reading::Value { value, .. } => format!("{value:.3}"),
                         Reading::LowTraffic { .. } => "low-traffic".into(),
+                        Reading::Test {
+                            statistic,
+                            value,
+                            fail_at,
+                            outcome,
+                            ..
+                        } => format!(
+                            "{}={value:.1}/{fail_at:.0} {}",
+                            short_statistic(statistic),
+                            outcome_word(*outcome)
+                        ),
+                        Reading::Counting { .. } => "warm-up".into(),
                         _ => "-".into(),
                     },
                     warning: level(spec.and_then(|s| s.warning.as_ref())),
@@ -185,5 +197,22 @@ mod tests {
         };
         assert_eq!(p.block().len(), 2);
         assert!(p.line().starts_with("t=+  4s  idle"), "{}", p.line());
+    }
+}
+
+fn short_statistic(s: &str) -> &str {
+    match s {
+        "bayes_factor" => "BF",
+        "burn_rate" => "burn",
+        "confidence_higher" => "conf",
+        other => other,
+    }
+}
+
+fn outcome_word(o: crate::stats::sequential::Outcome) -> &'static str {
+    match o {
+        crate::stats::sequential::Outcome::Pass => "pass",
+        crate::stats::sequential::Outcome::Fail => "FAIL",
+        crate::stats::sequential::Outcome::Inconclusive => "gathering",
     }
 }

@@ -153,7 +153,7 @@ pub fn evaluate(counts: &Counts, cfg: &SequentialConfig) -> Result<SequentialVer
     let log_bf = log_bayes_factor(c.events, n, theta0, &cfg.concentrations, Side::Above)?;
     verdict.bayes_factor = log_bf.exp();
     let rates = format!(
-        "canary {} of {} ({:.4}%), stable {} of {} ({:.4}%)",
+        "canary {:.0} of {:.0} ({:.4}%), stable {:.0} of {:.0} ({:.4}%)",
         c.events,
         c.total,
         100.0 * c.events / c.total,
