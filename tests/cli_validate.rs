@@ -19,7 +19,12 @@ fn stdout(o: &Output) -> String {
 fn shipped_examples_policies_and_settings_validate() {
     let out = backout(&["validate", "config/examples"]);
     assert!(out.status.success(), "{}", stdout(&out));
-    assert!(stdout(&out).contains("5 policies"), "{}", stdout(&out));
+    // One policy per runbook in shared/seeds, replayed by tests/seed_incidents.rs.
+    assert!(
+        stdout(&out).contains("ok: 5 policies (23 metrics)"),
+        "{}",
+        stdout(&out)
+    );
     let out = backout(&["validate", "--settings", "config/backout.toml"]);
     assert!(out.status.success(), "{}", stdout(&out));
 }
