@@ -176,6 +176,23 @@ impl Poll {
     }
 }
 
+fn short_statistic(s: &str) -> &str {
+    match s {
+        "bayes_factor" => "BF",
+        "burn_rate" => "burn",
+        "confidence_higher" => "conf",
+        other => other,
+    }
+}
+
+fn outcome_word(o: crate::stats::sequential::Outcome) -> &'static str {
+    match o {
+        crate::stats::sequential::Outcome::Pass => "pass",
+        crate::stats::sequential::Outcome::Fail => "FAIL",
+        crate::stats::sequential::Outcome::Inconclusive => "gathering",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,22 +214,5 @@ mod tests {
         };
         assert_eq!(p.block().len(), 2);
         assert!(p.line().starts_with("t=+  4s  idle"), "{}", p.line());
-    }
-}
-
-fn short_statistic(s: &str) -> &str {
-    match s {
-        "bayes_factor" => "BF",
-        "burn_rate" => "burn",
-        "confidence_higher" => "conf",
-        other => other,
-    }
-}
-
-fn outcome_word(o: crate::stats::sequential::Outcome) -> &'static str {
-    match o {
-        crate::stats::sequential::Outcome::Pass => "pass",
-        crate::stats::sequential::Outcome::Fail => "FAIL",
-        crate::stats::sequential::Outcome::Inconclusive => "gathering",
     }
 }
