@@ -136,6 +136,6 @@ fn main() {
         .collect();
     secs.sort_by(f64::total_cmp);
     let pct = |p: f64| secs[((secs.len() as f64 - 1.0) * p).round() as usize];
-    println!("detection-to-mitigation over {runs} runs (10 s poll, 1 s scrape, demo policy with `for = 10s`, i.e. one confirming poll): median {:.1} s, p90 {:.1} s, min {:.1} s, max {:.1} s",
+    println!("detection-to-mitigation over {runs} runs (10 s poll, 1 s scrape, demo policy: thresholds with `for = 10s` and the sequential errors-vs-stable test): median {:.1} s, p90 {:.1} s, min {:.1} s, max {:.1} s",
         pct(0.5), pct(0.9), secs[0], secs[secs.len() - 1]);
 }
