@@ -1,6 +1,7 @@
 //! Defaults for unset metric fields, written into the loaded policy so that what `explain`
 //! prints is exactly what the engine runs.
 
+use super::kinds::Kind;
 use super::model::{NoData, Policy, Stat};
 use super::template::DEFAULT_WINDOW;
 use std::time::Duration;
@@ -9,7 +10,10 @@ use std::time::Duration;
 pub fn fill(policy: &mut Policy) {
     let interval = policy.analysis.interval;
     for m in &mut policy.metrics {
-        m.window.get_or_insert(DEFAULT_WINDOW);
+        // Counters (sequential) and per-rule windows (burn rate) have no `{{window}}` of their own.
+        if matches!(m.kind(), Kind::Threshold | Kind::MannWhitney) {
+            m.window.get_or_insert(DEFAULT_WINDOW);
+        }
         m.stat.get_or_insert(Stat::Last);
         // One interval holds the last sample: `last` over it is the latest value.
         m.stat_window.get_or_insert(interval);
