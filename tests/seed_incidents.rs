@@ -20,6 +20,14 @@ fn rolls_back_the_stable(v: &backout::decision::Verdict) {
     assert_eq!(v.reasons[0].track, Track::Stable);
 }
 
+/// Missing data never rolls back; the verdict turns `stuck` (a human must look) exactly at the
+/// policy's `no_data_deadline`, not one poll before.
+fn holds_until_stuck(blind: &incident::Replay, one_poll_before: &str, deadline: &str) {
+    blind.never_rolls_back();
+    assert!(!blind.at(one_poll_before).stuck);
+    assert!(blind.at(deadline).stuck);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 000: OPS-001 Emergency Rollback Runbook, FunctionGemma Agent -> function-gemma-agent.toml
 // ---------------------------------------------------------------------------------------------
@@ -71,9 +79,7 @@ fn function_gemma_agent() {
     // Missing data: every query answers nothing (readiness included) while the incident would
     // be happening: hold; after no_data_deadline (5m) a human is asked to look.
     let blind = canary().healthy_for("10m").then_blind().for_("8m").run();
-    blind.never_rolls_back();
-    assert!(!blind.at("4m45s").stuck);
-    assert!(blind.at("5m").stuck);
+    holds_until_stuck(&blind, "4m45s", "5m");
     assert_eq!(blind.last().health, Health::Inconclusive);
 
     // Bake (15m): the promoted release at 8% errors is rolled back.
@@ -189,9 +195,7 @@ fn rag_api() {
 
     // Missing data: every query answers nothing: hold; stuck after no_data_deadline (10m).
     let blind = canary().healthy_for("10m").then_blind().for_("12m").run();
-    blind.never_rolls_back();
-    assert!(!blind.at("9m45s").stuck);
-    assert!(blind.at("10m").stuck);
+    holds_until_stuck(&blind, "9m45s", "10m");
 
     // Bake (30m, "Short-term Monitoring (5-30 minutes)"): the promoted release is rolled back.
     let bake = rag(Incident::bake(&p))
@@ -349,18 +353,14 @@ fn devops_agent() {
     // Missing data: every query answers nothing: hold, never roll back; after
     // `no_data_deadline` (10m) the verdict says a human must look.
     let blind = canary().healthy_for("10m").then_blind().for_("12m").run();
-    blind.never_rolls_back();
-    assert!(!blind.at("9m30s").stuck);
-    assert!(blind.at("10m").stuck);
+    holds_until_stuck(&blind, "9m30s", "10m");
     // Only the error-rate queries (and the burn rate's, from the same series) answer nothing.
     let blind = canary()
         .healthy_for("10m")
         .then_absent("error_rate")
         .for_("12m")
         .run();
-    blind.never_rolls_back();
-    assert!(!blind.at("9m30s").stuck);
-    assert!(blind.at("10m").stuck);
+    holds_until_stuck(&blind, "9m30s", "10m");
     assert_eq!(blind.last().health, Health::Inconclusive);
     // A gap in the middle of a breach restarts the 5 minutes: it must be seen to hold.
     canary()
@@ -479,9 +479,7 @@ fn llm_orchestrator() {
 
     // Missing data: every query answers nothing: hold; stuck after no_data_deadline (10m).
     let blind = canary().healthy_for("10m").then_blind().for_("12m").run();
-    blind.never_rolls_back();
-    assert!(!blind.at("9m30s").stuck);
-    assert!(blind.at("10m").stuck);
+    holds_until_stuck(&blind, "9m30s", "10m");
 
     // Bake ("Monitor for 30 minutes after rollback"): the promoted release is rolled back.
     let bake = orchestrator(Incident::bake(&p))
@@ -604,9 +602,7 @@ fn kailash_kaizen() {
 
     // Missing data: every query answers nothing: hold; stuck after no_data_deadline (10m).
     let blind = canary().healthy_for("10m").then_blind().for_("12m").run();
-    blind.never_rolls_back();
-    assert!(!blind.at("9m45s").stuck);
-    assert!(blind.at("10m").stuck);
+    holds_until_stuck(&blind, "9m45s", "10m");
 
     // Bake (20m): there is no baseline after promotion, so the regression is judged by
     // "Response times are normal (<2s)" and "4. Failed Health Checks".

@@ -206,21 +206,7 @@ pub fn evaluate(rule: &Rule, inputs: Inputs<'_>, now: Millis) -> Outcome {
         now,
     ) {
         Ok(v) => v,
-        Err(why) => {
-            let reading = Reading::Missing {
-                track: inputs.subject,
-                why,
-            };
-            return match rule.no_data {
-                NoData::Hold => inconclusive(reading),
-                NoData::Ignore => ignored(reading),
-                NoData::Fail => Outcome {
-                    reading,
-                    breach: Breach::Critical,
-                    threshold: rule.critical,
-                },
-            };
-        }
+        Err(why) => return missing(rule, inputs.subject, inputs.subject, why),
     };
     let (value, baseline) = match rule.compare {
         None => (subject, None),
@@ -230,18 +216,12 @@ pub fn evaluate(rule: &Rule, inputs: Inputs<'_>, now: Millis) -> Outcome {
             };
             match read(series, rule.stat, rule.stat_window, rule.stale_after, now) {
                 Ok(base) => (compared(compare, subject, base), Some(base)),
-                // A missing baseline is not the subject's fault: never a breach, even under
-                // `no_data = "fail"`.
                 Err(why) => {
                     let other = match inputs.subject {
                         Track::Canary => Track::Stable,
                         Track::Stable => Track::Canary,
                     };
-                    let reading = Reading::Missing { track: other, why };
-                    return match rule.no_data {
-                        NoData::Ignore => ignored(reading),
-                        NoData::Hold | NoData::Fail => inconclusive(reading),
-                    };
+                    return missing(rule, inputs.subject, other, why);
                 }
             }
         }
@@ -305,6 +285,21 @@ pub(super) fn read(
         return Err(Missing::Stale { last_at: latest.at });
     }
     w.stat(stat, now, over).ok_or(Missing::Absent)
+}
+
+/// Missing data of `track` as `no_data` says: the judged track's may fail (`"fail"`); the
+/// baseline's is never a breach, even under `"fail"` (it is not the subject's fault).
+pub(super) fn missing(rule: &Rule, subject: Track, track: Track, why: Missing) -> Outcome {
+    let reading = Reading::Missing { track, why };
+    match rule.no_data {
+        NoData::Ignore => ignored(reading),
+        NoData::Fail if track == subject => Outcome {
+            reading,
+            breach: Breach::Critical,
+            threshold: rule.critical,
+        },
+        NoData::Hold | NoData::Fail => inconclusive(reading),
+    }
 }
 
 pub(super) fn inconclusive(reading: Reading) -> Outcome {

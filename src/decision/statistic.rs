@@ -4,9 +4,9 @@
 //! sticky rollback work identically for every kind.
 
 use super::counter::{Counter, CounterState};
-use super::rule::{ignored, inconclusive, read, Breach, Missing, Outcome, Reading, Rule};
+use super::rule::{ignored, inconclusive, missing, read, Breach, Missing, Outcome, Reading, Rule};
 use super::window::Window;
-use crate::policy::{NoData, Stat};
+use crate::policy::Stat;
 use crate::sample::{Millis, Track};
 use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
 use crate::stats::mann_whitney::{self, MannWhitneyConfig};
@@ -23,21 +23,6 @@ fn breach_of(o: TestOutcome) -> Breach {
         TestOutcome::Fail => Breach::Critical,
         TestOutcome::Pass => Breach::Clear,
         TestOutcome::Inconclusive => Breach::Inconclusive,
-    }
-}
-
-/// Missing data of `track`, judged like a threshold metric's: the subject's follows `no_data`,
-/// the baseline's never breaches.
-fn missing(rule: &Rule, subject: Track, track: Track, why: Missing) -> Outcome {
-    let reading = Reading::Missing { track, why };
-    match rule.no_data {
-        NoData::Ignore => ignored(reading),
-        NoData::Fail if track == subject => Outcome {
-            reading,
-            breach: Breach::Critical,
-            threshold: None,
-        },
-        NoData::Hold | NoData::Fail => inconclusive(reading),
     }
 }
 
