@@ -36,23 +36,6 @@ fn increase_over(series: &[Option<f64>], lo: usize, hi: usize, start: Option<f64
     total
 }
 
-/// Increase of a counter from `from` to `at` (`increase(x[at-from])` evaluated at `at`).
-/// `None` when the series has no sample in the range or just before it.
-pub fn increase_since(series: &[Option<f64>], from: u64, at: u64) -> Option<f64> {
-    let hi = index(at).min(series.len().checked_sub(1)?);
-    let start_idx = index(from);
-    let start = instant(series, from);
-    let any = start.is_some() || series[start_idx.min(hi)..=hi].iter().any(Option::is_some);
-    if !any {
-        return None;
-    }
-    let lo = (start_idx + 1).min(hi + 1);
-    if lo > hi {
-        return Some(0.0);
-    }
-    Some(increase_over(series, lo, hi, start))
-}
-
 /// `rate(x[window])` at `at`: per-second increase between the first and last sample inside the
 /// window, scaled up to the whole window; `None` with fewer than two samples.
 pub fn rate(series: &[Option<f64>], at: u64, window: u64) -> Option<f64> {
@@ -96,14 +79,6 @@ mod tests {
         s.extend(std::iter::repeat_n(None, 30));
         assert_eq!(instant(&s, 15 * 20), Some(1.0));
         assert_eq!(instant(&s, 15 * 21), None);
-    }
-
-    #[test]
-    fn increase_since_counts_a_new_series_from_zero() {
-        let s = [None, None, Some(2.0), Some(3.0), None, Some(1.0)];
-        // Created at index 2 with 2, +1, then reset to 1: total 4.
-        assert_eq!(increase_since(&s, 0, 75), Some(4.0));
-        assert_eq!(increase_since(&[None, None], 0, 15), None);
     }
 
     #[test]
