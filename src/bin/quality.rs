@@ -61,19 +61,28 @@ fn main() -> ExitCode {
         || args.warmup_alpha.is_some();
     if tuned {
         let default = SequentialConfig::default();
+        let config = SequentialConfig {
+            alpha: args.alpha.unwrap_or(default.alpha),
+            margin: args.margin.unwrap_or(default.margin),
+            ..default
+        };
+        let poll_secs = args.poll.unwrap_or(DEFAULT_POLL_SECS);
+        let warmup_secs = args.warmup.unwrap_or(DEFAULT_WARMUP_SECS);
         judges.insert(
             1,
             Judge::Backout {
-                config: SequentialConfig {
-                    alpha: args.alpha.unwrap_or(default.alpha),
-                    margin: args.margin.unwrap_or(default.margin),
-                    ..default
-                },
-                poll_secs: args.poll.unwrap_or(DEFAULT_POLL_SECS),
-                warmup_secs: args.warmup.unwrap_or(DEFAULT_WARMUP_SECS),
+                config: config.clone(),
+                poll_secs,
+                warmup_secs,
                 warmup_alpha: args.warmup_alpha,
             },
         );
+        judges.push(Judge::Ceiling {
+            config,
+            poll_secs,
+            warmup_secs,
+            warmup_alpha: args.warmup_alpha,
+        });
     }
     let reports = run(&scenarios, &judges, args.runs, threads);
     print!("{}", markdown(&reports));

@@ -4,7 +4,7 @@
 //! after the canary started), or `None` if it never did within the run.
 
 use super::promql::{instant, rate, sum};
-use super::scenario::{Counter, Run, RUN_SECS};
+use super::scenario::{Counter, Effect, Run, Scenario, RUN_SECS};
 use crate::decision::{Engine, Phase};
 use crate::policy::{Input, MetricSpec, Policy};
 use crate::sample::{Millis, Observation, Sample, Track};
@@ -39,6 +39,17 @@ pub enum Judge {
     /// Kayenta: Mann-Whitney/Hodges-Lehmann at 98% with tolerance 0.25 on per-minute ratios
     /// since the start, judged every 5 min; score below 75 (marginal) fails.
     Kayenta,
+    /// Not a rule anyone can run: Wald's SPRT told the true error multiplier, on backout's own
+    /// error counts (same poll, warm-up, alpha and margin). For a simple alternative the SPRT
+    /// needs the fewest events of any test with the same error bound, so its row is the ceiling
+    /// for every valid sequential test on these data. It runs only on error steps above the
+    /// margin, where there is an effect to be told.
+    Ceiling {
+        config: SequentialConfig,
+        poll_secs: u64,
+        warmup_secs: u64,
+        warmup_alpha: Option<f64>,
+    },
 }
 
 impl Judge {
@@ -57,7 +68,27 @@ impl Judge {
             Judge::Flagger,
             Judge::Argo,
             Judge::Kayenta,
+            Judge::ceiling_default(),
         ]
+    }
+
+    pub fn ceiling_default() -> Self {
+        Judge::Ceiling {
+            config: SequentialConfig::default(),
+            poll_secs: DEFAULT_POLL_SECS,
+            warmup_secs: DEFAULT_WARMUP_SECS,
+            warmup_alpha: None,
+        }
+    }
+
+    /// Whether this judge has a row for the scenario: the ceiling needs a known effect.
+    pub fn applies(&self, s: &Scenario) -> bool {
+        match self {
+            Judge::Ceiling { config, .. } => {
+                !s.missing_data && matches!(s.effect, Effect::ErrorStep(f) if f > config.margin)
+            }
+            _ => true,
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -67,6 +98,10 @@ impl Judge {
             Judge::Flagger => "Flagger",
             Judge::Argo => "Argo Rollouts",
             Judge::Kayenta => "Kayenta",
+            Judge::Ceiling { .. } if *self == Judge::ceiling_default() => {
+                "ceiling: SPRT told the effect"
+            }
+            Judge::Ceiling { .. } => "ceiling (variant)",
         }
     }
 
@@ -85,6 +120,12 @@ impl Judge {
             Judge::Flagger => flagger(run),
             Judge::Argo => argo(run),
             Judge::Kayenta => kayenta(run),
+            Judge::Ceiling {
+                config,
+                poll_secs,
+                warmup_secs,
+                warmup_alpha,
+            } => ceiling(run, config, *poll_secs, *warmup_secs, *warmup_alpha),
         }
     }
 }
@@ -159,6 +200,60 @@ fn backout(run: &Run, policy: &Policy) -> Option<u64> {
             }
         }
         engine.evaluate(ms(at), phase).rollback
+    })
+}
+
+/// Wald's SPRT of "errors multiplied by the true step" against "by the margin", on the
+/// binomial split of each poll's new errors given the traffic split. Like backout it has a
+/// warm-up test (counts since the start, at `warmup_alpha`, by default alpha/1000 as in a
+/// policy) and then counts from the end of warm-up at alpha.
+fn ceiling(
+    run: &Run,
+    cfg: &SequentialConfig,
+    poll_secs: u64,
+    warmup_secs: u64,
+    warmup_alpha: Option<f64>,
+) -> Option<u64> {
+    let warmup_threshold = match warmup_alpha.unwrap_or(cfg.alpha / 1000.0) {
+        a if a > 0.0 => (1.0 / a).ln(),
+        _ => f64::INFINITY,
+    };
+    let effect = run.error_step.filter(|f| *f > cfg.margin)?;
+    let count = |track, c, at| sum(run.series(track, c).map(|s| instant(s, at))).unwrap_or(0.0);
+    let every = poll_secs.max(1);
+    let mut previous: Option<[f64; 4]> = None;
+    let (mut warmup_llr, mut llr) = (0.0, 0.0);
+    (0..=RUN_SECS / every).map(|i| i * every).find(|&at| {
+        let now = [
+            count(Track::Canary, Counter::Errors, at),
+            count(Track::Canary, Counter::Requests, at),
+            count(Track::Stable, Counter::Errors, at),
+            count(Track::Stable, Counter::Requests, at),
+        ];
+        let mut step = 0.0;
+        if let Some(before) = previous {
+            let d: Vec<f64> = now
+                .iter()
+                .zip(before)
+                .map(|(n, b)| (n - b).max(0.0))
+                .collect();
+            let (canary_errors, canary_total, stable_errors, stable_total) =
+                (d[0], d[1], d[2], d[3]);
+            if canary_total > 0.0 && stable_total > 0.0 {
+                let share = |m: f64| m * canary_total / (m * canary_total + stable_total);
+                let (t0, t1) = (share(cfg.margin), share(effect));
+                step =
+                    canary_errors * (t1 / t0).ln() + stable_errors * ((1.0 - t1) / (1.0 - t0)).ln();
+            }
+        }
+        previous = Some(now);
+        if at <= warmup_secs {
+            warmup_llr += step;
+            warmup_llr >= warmup_threshold
+        } else {
+            llr += step;
+            llr >= (1.0 / cfg.alpha).ln()
+        }
     })
 }
 
@@ -279,6 +374,35 @@ mod tests {
             let t = judge.first_rollback(&run);
             assert!(t.is_some_and(|t| t <= 600), "{} at {t:?}", judge.name());
         }
+    }
+
+    #[test]
+    fn the_ceiling_is_at_least_as_fast_as_backout_and_needs_an_effect() {
+        let median = |judge: &Judge, effect| {
+            let mut t: Vec<u64> = (0..15)
+                .map(|seed| {
+                    let run = generate(&scenario(20.0, effect, false), seed);
+                    judge.first_rollback(&run).unwrap_or(u64::MAX)
+                })
+                .collect();
+            t.sort_unstable();
+            t[7]
+        };
+        let step = Effect::ErrorStep(5.0);
+        let (ceiling, backout) = (
+            median(&Judge::ceiling_default(), step),
+            median(&Judge::backout_default(), step),
+        );
+        assert!(
+            ceiling <= backout,
+            "ceiling {ceiling} s, backout {backout} s"
+        );
+        assert!(
+            ceiling >= DEFAULT_WARMUP_SECS,
+            "counts before warm-up: {ceiling}"
+        );
+        let healthy = generate(&scenario(20.0, Effect::Nothing, true), 1);
+        assert_eq!(Judge::ceiling_default().first_rollback(&healthy), None);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct Run {
     pub pods: Vec<PodSeries>,
     /// When the canary became bad (seconds after start); meaningless for healthy scenarios.
     pub onset_secs: u64,
+    /// The true canary error multiplier of an error-step scenario: only the ceiling judge,
+    /// which exists to show what no real rule can beat, is told it.
+    pub error_step: Option<f64>,
 }
 
 impl Run {
@@ -291,6 +294,10 @@ pub fn generate(s: &Scenario, seed: u64) -> Run {
     Run {
         pods: pods.into_iter().map(|p| p.series).collect(),
         onset_secs: s.onset_secs,
+        error_step: match s.effect {
+            Effect::ErrorStep(f) => Some(f),
+            _ => None,
+        },
     }
 }
 
