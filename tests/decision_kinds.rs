@@ -390,3 +390,66 @@ fn waiting_for_evidence_at_low_traffic_is_not_stuck() {
     assert_eq!(v.health, Health::Inconclusive);
     assert!(!v.stuck, "20 minutes of low traffic flagged as stuck");
 }
+
+fn restarting_policy(restart_every: u64) -> Policy {
+    let mut m = MetricSpec::test("errors").sequential(
+        "sum(errors_total{track=\"{{track}}\"})",
+        "sum(requests_total{track=\"{{track}}\"})",
+    );
+    if let Some(s) = m.sequential.as_mut() {
+        s.restart_every = Some(secs(restart_every));
+    }
+    Policy::test()
+        .with_interval(secs(10))
+        .with_warmup(secs(60))
+        .with_metric(m)
+}
+
+/// Seconds from the onset to the rollback of a canary that is healthy for `healthy_polls` polls
+/// and then serves 5% errors against the stable's 0.5%.
+fn late_regression_delay(policy: &Policy, healthy_polls: usize) -> Option<i64> {
+    let mut run = Counters::new(policy);
+    for _ in 0..healthy_polls {
+        let v = run.poll(20.0, [0.005, 0.005]);
+        assert!(!v.rollback, "rolled back while healthy at {}", v.at);
+    }
+    let onset = run.now;
+    (0..360)
+        .map(|_| run.poll(20.0, [0.05, 0.005]))
+        .find(|v| v.rollback)
+        .map(|v| (v.at - onset) / SEC)
+}
+
+#[test]
+fn a_regression_hours_into_a_long_canary_is_judged_on_recent_counts() {
+    let six_hours = 6 * 360;
+    let restarted =
+        late_regression_delay(&restarting_policy(3600), six_hours).expect("caught with restarts");
+    let diluted =
+        late_regression_delay(&restarting_policy(0), six_hours).expect("caught without restarts");
+    let fresh = late_regression_delay(&restarting_policy(3600), 30).expect("caught early");
+    assert!(
+        restarted <= 2 * fresh + 60,
+        "with restarts {restarted} s after the onset, {fresh} s at the start"
+    );
+    assert!(
+        diluted > 2 * restarted,
+        "restarts should beat dilution: {restarted} s vs {diluted} s without"
+    );
+}
+
+#[test]
+fn a_passed_canary_stays_passed() {
+    let mut run = Counters::new(&sequential_policy(60));
+    let mut passed_at = None;
+    for _ in 0..1080 {
+        let v = run.poll(50.0, [0.005, 0.005]);
+        let (_, outcome) = bayes_factor(&v);
+        match (passed_at, outcome) {
+            (None, Outcome::Pass) => passed_at = Some(v.at),
+            (Some(at), o) => assert_eq!(o, Outcome::Pass, "passed at {at}, {o:?} at {}", v.at),
+            _ => {}
+        }
+    }
+    assert!(passed_at.is_some(), "never passed");
+}

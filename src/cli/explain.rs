@@ -2,7 +2,7 @@
 //! defaults filled) and the PromQL it will send for each track, so nothing is a surprise.
 
 use anyhow::Context;
-use backout::decision::{Rule, Test};
+use backout::decision::{main_alpha, Rule, Test, RESTART_SHARE};
 use backout::policy::{self, feeds, Input, Policy};
 use backout::sample::Track;
 use std::fmt::Write as _;
@@ -124,12 +124,24 @@ fn describe(r: &Rule) -> String {
         Some(Test::Sequential {
             config,
             warmup_alpha,
+            restart_every,
         }) => format!(
-            "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {} (alpha {}){}; passes after {} canary requests with the rate ratio bounded below {}{}",
+            "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {:.1} (alpha {}){}{}; passes after {} canary requests with the rate ratio bounded below {}{}",
             r.name,
             config.margin,
-            1.0 / config.alpha,
+            1.0 / main_alpha(config.alpha, *restart_every),
             config.alpha,
+            match restart_every {
+                Some(every) => format!(
+                    ", or on counts since a restart every {} (restart j at alpha {} * {} / (j(j+1)))",
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        u64::try_from(*every).unwrap_or(0)
+                    )),
+                    config.alpha,
+                    RESTART_SHARE
+                ),
+                None => String::new(),
+            },
             if *warmup_alpha > 0.0 {
                 format!(", or during warm-up at >= {} on counts since the start", 1.0 / warmup_alpha)
             } else {

@@ -1,8 +1,9 @@
 //! One service's engine: owns the sample windows and per-metric state for one canary revision.
 
 use super::rule::{self, millis, Breach, Inputs, Rule, Test};
+use super::sequential::{self, ArmCounters, EVENTS, TOTAL};
 use super::state::{Health, MetricState};
-use super::statistic::{self, ArmCounters, EVENTS, TOTAL};
+use super::statistic;
 use super::verdict::{self, MetricStatus, Phase, Reason, Stage, Verdict};
 use super::window::Window;
 use super::DecisionError;
@@ -23,7 +24,7 @@ struct Slot {
     /// Sequential metrics: events and total counters per track.
     counters: [ArmCounters; 2],
     /// Sequential metrics: where counting started.
-    marks: statistic::Marks,
+    marks: sequential::Marks,
     /// Burn-rate metrics: error-ratio polls per rule window, per track.
     ratios: Vec<(Duration, [Window; 2])>,
 }
@@ -244,13 +245,15 @@ impl Engine {
                 Some(Test::Sequential {
                     config,
                     warmup_alpha,
+                    restart_every,
                 }) => match phase {
                     Phase::Bake { .. } => rule::ignored(rule::Reading::NoBaseline),
                     Phase::Canary { .. } => {
-                        let seq = statistic::Sequential {
+                        let seq = sequential::Sequential {
                             config,
                             warmup_alpha: *warmup_alpha,
                             warmup_until,
+                            restart_every: *restart_every,
                         };
                         let (outcome, from) =
                             seq.evaluate(&slot.rule, &slot.counters, &mut slot.marks, now);

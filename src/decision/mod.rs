@@ -9,6 +9,7 @@
 mod counter;
 mod engine;
 pub mod rule;
+mod sequential;
 pub mod state;
 mod statistic;
 pub mod verdict;
@@ -16,6 +17,7 @@ pub mod window;
 
 pub use engine::Engine;
 pub use rule::{Breach, Missing, Outcome, Reading, Rule, Test};
+pub use sequential::{main_alpha, restart_alpha, RESTART_SHARE};
 pub use state::{Alert, Health, MetricState};
 pub use verdict::{MetricStatus, Phase, Reason, Stage, Verdict};
 pub use window::Window;

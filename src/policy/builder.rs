@@ -142,6 +142,7 @@ impl MetricSpec {
             min_exposure: None,
             pass_ratio: None,
             warmup_alpha: None,
+            restart_every: None,
         });
         self
     }

@@ -16,6 +16,7 @@ use crate::stats::burn_rate::{BurnConfig, BurnRule};
 use crate::stats::mann_whitney::MannWhitneyConfig;
 use crate::stats::sequential::SequentialConfig;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// `[metric.sequential]`: the two counters the test reads per track.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,9 +43,25 @@ pub struct SequentialSpec {
     /// The rate ratio's upper bound must reach this to pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_ratio: Option<f64>,
+    /// A fresh test starts this often after warm-up, so a regression hours into a long canary
+    /// is judged on recent counts instead of being diluted by the healthy hours before it;
+    /// default 1h, `0s` disables (then the whole alpha goes to the test from warm-up).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub restart_every: Option<Duration>,
 }
 
+/// Default `restart_every`: longer than most canaries, so ordinary analyses never restart.
+pub const DEFAULT_RESTART_EVERY: Duration = Duration::from_secs(3600);
+
 impl SequentialSpec {
+    pub fn restart_every(&self) -> Duration {
+        self.restart_every.unwrap_or(DEFAULT_RESTART_EVERY)
+    }
+
     pub fn warmup_alpha(&self) -> f64 {
         self.warmup_alpha
             .unwrap_or(self.alpha.unwrap_or(SequentialConfig::default().alpha) / 1000.0)
@@ -60,6 +77,7 @@ impl SequentialSpec {
             min_exposure: self.min_exposure.unwrap_or(d.min_exposure),
             pass_ratio: self.pass_ratio.unwrap_or(d.pass_ratio),
             negligible_rate: d.negligible_rate,
+            pass_alpha: None,
         }
     }
 }

@@ -64,6 +64,11 @@ pub struct SequentialConfig {
     /// A canary whose own event rate is bounded below this passes even when the ratio is
     /// unknowable (e.g. zero errors on both arms).
     pub negligible_rate: f64,
+    /// Confidence of the pass bounds (`None`: alpha). Set when alpha is a share of a larger
+    /// budget: a pass is a different error from a false rollback, so splitting the rollback
+    /// budget (restarts) should not make passing harder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass_alpha: Option<f64>,
 }
 
 impl Default for SequentialConfig {
@@ -75,6 +80,7 @@ impl Default for SequentialConfig {
             min_exposure: 1000.0,
             pass_ratio: 1.5,
             negligible_rate: 0.001,
+            pass_alpha: None,
         }
     }
 }
@@ -108,6 +114,21 @@ pub struct SequentialVerdict {
 
 /// Evaluates the test on cumulative counts. Pure: same counts, same verdict.
 pub fn evaluate(counts: &Counts, cfg: &SequentialConfig) -> Result<SequentialVerdict, StatsError> {
+    evaluate_with_bound(counts, cfg, None)
+}
+
+/// [`evaluate`], given the smallest rate-ratio upper bound an earlier look at the same counts
+/// (same origin) reached.
+///
+/// Why: each look's bound belongs to one anytime-valid confidence sequence, so the running
+/// intersection (the smallest bound so far) is just as valid, and a canary that has passed stays
+/// passed instead of flipping back to inconclusive when noise widens one look's bound. A canary
+/// that turns bad later still fails: the Bayes factor is checked first.
+pub fn evaluate_with_bound(
+    counts: &Counts,
+    cfg: &SequentialConfig,
+    known_upper: Option<f64>,
+) -> Result<SequentialVerdict, StatsError> {
     if !(cfg.alpha > 0.0 && cfg.alpha < 1.0) {
         return Err(StatsError::AlphaOutOfRange(cfg.alpha));
     }
@@ -177,12 +198,14 @@ pub fn evaluate(counts: &Counts, cfg: &SequentialConfig) -> Result<SequentialVer
         );
         return Ok(verdict);
     }
-    let theta_upper = upper_bound(c.events, n, cfg.alpha, &cfg.concentrations)?;
+    let pass_alpha = cfg.pass_alpha.unwrap_or(cfg.alpha);
+    let theta_upper = upper_bound(c.events, n, pass_alpha, &cfg.concentrations)?;
     let ratio_upper = if theta_upper >= 1.0 {
         f64::INFINITY
     } else {
         theta_upper / (1.0 - theta_upper) * s.total / c.total
     };
+    let ratio_upper = known_upper.map_or(ratio_upper, |k| ratio_upper.min(k));
     verdict.ratio_upper = Some(ratio_upper);
     if ratio_upper <= cfg.pass_ratio {
         verdict.outcome = Outcome::Pass;
@@ -192,7 +215,7 @@ pub fn evaluate(counts: &Counts, cfg: &SequentialConfig) -> Result<SequentialVer
         );
         return Ok(verdict);
     }
-    let rate_upper = upper_bound(c.events, c.total, cfg.alpha, &cfg.concentrations)?;
+    let rate_upper = upper_bound(c.events, c.total, pass_alpha, &cfg.concentrations)?;
     if rate_upper <= cfg.negligible_rate {
         verdict.outcome = Outcome::Pass;
         verdict.explanation = format!(
@@ -287,6 +310,30 @@ mod tests {
             ..SequentialConfig::default()
         };
         let v = evaluate(&counts(11000.0, 1e6, 90000.0, 9e6), &strict).unwrap();
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation);
+    }
+
+    #[test]
+    fn an_earlier_tighter_bound_keeps_a_pass_and_never_blocks_a_fail() {
+        let cfg = SequentialConfig::default();
+        // A noisy look: the bound alone is too wide to pass.
+        let noisy = counts(14.0, 2000.0, 90.0, 18000.0);
+        let alone = evaluate(&noisy, &cfg).unwrap();
+        assert_eq!(
+            alone.outcome,
+            Outcome::Inconclusive,
+            "{}",
+            alone.explanation
+        );
+        let kept = evaluate_with_bound(&noisy, &cfg, Some(1.3)).unwrap();
+        assert_eq!(kept.outcome, Outcome::Pass, "{}", kept.explanation);
+        assert_eq!(kept.ratio_upper, Some(1.3));
+        // A looser earlier bound changes nothing.
+        let loose = evaluate_with_bound(&noisy, &cfg, Some(50.0)).unwrap();
+        assert_eq!(loose.ratio_upper, alone.ratio_upper);
+        // Evidence of a regression wins over any earlier bound.
+        let bad = counts(60.0, 2000.0, 90.0, 18000.0);
+        let v = evaluate_with_bound(&bad, &cfg, Some(1.1)).unwrap();
         assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation);
     }
 

@@ -2,6 +2,10 @@
 //! statistic would silently ignore, parameters in the range where the maths holds.
 
 use super::{fmt_d, Validator};
+use std::time::Duration;
+
+/// Shortest `restart_every` accepted (also at least 30 analysis intervals).
+const MIN_RESTART_EVERY: Duration = Duration::from_secs(600);
 use crate::policy::kinds::Kind;
 use crate::policy::model::MetricSpec;
 
@@ -97,6 +101,26 @@ impl Validator<'_> {
                 "min_exposure is negative".into(),
                 "it is a number of canary requests, e.g. 1000",
             );
+        }
+        let interval = self.policy.analysis.interval;
+        if let Some(every) = s.restart_every.filter(|e| !e.is_zero()) {
+            let shortest = (interval * 30).max(MIN_RESTART_EVERY);
+            if every < shortest {
+                self.push(
+                    &format!("{key}.restart_every"),
+                    format!(
+                        "restart_every {} is shorter than {}: each restart gets a smaller share \
+                         of alpha and would judge on too few polls",
+                        fmt_d(every),
+                        fmt_d(shortest)
+                    ),
+                    format!(
+                        "use at least {} (30 analysis intervals, at least 10m), the default 1h, \
+                         or 0s to turn restarts off",
+                        fmt_d(shortest)
+                    ),
+                );
+            }
         }
     }
 
@@ -279,6 +303,26 @@ mod tests {
                 .any(|(key, _)| key == "metric[0].sequential.margin"),
             "{k:?}"
         );
+    }
+
+    #[test]
+    fn a_restart_period_too_short_is_named_and_zero_turns_restarts_off() {
+        let with = |every: u64| {
+            let mut m = MetricSpec::test("e").sequential("a", "b");
+            if let Some(s) = m.sequential.as_mut() {
+                s.restart_every = Some(Duration::from_secs(every));
+            }
+            keys(m)
+        };
+        let k = with(120);
+        assert!(
+            k.iter()
+                .any(|(key, m)| key == "metric[0].sequential.restart_every"
+                    && m.contains("shorter than 10m")),
+            "{k:?}"
+        );
+        assert_eq!(with(0), []);
+        assert_eq!(with(1800), []);
     }
 
     #[test]
