@@ -126,10 +126,10 @@ fn describe(r: &Rule) -> String {
             warmup_alpha,
             restart_every,
         }) => format!(
-            "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {:.1} (alpha {}){}{}; passes after {} canary requests with the rate ratio bounded below {}{}",
+            "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {} (alpha {}){}{}; passes after {} canary requests with the rate ratio bounded below {}{}",
             r.name,
             config.margin,
-            1.0 / main_alpha(config.alpha, *restart_every),
+            bayes_threshold(main_alpha(config.alpha, *restart_every)),
             config.alpha,
             match restart_every {
                 Some(every) => format!(
@@ -143,7 +143,10 @@ fn describe(r: &Rule) -> String {
                 None => String::new(),
             },
             if *warmup_alpha > 0.0 {
-                format!(", or during warm-up at >= {} on counts since the start", 1.0 / warmup_alpha)
+                format!(
+                    ", or during warm-up at >= {} on counts since the start",
+                    bayes_threshold(*warmup_alpha)
+                )
             } else {
                 String::new()
             },
@@ -180,4 +183,14 @@ fn describe(r: &Rule) -> String {
 
 fn millis(ms: i64) -> std::time::Duration {
     std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// The Bayes factor `1/alpha` a test fires at, without float noise (1e5, not 99999.99999999999).
+fn bayes_threshold(alpha: f64) -> String {
+    let t = 1.0 / alpha;
+    if (t - t.round()).abs() <= 1e-6 * t {
+        format!("{:.0}", t.round())
+    } else {
+        format!("{t:.1}")
+    }
 }
