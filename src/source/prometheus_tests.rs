@@ -43,6 +43,14 @@ fn json(status: StatusCode, body: &'static str) -> Response {
         .into_response()
 }
 
+/// A successful instant query with no series.
+fn empty_vector() -> Response {
+    json(
+        StatusCode::OK,
+        r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+    )
+}
+
 fn source(url: &str) -> PrometheusSource {
     PrometheusSource::new(&PrometheusConfig::for_url(url)).unwrap()
 }
@@ -65,13 +73,7 @@ async fn nan_vector_value_is_not_finite_and_time_is_passed_through() {
 
 #[tokio::test]
 async fn query_timeout_is_sent_but_never_above_nine_tenths_of_http_timeout() {
-    let (url, seen) = fake(|| {
-        json(
-            StatusCode::OK,
-            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
-        )
-    })
-    .await;
+    let (url, seen) = fake(empty_vector).await;
     for (query_timeout, http_timeout) in [(3, 10), (10, 10)] {
         let cfg = PrometheusConfig {
             query_timeout: Duration::from_secs(query_timeout),
@@ -163,13 +165,7 @@ async fn refused_connection_is_connect() {
 
 #[tokio::test]
 async fn rotated_bearer_token_is_sent_on_the_next_query() {
-    let (url, seen) = fake(|| {
-        json(
-            StatusCode::OK,
-            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
-        )
-    })
-    .await;
+    let (url, seen) = fake(empty_vector).await;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "old").unwrap();
@@ -193,13 +189,7 @@ async fn rotated_bearer_token_is_sent_on_the_next_query() {
 
 #[tokio::test]
 async fn rate_limit_makes_excess_queries_wait_not_fail() {
-    let (url, seen) = fake(|| {
-        json(
-            StatusCode::OK,
-            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
-        )
-    })
-    .await;
+    let (url, seen) = fake(empty_vector).await;
     let cfg = PrometheusConfig {
         rate_limit: 20.0,
         burst: Some(1),
