@@ -11,6 +11,7 @@
 use crate::diagnostic::schema::{check, Field, Shape};
 use crate::diagnostic::spans::{self, SpanMap};
 use crate::diagnostic::{env_var, from_figment, render, Problem};
+use crate::source::config::{self, PrometheusConfig};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,8 @@ impl SettingsError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    pub prometheus: Prometheus,
+    /// How to reach Prometheus; the one type the source is built from.
+    pub prometheus: PrometheusConfig,
     /// Evaluation interval for policies that do not set `analysis.interval`.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -55,30 +57,6 @@ pub struct Settings {
     pub audit_dir: PathBuf,
     pub log: Log,
     pub reload: Reload,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Prometheus {
-    pub url: String,
-    /// Whole-request HTTP timeout (the client has none by default; a hung Prometheus must not
-    /// stall every service's analysis).
-    #[serde(with = "humantime_serde")]
-    pub http_timeout: Duration,
-    /// Server-side PromQL evaluation timeout; shorter than `http_timeout`.
-    #[serde(with = "humantime_serde")]
-    pub query_timeout: Duration,
-    /// Queries per second sent to Prometheus, across all services.
-    pub rate_limit: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer_token_file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub basic_auth_user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub basic_auth_password_file: Option<PathBuf>,
-    /// Extra CA certificate (PEM) for a Prometheus behind a private CA.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,7 +103,7 @@ pub struct Reload {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            prometheus: Prometheus::default(),
+            prometheus: PrometheusConfig::default(),
             poll_interval: Duration::from_secs(10),
             policy_dir: PathBuf::from("config/policies"),
             dry_run: false,
@@ -134,21 +112,6 @@ impl Default for Settings {
             audit_dir: PathBuf::from("audit"),
             log: Log::default(),
             reload: Reload::default(),
-        }
-    }
-}
-
-impl Default for Prometheus {
-    fn default() -> Self {
-        Prometheus {
-            url: "http://localhost:9090".into(),
-            http_timeout: Duration::from_secs(10),
-            query_timeout: Duration::from_secs(5),
-            rate_limit: 20.0,
-            bearer_token_file: None,
-            basic_auth_user: None,
-            basic_auth_password_file: None,
-            ca_file: None,
         }
     }
 }
@@ -167,19 +130,8 @@ impl Default for Reload {
     }
 }
 
-const PROMETHEUS: &[Field] = &[
-    Field::opt("url", Shape::Str),
-    Field::opt("http_timeout", Shape::Duration),
-    Field::opt("query_timeout", Shape::Duration),
-    Field::opt("rate_limit", Shape::Float),
-    Field::opt("bearer_token_file", Shape::Str),
-    Field::opt("basic_auth_user", Shape::Str),
-    Field::opt("basic_auth_password_file", Shape::Str),
-    Field::opt("ca_file", Shape::Str),
-];
-
 const SCHEMA: &[Field] = &[
-    Field::opt("prometheus", Shape::Table(PROMETHEUS)),
+    Field::opt("prometheus", Shape::Table(config::FIELDS)),
     Field::opt("poll_interval", Shape::Duration),
     Field::opt("policy_dir", Shape::Str),
     Field::opt("dry_run", Shape::Bool),
@@ -258,68 +210,18 @@ impl Settings {
             p.hint = hint.to_string();
             out.push(p);
         };
-        let prom = &self.prometheus;
-        match reqwest::Url::parse(&prom.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            Ok(u) => bad(
-                "prometheus.url",
-                format!("unsupported scheme `{}`", u.scheme()),
-                "use an http:// or https:// URL",
-            ),
-            Err(e) => bad(
-                "prometheus.url",
-                format!("not a URL ({e}): {:?}", prom.url),
-                "write e.g. \"http://prometheus.monitoring:9090\"",
-            ),
-        }
-        for (key, d) in [
-            ("prometheus.http_timeout", prom.http_timeout),
-            ("prometheus.query_timeout", prom.query_timeout),
-            ("poll_interval", self.poll_interval),
-        ] {
-            if d.is_zero() {
-                bad(
-                    key,
-                    "must be longer than zero".into(),
-                    "use a duration such as \"10s\"",
-                );
-            }
-        }
-        if prom.query_timeout > prom.http_timeout {
+        for issue in self.prometheus.issues() {
             bad(
-                "prometheus.query_timeout",
-                "query_timeout is longer than http_timeout, so the HTTP request gives up first"
-                    .into(),
-                "make query_timeout shorter than http_timeout",
+                &format!("prometheus.{}", issue.key),
+                issue.message,
+                issue.hint,
             );
         }
-        if !(prom.rate_limit.is_finite() && prom.rate_limit > 0.0) {
+        if self.poll_interval.is_zero() {
             bad(
-                "prometheus.rate_limit",
-                format!(
-                    "rate_limit must be a positive number of queries/s, got {}",
-                    prom.rate_limit
-                ),
-                "e.g. rate_limit = 20",
-            );
-        }
-        if prom.basic_auth_user.is_some() != prom.basic_auth_password_file.is_some() {
-            let key = if prom.basic_auth_user.is_some() {
-                "prometheus.basic_auth_user"
-            } else {
-                "prometheus.basic_auth_password_file"
-            };
-            bad(
-                key,
-                "basic auth needs both basic_auth_user and basic_auth_password_file".into(),
-                "set both, or neither",
-            );
-        }
-        if prom.bearer_token_file.is_some() && prom.basic_auth_user.is_some() {
-            bad(
-                "prometheus.bearer_token_file",
-                "both a bearer token and basic auth are set".into(),
-                "Prometheus accepts one Authorization header: keep one",
+                "poll_interval",
+                "must be longer than zero".into(),
+                "use a duration such as \"10s\"",
             );
         }
         if let Some(ep) = &self.log.otlp_endpoint {
@@ -362,33 +264,3 @@ fn locate(figment: &Figment, file: &Path, spans: Option<&SpanMap>, key: &str) ->
 // figment::Jail's closures return figment::Error, which is large; not our type to shrink.
 #[allow(clippy::result_large_err)]
 mod tests;
-
-impl Prometheus {
-    /// The source adapter's configuration for these settings.
-    pub fn source_config(&self) -> crate::source::config::PrometheusConfig {
-        use crate::source::config::{AuthConfig, PrometheusConfig};
-        let auth = match (
-            &self.bearer_token_file,
-            &self.basic_auth_user,
-            &self.basic_auth_password_file,
-        ) {
-            (Some(token_file), _, _) => Some(AuthConfig::Bearer {
-                token_file: token_file.clone(),
-            }),
-            (None, Some(username), Some(password_file)) => Some(AuthConfig::Basic {
-                username: username.clone(),
-                password_file: password_file.clone(),
-            }),
-            _ => None,
-        };
-        PrometheusConfig {
-            url: self.url.clone(),
-            timeout: self.http_timeout,
-            connect_timeout: self.http_timeout.min(std::time::Duration::from_secs(5)),
-            queries_per_second: self.rate_limit.ceil().max(1.0) as u32,
-            burst: None,
-            auth,
-            ca_file: self.ca_file.clone(),
-        }
-    }
-}

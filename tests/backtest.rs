@@ -69,13 +69,31 @@ fn backout(args: &[&str]) -> Output {
         .expect("run backout")
 }
 
+/// Runs `backout backtest` of the policy in `file` over `from..to` (RFC 3339) against the
+/// Prometheus at `url`, with `extra` flags after the common ones.
+fn backtest(file: &str, from: &str, to: &str, url: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "backtest",
+        "--policy",
+        file,
+        "--from",
+        from,
+        "--to",
+        to,
+        "--prometheus",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    backout(&args)
+}
+
 fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).unwrap().to_string()
 }
 
-/// Parses JSON lines; panics with the whole output when they are not.
-fn json_lines(out: &Output) -> Vec<Value> {
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// The stdout of a run that must succeed; panics with the whole output when it did not.
+fn stdout_of(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
@@ -83,6 +101,11 @@ fn json_lines(out: &Output) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Parses JSON lines of a successful run; panics with the whole output when they are not.
+fn json_lines(out: &Output) -> Vec<Value> {
+    stdout_of(out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
@@ -115,19 +138,7 @@ async fn a_replayed_incident_rolls_back_soon_after_its_onset_and_a_healthy_servi
     let (from_s, to_s) = (rfc3339(from), rfc3339(to));
     let run = |service: &str, extra: &[&str]| {
         let file = write_policy(dir.path(), service, &policy(service));
-        let mut args = vec![
-            "backtest",
-            "--policy",
-            &file,
-            "--from",
-            &from_s,
-            "--to",
-            &to_s,
-            "--prometheus",
-            &prom.url,
-        ];
-        args.extend_from_slice(extra);
-        backout(&args)
+        backtest(&file, &from_s, &to_s, &prom.url, extra)
     };
 
     // The incident: every change before the onset is at most inconclusive (warm-up, counting),
@@ -179,9 +190,7 @@ async fn a_replayed_incident_rolls_back_soon_after_its_onset_and_a_healthy_servi
     );
 
     // The same replay for people.
-    let out = run("shop", &[]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = stdout_of(&run("shop", &[]));
     assert!(
         text.contains(&format!(
             "rollback would have fired at {} ({} s after start)",
@@ -210,12 +219,7 @@ async fn a_replayed_incident_rolls_back_soon_after_its_onset_and_a_healthy_servi
         "--prometheus",
         &prom.url,
     ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = stdout_of(&out);
     assert!(text.contains("# Live standing of `shop`"), "{text}");
     assert!(
         text.contains(&format!("rollback would have fired at {}", rfc3339(at))),
@@ -240,17 +244,7 @@ async fn a_replayed_incident_rolls_back_soon_after_its_onset_and_a_healthy_servi
         "sum by (service, track) (rat(",
     );
     let file = write_policy(dir.path(), "broken", &broken);
-    let out = backout(&[
-        "backtest",
-        "--policy",
-        &file,
-        "--from",
-        &from_s,
-        "--to",
-        &to_s,
-        "--prometheus",
-        &prom.url,
-    ]);
+    let out = backtest(&file, &from_s, &to_s, &prom.url, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -278,24 +272,9 @@ async fn time_a_backtest(days: i64) {
     let file = write_policy(dir.path(), "shop", &policy("shop"));
     let (from_s, to_s) = (rfc3339(start), rfc3339(start + minutes * MIN));
     let began = Instant::now();
-    let out = backout(&[
-        "backtest",
-        "--policy",
-        &file,
-        "--from",
-        &from_s,
-        "--to",
-        &to_s,
-        "--prometheus",
-        &prom.url,
-    ]);
+    let out = backtest(&file, &from_s, &to_s, &prom.url, &[]);
     let wall = began.elapsed();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = stdout_of(&out);
     eprintln!("{text}\nwall time {wall:?}");
     assert!(
         text.contains(&format!("{} polls", minutes * 6 + 1)),

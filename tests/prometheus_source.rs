@@ -8,8 +8,7 @@ use backout::sample::{Observation, Track};
 use backout::source::exporter;
 use backout::source::workload::{Delta, Load, Workload};
 use backout::source::{
-    run_plan, AuthConfig, Key, MetricSource, PrometheusConfig, PrometheusSource, QueryPlan, Range,
-    Request,
+    run_plan, Key, MetricSource, PrometheusConfig, PrometheusSource, QueryPlan, Range, Request,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -265,10 +264,8 @@ async fn https_with_a_private_ca_and_basic_auth_from_a_password_file() {
     std::fs::write(&password, "s3cret\n").unwrap();
     let cfg = |ca: bool, password_file: &std::path::Path| PrometheusConfig {
         ca_file: ca.then(|| fixtures.join("ca.pem")),
-        auth: Some(AuthConfig::Basic {
-            username: "backout".into(),
-            password_file: password_file.to_path_buf(),
-        }),
+        basic_auth_user: Some("backout".into()),
+        basic_auth_password_file: Some(password_file.to_path_buf()),
         ..PrometheusConfig::for_url(&prom.url)
     };
 

@@ -63,7 +63,7 @@ impl SourceArgs {
                 let opts = LoadOptions {
                     default_interval: settings.poll_interval,
                 };
-                (settings.prometheus.source_config(), opts)
+                (settings.prometheus, opts)
             }
             None => (
                 PrometheusConfig::for_url(DEFAULT_PROMETHEUS),
@@ -73,7 +73,10 @@ impl SourceArgs {
         if let Some(url) = &self.prometheus {
             cfg.url = url.clone();
         }
-        cfg.timeout = cfg.timeout.max(self.query_timeout);
+        // Range queries are heavier than the daemon's instant ones: give the request and the
+        // server-side evaluation at least --query-timeout.
+        cfg.http_timeout = cfg.http_timeout.max(self.query_timeout);
+        cfg.query_timeout = cfg.query_timeout.max(self.query_timeout);
         let source = PrometheusSource::new(&cfg).map_err(backtest::BacktestError::Source)?;
         Ok((source, opts, cfg.url))
     }

@@ -85,7 +85,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .or(settings.kubernetes.kubeconfig.as_ref());
     let client = kube_client(kubeconfig).await?;
-    let source = PrometheusSource::new(&settings.prometheus.source_config())?;
+    let source = PrometheusSource::new(&settings.prometheus)
+        .with_context(|| format!("[prometheus] in {}", args.config.display()))?;
     let source = Instrumented::new(source, Arc::new(metrics.clone()));
     let clock = Arc::new(SystemClock);
     let actuator = Actuator::new(client.clone(), clock.clone(), ActuatorConfig::default())

@@ -56,6 +56,12 @@ pub fn check_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Proble
                     "use a number such as 20",
                 )),
             },
+            Shape::Count => value.trim().parse::<u64>().err().map(|_| {
+                (
+                    format!("not a whole number: {value:?}"),
+                    "use a whole number such as 20",
+                )
+            }),
             Shape::Bool => value
                 .trim()
                 .parse::<bool>()

@@ -107,6 +107,8 @@ fn every_bad_environment_variable_is_listed() {
         ("BACKOUT_NOPE", "1"),
         ("BACKOUT_PROMETHEUS__RATE_LIMIT", "lots"),
         ("BACKOUT_PROMETHEUS__HTTP_TIMEOUT", "soon"),
+        ("BACKOUT_PROMETHEUS__BURST", "-1"),
+        ("BACKOUT_PROMETHEUS__CONNECT_TIMEOUT", "2s"),
         ("BACKOUT_DRY_RUN", "yes"),
         ("BACKOUT_LOG__FORMAT", "xml"),
         ("BACKOUT_PROMETHEUS", "x"),
@@ -124,12 +126,71 @@ fn every_bad_environment_variable_is_listed() {
             "nope (from BACKOUT_NOPE)",
             "prometheus.rate_limit (from BACKOUT_PROMETHEUS__RATE_LIMIT)",
             "prometheus.http_timeout (from BACKOUT_PROMETHEUS__HTTP_TIMEOUT)",
+            "prometheus.burst (from BACKOUT_PROMETHEUS__BURST)",
             "dry_run (from BACKOUT_DRY_RUN)",
             "log.format (from BACKOUT_LOG__FORMAT)",
             "prometheus (from BACKOUT_PROMETHEUS)",
             "log.format.x (from BACKOUT_LOG__FORMAT__X)",
         ]
     );
+}
+
+#[test]
+fn connect_timeout_and_burst_are_settings_and_checked_with_lines() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "backout.toml",
+            "[prometheus]\nconnect_timeout = \"2s\"\nburst = 3\n",
+        )?;
+        let s = Settings::load(&jail.directory().join("backout.toml")).unwrap();
+        assert_eq!(s.prometheus.connect_timeout, Duration::from_secs(2));
+        assert_eq!(s.prometheus.burst, Some(3));
+        jail.create_file(
+            "backout.toml",
+            "[prometheus]\nconnect_timeout = \"0s\"\nburst = 0\n",
+        )?;
+        let p = problems(jail);
+        let at = |k: &str| {
+            p.iter()
+                .find(|p| p.key == k)
+                .map(|p| (p.line, p.hint.clone()))
+        };
+        let (line, hint) = at("prometheus.connect_timeout").unwrap();
+        assert_eq!(line, Some(2), "{p:?}");
+        assert!(hint.contains("duration"), "{hint}");
+        let (line, hint) = at("prometheus.burst").unwrap();
+        assert_eq!(line, Some(3), "{p:?}");
+        assert!(hint.contains("remove it"), "{hint}");
+        Ok(())
+    });
+}
+
+#[test]
+fn shipped_settings_files_load() {
+    // The documented keys are the canonical ones: the example config and the deploy manifest's
+    // embedded settings must keep loading.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("deploy/configmap.yaml")).unwrap();
+    let embedded: String = manifest
+        .split("backout.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    Jail::expect_with(|jail| {
+        jail.create_file("deploy.toml", &embedded)?;
+        let deploy = Settings::load(&jail.directory().join("deploy.toml")).unwrap();
+        assert_eq!(deploy.prometheus.http_timeout, Duration::from_secs(5));
+        let example = Settings::load(&root.join("config/backout.toml")).unwrap();
+        assert_eq!(
+            example,
+            Settings::default(),
+            "config/backout.toml shows the defaults"
+        );
+        Ok(())
+    });
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! the file's modification time and size before each query (a cheap `stat`) and re-read only when
 //! they change.
 
-use super::config::AuthConfig;
+use super::config::PrometheusConfig;
 use super::SourceError;
 use reqwest::header::HeaderValue;
 use std::path::{Path, PathBuf};
@@ -33,19 +33,33 @@ struct Cached {
 }
 
 impl Credentials {
-    pub fn new(cfg: &AuthConfig) -> Self {
-        let (kind, file) = match cfg {
-            AuthConfig::Bearer { token_file } => (Kind::Bearer, token_file.clone()),
-            AuthConfig::Basic {
-                username,
-                password_file,
-            } => (
-                Kind::Basic {
-                    username: username.clone(),
-                },
-                password_file.clone(),
-            ),
-        };
+    /// The credential `cfg` configures, if any (`bearer_token_file`, or `basic_auth_user` with
+    /// `basic_auth_password_file`; [`PrometheusConfig::issues`] rejects both or half of one).
+    pub fn from_config(cfg: &PrometheusConfig) -> Option<Self> {
+        match (
+            &cfg.bearer_token_file,
+            &cfg.basic_auth_user,
+            &cfg.basic_auth_password_file,
+        ) {
+            (Some(token_file), _, _) => Some(Self::bearer(token_file.clone())),
+            (None, Some(username), Some(password_file)) => {
+                Some(Self::basic(username.clone(), password_file.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// `Authorization: Bearer <contents of token_file>`.
+    pub fn bearer(token_file: PathBuf) -> Self {
+        Self::with(Kind::Bearer, token_file)
+    }
+
+    /// HTTP basic auth, the password read from `password_file`.
+    pub fn basic(username: String, password_file: PathBuf) -> Self {
+        Self::with(Kind::Basic { username }, password_file)
+    }
+
+    fn with(kind: Kind, file: PathBuf) -> Self {
         Self {
             kind,
             file,
@@ -100,8 +114,8 @@ impl Credentials {
 
     fn what(&self) -> &'static str {
         match self.kind {
-            Kind::Bearer => "prometheus.auth.token_file",
-            Kind::Basic { .. } => "prometheus.auth.password_file",
+            Kind::Bearer => "prometheus.bearer_token_file",
+            Kind::Basic { .. } => "prometheus.basic_auth_password_file",
         }
     }
 
@@ -171,9 +185,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "first\n").unwrap();
-        let creds = Credentials::new(&AuthConfig::Bearer {
-            token_file: file.clone(),
-        });
+        let creds = Credentials::bearer(file.clone());
         assert_eq!(creds.header().await.unwrap(), "Bearer first");
         // Rotation the way the kubelet does it: a new file swapped in place.
         let tmp = dir.path().join("token.new");
@@ -187,10 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, "open sesame").unwrap();
-        let creds = Credentials::new(&AuthConfig::Basic {
-            username: "Aladdin".into(),
-            password_file: file,
-        });
+        let creds = Credentials::basic("Aladdin".into(), file);
         assert_eq!(
             creds.header().await.unwrap(),
             "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
@@ -199,13 +208,11 @@ mod tests {
 
     #[tokio::test]
     async fn missing_file_names_the_key_and_the_path() {
-        let creds = Credentials::new(&AuthConfig::Bearer {
-            token_file: "/nonexistent/token".into(),
-        });
+        let creds = Credentials::bearer("/nonexistent/token".into());
         let err = creds.header().await.unwrap_err();
         assert_eq!(err.reason(), "auth");
         let msg = err.to_string();
-        assert!(msg.contains("prometheus.auth.token_file"), "{msg}");
+        assert!(msg.contains("prometheus.bearer_token_file"), "{msg}");
         assert!(msg.contains("/nonexistent/token"), "{msg}");
     }
 }

@@ -20,7 +20,7 @@ use crate::sample::{Millis, Sample};
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 
-pub use config::{AuthConfig, PrometheusConfig};
+pub use config::PrometheusConfig;
 pub use plan::{Key, QueryPlan, Request, SplitLabels};
 pub use prometheus::PrometheusSource;
 

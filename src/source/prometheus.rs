@@ -21,14 +21,15 @@ pub struct PrometheusSource {
     client: prometheus_http_query::Client,
     limiter: DefaultDirectRateLimiter,
     credentials: Option<Credentials>,
-    timeout: Duration,
+    /// Sent to Prometheus with each query as its evaluation limit.
+    server_timeout: Duration,
 }
 
 impl std::fmt::Debug for PrometheusSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrometheusSource")
             .field("url", &self.client.base_url().as_str())
-            .field("timeout", &self.timeout)
+            .field("server_timeout", &self.server_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -38,7 +39,7 @@ impl PrometheusSource {
     pub fn new(cfg: &PrometheusConfig) -> Result<Self, SourceError> {
         cfg.validate()?;
         let mut builder = reqwest::Client::builder()
-            .timeout(cfg.timeout)
+            .timeout(cfg.http_timeout)
             .connect_timeout(cfg.connect_timeout);
         if let Some(ca) = &cfg.ca_file {
             let pem = std::fs::read(ca).map_err(|e| SourceError::Config {
@@ -72,13 +73,11 @@ impl PrometheusSource {
         })?;
         let client = prometheus_http_query::Client::from(http, &cfg.url)
             .map_err(|e| mapping::classify(&e))?;
-        let rate = NonZeroU32::new(cfg.queries_per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = cfg.burst.and_then(NonZeroU32::new).unwrap_or(rate);
         Ok(Self {
             client,
-            limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
-            credentials: cfg.auth.as_ref().map(Credentials::new),
-            timeout: cfg.timeout,
+            limiter: RateLimiter::direct(quota(cfg)),
+            credentials: Credentials::from_config(cfg),
+            server_timeout: cfg.query_timeout.min(cfg.http_timeout.mul_f64(0.9)),
         })
     }
 
@@ -96,10 +95,12 @@ impl PrometheusSource {
         }
     }
 
-    /// Prometheus's own evaluation timeout, set just under ours so it gives up first and says so.
+    /// Prometheus's own evaluation timeout: `query_timeout`, but at most 90% of `http_timeout`
+    /// so the server gives up first and says why instead of the request being cut off.
     fn server_timeout_ms(&self) -> i64 {
-        let ms = self.timeout.as_millis() as i64;
-        (ms - ms / 10).max(1)
+        i64::try_from(self.server_timeout.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1)
     }
 
     async fn instant_query(
@@ -166,6 +167,20 @@ impl MetricSource for PrometheusSource {
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, SourceError>> {
         self.range_query(promql, range).boxed()
     }
+}
+
+/// `cfg.rate_limit` queries per second (fractions honoured: 0.5 is one query every 2 s), with
+/// [`PrometheusConfig::burst_or_default`] back to back. Expects a validated config.
+fn quota(cfg: &PrometheusConfig) -> Quota {
+    let burst = NonZeroU32::new(cfg.burst_or_default()).unwrap_or(NonZeroU32::MIN);
+    // Out-of-range rates (validation rejects them) fall back to the safe extreme: a rate too high
+    // for a nanosecond period is unlimited, and anything else unusable is one query a year.
+    const SLOWEST: Duration = Duration::from_secs(365 * 86_400);
+    let period = Duration::try_from_secs_f64(1.0 / cfg.rate_limit)
+        .unwrap_or(SLOWEST)
+        .min(SLOWEST);
+    let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX));
+    quota.allow_burst(burst)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::sample::Observation;
-use crate::source::config::AuthConfig;
 use crate::source::mapping::observation;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +43,14 @@ fn json(status: StatusCode, body: &'static str) -> Response {
         .into_response()
 }
 
+/// A successful instant query with no series.
+fn empty_vector() -> Response {
+    json(
+        StatusCode::OK,
+        r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+    )
+}
+
 fn source(url: &str) -> PrometheusSource {
     PrometheusSource::new(&PrometheusConfig::for_url(url)).unwrap()
 }
@@ -62,6 +69,27 @@ async fn nan_vector_value_is_not_finite_and_time_is_passed_through() {
     let (params, _) = seen.lock().unwrap()[0].clone();
     assert_eq!(params["time"], "1700000000.500");
     assert_eq!(params["query"], "x");
+}
+
+#[tokio::test]
+async fn query_timeout_is_sent_but_never_above_nine_tenths_of_http_timeout() {
+    let (url, seen) = fake(empty_vector).await;
+    for (query_timeout, http_timeout) in [(3, 10), (10, 10)] {
+        let cfg = PrometheusConfig {
+            query_timeout: Duration::from_secs(query_timeout),
+            http_timeout: Duration::from_secs(http_timeout),
+            ..PrometheusConfig::for_url(&url)
+        };
+        let src = PrometheusSource::new(&cfg).unwrap();
+        src.instant("x", None).await.unwrap();
+    }
+    let sent: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p["timeout"].clone())
+        .collect();
+    assert_eq!(sent, ["3000ms", "9000ms"]);
 }
 
 #[tokio::test]
@@ -109,7 +137,8 @@ async fn a_server_that_never_answers_times_out() {
         }
     });
     let cfg = PrometheusConfig {
-        timeout: Duration::from_millis(300),
+        http_timeout: Duration::from_millis(300),
+        query_timeout: Duration::from_millis(200),
         ..PrometheusConfig::for_url(format!("http://{addr}"))
     };
     let err = PrometheusSource::new(&cfg)
@@ -136,20 +165,12 @@ async fn refused_connection_is_connect() {
 
 #[tokio::test]
 async fn rotated_bearer_token_is_sent_on_the_next_query() {
-    let (url, seen) = fake(|| {
-        json(
-            StatusCode::OK,
-            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
-        )
-    })
-    .await;
+    let (url, seen) = fake(empty_vector).await;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "old").unwrap();
     let cfg = PrometheusConfig {
-        auth: Some(AuthConfig::Bearer {
-            token_file: token.clone(),
-        }),
+        bearer_token_file: Some(token.clone()),
         ..PrometheusConfig::for_url(&url)
     };
     let src = PrometheusSource::new(&cfg).unwrap();
@@ -168,15 +189,9 @@ async fn rotated_bearer_token_is_sent_on_the_next_query() {
 
 #[tokio::test]
 async fn rate_limit_makes_excess_queries_wait_not_fail() {
-    let (url, seen) = fake(|| {
-        json(
-            StatusCode::OK,
-            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
-        )
-    })
-    .await;
+    let (url, seen) = fake(empty_vector).await;
     let cfg = PrometheusConfig {
-        queries_per_second: 20,
+        rate_limit: 20.0,
         burst: Some(1),
         ..PrometheusConfig::for_url(&url)
     };
