@@ -4,7 +4,7 @@
 
 use super::report::{describe, health_str};
 use super::time::{human, rfc3339};
-use crate::decision::{Alert, Health, MetricStatus, Reading, Rule, Verdict};
+use crate::decision::{threshold_text, Alert, Health, MetricStatus, Reading, Rule, Verdict};
 use crate::policy::{Compare, Kind, Level, Policy};
 use crate::sample::Millis;
 use serde::Serialize;
@@ -114,7 +114,10 @@ fn standing(policy: &Policy, rule: &Rule, status: &MetricStatus) -> Standing {
             } else {
                 "not started".to_string()
             };
-            parts.push(format!("fails at {fail_at} ({gap}); {explanation}"));
+            parts.push(format!(
+                "fails at {} ({gap}); {explanation}",
+                threshold_text(*fail_at)
+            ));
             Some(*value)
         }
         other => {

@@ -4,6 +4,7 @@
 use super::replay::{Change, Replay};
 use super::schedule::Mode;
 use super::time::{human, rfc3339};
+use crate::decision::threshold_text;
 use crate::decision::{Health, Missing, Reading, Reason, Stage, Verdict};
 use crate::sample::Millis;
 use serde::Serialize;
@@ -51,7 +52,10 @@ pub fn describe(reading: &Reading) -> String {
             fail_at,
             explanation,
             ..
-        } => format!("{statistic} {value:.4} (fails at {fail_at}): {explanation}"),
+        } => format!(
+            "{statistic} {value:.4} (fails at {}): {explanation}",
+            threshold_text(*fail_at)
+        ),
         Reading::Counting { from } => {
             format!("counting starts at {} (end of warm-up)", rfc3339(*from))
         }

@@ -2,7 +2,7 @@
 //! defaults filled) and the PromQL it will send for each track, so nothing is a surprise.
 
 use anyhow::Context;
-use backout::decision::{main_alpha, Rule, Test, RESTART_SHARE};
+use backout::decision::{main_alpha, threshold_text, Rule, Test, RESTART_SHARE};
 use backout::policy::{self, feeds, Input, Policy};
 use backout::sample::Track;
 use std::fmt::Write as _;
@@ -129,7 +129,7 @@ fn describe(r: &Rule) -> String {
             "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {} (alpha {}){}{}; passes after {} canary requests with the rate ratio bounded below {}{}",
             r.name,
             config.margin,
-            bayes_threshold(main_alpha(config.alpha, *restart_every)),
+            threshold_text(1.0 / main_alpha(config.alpha, *restart_every)),
             config.alpha,
             match restart_every {
                 Some(every) => format!(
@@ -145,7 +145,7 @@ fn describe(r: &Rule) -> String {
             if *warmup_alpha > 0.0 {
                 format!(
                     ", or during warm-up at >= {} on counts since the start",
-                    bayes_threshold(*warmup_alpha)
+                    threshold_text(1.0 / warmup_alpha)
                 )
             } else {
                 String::new()
@@ -183,14 +183,4 @@ fn describe(r: &Rule) -> String {
 
 fn millis(ms: i64) -> std::time::Duration {
     std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-/// The Bayes factor `1/alpha` a test fires at, without float noise (1e5, not 99999.99999999999).
-fn bayes_threshold(alpha: f64) -> String {
-    let t = 1.0 / alpha;
-    if (t - t.round()).abs() <= 1e-6 * t {
-        format!("{:.0}", t.round())
-    } else {
-        format!("{t:.1}")
-    }
 }

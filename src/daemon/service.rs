@@ -314,8 +314,11 @@ pub fn reason_lines(v: &Verdict) -> Vec<String> {
             } = &r.reading
             {
                 return format!(
-                    "{} {:?} on {}: {statistic} {value:.4} (fails at {fail_at}): {explanation}",
-                    r.metric, r.health, r.track
+                    "{} {:?} on {}: {statistic} {value:.4} (fails at {}): {explanation}",
+                    r.metric,
+                    r.health,
+                    r.track,
+                    crate::decision::threshold_text(*fail_at)
                 );
             }
             let observed = r

@@ -16,7 +16,7 @@ pub mod verdict;
 pub mod window;
 
 pub use engine::Engine;
-pub use rule::{Breach, Missing, Outcome, Reading, Rule, Test};
+pub use rule::{threshold_text, Breach, Missing, Outcome, Reading, Rule, Test};
 pub use sequential::{main_alpha, restart_alpha, RESTART_SHARE};
 pub use state::{Alert, Health, MetricState};
 pub use verdict::{MetricStatus, Phase, Reason, Stage, Verdict};
