@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 /// Milliseconds since the Unix epoch. The engine never reads a clock: callers pass time in.
 pub type Millis = i64;
 
+/// A span of `Millis` as a `Duration` for people (negative spans read as zero).
+pub fn duration(ms: Millis) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
 /// Which side of the traffic split a series belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -77,7 +77,14 @@ impl SourceArgs {
         // server-side evaluation at least --query-timeout.
         cfg.http_timeout = cfg.http_timeout.max(self.query_timeout);
         cfg.query_timeout = cfg.query_timeout.max(self.query_timeout);
-        let source = PrometheusSource::new(&cfg).map_err(backtest::BacktestError::Source)?;
+        // Name where the offending setting came from: the flag or the settings file.
+        let from = match (&self.prometheus, &self.config) {
+            (Some(url), Some(path)) => format!("--prometheus {url} with --config {}", path.display()),
+            (Some(url), None) => format!("--prometheus {url}"),
+            (None, Some(path)) => format!("--config {}", path.display()),
+            (None, None) => format!("the default --prometheus {DEFAULT_PROMETHEUS}"),
+        };
+        let source = PrometheusSource::new(&cfg).with_context(|| from)?;
         Ok((source, opts, cfg.url))
     }
 }

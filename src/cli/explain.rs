@@ -4,7 +4,7 @@
 use anyhow::Context;
 use backout::decision::{main_alpha, threshold_text, Rule, Test, RESTART_SHARE};
 use backout::policy::{self, feeds, Input, Policy};
-use backout::sample::Track;
+use backout::sample::{duration, Track};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,7 +90,7 @@ fn decisions(p: &Policy) -> Vec<String> {
 fn describe(r: &Rule) -> String {
     let hold = |ms: i64| {
         if ms > 0 {
-            format!(", held for {}", humantime::format_duration(millis(ms)))
+            format!(", held for {}", humantime::format_duration(duration(ms)))
         } else {
             String::new()
         }
@@ -115,7 +115,7 @@ fn describe(r: &Rule) -> String {
                 "`{}` (threshold): {compared}{:?} over {}; critical {}, warning {}{}",
                 r.name,
                 r.stat,
-                humantime::format_duration(millis(r.stat_window)),
+                humantime::format_duration(duration(r.stat_window)),
                 level(r.critical),
                 level(r.warning),
                 hold(r.for_)
@@ -126,17 +126,20 @@ fn describe(r: &Rule) -> String {
             warmup_alpha,
             restart_every,
         }) => format!(
-            "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {} (alpha {}){}{}; passes after {} canary requests with the rate ratio bounded below {}{}",
+            "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {} (alpha {}{}){}{}; passes after {} canary requests with the rate ratio bounded below {}{}",
             r.name,
             config.margin,
             threshold_text(1.0 / main_alpha(config.alpha, *restart_every)),
-            config.alpha,
+            main_alpha(config.alpha, *restart_every),
+            if restart_every.is_some() {
+                format!(" of {}", config.alpha)
+            } else {
+                String::new()
+            },
             match restart_every {
                 Some(every) => format!(
                     ", or on counts since a restart every {} (restart j at alpha {} * {} / (j(j+1)))",
-                    humantime::format_duration(std::time::Duration::from_millis(
-                        u64::try_from(*every).unwrap_or(0)
-                    )),
+                    humantime::format_duration(duration(*every)),
                     config.alpha,
                     RESTART_SHARE
                 ),
@@ -173,14 +176,10 @@ fn describe(r: &Rule) -> String {
         Some(Test::MannWhitney(cfg)) => format!(
             "`{}` (mann_whitney): statistic = confidence that the canary's values over {} are higher than the stable's (Mann-Whitney U); rolls back at >= {} when the canary's mean is also more than {}% above the stable's; fixed-horizon test, re-run every poll{}",
             r.name,
-            humantime::format_duration(millis(r.stat_window)),
+            humantime::format_duration(duration(r.stat_window)),
             cfg.confidence,
             cfg.tolerance * 100.0,
             hold(r.for_)
         ),
     }
-}
-
-fn millis(ms: i64) -> std::time::Duration {
-    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }

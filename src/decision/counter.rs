@@ -10,8 +10,12 @@
 //! - a counter first seen absent and later present was created meanwhile (error counters appear
 //!   with the first error), so its whole value counts;
 //! - a counter absent for a while (target down) and back continues from its last value.
+//!
+//! [`ArmCounters`] pairs a track's events and total counters into the counts the test reads.
 
-use crate::sample::{Millis, Observation, Sample};
+use super::rule::Missing;
+use crate::sample::{Millis, Observation, Sample, Track};
+use crate::stats::sequential::ArmCounts;
 
 /// One counter of one track.
 #[derive(Debug, Clone, Default)]
@@ -77,6 +81,54 @@ impl Counter {
     pub fn increase(&self) -> f64 {
         self.increase
     }
+}
+
+/// Events and total counters of one track.
+pub type ArmCounters = [Counter; 2];
+pub const EVENTS: usize = 0;
+pub const TOTAL: usize = 1;
+
+fn counter_missing(state: CounterState<'_>) -> Option<Missing> {
+    match state {
+        CounterState::Fresh(_) => None,
+        CounterState::Absent => Some(Missing::Absent),
+        CounterState::Never => Some(Missing::NeverSeen),
+        CounterState::Unusable(s) => Some(match &s.obs {
+            Observation::Error(reason) => Missing::Error {
+                reason: reason.clone(),
+            },
+            Observation::NotFinite(_) => Missing::NotFinite,
+            _ => Missing::Stale { last_at: s.at },
+        }),
+    }
+}
+
+/// Increases of both counters of `arm`, or why they cannot be used. An absent event counter
+/// on the canary is "no event yet" (error series appear with the first error, and it can only
+/// make the canary look better); on the stable it is missing data.
+pub fn arm_counts(
+    arm: &ArmCounters,
+    track: Track,
+    now: Millis,
+    stale_after: Millis,
+) -> Result<ArmCounts, Missing> {
+    let total = match arm[TOTAL].read(now, stale_after) {
+        CounterState::Fresh(v) => v,
+        other => return Err(counter_missing(other).unwrap_or(Missing::Absent)),
+    };
+    let events = match arm[EVENTS].read(now, stale_after) {
+        CounterState::Fresh(v) => v,
+        CounterState::Absent if track == Track::Canary => arm[EVENTS].increase(),
+        other => return Err(counter_missing(other).unwrap_or(Missing::Absent)),
+    };
+    Ok(ArmCounts::new(events, total))
+}
+
+/// Where the sequential counts start, per track (snapshot of each arm's increases).
+pub fn snapshot(counters: &[ArmCounters; 2]) -> [ArmCounts; 2] {
+    counters
+        .each_ref()
+        .map(|a| ArmCounts::new(a[EVENTS].increase(), a[TOTAL].increase()))
 }
 
 #[cfg(test)]

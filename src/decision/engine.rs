@@ -1,7 +1,8 @@
 //! One service's engine: owns the sample windows and per-metric state for one canary revision.
 
+use super::counter::{ArmCounters, EVENTS, TOTAL};
 use super::rule::{self, millis, Breach, Inputs, Rule, Test};
-use super::sequential::{self, ArmCounters, EVENTS, TOTAL};
+use super::sequential;
 use super::state::{Health, MetricState};
 use super::statistic;
 use super::verdict::{self, MetricStatus, Phase, Reason, Stage, Verdict};

@@ -15,9 +15,10 @@ mod statistic;
 pub mod verdict;
 pub mod window;
 
+pub use crate::stats::threshold_text;
 pub use engine::Engine;
-pub use rule::{threshold_text, Breach, Missing, Outcome, Reading, Rule, Test};
-pub use sequential::{main_alpha, restart_alpha, RESTART_SHARE};
+pub use rule::{Breach, Missing, Outcome, Reading, Rule, Test};
+pub use sequential::{main_alpha, RESTART_SHARE};
 pub use state::{Alert, Health, MetricState};
 pub use verdict::{MetricStatus, Phase, Reason, Stage, Verdict};
 pub use window::Window;

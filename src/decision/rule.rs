@@ -54,18 +54,12 @@ pub enum Test {
     MannWhitney(MannWhitneyConfig),
 }
 
-/// A test's threshold for people: `1/alpha` is rarely a round float (1/0.0099 is
-/// 101.01010101010101), and logs, backtest lines and `explain` should not print the noise.
-pub fn threshold_text(v: f64) -> String {
-    let text = match v.abs() {
-        a if a >= 100.0 => format!("{v:.1}"),
-        a if a >= 1.0 => format!("{v:.2}"),
-        _ => format!("{v:.4}"),
-    };
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
+/// A test's outcome as the breach the state machine steps on.
+pub(super) fn breach_of(o: TestOutcome) -> Breach {
+    match o {
+        TestOutcome::Fail => Breach::Critical,
+        TestOutcome::Pass => Breach::Clear,
+        TestOutcome::Inconclusive => Breach::Inconclusive,
     }
 }
 
@@ -334,19 +328,5 @@ pub(super) fn ignored(reading: Reading) -> Outcome {
         reading,
         breach: Breach::Ignored,
         threshold: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::threshold_text;
-
-    #[test]
-    fn thresholds_print_without_float_noise() {
-        assert_eq!(threshold_text(1.0 / 0.0099), "101");
-        assert_eq!(threshold_text(1.0 / 0.00001), "100000");
-        assert_eq!(threshold_text(14.4), "14.4");
-        assert_eq!(threshold_text(0.98), "0.98");
-        assert_eq!(threshold_text(1.0 / 0.009), "111.1");
     }
 }

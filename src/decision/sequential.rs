@@ -9,16 +9,18 @@
 //! `alpha * (1 - RESTART_SHARE)` and restart `j` (j = 1, 2, ...) gets
 //! `alpha * RESTART_SHARE / (j * (j + 1))`, which sum to `RESTART_SHARE * alpha`. Only the two
 //! newest restarts are evaluated: not looking at a test can only remove false rollbacks.
+//! The warm-up test is one more member: the whole bound is `alpha + warmup_alpha`.
 
-use super::counter::{Counter, CounterState};
-use super::rule::{ignored, inconclusive, missing, Breach, Missing, Outcome, Reading, Rule};
-use super::statistic::breach_of;
-use crate::sample::{Millis, Track};
-use crate::stats::sequential::{self, ArmCounts, Counts, Outcome as TestOutcome, SequentialConfig};
+use super::counter::{arm_counts, snapshot, ArmCounters};
+use super::rule::{breach_of, ignored, inconclusive, missing, Breach, Outcome, Reading, Rule};
+use crate::sample::{duration, Millis, Track};
+use crate::stats::sequential::{
+    self, ArmCounts, Counts, KnownBound, Outcome as TestOutcome, SequentialConfig,
+};
 
 /// Share of alpha spent on restarts when they are on. Small, so the main test, which decides
 /// every canary of ordinary length, loses almost nothing (0.01 nat of evidence at 1%; at 10% the
-/// 0.1 nat moved the x5 benchmark's median by a poll). Restarts pay instead (restart 1 fires at
+/// 0.1 nat moved the x5 benchmark's median by two polls). Restarts pay instead (restart 1 fires at
 /// 2e4 for alpha 0.01), which costs seconds on a regression that is hours late, where dilution
 /// cost minutes.
 pub const RESTART_SHARE: f64 = 0.01;
@@ -26,9 +28,10 @@ pub const RESTART_SHARE: f64 = 0.01;
 /// How many of the newest restarts are evaluated.
 const LIVE_RESTARTS: usize = 2;
 
-/// Alpha of the test from the end of warm-up: all of `alpha` unless restarts share it.
+/// Alpha of the test from the end of warm-up: all of `alpha` unless restarts share it
+/// (`restart_every` is `None` when they are off; `Rule::from_spec` maps 0 to `None`).
 pub fn main_alpha(alpha: f64, restart_every: Option<Millis>) -> f64 {
-    if restart_every.is_some_and(|e| e > 0) {
+    if restart_every.is_some() {
         alpha * (1.0 - RESTART_SHARE)
     } else {
         alpha
@@ -37,56 +40,12 @@ pub fn main_alpha(alpha: f64, restart_every: Option<Millis>) -> f64 {
 
 /// Alpha of restart `j` (1-based) of a test with `alpha`.
 pub fn restart_alpha(alpha: f64, j: u32) -> f64 {
+    debug_assert!(
+        j >= 1,
+        "restart indices start at 1; 0 is the test from warm-up"
+    );
     let j = f64::from(j.max(1));
     alpha * RESTART_SHARE / (j * (j + 1.0))
-}
-
-/// Events and total counters of one track.
-pub type ArmCounters = [Counter; 2];
-pub const EVENTS: usize = 0;
-pub const TOTAL: usize = 1;
-
-fn counter_missing(state: CounterState<'_>) -> Option<Missing> {
-    match state {
-        CounterState::Fresh(_) => None,
-        CounterState::Absent => Some(Missing::Absent),
-        CounterState::Never => Some(Missing::NeverSeen),
-        CounterState::Unusable(s) => Some(match &s.obs {
-            crate::sample::Observation::Error(reason) => Missing::Error {
-                reason: reason.clone(),
-            },
-            crate::sample::Observation::NotFinite(_) => Missing::NotFinite,
-            _ => Missing::Stale { last_at: s.at },
-        }),
-    }
-}
-
-/// Increases of both counters of `arm`, or why they cannot be used. An absent event counter
-/// on the canary is "no event yet" (error series appear with the first error, and it can only
-/// make the canary look better); on the stable it is missing data.
-fn arm(
-    arm: &ArmCounters,
-    track: Track,
-    now: Millis,
-    stale_after: Millis,
-) -> Result<ArmCounts, Missing> {
-    let total = match arm[TOTAL].read(now, stale_after) {
-        CounterState::Fresh(v) => v,
-        other => return Err(counter_missing(other).unwrap_or(Missing::Absent)),
-    };
-    let events = match arm[EVENTS].read(now, stale_after) {
-        CounterState::Fresh(v) => v,
-        CounterState::Absent if track == Track::Canary => arm[EVENTS].increase(),
-        other => return Err(counter_missing(other).unwrap_or(Missing::Absent)),
-    };
-    Ok(ArmCounts::new(events, total))
-}
-
-/// Where the sequential counts start, per track (snapshot of each arm's increases).
-pub fn snapshot(counters: &[ArmCounters; 2]) -> [ArmCounts; 2] {
-    counters
-        .each_ref()
-        .map(|a| ArmCounts::new(a[EVENTS].increase(), a[TOTAL].increase()))
 }
 
 /// A test started `index` restart periods after counting began, on counts from `origin`.
@@ -105,8 +64,8 @@ pub struct Marks {
     pub counting: Option<([ArmCounts; 2], Millis)>,
     /// The newest restarts, oldest first.
     pub restarts: Vec<Restart>,
-    /// The smallest rate-ratio upper bound the test proper has reached.
-    pub ratio_upper: Option<f64>,
+    /// The tightest pass bound the test proper has reached since counting or the last restart.
+    pub bound: Option<KnownBound>,
 }
 
 /// The sequential test of one metric in the canary phase.
@@ -114,7 +73,7 @@ pub struct Sequential<'a> {
     pub config: &'a SequentialConfig,
     pub warmup_alpha: f64,
     pub warmup_until: Millis,
-    /// `None`: no restarts.
+    /// `None`: no restarts (never `Some(0)`).
     pub restart_every: Option<Millis>,
 }
 
@@ -193,7 +152,7 @@ impl Sequential<'_> {
         since: Millis,
         now: Millis,
     ) -> Outcome {
-        let Some(every) = self.restart_every.filter(|e| *e > 0) else {
+        let Some(every) = self.restart_every else {
             let (o, bound) = sequential(
                 rule,
                 self.config,
@@ -201,12 +160,13 @@ impl Sequential<'_> {
                 Some(&origin),
                 self.warmup_until,
                 now,
-                marks.ratio_upper,
+                marks.bound,
             );
-            marks.ratio_upper = bound;
+            marks.bound = bound;
             return o;
         };
-        let due = u32::try_from(now.saturating_sub(since).max(0) / every).unwrap_or(u32::MAX);
+        let due =
+            u32::try_from(now.saturating_sub(since).max(0) / every.max(1)).unwrap_or(u32::MAX);
         if due >= 1 && marks.restarts.last().is_none_or(|r| r.index < due) {
             marks.restarts.push(Restart {
                 index: due,
@@ -215,6 +175,8 @@ impl Sequential<'_> {
             if marks.restarts.len() > LIVE_RESTARTS {
                 marks.restarts.remove(0);
             }
+            // A pass is re-earned every period: the canary may have changed since it passed.
+            marks.bound = None;
         }
         let main = SequentialConfig {
             alpha: main_alpha(self.config.alpha, self.restart_every),
@@ -228,9 +190,9 @@ impl Sequential<'_> {
             Some(&origin),
             self.warmup_until,
             now,
-            marks.ratio_upper,
+            marks.bound,
         );
-        marks.ratio_upper = bound;
+        marks.bound = bound;
         if o.breach == Breach::Critical || matches!(o.reading, Reading::Missing { .. }) {
             return o;
         }
@@ -246,8 +208,8 @@ impl Sequential<'_> {
                     explanation.push_str(&format!(
                         " (restart {} on counts from {} after warm-up)",
                         r.index,
-                        humantime::format_duration(std::time::Duration::from_millis(
-                            u64::try_from(every.saturating_mul(i64::from(r.index))).unwrap_or(0)
+                        humantime::format_duration(duration(
+                            every.saturating_mul(i64::from(r.index))
                         ))
                     ));
                 }
@@ -267,27 +229,27 @@ pub fn sequential(
     origin: Option<&[ArmCounts; 2]>,
     count_from: Millis,
     now: Millis,
-    known_upper: Option<f64>,
-) -> (Outcome, Option<f64>) {
+    known: Option<KnownBound>,
+) -> (Outcome, Option<KnownBound>) {
     let Some(origin) = origin else {
-        return (ignored(Reading::Counting { from: count_from }), known_upper);
+        return (ignored(Reading::Counting { from: count_from }), known);
     };
     let mut arms = [ArmCounts::default(); 2];
     for (i, track) in [Track::Canary, Track::Stable].into_iter().enumerate() {
-        match arm(&counters[i], track, now, rule.stale_after) {
+        match arm_counts(&counters[i], track, now, rule.stale_after) {
             Ok(now_counts) => {
                 let total = (now_counts.total - origin[i].total).max(0.0);
                 let events = (now_counts.events - origin[i].events).clamp(0.0, total);
                 arms[i] = ArmCounts::new(events, total);
             }
-            Err(why) => return (missing(rule, Track::Canary, track, why), known_upper),
+            Err(why) => return (missing(rule, Track::Canary, track, why), known),
         }
     }
     let counts = Counts {
         canary: arms[0],
         stable: arms[1],
     };
-    match sequential::evaluate_with_bound(&counts, cfg, known_upper) {
+    match sequential::evaluate_with_bound(&counts, cfg, known) {
         Ok(v) => (
             Outcome {
                 breach: breach_of(v.outcome),
@@ -301,7 +263,7 @@ pub fn sequential(
                     explanation: v.explanation,
                 },
             },
-            v.ratio_upper.or(known_upper),
+            v.bound,
         ),
         Err(e) => (
             inconclusive(Reading::Test {
@@ -312,7 +274,58 @@ pub fn sequential(
                 counts: Some(counts),
                 explanation: e.to_string(),
             }),
-            known_upper,
+            known,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::counter::{EVENTS, TOTAL};
+    use crate::policy::{MetricSpec, Policy};
+    use crate::sample::{Observation, Sample};
+
+    #[test]
+    fn the_main_test_and_the_restarts_share_alpha_exactly() {
+        let alpha = 0.01;
+        let restarts: f64 = (1..100_000).map(|j| restart_alpha(alpha, j)).sum();
+        let total = main_alpha(alpha, Some(3_600_000)) + restarts;
+        assert!(total <= alpha && total > alpha * 0.999_999, "{total}");
+        assert_eq!(main_alpha(alpha, None), alpha);
+    }
+
+    #[test]
+    fn restarts_begin_on_the_period_and_only_the_newest_two_live() {
+        let policy = Policy::test().with_metric(MetricSpec::test("e").sequential("a", "b"));
+        let rule = Rule::from_spec(&policy.metrics[0], &policy.analysis);
+        let cfg = SequentialConfig::default();
+        let seq = Sequential {
+            config: &cfg,
+            warmup_alpha: 0.0,
+            warmup_until: 0,
+            restart_every: Some(600_000),
+        };
+        let mut counters: [ArmCounters; 2] = Default::default();
+        let mut marks = Marks::default();
+        let mut live = Vec::new();
+        // A poll a minute for 40 minutes; counting starts at the first poll.
+        for k in 0..=40_i64 {
+            let now = k * 60_000;
+            for (i, arm) in counters.iter_mut().enumerate() {
+                let total = k as f64 * if i == 0 { 100.0 } else { 900.0 };
+                arm[TOTAL].push(Sample::new(now, Observation::Value(total)));
+                arm[EVENTS].push(Sample::new(now, Observation::Value(total * 0.005)));
+            }
+            seq.evaluate(&rule, &counters, &mut marks, now);
+            live.push(marks.restarts.iter().map(|r| r.index).collect::<Vec<_>>());
+        }
+        assert!(live[9].is_empty(), "{:?}", live[9]);
+        assert_eq!(live[10], [1]);
+        assert_eq!(live[20], [1, 2]);
+        assert_eq!(live[30], [2, 3]);
+        assert_eq!(live[40], [3, 4]);
+        // Restart 1 counts from minute 10: its origin is the counters then.
+        assert_eq!(marks.restarts[0].origin[0].total, 3000.0);
     }
 }

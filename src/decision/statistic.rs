@@ -3,7 +3,9 @@
 //! Inconclusive into the same [`Outcome`] threshold rules give, so durations, warm-up and the
 //! sticky rollback work identically for every kind.
 
-use super::rule::{ignored, inconclusive, missing, read, Breach, Missing, Outcome, Reading, Rule};
+use super::rule::{
+    breach_of, ignored, inconclusive, missing, read, Missing, Outcome, Reading, Rule,
+};
 use super::window::Window;
 use crate::policy::Stat;
 use crate::sample::{Millis, Track};
@@ -11,14 +13,6 @@ use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
 use crate::stats::mann_whitney::{self, MannWhitneyConfig};
 use crate::stats::sequential::Outcome as TestOutcome;
 use std::time::Duration;
-
-pub(super) fn breach_of(o: TestOutcome) -> Breach {
-    match o {
-        TestOutcome::Fail => Breach::Critical,
-        TestOutcome::Pass => Breach::Clear,
-        TestOutcome::Inconclusive => Breach::Inconclusive,
-    }
-}
 
 /// Burn rate of the judged track. `ratios` holds one window of error-ratio polls per rule
 /// window, indexed by track.

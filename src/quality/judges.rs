@@ -43,7 +43,8 @@ pub enum Judge {
     /// error counts (same poll, warm-up, alpha and margin). For a simple alternative the SPRT
     /// needs the fewest events of any test with the same error bound, so its row is the ceiling
     /// for every valid sequential test on these data. It runs only on error steps above the
-    /// margin, where there is an effect to be told.
+    /// margin, where there is an effect to be told. It is not told the onset: every error step
+    /// in the catalogue starts with the canary (a later onset would need the LLR reset there).
     Ceiling {
         config: SequentialConfig,
         poll_secs: u64,
@@ -247,9 +248,12 @@ fn ceiling(
             }
         }
         previous = Some(now);
-        if at <= warmup_secs {
+        if at < warmup_secs {
             warmup_llr += step;
             warmup_llr >= warmup_threshold
+        } else if at == warmup_secs {
+            // backout starts counting at this poll; the interval before it is warm-up's.
+            false
         } else {
             llr += step;
             llr >= (1.0 / cfg.alpha).ln()
@@ -401,8 +405,12 @@ mod tests {
             ceiling >= DEFAULT_WARMUP_SECS,
             "counts before warm-up: {ceiling}"
         );
-        let healthy = generate(&scenario(20.0, Effect::Nothing, true), 1);
-        assert_eq!(Judge::ceiling_default().first_rollback(&healthy), None);
+        // Told a x5 step that is not there, the SPRT still must not fire on healthy runs.
+        for seed in 0..10 {
+            let mut healthy = generate(&scenario(20.0, Effect::Nothing, true), seed);
+            healthy.error_step = Some(5.0);
+            assert_eq!(Judge::ceiling_default().first_rollback(&healthy), None);
+        }
     }
 
     #[test]

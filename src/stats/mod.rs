@@ -27,10 +27,40 @@ pub enum StatsError {
     Numeric(String),
 }
 
+/// A test's threshold for people: `1/alpha` is rarely a round float (1/0.0099 is
+/// 101.01010101010101), and explanations, logs, backtest lines and `explain` should not print
+/// the noise. Two decimals from 1 up, so a shown threshold is never off by more than 0.005.
+pub fn threshold_text(v: f64) -> String {
+    let text = if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    };
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 pub(crate) fn check_count(what: &'static str, value: f64) -> Result<f64, StatsError> {
     if value.is_finite() && value >= 0.0 {
         Ok(value)
     } else {
         Err(StatsError::NegativeOrNotFinite { what, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threshold_text;
+
+    #[test]
+    fn thresholds_print_without_float_noise() {
+        assert_eq!(threshold_text(1.0 / 0.0099), "101.01");
+        assert_eq!(threshold_text(1.0 / 0.00001), "100000");
+        assert_eq!(threshold_text(100.0), "100");
+        assert_eq!(threshold_text(14.4), "14.4");
+        assert_eq!(threshold_text(0.98), "0.98");
     }
 }

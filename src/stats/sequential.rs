@@ -15,7 +15,7 @@
 //! `Inconclusive`: hold, neither promote nor roll back.
 
 use super::mixture::{log_bayes_factor, upper_bound, Side};
-use super::{check_count, StatsError};
+use super::{check_count, threshold_text, StatsError};
 use serde::{Deserialize, Serialize};
 
 /// Cumulative counts of one arm since the analysis started.
@@ -109,6 +109,9 @@ pub struct SequentialVerdict {
     pub ratio_estimate: Option<f64>,
     /// Anytime-valid upper bound on the rate ratio (only computed when a pass is possible).
     pub ratio_upper: Option<f64>,
+    /// What the next look should be given as `known` (the tightest bound still usable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<KnownBound>,
     pub explanation: String,
 }
 
@@ -117,17 +120,33 @@ pub fn evaluate(counts: &Counts, cfg: &SequentialConfig) -> Result<SequentialVer
     evaluate_with_bound(counts, cfg, None)
 }
 
-/// [`evaluate`], given the smallest rate-ratio upper bound an earlier look at the same counts
-/// (same origin) reached.
+/// The smallest rate-ratio upper bound earlier looks at the same counts (same origin) reached,
+/// and the canary's share of requests when it was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KnownBound {
+    pub ratio_upper: f64,
+    pub canary_share: f64,
+}
+
+/// Relative change of the canary's share of requests past which an earlier bound is dropped.
+/// The bound maps the canary's share of events to a rate ratio through the traffic split; once
+/// the split has moved (weight steps) the old bound speaks of a different mixture.
+pub const SHARE_TOLERANCE: f64 = 0.2;
+
+/// [`evaluate`], given the tightest bound an earlier look reached.
 ///
-/// Why: each look's bound belongs to one anytime-valid confidence sequence, so the running
-/// intersection (the smallest bound so far) is just as valid, and a canary that has passed stays
-/// passed instead of flipping back to inconclusive when noise widens one look's bound. A canary
-/// that turns bad later still fails: the Bayes factor is checked first.
+/// Why: each look's bound belongs to one anytime-valid confidence sequence, so while the rate
+/// ratio and the traffic split stay the same, the running intersection (the smallest bound so
+/// far) is just as valid, and a canary that has passed stays passed instead of flipping back to
+/// inconclusive when noise widens one look's bound. The earlier bound is dropped when the split
+/// has moved by more than [`SHARE_TOLERANCE`]; the caller drops it when it restarts (so a pass
+/// is re-earned every restart period on a long canary). A canary that turns bad still fails:
+/// the Bayes factor is checked first and ignores the bound. The `negligible_rate` pass has no
+/// memory.
 pub fn evaluate_with_bound(
     counts: &Counts,
     cfg: &SequentialConfig,
-    known_upper: Option<f64>,
+    known: Option<KnownBound>,
 ) -> Result<SequentialVerdict, StatsError> {
     if !(cfg.alpha > 0.0 && cfg.alpha < 1.0) {
         return Err(StatsError::AlphaOutOfRange(cfg.alpha));
@@ -161,6 +180,7 @@ pub fn evaluate_with_bound(
         theta0: None,
         ratio_estimate,
         ratio_upper: None,
+        bound: known,
         explanation: String::new(),
     };
     if c.total <= 0.0 || s.total <= 0.0 {
@@ -185,16 +205,21 @@ pub fn evaluate_with_bound(
     if log_bf >= threshold.ln() {
         verdict.outcome = Outcome::Fail;
         verdict.explanation = format!(
-            "{rates}: Bayes factor {:.3e} >= {threshold} that the canary is more than {}x worse",
-            verdict.bayes_factor, cfg.margin
+            "{rates}: Bayes factor {:.3e} >= {} that the canary is more than {}x worse",
+            verdict.bayes_factor,
+            threshold_text(threshold),
+            cfg.margin
         );
         return Ok(verdict);
     }
     if c.total < cfg.min_exposure {
         verdict.explanation = format!(
-            "{rates}: Bayes factor {:.3} < {threshold}; needs {} canary requests before it may \
-             pass, has {}",
-            verdict.bayes_factor, cfg.min_exposure, c.total
+            "{rates}: Bayes factor {:.3} < {}; needs {} canary requests before it may pass, \
+             has {}",
+            verdict.bayes_factor,
+            threshold_text(threshold),
+            cfg.min_exposure,
+            c.total
         );
         return Ok(verdict);
     }
@@ -205,7 +230,16 @@ pub fn evaluate_with_bound(
     } else {
         theta_upper / (1.0 - theta_upper) * s.total / c.total
     };
-    let ratio_upper = known_upper.map_or(ratio_upper, |k| ratio_upper.min(k));
+    let share = c.total / (c.total + s.total);
+    let fresh = KnownBound {
+        ratio_upper,
+        canary_share: share,
+    };
+    let kept = known.filter(|k| {
+        k.ratio_upper < ratio_upper && (share / k.canary_share - 1.0).abs() <= SHARE_TOLERANCE
+    });
+    verdict.bound = Some(kept.unwrap_or(fresh));
+    let ratio_upper = kept.map_or(ratio_upper, |k| k.ratio_upper);
     verdict.ratio_upper = Some(ratio_upper);
     if ratio_upper <= cfg.pass_ratio {
         verdict.outcome = Outcome::Pass;
@@ -226,9 +260,11 @@ pub fn evaluate_with_bound(
         return Ok(verdict);
     }
     verdict.explanation = format!(
-        "{rates}: Bayes factor {:.3} < {threshold} to fail; rate ratio upper bound \
-         {ratio_upper:.3} > {} to pass",
-        verdict.bayes_factor, cfg.pass_ratio
+        "{rates}: Bayes factor {:.3} < {} to fail; rate ratio upper bound {ratio_upper:.3} > {} \
+         to pass",
+        verdict.bayes_factor,
+        threshold_text(threshold),
+        cfg.pass_ratio
     );
     Ok(verdict)
 }
@@ -325,15 +361,31 @@ mod tests {
             "{}",
             alone.explanation
         );
-        let kept = evaluate_with_bound(&noisy, &cfg, Some(1.3)).unwrap();
+        let at = |ratio_upper, canary_share| {
+            Some(KnownBound {
+                ratio_upper,
+                canary_share,
+            })
+        };
+        let kept = evaluate_with_bound(&noisy, &cfg, at(1.3, 0.1)).unwrap();
         assert_eq!(kept.outcome, Outcome::Pass, "{}", kept.explanation);
         assert_eq!(kept.ratio_upper, Some(1.3));
-        // A looser earlier bound changes nothing.
-        let loose = evaluate_with_bound(&noisy, &cfg, Some(50.0)).unwrap();
+        assert_eq!(kept.bound, at(1.3, 0.1));
+        // A looser earlier bound changes nothing, and the fresh one is carried forward.
+        let loose = evaluate_with_bound(&noisy, &cfg, at(50.0, 0.1)).unwrap();
         assert_eq!(loose.ratio_upper, alone.ratio_upper);
+        assert_eq!(loose.bound.map(|b| b.ratio_upper), alone.ratio_upper);
+        // A bound from another traffic split (canary at 20% then, 10% now) is dropped.
+        let moved = evaluate_with_bound(&noisy, &cfg, at(1.3, 0.2)).unwrap();
+        assert_eq!(
+            moved.outcome,
+            Outcome::Inconclusive,
+            "{}",
+            moved.explanation
+        );
         // Evidence of a regression wins over any earlier bound.
         let bad = counts(60.0, 2000.0, 90.0, 18000.0);
-        let v = evaluate_with_bound(&bad, &cfg, Some(1.1)).unwrap();
+        let v = evaluate_with_bound(&bad, &cfg, at(1.1, 0.1)).unwrap();
         assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation);
     }
 

@@ -2,12 +2,12 @@
 //! statistic would silently ignore, parameters in the range where the maths holds.
 
 use super::{fmt_d, Validator};
+use crate::policy::kinds::Kind;
+use crate::policy::model::MetricSpec;
 use std::time::Duration;
 
 /// Shortest `restart_every` accepted (also at least 30 analysis intervals).
 const MIN_RESTART_EVERY: Duration = Duration::from_secs(600);
-use crate::policy::kinds::Kind;
-use crate::policy::model::MetricSpec;
 
 impl Validator<'_> {
     pub(super) fn kind(&mut self, at: &str, m: &MetricSpec, kind: Kind) {
@@ -104,7 +104,10 @@ impl Validator<'_> {
         }
         let interval = self.policy.analysis.interval;
         if let Some(every) = s.restart_every.filter(|e| !e.is_zero()) {
-            let shortest = (interval * 30).max(MIN_RESTART_EVERY);
+            let shortest = interval
+                .checked_mul(30)
+                .unwrap_or(Duration::MAX)
+                .max(MIN_RESTART_EVERY);
             if every < shortest {
                 self.push(
                     &format!("{key}.restart_every"),
