@@ -4,9 +4,13 @@
 //! 1 h p99, 10 min max, a 1 h median ratio against the stable), each series pre-filled with 1 h
 //! of 10 s samples on both tracks (360 samples per series). One `evaluate` call is 5 metric
 //! evaluations; criterion reports elements/s = metric evaluations/s.
+//!
+//! `sequential_*`: one sequential count metric after 2.5 h of polls, with hourly restarts (two
+//! live, as in production past the second hour) and without; one element = one evaluation of
+//! the metric, pass bound included (the test from warm-up computes it every poll).
 
 use backout::decision::{Engine, Phase};
-use backout::policy::{Compare, Level, MetricSpec, Policy, Stat};
+use backout::policy::{Compare, Input, Level, MetricSpec, Policy, Stat};
 use backout::sample::{Millis, Sample, Track};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::time::Duration;
@@ -87,6 +91,56 @@ fn warmed() -> (Engine, i64) {
     (engine, ticks + 1)
 }
 
+fn sequential_policy(restart_every: Duration) -> Policy {
+    let mut m = MetricSpec::test("errors").sequential(
+        "sum(errors_total{track=\"{{track}}\"})",
+        "sum(requests_total{track=\"{{track}}\"})",
+    );
+    if let Some(s) = m.sequential.as_mut() {
+        s.restart_every = Some(restart_every);
+    }
+    Policy::test()
+        .with_interval(Duration::from_secs(10))
+        .with_warmup(Duration::from_secs(60))
+        .with_metric(m)
+}
+
+/// Healthy counters at 50 rps (10% canary, 0.5% errors) polled every 10 s.
+fn observe_counters(engine: &mut Engine, i: i64) {
+    let at = i * STEP;
+    for (track, share) in [(Track::Canary, 0.1), (Track::Stable, 0.9)] {
+        let total = 50.0 * share * (i * STEP / 1000) as f64;
+        let errors = (total * 0.005).floor();
+        for (input, v) in [
+            (
+                Input::Events {
+                    metric: "errors".into(),
+                },
+                errors,
+            ),
+            (
+                Input::Total {
+                    metric: "errors".into(),
+                },
+                total,
+            ),
+        ] {
+            let _ = engine.observe_input(&input, track, Sample::value(at, v));
+        }
+    }
+}
+
+fn sequential_after(restart_every: Duration) -> (Engine, i64) {
+    let phase = Phase::Canary { started_at: 0 };
+    let mut engine = Engine::new(&sequential_policy(restart_every), "rev-1");
+    let ticks = 5 * HOUR / 2 / STEP;
+    for i in 0..=ticks {
+        observe_counters(&mut engine, i);
+        let _ = engine.evaluate(i * STEP, phase);
+    }
+    (engine, ticks + 1)
+}
+
 fn bench(c: &mut Criterion) {
     let phase = Phase::Canary { started_at: 0 };
     let mut group = c.benchmark_group("engine");
@@ -111,6 +165,24 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    group.finish();
+
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(1));
+    for (name, every) in [
+        ("sequential_poll_restarts_1h", Duration::from_secs(3600)),
+        ("sequential_poll_no_restarts", Duration::ZERO),
+    ] {
+        group.bench_function(name, |b| {
+            let (mut engine, mut i) = sequential_after(every);
+            b.iter(|| {
+                observe_counters(&mut engine, i);
+                let v = engine.evaluate(i * STEP, phase);
+                i += 1;
+                black_box(v)
+            })
+        });
+    }
     group.finish();
 }
 

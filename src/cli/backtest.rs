@@ -79,7 +79,9 @@ impl SourceArgs {
         cfg.query_timeout = cfg.query_timeout.max(self.query_timeout);
         // Name where the offending setting came from: the flag or the settings file.
         let from = match (&self.prometheus, &self.config) {
-            (Some(url), Some(path)) => format!("--prometheus {url} with --config {}", path.display()),
+            (Some(url), Some(path)) => {
+                format!("--prometheus {url} with --config {}", path.display())
+            }
             (Some(url), None) => format!("--prometheus {url}"),
             (None, Some(path)) => format!("--config {}", path.display()),
             (None, None) => format!("the default --prometheus {DEFAULT_PROMETHEUS}"),

@@ -199,6 +199,8 @@ impl Sequential<'_> {
         for r in &marks.restarts {
             let cfg = SequentialConfig {
                 alpha: restart_alpha(self.config.alpha, r.index),
+                // Restarts only ever fail; infinite exposure skips the pass bounds' bisection.
+                min_exposure: f64::INFINITY,
                 ..self.config.clone()
             };
             let (mut fresh, _) =
