@@ -1,14 +1,16 @@
 //! A real Prometheus server as a child process: the `prometheus` binary from PATH on a free
 //! loopback port, scraping given targets, with a throw-away storage directory (optionally
-//! backfilled with `promtool`). Killed when dropped.
+//! backfilled with `promtool`). Killed when dropped, and when its owner dies without dropping it
+//! (SIGKILL, OOM killer; the `LIFELINE` script below says how).
 //!
 //! One implementation for the demo (which puts real Prometheus between the simulated workload and
 //! the engine when it can) and for the tests and benches that check backout against real
 //! PromQL, so what the demo shows is what the tests verify.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,42 @@ pub fn backfill(storage: &Path, openmetrics: &str) -> Result<(), PromServerError
     }
     Ok(())
 }
+
+/// The `sh -c` script that starts Prometheus (`$1` is the temporary directory, then the binary
+/// and its flags) so that it dies with its owner, even an owner killed by SIGKILL (OOM killer, a
+/// harness timeout) that never runs `Drop`; the directory goes with it.
+///
+/// Why a shell and not `PR_SET_PDEATHSIG`: that needs a `pre_exec` hook, i.e. `unsafe`, which
+/// this crate does without. Why this shape:
+/// - The owner holds the only write end of a pipe on the script's stdin (std opens it
+///   close-on-exec, so no other child inherits it); the kernel closes it when the owner dies,
+///   however it dies, and the watcher's `read` returns at once: no polling, nothing to tune. The
+///   pipe is moved to fd 3 because an asynchronous list in a non-interactive shell gets
+///   `/dev/null` as its stdin; Prometheus keeps the `/dev/null` stdin it always had.
+/// - The shell `exec`s Prometheus, so the [`Child`] *is* Prometheus: its pid, `kill`, `try_wait`
+///   and exit status mean what they meant when it was spawned directly, and stdout/stderr go to
+///   `prometheus.log` unchanged. The watcher is a background subshell forked just before, so `$$`
+///   in it is that pid. As an asynchronous list it ignores SIGINT: a Ctrl-C reaches Prometheus
+///   as before, and the watcher stays until the owner lets it go.
+/// - A normal stop first writes a line ([`PromServer::stop`]): `read` succeeds and the watcher
+///   exits without touching anything; only EOF (the owner died) kills.
+/// - A pid can be reused once Prometheus has exited and been reaped, and the watcher must not
+///   kill a stranger: it acts only while it is still Prometheus's child (the parent pid in
+///   `/proc/self/stat` is `$$`). It is reparented only when Prometheus's last thread is gone, so
+///   the same check tells when the files are closed and the directory can be removed.
+/// - SIGKILL, like [`PromServer::stop`]: throw-away storage, nothing to flush.
+///
+/// POSIX `sh` (Debian's `/bin/sh` is dash) and Linux `/proc`.
+const LIFELINE: &str = r#"dir=$1; shift
+exec 3<&0 </dev/null
+{
+  read -r _ <&3 && exit
+  read -r _ _ _ ppid _ </proc/self/stat; [ "$ppid" = "$$" ] || exit
+  kill -KILL "$$"
+  while read -r _ _ _ ppid _ </proc/self/stat && [ "$ppid" = "$$" ]; do sleep 0.1; done
+  rm -rf -- "$dir"
+} &
+exec "$@" 3<&-"#;
 
 /// How to start Prometheus.
 pub struct Builder {
@@ -210,24 +248,29 @@ impl Builder {
             let port = free_port().map_err(io("find a free loopback port"))?;
             let log_file = std::fs::File::create(&log).map_err(io("create prometheus.log"))?;
             let stdout = log_file.try_clone().map_err(io("open prometheus.log"))?;
-            let mut cmd = Command::new(&binary);
+            let mut cmd = Command::new("/bin/sh");
+            cmd.args(["-c", LIFELINE, "sh"])
+                .arg(dir.path())
+                .arg(&binary);
             if let Some(web) = &web_config {
                 cmd.arg(format!("--web.config.file={}", web.display()));
             }
-            let child = cmd
+            let mut child = cmd
                 .arg(format!("--config.file={}", config.display()))
                 .arg(format!("--storage.tsdb.path={}", storage.display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                 .arg("--web.enable-lifecycle")
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(stdout)
                 .stderr(log_file)
                 .spawn()
                 .map_err(io(format!("start {}", binary.display())))?;
+            let lifeline = child.stdin.take();
             let mut prom = PromServer {
                 config: config.clone(),
                 scrape_interval: self.scrape_interval,
                 child: Some(child),
+                lifeline,
                 url: format!("{scheme}://127.0.0.1:{port}"),
                 port,
                 storage: storage.clone(),
@@ -268,7 +311,10 @@ fn scrape_config(every: Duration, targets: &[SocketAddr]) -> String {
 pub struct PromServer {
     config: PathBuf,
     scrape_interval: Duration,
+    /// Prometheus itself (the shell `exec`ed it, see [`LIFELINE`]).
     child: Option<Child>,
+    /// Write end of the watcher's pipe: a line lets it go, EOF (owner gone) makes it kill.
+    lifeline: Option<ChildStdin>,
     /// `http://127.0.0.1:PORT` (or `https://` with TLS).
     pub url: String,
     pub port: u16,
@@ -347,9 +393,19 @@ impl PromServer {
     /// Kills Prometheus now (tests use it to simulate an outage); the port then refuses
     /// connections. Idempotent.
     pub fn stop(&mut self) {
+        // Let the watcher go before reaping Prometheus, so it never holds a pid that was reused.
+        self.release_lifeline();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Tells the watcher (see [`LIFELINE`]) that Prometheus is being stopped or already exited:
+    /// it exits without killing. A failed write means the watcher is already gone.
+    fn release_lifeline(&mut self) {
+        if let Some(mut pipe) = self.lifeline.take() {
+            let _ = pipe.write_all(b"\n");
         }
     }
 
@@ -407,6 +463,7 @@ impl PromServer {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
+                    self.release_lifeline();
                     let log = self.log();
                     if log.contains("address already in use") {
                         return Err(Exit::PortTaken);

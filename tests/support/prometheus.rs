@@ -1,6 +1,6 @@
 //! A real Prometheus for tests: [`backout::promserver`] (Debian's `prometheus` binary on a free
-//! loopback port, scraping given targets every second, killed when dropped), re-exported under
-//! the names the tests use, plus a polling helper.
+//! loopback port, scraping given targets every second, killed when dropped or when the test
+//! process dies), re-exported under the names the tests use, plus a polling helper.
 //!
 //! Use from any integration test with `mod support;` and `support::prometheus::Prometheus`.
 //! When the binaries are missing, starting one returns an error naming the fix (`just deps`) and
