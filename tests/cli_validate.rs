@@ -19,7 +19,7 @@ fn stdout(o: &Output) -> String {
 fn shipped_examples_policies_and_settings_validate() {
     let out = backout(&["validate", "config/examples"]);
     assert!(out.status.success(), "{}", stdout(&out));
-    // One policy per runbook in shared/seeds, replayed by tests/seed_incidents.rs.
+    // One policy per runbook in shared/seeds, replayed by tests/seed_incidents/.
     assert!(
         stdout(&out).contains("ok: 5 policies (23 metrics)"),
         "{}",

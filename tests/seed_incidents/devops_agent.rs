@@ -1,0 +1,127 @@
+//! 002: Rollback Runbook - DevOps Agent -> devops-agent.toml (component `frontend`).
+
+use crate::incident::{ms, policy, Incident, MIN};
+use crate::{holds_until_stuck, rolls_back_the_stable};
+use backout::decision::{Health, Stage};
+
+fn devops(start: Incident) -> Incident {
+    start
+        // "Post-Rollback Actions / 1. Verify System Health" and the example message:
+        // "Error rate: 0.02%", "Check latency (P95 < 500ms)".
+        .healthy("error_rate", 0.0002)
+        .healthy("p95_latency", 0.25)
+        // The SLO burn rate is computed from the same 5xx ratio.
+        .same_signal("slo_burn_rate", "error_rate")
+}
+
+#[test]
+fn devops_agent() {
+    let p = policy("devops-agent");
+    let canary = || devops(Incident::canary(&p));
+
+    // "Rollback immediately if: - Error rate > 5% for 5+ minutes"
+    let incident = canary()
+        .healthy_for("10m")
+        .then("error_rate", 0.08)
+        .for_("8m")
+        .run();
+    let r = incident.rolls_back_after("5m");
+    r.because("error_rate");
+    assert_eq!(r.verdict.stage, Stage::Analysis);
+
+    // Near misses: the same breach for 4 minutes; 4.9% for 10 minutes (a warning: the runbook's
+    // healthy level is < 0.1%).
+    canary()
+        .healthy_for("10m")
+        .then("error_rate", 0.08)
+        .for_("4m")
+        .healthy_for("10m")
+        .run()
+        .never_rolls_back();
+    let near = canary()
+        .healthy_for("10m")
+        .then("error_rate", 0.049)
+        .for_("10m")
+        .run();
+    near.never_rolls_back();
+    assert_eq!(near.last().health, Health::Warning);
+    assert!(!near.last().promotable());
+
+    // Missing data: every query answers nothing: hold, never roll back; after
+    // `no_data_deadline` (10m) the verdict says a human must look.
+    let blind = canary().healthy_for("10m").then_blind().for_("12m").run();
+    holds_until_stuck(&blind, "9m30s", "10m");
+    // Only the error-rate queries (and the burn rate's, from the same series) answer nothing.
+    let blind = canary()
+        .healthy_for("10m")
+        .then_absent("error_rate")
+        .for_("12m")
+        .run();
+    holds_until_stuck(&blind, "9m30s", "10m");
+    assert_eq!(blind.last().health, Health::Inconclusive);
+    // A gap in the middle of a breach restarts the 5 minutes: it must be seen to hold.
+    canary()
+        .healthy_for("10m")
+        .then("error_rate", 0.08)
+        .for_("3m")
+        .then_absent("error_rate")
+        .for_("30s")
+        .then("error_rate", 0.08)
+        .for_("4m30s")
+        .healthy_for("5m")
+        .run()
+        .never_rolls_back();
+
+    // After promotion (bake = 30m) the same incident rolls the promoted release back.
+    let bake = devops(Incident::bake(&p))
+        .healthy_for("5m")
+        .then("error_rate", 0.08)
+        .for_("8m")
+        .run();
+    let r = bake.rolls_back_after("5m");
+    r.because("error_rate");
+    rolls_back_the_stable(r.verdict);
+}
+
+#[test]
+fn devops_agent_other_triggers() {
+    let p = policy("devops-agent");
+    let canary = || devops(Incident::canary(&p));
+
+    // "- P95 latency > 2 seconds for 5+ minutes"
+    canary()
+        .healthy_for("10m")
+        .then("p95_latency", 2.5)
+        .for_("8m")
+        .run()
+        .rolls_back_after("5m")
+        .because("p95_latency");
+    let near = canary()
+        .healthy_for("10m")
+        .then("p95_latency", 1.9)
+        .for_("10m")
+        .run();
+    near.never_rolls_back();
+    assert_eq!(near.last().health, Health::Warning, "P95 < 500ms expected");
+
+    // "- SLO budget will be exhausted" (decision tree: "Is SLO at risk? -> Rollback within
+    // 10 min"): 2% errors never reach the 5% line, but burn the 99.9% budget 20x; the 14.4x rule
+    // fires once the 1h window's error ratio reaches 1.44% (and the 5m window's, at once).
+    let (healthy, bad) = (0.0002, 0.02);
+    let crossing = ((0.0144 - healthy) / (bad - healthy) * 60.0 * MIN as f64).ceil() as i64;
+    let slo = canary()
+        .healthy_for("10m")
+        .then("error_rate", bad)
+        .for_("60m")
+        .run();
+    slo.rolls_back_between(crossing, crossing + ms("30s"))
+        .because("slo_burn_rate");
+    // The same 2% for 40 minutes (1.3% over the last hour) does not.
+    canary()
+        .healthy_for("10m")
+        .then("error_rate", bad)
+        .for_("40m")
+        .healthy_for("5m")
+        .run()
+        .never_rolls_back();
+}
