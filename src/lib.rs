@@ -3,6 +3,10 @@
 //! Data flows one way: sources -> windows -> rules -> verdict -> action plan -> actuator -> audit.
 //! The decision engine (`decision`) is pure; everything that touches the network sits at the edges.
 
+// No unsafe code, so memory safety rests on the compiler (the Prometheus lifeline in `promserver`
+// shows how a parent-death signal was had without `prctl`).
+#![forbid(unsafe_code)]
+
 pub mod actuator;
 pub mod audit;
 pub mod backtest;

@@ -1,5 +1,7 @@
 //! The `backout` binary: a thin command-line shell over the library. `anyhow` lives only here.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 use clap::{Parser, Subcommand};

@@ -3,6 +3,8 @@
 //!
 //! `cargo run --release --bin quality -- --runs 500`
 
+#![forbid(unsafe_code)]
+
 use backout::quality::bench::{markdown, run};
 use backout::quality::judges::{Judge, DEFAULT_POLL_SECS, DEFAULT_WARMUP_SECS};
 use backout::quality::scenario::catalogue;
