@@ -152,31 +152,20 @@ impl Sequential<'_> {
         since: Millis,
         now: Millis,
     ) -> Outcome {
-        let Some(every) = self.restart_every else {
-            let (o, bound) = sequential(
-                rule,
-                self.config,
-                counters,
-                Some(&origin),
-                self.warmup_until,
-                now,
-                marks.bound,
-            );
-            marks.bound = bound;
-            return o;
-        };
-        let due =
-            u32::try_from(now.saturating_sub(since).max(0) / every.max(1)).unwrap_or(u32::MAX);
-        if due >= 1 && marks.restarts.last().is_none_or(|r| r.index < due) {
-            marks.restarts.push(Restart {
-                index: due,
-                origin: snapshot(counters),
-            });
-            if marks.restarts.len() > LIVE_RESTARTS {
-                marks.restarts.remove(0);
+        if let Some(every) = self.restart_every {
+            let due =
+                u32::try_from(now.saturating_sub(since).max(0) / every.max(1)).unwrap_or(u32::MAX);
+            if due >= 1 && marks.restarts.last().is_none_or(|r| r.index < due) {
+                marks.restarts.push(Restart {
+                    index: due,
+                    origin: snapshot(counters),
+                });
+                if marks.restarts.len() > LIVE_RESTARTS {
+                    marks.restarts.remove(0);
+                }
+                // A pass is re-earned every period: the canary may have changed since it passed.
+                marks.bound = None;
             }
-            // A pass is re-earned every period: the canary may have changed since it passed.
-            marks.bound = None;
         }
         let main = SequentialConfig {
             alpha: main_alpha(self.config.alpha, self.restart_every),
@@ -196,6 +185,7 @@ impl Sequential<'_> {
         if o.breach == Breach::Critical || matches!(o.reading, Reading::Missing { .. }) {
             return o;
         }
+        let every = self.restart_every.unwrap_or(0);
         for r in &marks.restarts {
             let cfg = SequentialConfig {
                 alpha: restart_alpha(self.config.alpha, r.index),

@@ -1,7 +1,7 @@
 //! 002: Rollback Runbook - DevOps Agent -> devops-agent.toml (component `frontend`).
 
 use crate::incident::{ms, policy, Incident, MIN};
-use crate::{holds_until_stuck, rolls_back_the_stable};
+use crate::{holds_until_stuck, rolls_back_the_promoted_release};
 use backout::decision::{Health, Stage};
 
 fn devops(start: Incident) -> Incident {
@@ -78,9 +78,7 @@ fn devops_agent() {
         .then("error_rate", 0.08)
         .for_("8m")
         .run();
-    let r = bake.rolls_back_after("5m");
-    r.because("error_rate");
-    rolls_back_the_stable(r.verdict);
+    rolls_back_the_promoted_release(&bake, "5m", "error_rate");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! 000: OPS-001 Emergency Rollback Runbook, FunctionGemma Agent -> function-gemma-agent.toml.
 
 use crate::incident::{policy, Incident, MIN};
-use crate::{holds_until_stuck, rolls_back_the_stable};
+use crate::{holds_until_stuck, rolls_back_the_promoted_release};
 use backout::decision::Health;
 
 fn function_gemma(start: Incident) -> Incident {
@@ -60,9 +60,7 @@ fn function_gemma_agent() {
         .then("error_rate", 0.08)
         .for_("5m")
         .run();
-    let r = bake.rolls_back_after("1m");
-    r.because("error_rate");
-    rolls_back_the_stable(r.verdict);
+    rolls_back_the_promoted_release(&bake, "1m", "error_rate");
 }
 
 #[test]

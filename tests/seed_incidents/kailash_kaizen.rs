@@ -1,7 +1,7 @@
 //! 004: Deployment Rollback Runbook, Kailash Kaizen -> kailash-kaizen.toml.
 
 use crate::incident::{policy, Incident};
-use crate::{holds_until_stuck, rolls_back_the_stable};
+use crate::{holds_until_stuck, rolls_back_the_promoted_release};
 use backout::decision::Health;
 
 fn kaizen(start: Incident) -> Incident {
@@ -55,9 +55,7 @@ fn kailash_kaizen() {
         .then("latency_regression", 2.5)
         .for_("5m")
         .run();
-    let r = bake.rolls_back_after("2m");
-    r.because("p95_latency");
-    rolls_back_the_stable(r.verdict);
+    rolls_back_the_promoted_release(&bake, "2m", "p95_latency");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! 003: Rollback Procedure, LLM Orchestrator -> llm-orchestrator.toml.
 
 use crate::incident::{policy, Incident};
-use crate::{holds_until_stuck, rolls_back_the_stable};
+use crate::{holds_until_stuck, rolls_back_the_promoted_release};
 use backout::decision::Health;
 
 fn orchestrator(start: Incident) -> Incident {
@@ -58,9 +58,7 @@ fn llm_orchestrator() {
         .then("error_rate_percent", 8.0)
         .for_("5m")
         .run();
-    let r = bake.rolls_back_after("1m");
-    r.because("error_rate_percent");
-    rolls_back_the_stable(r.verdict);
+    rolls_back_the_promoted_release(&bake, "1m", "error_rate_percent");
 }
 
 #[test]

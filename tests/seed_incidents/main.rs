@@ -26,6 +26,13 @@ pub fn rolls_back_the_stable(v: &backout::decision::Verdict) {
     assert_eq!(v.reasons[0].track, Track::Stable);
 }
 
+/// The promoted release is rolled back `after` the onset because of `metric`, judged in bake.
+pub fn rolls_back_the_promoted_release(bake: &replay::Replay, after: &str, metric: &str) {
+    let r = bake.rolls_back_after(after);
+    r.because(metric);
+    rolls_back_the_stable(r.verdict);
+}
+
 /// Missing data never rolls back; the verdict turns `stuck` (a human must look) exactly at the
 /// policy's `no_data_deadline`, not one poll before.
 pub fn holds_until_stuck(blind: &replay::Replay, one_poll_before: &str, deadline: &str) {

@@ -1,7 +1,7 @@
 //! 001: Rollback Playbook, RAG API -> rag-api.toml.
 
 use crate::incident::{ms, policy, Incident};
-use crate::{holds_until_stuck, rolls_back_the_stable};
+use crate::{holds_until_stuck, rolls_back_the_promoted_release};
 use backout::decision::Health;
 
 fn rag(start: Incident) -> Incident {
@@ -56,9 +56,7 @@ fn rag_api() {
         .then("error_rate", 0.08)
         .for_("5m")
         .run();
-    let r = bake.rolls_back_after("1m");
-    r.because("error_rate");
-    rolls_back_the_stable(r.verdict);
+    rolls_back_the_promoted_release(&bake, "1m", "error_rate");
 }
 
 #[test]
