@@ -57,6 +57,7 @@ pub struct Settings {
     pub audit_dir: PathBuf,
     pub log: Log,
     pub reload: Reload,
+    pub actions: Actions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +101,30 @@ pub struct Reload {
     pub watch: bool,
 }
 
+/// How rollbacks and other writes run: off the evaluation path, bounded, retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Actions {
+    /// Actuator runs at once across all services (one per service at most). A config push that
+    /// breaks many canaries is mitigated in parallel, without stampeding the API server.
+    pub max_concurrent: usize,
+    /// Wait before retrying a failed rollback; it doubles per attempt up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+impl Default for Actions {
+    fn default() -> Self {
+        Actions {
+            max_concurrent: 8,
+            retry_initial: Duration::from_secs(30),
+            retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -112,6 +137,7 @@ impl Default for Settings {
             audit_dir: PathBuf::from("audit"),
             log: Log::default(),
             reload: Reload::default(),
+            actions: Actions::default(),
         }
     }
 }
@@ -149,6 +175,14 @@ const SCHEMA: &[Field] = &[
         ]),
     ),
     Field::opt("reload", Shape::Table(&[Field::opt("watch", Shape::Bool)])),
+    Field::opt(
+        "actions",
+        Shape::Table(&[
+            Field::opt("max_concurrent", Shape::Count),
+            Field::opt("retry_initial", Shape::Duration),
+            Field::opt("retry_max", Shape::Duration),
+        ]),
+    ),
 ];
 
 impl Settings {
@@ -232,6 +266,26 @@ impl Settings {
                     "write e.g. \"http://otel-collector:4317\"",
                 );
             }
+        }
+        if self.actions.max_concurrent == 0 {
+            bad(
+                "actions.max_concurrent",
+                "must be at least 1".into(),
+                "use e.g. 8: rollbacks of that many services run at once",
+            );
+        }
+        if self.actions.retry_initial.is_zero()
+            || self.actions.retry_max < self.actions.retry_initial
+        {
+            bad(
+                "actions.retry_max",
+                format!(
+                    "retry_initial ({}) must be above zero and at most retry_max ({})",
+                    humantime::format_duration(self.actions.retry_initial),
+                    humantime::format_duration(self.actions.retry_max)
+                ),
+                "use e.g. retry_initial = \"30s\", retry_max = \"5m\"",
+            );
         }
         for (key, p) in [
             ("policy_dir", &self.policy_dir),

@@ -156,6 +156,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// Every backup ConfigMap of this namespace (label `app.kubernetes.io/managed-by=backout`).
+    pub async fn list_backups(&self) -> Result<Vec<Value>, kube::Error> {
+        let lp = ListParams::default().labels(&format!("{}=backout", super::backup::MANAGED_BY));
+        let list = self.config_maps().list(&lp).await?;
+        list.items.iter().map(to_value).collect()
+    }
+
+    /// Sets one annotation on a Deployment with a merge patch (other annotations are kept).
+    pub async fn annotate_deployment(
+        &self,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), kube::Error> {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        self.deployments()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
     pub async fn get_backup(&self, name: &str) -> Result<Option<Value>, kube::Error> {
         match self.config_maps().get_opt(name).await? {
             Some(cm) => Ok(Some(to_value(&cm)?)),

@@ -15,44 +15,58 @@ impl Actuator {
         type_: EventType,
         detail: &str,
     ) {
-        let Some(recorder) = &self.recorder else {
-            return;
-        };
         let name = if step.concerns_canary() {
             &plan.canary
         } else {
             &plan.stable
-        };
-        let reference = ObjectReference {
-            api_version: Some("apps/v1".into()),
-            kind: Some("Deployment".into()),
-            name: Some(name.clone()),
-            namespace: Some(plan.namespace.clone()),
-            ..Default::default()
         };
         let note: String = format!(
             "{detail}. Rollback {} of {}: {}",
             plan.id,
             plan.service,
             plan.trigger.message()
-        )
-        .chars()
-        .take(1000)
-        .collect();
+        );
+        let reason = step.event_reason();
+        if let Err(e) = self
+            .post_event(&plan.namespace, name, reason, note, type_)
+            .await
+        {
+            report.event_errors.push(format!("{}: {e}", step.key()));
+        }
+    }
+
+    /// Posts one Event on a Deployment, within the request deadline; the note is cut to the
+    /// API's 1 kB. No recorder (tests, the CLI without events): nothing to do.
+    pub(super) async fn post_event(
+        &self,
+        namespace: &str,
+        deployment: &str,
+        reason: &str,
+        note: String,
+        type_: EventType,
+    ) -> Result<(), String> {
+        let Some(recorder) = &self.recorder else {
+            return Ok(());
+        };
+        let reference = ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some("Deployment".into()),
+            name: Some(deployment.to_string()),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        };
         let ev = Event {
             type_,
-            reason: step.event_reason().into(),
-            note: Some(note),
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
             action: "Rollback".into(),
             secondary: None,
         };
         let publish = recorder.publish(&ev, &reference);
         match tokio::time::timeout(self.config.retry.request_timeout, publish).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => report.event_errors.push(format!("{}: {e}", step.key())),
-            Err(_) => report
-                .event_errors
-                .push(format!("{}: timed out", step.key())),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
         }
     }
 }

@@ -9,10 +9,12 @@ mod dry_run;
 mod events;
 mod execute;
 pub mod fixtures;
+mod known_good;
 pub mod objects;
 pub mod plan;
 pub mod progress;
 pub mod report;
+mod resume;
 pub mod retry;
 pub mod routes;
 mod simulate;
@@ -23,6 +25,7 @@ pub mod undo;
 pub use cluster::virtual_service_resource;
 pub use plan::{ActionPlan, Step, Trigger};
 pub use report::{Outcome, RollbackReport, StepOutcome, StepReport};
+pub use resume::InFlight;
 pub use retry::RetryPolicy;
 
 use crate::clock::Clock;
@@ -55,6 +58,20 @@ pub enum ActuatorError {
         waited: Duration,
         failures: Vec<String>,
         backup: String,
+    },
+    #[error("rollback {id} (ConfigMap {backup:?}) was made for a canary that no longer runs (now {current}); not resumed. Delete the ConfigMap once you have checked the service")]
+    Superseded {
+        id: String,
+        current: String,
+        backup: String,
+    },
+    #[error(
+        "cannot record revision {revision} as last known good on Deployment {deployment}: {detail}"
+    )]
+    KnownGood {
+        deployment: String,
+        revision: u64,
+        detail: String,
     },
     #[error("another actuator advanced rollback {id} concurrently (ConfigMap {backup:?}); leaving it to that one")]
     Concurrent { id: String, backup: String },
@@ -89,6 +106,14 @@ pub struct RollbackRequest {
     pub last_known_good: Option<i64>,
     pub trigger: Trigger,
     pub dry_run: bool,
+}
+
+/// How a plan is being driven (see `Actuator::drive`).
+struct Run<'a> {
+    backup: &'a str,
+    resumed: bool,
+    started_at: crate::sample::Millis,
+    dry_run: bool,
 }
 
 pub struct Actuator {
@@ -184,6 +209,30 @@ impl Actuator {
             }
         };
 
+        let run = Run {
+            backup: &backup_name,
+            resumed,
+            started_at,
+            dry_run: request.dry_run,
+        };
+        self.drive(&c, plan, progress, run).await
+    }
+
+    /// Runs the steps of `plan` not yet recorded as done in `progress`, records completion, and
+    /// reports. Shared by a fresh rollback, one found under way, and a resume at start-up.
+    async fn drive(
+        &self,
+        c: &Cluster,
+        plan: ActionPlan,
+        mut progress: Progress,
+        run: Run<'_>,
+    ) -> Result<RollbackReport, ActuatorError> {
+        let Run {
+            backup: backup_name,
+            resumed,
+            started_at,
+            dry_run,
+        } = run;
         let mut report = RollbackReport {
             rollback_id: plan.id.clone(),
             namespace: plan.namespace.clone(),
@@ -191,14 +240,14 @@ impl Actuator {
             trigger: plan.trigger.clone(),
             outcome: Outcome::Completed,
             resumed,
-            backup: backup_name.clone(),
+            backup: backup_name.to_string(),
             steps: Vec::new(),
             notes: plan.notes.clone(),
             started_at,
             finished_at: started_at,
             event_errors: Vec::new(),
         };
-        if progress.state == RunState::Completed || request.dry_run {
+        if progress.state == RunState::Completed || dry_run {
             report.outcome = if progress.state == RunState::Completed {
                 Outcome::AlreadyCompleted
             } else {
@@ -211,16 +260,14 @@ impl Actuator {
             report.finished_at = self.clock.now_millis();
             return Ok(report);
         }
-
-        let mut progress = progress;
         for step in &plan.steps {
             let span = trace::step_span(&plan, step, false);
-            self.execute_step(&c, &plan, step, &backup_name, &mut progress, &mut report)
+            self.execute_step(c, &plan, step, backup_name, &mut progress, &mut report)
                 .instrument(span)
                 .await?;
         }
         let done = progress.finished(RunState::Completed);
-        self.advance(&c, &backup_name, &progress, &done).await?;
+        self.advance(c, backup_name, &progress, &done).await?;
         report.finished_at = self.clock.now_millis();
         Ok(report)
     }

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::FileAudit;
 use backout::clock::SystemClock;
-use backout::daemon::{Context, Daemon, PrometheusSampler};
+use backout::daemon::{Context, Daemon, PolicyReload, PrometheusSampler};
 use backout::notify::LogNotifier;
 use backout::policy::{load_with, LoadOptions, Policy};
 use backout::settings::Settings;
@@ -114,7 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dry_run = settings.dry_run,
         "backout starting"
     );
-    let daemon = Daemon::new(ctx, policies);
+    let daemon = Daemon::with_actions(ctx, policies, settings.actions.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin = AdminServer::bind(settings.admin.listen, metrics.clone(), health.clone()).await?;
@@ -125,7 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }));
 
     // Reloads: SIGHUP, and file changes in the policy directory when `reload.watch` is on.
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<Vec<Policy>>(4);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<PolicyReload>(4);
     let (kick_tx, mut kick_rx) = tokio::sync::mpsc::channel::<&'static str>(16);
     let mut hup = signal(SignalKind::hangup())?;
     let hup_kick = kick_tx.clone();
@@ -157,6 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             // Editors write in several steps: let the directory settle.
             tokio::time::sleep(Duration::from_millis(300)).await;
             while kick_rx.try_recv().is_ok() {}
+            let requested = tokio::time::Instant::now();
             match load_policies(&reload_settings) {
                 Ok(p) => {
                     reload_metrics
@@ -166,7 +167,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         })
                         .inc();
                     tracing::info!(trigger = why, "policy reload accepted");
-                    let _ = reload_tx.send(p).await;
+                    let _ = reload_tx
+                        .send(PolicyReload {
+                            policies: p,
+                            requested,
+                        })
+                        .await;
                 }
                 Err(err) => {
                     reload_metrics

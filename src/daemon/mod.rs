@@ -4,30 +4,39 @@
 //! (`schedule`); services due at the same instant are evaluated together. An evaluation reads the
 //! stable and canary Deployments (from a per-namespace watch, `deployments`), advances the release
 //! lifecycle, asks the sampler for every metric per track (one call for the whole batch), feeds the
-//! engine, publishes the verdict, and on a rollback verdict runs the actuator's plan, then audits
-//! and notifies (`rollback`). A rollback is run at most once per canary revision (the engine's
-//! verdict is sticky and the actuator refuses a second plan for the same revision).
+//! engine and publishes the verdict. A rollback verdict becomes an order (`order`), run by the
+//! supervisor off the evaluation path (`supervisor`); outcomes are published in one place
+//! (`outcome`) and come back to the loop only to update the service's state. A rollback is
+//! ordered at most once per canary revision (the engine's verdict is sticky and the actuator
+//! refuses a second plan for the same revision).
 
 mod deployments;
-mod rollback;
+pub mod order;
+pub mod outcome;
 mod sampler;
 pub mod schedule;
 mod service;
+mod supervisor;
 
 pub use deployments::{DeploymentWatches, WatchState};
+pub use order::{Action, Order, RollbackOrder};
+pub use outcome::{Event, OrderOutcome};
 pub use sampler::{PrometheusSampler, Sampler};
 pub use service::{reason_lines, CycleOutcome, ServiceRuntime, TRAFFIC};
+pub use supervisor::{OrderError, Supervisor};
 
 use crate::actuator::Actuator;
 use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::notify::Notifier;
 use crate::policy::Policy;
+use crate::settings::Actions;
 use crate::telemetry::{Health, Metrics};
 use schedule::{service_key, Schedule};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -44,6 +53,21 @@ pub enum DaemonError {
         "the stable Deployment {namespace}/{name} does not exist; check `deployments.stable` in the policy"
     )]
     StableMissing { namespace: String, name: String },
+}
+
+/// A new set of policies for the loop, and when its reload began (for the reload-time gauge).
+pub struct PolicyReload {
+    pub policies: Vec<Policy>,
+    pub requested: Instant,
+}
+
+impl From<Vec<Policy>> for PolicyReload {
+    fn from(policies: Vec<Policy>) -> Self {
+        Self {
+            policies,
+            requested: Instant::now(),
+        }
+    }
 }
 
 /// Everything a cycle needs from the outside world.
@@ -64,42 +88,66 @@ pub struct Context {
 pub struct Daemon {
     pub ctx: Context,
     pub services: Vec<ServiceRuntime>,
+    /// `namespace/service` -> position in `services`.
+    index: HashMap<String, usize>,
     schedule: Schedule,
     watches: DeploymentWatches,
     /// The schedule's time zero: due times are fixed offsets from it, so they never drift.
     origin: Instant,
+    supervisor: Supervisor,
+    /// Outcomes of orders, after they were published (audit, notices, metrics).
+    settled: mpsc::UnboundedReceiver<OrderOutcome>,
 }
 
 impl Daemon {
+    /// A daemon with the default `[actions]` settings.
     pub fn new(ctx: Context, policies: Vec<Policy>) -> Self {
-        let services = policies
-            .into_iter()
-            .map(ServiceRuntime::new)
-            .collect::<Vec<_>>();
-        ctx.metrics.policies_loaded.set(services.len() as i64);
-        ctx.health.set_policies_loaded(!services.is_empty());
+        Self::with_actions(ctx, policies, Actions::default())
+    }
+
+    /// Starts the supervisor and the outcome fan-out (tasks on the current runtime).
+    pub fn with_actions(ctx: Context, policies: Vec<Policy>, actions: Actions) -> Self {
+        let (outcomes, raw) = mpsc::unbounded_channel();
+        let (to_daemon, settled) = mpsc::unbounded_channel();
+        tokio::spawn(outcome::fan_out(ctx.clone(), raw, to_daemon));
+        let supervisor = Supervisor::new(ctx.clone(), actions, outcomes);
         let watches = DeploymentWatches::new(ctx.metrics.clone());
         let mut daemon = Self {
             ctx,
-            services,
+            services: Vec::new(),
+            index: HashMap::new(),
             schedule: Schedule::new(),
             watches,
             origin: Instant::now(),
+            supervisor,
+            settled,
         };
-        daemon.follow_policies(0);
+        daemon.reload(policies);
+        daemon
+            .ctx
+            .health
+            .set_policies_loaded(!daemon.services.is_empty());
         daemon
     }
 
-    /// Replaces the policies, keeping the runtime state of services whose policy is unchanged.
+    /// Replaces the policies, keeping the runtime state of services whose policy is unchanged
+    /// (matched by `namespace/service` in a map: linear in the number of policies).
     /// The schedule and the Deployment watches follow (new namespaces get a watch, unused ones
     /// lose theirs).
     pub fn reload(&mut self, policies: Vec<Policy>) {
-        let mut old = std::mem::take(&mut self.services);
+        let mut old: HashMap<String, ServiceRuntime> = std::mem::take(&mut self.services)
+            .into_iter()
+            .map(|s| (service_key(&s.policy), s))
+            .collect();
+        self.index.clear();
         for p in policies {
-            match old.iter().position(|s| s.policy == p) {
-                Some(i) => self.services.push(old.swap_remove(i)),
-                None => self.services.push(ServiceRuntime::new(p)),
-            }
+            let key = service_key(&p);
+            let runtime = match old.remove(&key) {
+                Some(s) if s.policy == p => s,
+                _ => ServiceRuntime::new(p),
+            };
+            self.index.insert(key, self.services.len());
+            self.services.push(runtime);
         }
         self.ctx
             .metrics
@@ -126,14 +174,8 @@ impl Daemon {
     /// One evaluation of every service now, whatever the schedule says (batched: one sampler call
     /// for all of them). The demo and tests drive the daemon with it.
     pub async fn cycle(&mut self) -> Vec<CycleOutcome> {
-        self.watches.start(&self.ctx.client);
-        let mut all: Vec<&mut ServiceRuntime> = self.services.iter_mut().collect();
-        let span = tracing::info_span!("cycle", services = all.len());
-        let outcomes = service::cycle(&self.ctx, &self.watches, &mut all)
-            .instrument(span)
-            .await;
-        self.publish_kubernetes_readiness();
-        outcomes
+        let all: HashSet<String> = self.index.keys().cloned().collect();
+        self.evaluate(&all).await
     }
 
     /// Evaluates the services due at `now` (one sampler call for all of them) and moves each to
@@ -147,18 +189,90 @@ impl Daemon {
         if due.is_empty() {
             return Vec::new();
         }
+        self.evaluate(&due).await
+    }
+
+    /// Settles what the supervisor finished, evaluates the services in `keys`, and hands their
+    /// orders to the supervisor without waiting for any of them.
+    async fn evaluate(&mut self, keys: &HashSet<String>) -> Vec<CycleOutcome> {
+        self.settle();
         self.watches.start(&self.ctx.client);
         let mut batch: Vec<&mut ServiceRuntime> = self
             .services
             .iter_mut()
-            .filter(|s| due.contains(&service_key(&s.policy)))
+            .filter(|s| keys.contains(&service_key(&s.policy)))
             .collect();
         let span = tracing::info_span!("cycle", services = batch.len());
         let outcomes = service::cycle(&self.ctx, &self.watches, &mut batch)
             .instrument(span)
             .await;
         self.publish_kubernetes_readiness();
+        for out in &outcomes {
+            for ev in &out.events {
+                if let crate::lifecycle::ReleaseEvent::CanaryStarted { id, .. } = ev {
+                    self.supervisor.canary_changed(&out.key, id);
+                }
+            }
+            for order in &out.orders {
+                self.supervisor.submit(order.clone());
+            }
+        }
         outcomes
+    }
+
+    /// Applies every outcome that has come back so far (never waits).
+    pub fn settle(&mut self) {
+        while let Ok(o) = self.settled.try_recv() {
+            self.apply(o);
+        }
+    }
+
+    fn apply(&mut self, o: OrderOutcome) {
+        let Some(&i) = self.index.get(&o.order.service) else {
+            return;
+        };
+        if let Some(s) = self.services.get_mut(i) {
+            s.settle(o);
+        }
+    }
+
+    /// Orders the rollbacks a previous daemon left under way (backup ConfigMaps not completed)
+    /// for the services it watches; the supervisor drives each to its end. Returns how many.
+    pub async fn resume_in_flight(&mut self) -> usize {
+        let mut namespaces: Vec<String> = self
+            .services
+            .iter()
+            .map(|s| s.policy.namespace.clone())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        let mut resumed = 0;
+        for ns in namespaces {
+            let found = match self.ctx.actuator.in_flight(&ns).await {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::error!(namespace = %ns, error = %err, "cannot list rollbacks under way; they resume when their service is judged bad again");
+                    continue;
+                }
+            };
+            for f in found {
+                let key = format!("{}/{}", f.namespace, f.service);
+                let Some(s) = self.index.get(&key).and_then(|&i| self.services.get_mut(i)) else {
+                    tracing::warn!(backup = %f.backup, service = %key, "rollback under way for a service without a policy; left alone");
+                    continue;
+                };
+                tracing::warn!(backup = %f.backup, service = %key, state = ?f.state, "resuming a rollback left under way");
+                let order = Order::new(
+                    &s.policy,
+                    Action::Resume { backup: f.backup },
+                    self.ctx.dry_run,
+                );
+                s.ordered = true;
+                self.supervisor.submit(order);
+                resumed += 1;
+            }
+        }
+        resumed
     }
 
     /// Kubernetes counts as reachable when some service's Deployments were read and no service's
@@ -198,30 +312,48 @@ impl Daemon {
     }
 
     /// Evaluates each service when it falls due, until `shutdown`. Wake-ups follow the schedule's
-    /// fixed slots, so a slow cycle delays only itself, never the slots after it.
-    /// An in-flight rollback is never interrupted: shutdown is checked between cycles only.
+    /// fixed slots, so a slow cycle delays only itself, never the slots after it. Rollbacks run
+    /// in the supervisor's lanes: shutting down leaves them to finish or to be resumed by the
+    /// next daemon from their backup ConfigMaps.
     pub async fn run(
         mut self,
         shutdown: tokio::sync::watch::Receiver<bool>,
-        mut reloads: tokio::sync::mpsc::Receiver<Vec<Policy>>,
+        mut reloads: mpsc::Receiver<PolicyReload>,
     ) {
         let mut shutdown = shutdown;
         self.watches.start(&self.ctx.client);
+        let resumed = self.resume_in_flight().await;
+        if resumed > 0 {
+            tracing::warn!(resumed, "rollbacks left under way are being resumed");
+        }
         loop {
             let wake = self.next_due();
             tokio::select! {
                 _ = sleep_until(wake) => {}
                 _ = shutdown.changed() => break,
-                Some(policies) = reloads.recv() => {
-                    tracing::info!(services = policies.len(), "policies reloaded");
-                    self.reload(policies);
+                Some(o) = self.settled.recv() => {
+                    self.apply(o);
+                    continue;
+                }
+                Some(r) = reloads.recv() => {
+                    tracing::info!(services = r.policies.len(), "policies reloaded");
+                    self.reload(r.policies);
+                    let took = Instant::now().saturating_duration_since(r.requested);
+                    self.ctx.metrics.policy_reload_duration.set(took.as_secs_f64());
                     continue;
                 }
             }
             if *shutdown.borrow() {
                 break;
             }
-            self.cycle_due(Instant::now()).await;
+            let evaluated = self.cycle_due(Instant::now()).await.len();
+            // How late these evaluations finished against the slot they were due at.
+            if let Some(slot) = wake {
+                let lag = Instant::now().saturating_duration_since(slot).as_secs_f64();
+                for _ in 0..evaluated {
+                    self.ctx.metrics.evaluation_lag.observe(lag);
+                }
+            }
         }
         self.ctx.health.set_shutting_down();
         tracing::info!("control loop stopped");

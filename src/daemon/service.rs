@@ -1,19 +1,18 @@
 //! One service's runtime state and its part of a cycle.
 
 use super::deployments::{read_views, DeploymentWatches};
-use super::rollback::execute_rollback;
+use super::order::{Action, Order, RollbackOrder};
+use super::outcome::{Event, OrderOutcome};
+use super::schedule::service_key;
 use super::Context;
 use crate::actuator::RollbackReport;
 use crate::audit::{AuditKind, AuditRecord};
 use crate::decision::{Engine, Health, Phase, Verdict};
-use crate::lifecycle::{Lifecycle, Release, ReleaseEvent, LAST_KNOWN_GOOD_ANNOTATION};
+use crate::lifecycle::{Lifecycle, Release, ReleaseEvent};
 use crate::policy::{feeds, Input, Policy};
 use crate::sample::{Observation, Sample};
 use crate::source::plan::{Key, Request};
 use crate::telemetry::{state_code, MetricLabels, ServiceLabels, TrackLabels};
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Patch, PatchParams};
-use kube::Api;
 use std::collections::HashMap;
 
 /// Metric name under which the traffic query travels through the sampler.
@@ -24,8 +23,12 @@ pub struct ServiceRuntime {
     pub engine: Engine,
     pub lifecycle: Lifecycle,
     pub last_verdict: Option<Verdict>,
-    /// Set once the plan ran for the current canary (the engine's verdict stays sticky too).
+    /// A rollback was ordered for the current canary (or bake window): no second order.
+    pub ordered: bool,
+    /// The report of the current canary's rollback, once the supervisor finished it.
     pub rollback: Option<RollbackReport>,
+    /// A report settled since the last cycle, handed to the next [`CycleOutcome`].
+    fresh_report: Option<RollbackReport>,
     /// Whether the last read of its Deployments worked (`None` before the first). Readiness is
     /// judged over every service's last read, not over one batch: with services evaluated in
     /// phases, a per-batch flag would flap whenever one namespace or policy cannot be read.
@@ -36,9 +39,14 @@ pub struct ServiceRuntime {
 #[derive(Debug, Clone)]
 pub struct CycleOutcome {
     pub service: String,
+    /// `namespace/service`.
+    pub key: String,
     pub release: Release,
     pub verdict: Option<Verdict>,
     pub events: Vec<ReleaseEvent>,
+    /// Handed to the supervisor at the end of the cycle; nothing here waits for them.
+    pub orders: Vec<Order>,
+    /// A rollback of this service that finished since its previous cycle.
     pub rollback: Option<RollbackReport>,
     pub error: Option<String>,
 }
@@ -50,8 +58,18 @@ impl ServiceRuntime {
             lifecycle: Lifecycle::new(policy.analysis.bake),
             policy,
             last_verdict: None,
+            ordered: false,
             rollback: None,
+            fresh_report: None,
             deployments_read: None,
+        }
+    }
+
+    /// Takes in what the supervisor reports about this service's orders.
+    pub(super) fn settle(&mut self, o: OrderOutcome) {
+        if let Event::RolledBack { report, .. } = o.event {
+            self.rollback = Some((*report).clone());
+            self.fresh_report = Some(*report);
         }
     }
 
@@ -102,10 +120,12 @@ pub async fn cycle(
     for s in services.iter_mut() {
         let mut out = CycleOutcome {
             service: s.policy.service.clone(),
+            key: service_key(&s.policy),
             release: s.lifecycle.stage().clone(),
             verdict: None,
             events: Vec::new(),
-            rollback: None,
+            orders: Vec::new(),
+            rollback: s.fresh_report.take(),
             error: None,
         };
         match read_views(ctx, watches, &s.policy).await {
@@ -113,7 +133,9 @@ pub async fn cycle(
                 s.deployments_read = Some(true);
                 out.events = s.lifecycle.observe(&stable, canary.as_ref(), now);
                 for ev in &out.events {
-                    handle_release_event(ctx, s, ev).await;
+                    if let Some(order) = handle_release_event(ctx, s, ev) {
+                        out.orders.push(order);
+                    }
                 }
             }
             Err(err) => {
@@ -183,9 +205,16 @@ pub async fn cycle(
         }
         let verdict = s.engine.evaluate(now, phase);
         publish(ctx, s, &verdict);
-        if verdict.rollback && s.rollback.is_none() {
-            out.rollback = execute_rollback(ctx, s, &verdict).await;
-            s.rollback = out.rollback.clone();
+        if verdict.rollback && !s.ordered {
+            let stage = s.lifecycle.stage().clone();
+            let order = RollbackOrder::from_verdict(&verdict, &stage);
+            out.orders
+                .push(Order::new(&s.policy, Action::Rollback(order), ctx.dry_run));
+            s.ordered = true;
+            // Judged no further: the supervisor owns this canary's rollback from here.
+            if let Some(id) = stage.canary_id().cloned() {
+                s.lifecycle.rolled_back(id);
+            }
         }
         s.last_verdict = Some(verdict.clone());
         out.verdict = Some(verdict);
@@ -194,11 +223,14 @@ pub async fn cycle(
     outcomes
 }
 
-async fn handle_release_event(ctx: &Context, s: &mut ServiceRuntime, ev: &ReleaseEvent) {
+/// Audits a release event; returns the order it calls for, if any.
+fn handle_release_event(ctx: &Context, s: &mut ServiceRuntime, ev: &ReleaseEvent) -> Option<Order> {
     let p = &s.policy;
+    let mut order = None;
     let (kind, msg) = match ev {
         ReleaseEvent::CanaryStarted { id, image } => {
             s.engine.reset_for_revision(id.to_string());
+            s.ordered = false;
             s.rollback = None;
             (
                 AuditKind::CanaryStarted,
@@ -214,20 +246,10 @@ async fn handle_release_event(ctx: &Context, s: &mut ServiceRuntime, ev: &Releas
             format!("stable changed from revision {from:?} to {to} ({image}); bake window open"),
         ),
         ReleaseEvent::StableKnownGood { revision } => {
-            if !ctx.dry_run {
-                let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &p.namespace);
-                let patch = serde_json::json!({"metadata": {"annotations": {LAST_KNOWN_GOOD_ANNOTATION: revision.to_string()}}});
-                if let Err(err) = api
-                    .patch(
-                        &p.deployments.stable,
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    tracing::error!(service = %p.service, error = %err, "cannot record the last known good revision");
-                }
-            }
+            let action = Action::RecordKnownGood {
+                revision: *revision,
+            };
+            order = Some(Order::new(p, action, ctx.dry_run));
             (
                 AuditKind::StableKnownGood,
                 format!("stable revision {revision} recorded as last known good"),
@@ -242,6 +264,7 @@ async fn handle_release_event(ctx: &Context, s: &mut ServiceRuntime, ev: &Releas
         msg,
         serde_json::to_value(ev).unwrap_or_default(),
     );
+    order
 }
 
 fn level_code(h: Health) -> i64 {

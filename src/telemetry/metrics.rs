@@ -94,6 +94,8 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub policies_loaded: Gauge,
     pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
+    pub evaluation_lag: Histogram,
+    pub policy_reload_duration: Gauge<f64, AtomicU64>,
 }
 
 fn step_histogram() -> Histogram {
@@ -130,6 +132,10 @@ impl Metrics {
             policy_reloads: Family::default(),
             policies_loaded: Gauge::default(),
             deployment_watch_synced: Family::default(),
+            evaluation_lag: Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            policy_reload_duration: Gauge::default(),
         };
         registry.register(
             "service_state",
@@ -191,6 +197,16 @@ impl Metrics {
             "deployment_watch_synced",
             "1 while the namespace's Deployment watch is synced and read; 0 while cycles fall back to GETs",
             m.deployment_watch_synced.clone(),
+        );
+        registry.register(
+            "evaluation_lag_seconds",
+            "How late each service's evaluation finished against its scheduled slot",
+            m.evaluation_lag.clone(),
+        );
+        registry.register(
+            "policy_reload_duration_seconds",
+            "Time of the last policy reload, from reading the files to the new set in force",
+            m.policy_reload_duration.clone(),
         );
         Metrics {
             registry: Arc::new(registry),

@@ -1,0 +1,287 @@
+//! Outcomes of orders, fanned out in one place: audit trail, incident report, notices and
+//! metrics. The supervisor's lanes send them over a channel; one task publishes them in order and
+//! forwards them to the evaluation loop, which only updates its per-service state.
+
+use super::order::{Action, Order, RollbackOrder};
+use super::service::audit;
+use super::Context;
+use crate::actuator::report::Outcome as ActOutcome;
+use crate::actuator::RollbackReport;
+use crate::audit::{AuditKind, Check, IncidentReport};
+use crate::lifecycle::DeploymentView;
+use crate::notify::Notice;
+use crate::telemetry::{Outcome, RollbackLabels, StepLabels};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What an attempt of an order led to.
+#[derive(Debug, Clone)]
+pub struct OrderOutcome {
+    pub order: Order,
+    pub attempt: u32,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A rollback's first attempt read the cluster and is about to act.
+    Started {
+        versions: Versions,
+    },
+    RolledBack {
+        report: Box<RollbackReport>,
+        versions: Versions,
+    },
+    KnownGood,
+    /// This attempt failed; `retry_in` is when the next starts (`None`: given up for good).
+    Failed {
+        error: String,
+        retry_in: Option<Duration>,
+    },
+    /// A newer canary runs now; the order was dropped.
+    Superseded,
+}
+
+/// From what to what a rollback goes, as people write it in the incident channel.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Versions {
+    pub from: String,
+    pub to: String,
+}
+
+impl Versions {
+    pub fn of(stable: &DeploymentView, canary: Option<&DeploymentView>, lkg: Option<i64>) -> Self {
+        Self {
+            from: canary
+                .map(|c| format!("canary {} revision {:?}", c.image, c.revision))
+                .unwrap_or_default(),
+            to: format!(
+                "stable {} (revision {:?})",
+                stable.image,
+                lkg.map(|r| r as u64).or(stable.revision)
+            ),
+        }
+    }
+
+    pub fn resumed(backup: &str) -> Self {
+        Self {
+            from: format!("the rollback recorded in ConfigMap {backup}"),
+            to: "its planned end state".into(),
+        }
+    }
+}
+
+/// Publishes every outcome, then hands it to the evaluation loop (`to_daemon`).
+pub async fn fan_out(
+    ctx: Context,
+    mut outcomes: mpsc::UnboundedReceiver<OrderOutcome>,
+    to_daemon: mpsc::UnboundedSender<OrderOutcome>,
+) {
+    while let Some(o) = outcomes.recv().await {
+        publish(&ctx, &o).await;
+        let _ = to_daemon.send(o);
+    }
+}
+
+/// The rollback's own record, or one made up for a resumed rollback from its report.
+fn rollback_of(o: &OrderOutcome, report: Option<&RollbackReport>) -> RollbackOrder {
+    if let Action::Rollback(r) = &o.order.action {
+        return r.clone();
+    }
+    let at = report.map(|r| r.started_at).unwrap_or_default();
+    RollbackOrder {
+        canary: None,
+        in_bake: false,
+        trigger: report.map(|r| r.trigger.clone()).unwrap_or_default(),
+        reasons: report
+            .map(|r| vec![r.trigger.summary.clone()])
+            .unwrap_or_default(),
+        first_metric: "resumed".into(),
+        detected_at: at,
+        decided_at: at,
+    }
+}
+
+async fn publish(ctx: &Context, o: &OrderOutcome) {
+    let p = &o.order.policy;
+    match &o.event {
+        Event::Started { versions } => {
+            let r = rollback_of(o, None);
+            tracing::error!(service = %p.service, reasons = ?r.reasons, dry_run = o.order.dry_run, "rolling back");
+            audit(
+                ctx,
+                p,
+                AuditKind::RollbackStarted,
+                r.trigger.summary.clone(),
+                serde_json::Value::Null,
+            );
+            let notice = Notice::RollbackStarted {
+                service: p.service.clone(),
+                namespace: p.namespace.clone(),
+                at: ctx.clock.now_millis(),
+                reasons: r.reasons,
+                from_version: versions.from.clone(),
+                to_version: versions.to.clone(),
+                dry_run: o.order.dry_run,
+            };
+            send(ctx, notice).await;
+        }
+        Event::RolledBack { report, versions } => {
+            rolled_back(ctx, o, report, versions).await;
+        }
+        Event::KnownGood => {
+            tracing::debug!(service = %p.service, "last known good revision recorded");
+        }
+        Event::Failed { error, retry_in } => failed(ctx, o, error, *retry_in).await,
+        Event::Superseded => {
+            let msg = format!(
+                "{} order dropped after {} attempt(s): a newer canary runs now",
+                o.order.action.name(),
+                o.attempt - 1
+            );
+            tracing::warn!(service = %p.service, "{msg}");
+            audit(
+                ctx,
+                p,
+                AuditKind::RollbackFailed,
+                msg,
+                serde_json::Value::Null,
+            );
+        }
+    }
+}
+
+fn observe_rollback(ctx: &Context, o: &OrderOutcome, r: &RollbackOrder, outcome: Outcome) {
+    ctx.metrics
+        .rollbacks
+        .get_or_create(&RollbackLabels {
+            service: o.order.policy.service.clone(),
+            reason: r.first_metric.clone(),
+            outcome,
+        })
+        .inc();
+}
+
+async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v: &Versions) {
+    let p = &o.order.policy;
+    let r = rollback_of(o, Some(report));
+    for step in &report.steps {
+        ctx.metrics
+            .step_duration
+            .get_or_create(&StepLabels {
+                step: step.step.clone(),
+            })
+            .observe(step.elapsed_ms as f64 / 1000.0);
+    }
+    let outcome = match report.outcome {
+        ActOutcome::DryRun => Outcome::dry_run,
+        _ => Outcome::success,
+    };
+    observe_rollback(ctx, o, &r, outcome);
+    if outcome == Outcome::success {
+        ctx.metrics
+            .detection_to_mitigation
+            .observe((report.finished_at - r.detected_at).max(0) as f64 / 1000.0);
+    }
+    let verification: Vec<Check> = report
+        .steps
+        .iter()
+        .map(|st| Check {
+            name: st.step.clone(),
+            ok: true,
+            detail: format!("{:?}: {}", st.outcome, st.detail),
+        })
+        .collect();
+    let mut timeline = vec![
+        (r.detected_at, "first breaching evaluation".to_string()),
+        (r.decided_at, "rollback decided".to_string()),
+    ];
+    if o.attempt > 1 {
+        timeline.push((
+            report.started_at,
+            format!("attempt {} after earlier failures", o.attempt),
+        ));
+    }
+    timeline.extend(report.steps.iter().map(|st| {
+        (
+            st.started_at + st.elapsed_ms,
+            format!("{} {:?}", st.step, st.outcome),
+        )
+    }));
+    let incident = IncidentReport {
+        id: report.rollback_id.clone(),
+        service: p.service.clone(),
+        namespace: p.namespace.clone(),
+        detected_at: r.detected_at,
+        mitigated_at: Some(report.finished_at),
+        from_version: v.from.clone(),
+        to_version: v.to.clone(),
+        reasons: r.reasons.clone(),
+        timeline,
+        verification,
+        dry_run: o.order.dry_run,
+        outcome: format!("{:?}", report.outcome),
+    };
+    if let Err(err) = ctx.audit.incident(&incident) {
+        tracing::error!(error = %err, "cannot write the incident report");
+    }
+    audit(
+        ctx,
+        p,
+        AuditKind::RollbackCompleted,
+        format!("{:?}", report.outcome),
+        serde_json::to_value(report).unwrap_or_default(),
+    );
+    let notice = Notice::RollbackResolved {
+        service: p.service.clone(),
+        namespace: p.namespace.clone(),
+        started: r.detected_at,
+        resolved: report.finished_at,
+        from_version: v.from.clone(),
+        to_version: v.to.clone(),
+        verified: true,
+    };
+    send(ctx, notice).await;
+}
+
+async fn failed(ctx: &Context, o: &OrderOutcome, error: &str, retry_in: Option<Duration>) {
+    let p = &o.order.policy;
+    let next = match retry_in {
+        Some(d) => format!("retrying in {}", humantime::format_duration(d)),
+        None => "not retried".into(),
+    };
+    let msg = format!(
+        "{} attempt {} failed ({next}): {error}",
+        o.order.action.name(),
+        o.attempt
+    );
+    if let Action::RecordKnownGood { .. } = o.order.action {
+        tracing::error!(service = %p.service, "{msg}");
+        return;
+    }
+    observe_rollback(ctx, o, &rollback_of(o, None), Outcome::failure);
+    tracing::error!(service = %p.service, attempt = o.attempt, "rollback FAILED: a human must take over; {msg}");
+    audit(
+        ctx,
+        p,
+        AuditKind::RollbackFailed,
+        msg.clone(),
+        serde_json::json!({"attempt": o.attempt, "retry_in_s": retry_in.map(|d| d.as_secs())}),
+    );
+    // One page, not one per retry: the first failure, and the last when it is given up.
+    if o.attempt == 1 || retry_in.is_none() {
+        let notice = Notice::RollbackFailed {
+            service: p.service.clone(),
+            namespace: p.namespace.clone(),
+            at: ctx.clock.now_millis(),
+            error: msg,
+        };
+        send(ctx, notice).await;
+    }
+}
+
+async fn send(ctx: &Context, notice: Notice) {
+    if let Err(err) = ctx.notifier.send(&notice).await {
+        tracing::warn!(error = %err, "notification failed");
+    }
+}

@@ -1,0 +1,231 @@
+//! The supervisor: runs orders off the evaluation path. Each service has a lane (a task taking
+//! its orders one at a time, so at most one actuator run per service); a semaphore bounds how
+//! many lanes act at once (`[actions] max_concurrent`). A failed order is retried with
+//! exponential backoff until it succeeds or a newer canary supersedes it: never forgotten.
+//! Every outcome goes back over one channel (see `outcome`), never to the evaluation loop's
+//! stack, so a rollback whose Verify waits minutes delays nobody else's evaluation.
+
+use super::deployments::get_views;
+use super::order::{Action, Order};
+use super::outcome::{Event, OrderOutcome, Versions};
+use super::{Context, DaemonError};
+use crate::actuator::{ActuatorError, RollbackRequest};
+use crate::lifecycle::CanaryId;
+use crate::settings::Actions;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// Why one attempt of an order failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("cannot read the Deployments before acting: {0}")]
+    Read(#[from] DaemonError),
+    #[error(transparent)]
+    Act(#[from] ActuatorError),
+}
+
+impl OrderError {
+    /// A superseded rollback is final; everything else may succeed on a later attempt.
+    fn retryable(&self) -> bool {
+        !matches!(self, OrderError::Act(ActuatorError::Superseded { .. }))
+    }
+}
+
+/// What a successful attempt did.
+pub(super) enum Done {
+    Rollback {
+        report: Box<crate::actuator::RollbackReport>,
+        versions: Versions,
+    },
+    KnownGood,
+}
+
+struct Env {
+    ctx: Context,
+    permits: Semaphore,
+    config: Actions,
+    outcomes: mpsc::UnboundedSender<OrderOutcome>,
+}
+
+struct Lane {
+    orders: mpsc::UnboundedSender<Order>,
+    /// The service's current canary, as evaluation last saw it: retries of an order about an
+    /// older canary stop.
+    canary: watch::Sender<Option<CanaryId>>,
+}
+
+/// Owned by the daemon; lanes are tasks of their own.
+pub struct Supervisor {
+    env: Arc<Env>,
+    lanes: HashMap<String, Lane>,
+}
+
+impl Supervisor {
+    pub fn new(
+        ctx: Context,
+        config: Actions,
+        outcomes: mpsc::UnboundedSender<OrderOutcome>,
+    ) -> Self {
+        let permits = Semaphore::new(config.max_concurrent.max(1));
+        Self {
+            env: Arc::new(Env {
+                ctx,
+                permits,
+                config,
+                outcomes,
+            }),
+            lanes: HashMap::new(),
+        }
+    }
+
+    /// Queues `order` on its service's lane (started on first use); returns at once.
+    pub fn submit(&mut self, order: Order) {
+        let lane = self.lane(&order.service);
+        if let Err(mpsc::error::SendError(order)) = lane.orders.send(order) {
+            // The lane's task ended (only if it panicked): start a fresh one.
+            self.lanes.remove(&order.service);
+            let lane = self.lane(&order.service);
+            let _ = lane.orders.send(order);
+        }
+    }
+
+    /// A new canary revision of `service` is running: retries for older canaries stop.
+    pub fn canary_changed(&mut self, service: &str, id: &CanaryId) {
+        self.lane(service).canary.send_replace(Some(id.clone()));
+    }
+
+    fn lane(&mut self, service: &str) -> &Lane {
+        let env = &self.env;
+        self.lanes.entry(service.to_string()).or_insert_with(|| {
+            let (orders, rx) = mpsc::unbounded_channel();
+            let (canary, seen) = watch::channel(None);
+            tokio::spawn(run_lane(env.clone(), rx, seen));
+            Lane { orders, canary }
+        })
+    }
+}
+
+async fn run_lane(
+    env: Arc<Env>,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+    canary: watch::Receiver<Option<CanaryId>>,
+) {
+    while let Some(order) = orders.recv().await {
+        run_order(&env, order, &canary).await;
+    }
+}
+
+/// An order about an older canary than the one running now.
+fn superseded(order: &Order, canary: &watch::Receiver<Option<CanaryId>>) -> bool {
+    match (order.canary(), canary.borrow().as_ref()) {
+        (Some(ordered), Some(current)) => ordered != current,
+        _ => false,
+    }
+}
+
+/// Runs `order` until it succeeds, is superseded, or fails for good; reports every attempt.
+async fn run_order(env: &Env, order: Order, canary: &watch::Receiver<Option<CanaryId>>) {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        if superseded(&order, canary) {
+            env.send(&order, attempt, Event::Superseded);
+            return;
+        }
+        let result = {
+            let Ok(_permit) = env.permits.acquire().await else {
+                return;
+            };
+            execute(env, &order, attempt).await
+        };
+        let err = match result {
+            Ok(Done::Rollback { report, versions }) => {
+                let event = Event::RolledBack { report, versions };
+                env.send(&order, attempt, event);
+                return;
+            }
+            Ok(Done::KnownGood) => {
+                env.send(&order, attempt, Event::KnownGood);
+                return;
+            }
+            Err(err) => err,
+        };
+        let retry_in = err.retryable().then(|| env.config.backoff(attempt));
+        let error = err.to_string();
+        env.send(&order, attempt, Event::Failed { error, retry_in });
+        match retry_in {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => return,
+        }
+    }
+}
+
+impl Env {
+    fn send(&self, order: &Order, attempt: u32, event: Event) {
+        let _ = self.outcomes.send(OrderOutcome {
+            order: order.clone(),
+            attempt,
+            event,
+        });
+    }
+}
+
+/// One attempt.
+async fn execute(env: &Env, order: &Order, attempt: u32) -> Result<Done, OrderError> {
+    let ctx = &env.ctx;
+    let p = &order.policy;
+    match &order.action {
+        Action::Rollback(r) => {
+            // Fresh GETs, not the watch store: the undo target must not come from a lagging cache.
+            let (stable, canary) = get_views(&ctx.client, p).await?;
+            let lkg = if r.in_bake {
+                stable.last_known_good.map(|rev| rev as i64)
+            } else {
+                None
+            };
+            let versions = Versions::of(&stable, canary.as_ref(), lkg);
+            if attempt == 1 {
+                let started = Event::Started {
+                    versions: versions.clone(),
+                };
+                env.send(order, attempt, started);
+            }
+            let request = RollbackRequest {
+                last_known_good: lkg,
+                trigger: r.trigger.clone(),
+                dry_run: order.dry_run,
+            };
+            let report = Box::new(ctx.actuator.rollback(p, request).await?);
+            Ok(Done::Rollback { report, versions })
+        }
+        Action::Resume { backup } => {
+            let versions = Versions::resumed(backup);
+            if attempt == 1 {
+                let started = Event::Started {
+                    versions: versions.clone(),
+                };
+                env.send(order, attempt, started);
+            }
+            let report = Box::new(ctx.actuator.resume(p, backup).await?);
+            Ok(Done::Rollback { report, versions })
+        }
+        Action::RecordKnownGood { revision } => {
+            if !order.dry_run {
+                ctx.actuator.record_known_good(p, *revision).await?;
+            }
+            Ok(Done::KnownGood)
+        }
+    }
+}
+
+impl Actions {
+    /// The wait before attempt `attempt + 1`: doubling from `retry_initial`, capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        self.retry_initial
+            .saturating_mul(factor)
+            .min(self.retry_max)
+    }
+}
