@@ -21,6 +21,7 @@ fn request() -> RollbackRequest {
         last_known_good: Some(2),
         trigger: Trigger::manual("bench").with_value("error_rate", 0.08),
         dry_run: false,
+        gate: None,
     }
 }
 

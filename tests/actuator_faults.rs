@@ -34,6 +34,7 @@ fn request() -> RollbackRequest {
         last_known_good: Some(2),
         trigger: Trigger::manual("p99 latency critical").with_value("latency_p99", 1.4),
         dry_run: false,
+        gate: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn request(lkg: Option<i64>) -> RollbackRequest {
         trigger: Trigger::manual("error_rate critical: 0.071 > 0.05")
             .with_value("error_rate", 0.071),
         dry_run: false,
+        gate: None,
     }
 }
 

@@ -99,6 +99,7 @@ fn request() -> RollbackRequest {
         last_known_good: Some(2),
         trigger: Trigger::manual("error_rate critical").with_value("error_rate", 0.09),
         dry_run: false,
+        gate: None,
     }
 }
 

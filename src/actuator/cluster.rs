@@ -26,6 +26,8 @@ pub fn virtual_service_resource(version: &str) -> ApiResource {
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Client,
+    /// This rollback's place at the shared gate (see `pace`).
+    pub pace: super::pace::Pace,
     pub namespace: String,
     pub vs_resource: ApiResource,
 }

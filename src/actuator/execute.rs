@@ -217,7 +217,9 @@ impl Actuator {
                         backup: backup_name.into(),
                     });
                 }
+                c.pace.release();
                 tokio::time::sleep(self.config.verify_poll).await;
+                c.pace.hold().await;
                 continue;
             }
             if rounds > policy.max_attempts * 2 {

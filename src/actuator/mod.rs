@@ -11,6 +11,7 @@ mod execute;
 pub mod fixtures;
 mod known_good;
 pub mod objects;
+pub mod pace;
 pub mod plan;
 pub mod progress;
 pub mod report;
@@ -106,6 +107,8 @@ pub struct RollbackRequest {
     pub last_known_good: Option<i64>,
     pub trigger: Trigger,
     pub dry_run: bool,
+    /// Shared by the rollbacks of one daemon: bounds how many work the API at once.
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// How a plan is being driven (see `Actuator::drive`).
@@ -142,6 +145,7 @@ impl Actuator {
     fn cluster(&self, namespace: &str) -> Cluster {
         Cluster {
             client: self.client.clone(),
+            pace: pace::Pace::default(),
             namespace: namespace.into(),
             vs_resource: virtual_service_resource(&self.config.istio_version),
         }
@@ -169,7 +173,9 @@ impl Actuator {
         request: RollbackRequest,
     ) -> Result<RollbackReport, ActuatorError> {
         let started_at = self.clock.now_millis();
-        let c = self.cluster(&policy.namespace);
+        let mut c = self.cluster(&policy.namespace);
+        c.pace = pace::Pace::new(request.gate.clone());
+        c.pace.hold().await;
         let names = (
             policy.deployments.stable.as_str(),
             policy.deployments.canary.as_str(),

@@ -7,6 +7,8 @@ use super::{backup, plan, Actuator, ActuatorError, Run};
 use crate::actuator::RollbackReport;
 use crate::policy::Policy;
 use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 /// A backup ConfigMap whose rollback has not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +43,19 @@ impl Actuator {
         Ok(all.iter().filter_map(in_flight_of).collect())
     }
 
-    /// Drives the rollback recorded in `backup_name` to its end. Refuses (`Superseded`) when the
+    /// Drives the rollback recorded in `backup_name` to its end (paced by `gate`, as a rollback). Refuses (`Superseded`) when the
     /// canary's template changed since: the plan was made for a canary that no longer runs, and
     /// replaying it would take down the new one.
     pub async fn resume(
         &self,
         policy: &Policy,
         backup_name: &str,
+        gate: Option<Arc<Semaphore>>,
     ) -> Result<RollbackReport, ActuatorError> {
         let started_at = self.clock.now_millis();
-        let c = self.cluster(&policy.namespace);
+        let mut c = self.cluster(&policy.namespace);
+        c.pace = super::pace::Pace::new(gate);
+        c.pace.hold().await;
         let cm = self
             .retrying("read backup ConfigMap", backup_name, || {
                 c.get_backup(backup_name)

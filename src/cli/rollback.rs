@@ -123,6 +123,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 last_known_good,
                 trigger: Trigger::manual(&args.reason),
                 dry_run: args.dry_run,
+                gate: None,
             },
         )
         .await?;

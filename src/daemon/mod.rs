@@ -55,6 +55,10 @@ pub enum DaemonError {
     StableMissing { namespace: String, name: String },
 }
 
+/// How long shutdown waits for running orders: inside Kubernetes' default 30 s termination grace
+/// period, with room to spare. What is cut short is resumed by the next daemon.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// A new set of policies for the loop, and when its reload began (for the reload-time gauge).
 pub struct PolicyReload {
     pub policies: Vec<Policy>,
@@ -356,7 +360,8 @@ impl Daemon {
             }
         }
         self.ctx.health.set_shutting_down();
-        tracing::info!("control loop stopped");
+        tracing::info!("control loop stopped; waiting for running rollbacks");
+        self.supervisor.shutdown(SHUTDOWN_GRACE).await;
     }
 }
 

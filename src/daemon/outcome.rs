@@ -89,13 +89,21 @@ fn rollback_of(o: &OrderOutcome, report: Option<&RollbackReport>) -> RollbackOrd
         return r.clone();
     }
     let at = report.map(|r| r.started_at).unwrap_or_default();
+    let summary = match (&o.order.action, report) {
+        (_, Some(r)) => r.trigger.summary.clone(),
+        (Action::Resume { backup }, None) => {
+            format!("resuming the rollback left under way in ConfigMap {backup}")
+        }
+        _ => String::new(),
+    };
     RollbackOrder {
         canary: None,
         in_bake: false,
-        trigger: report.map(|r| r.trigger.clone()).unwrap_or_default(),
-        reasons: report
-            .map(|r| vec![r.trigger.summary.clone()])
-            .unwrap_or_default(),
+        trigger: crate::actuator::Trigger {
+            summary: summary.clone(),
+            values: report.map(|r| r.trigger.values.clone()).unwrap_or_default(),
+        },
+        reasons: vec![summary],
         first_metric: "resumed".into(),
         detected_at: at,
         decided_at: at,
@@ -125,6 +133,10 @@ async fn publish(ctx: &Context, o: &OrderOutcome) {
                 dry_run: o.order.dry_run,
             };
             send(ctx, notice).await;
+        }
+        Event::RolledBack { report, .. } if report.outcome == ActOutcome::AlreadyCompleted => {
+            // Finished earlier (by us before a restart, or another replica): recorded then.
+            tracing::info!(service = %p.service, rollback = %report.rollback_id, "already rolled back");
         }
         Event::RolledBack { report, versions } => {
             rolled_back(ctx, o, report, versions).await;

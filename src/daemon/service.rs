@@ -15,6 +15,10 @@ use crate::source::plan::{Key, Request};
 use crate::telemetry::{state_code, MetricLabels, ServiceLabels, TrackLabels};
 use std::collections::HashMap;
 
+/// Deployment reads in flight at once in a cycle (watch-store reads are instant; this bounds the
+/// GET fallback).
+const READ_CONCURRENCY: usize = 16;
+
 /// Metric name under which the traffic query travels through the sampler.
 pub const TRAFFIC: &str = crate::policy::feed::TRAFFIC_KEY;
 
@@ -116,8 +120,15 @@ pub async fn cycle(
 ) -> Vec<CycleOutcome> {
     let now = ctx.clock.now_millis();
     let mut outcomes = Vec::new();
-    // 1. Lifecycle from the cluster.
-    for s in services.iter_mut() {
+    // 1. Lifecycle from the cluster. Reads go out together (bounded): a namespace whose GETs
+    // hang until their deadline costs one deadline per batch, not one per service.
+    let policies: Vec<&Policy> = services.iter().map(|s| &s.policy).collect();
+    let mut reads = Vec::with_capacity(policies.len());
+    for chunk in policies.chunks(READ_CONCURRENCY) {
+        let batch = chunk.iter().map(|p| read_views(ctx, watches, p));
+        reads.extend(futures::future::join_all(batch).await);
+    }
+    for (s, read) in services.iter_mut().zip(reads) {
         let mut out = CycleOutcome {
             service: s.policy.service.clone(),
             key: service_key(&s.policy),
@@ -128,7 +139,7 @@ pub async fn cycle(
             rollback: s.fresh_report.take(),
             error: None,
         };
-        match read_views(ctx, watches, &s.policy).await {
+        match read {
             Ok((stable, canary)) => {
                 s.deployments_read = Some(true);
                 out.events = s.lifecycle.observe(&stable, canary.as_ref(), now);

@@ -1,6 +1,7 @@
 //! The supervisor: runs orders off the evaluation path. Each service has a lane (a task taking
 //! its orders one at a time, so at most one actuator run per service); a semaphore bounds how
-//! many lanes act at once (`[actions] max_concurrent`). A failed order is retried with
+//! many lanes work the API at once (`[actions] max_concurrent`; a rollback waiting for its
+//! rollout to settle gives its place up, see `actuator::pace`). A failed order is retried with
 //! exponential backoff until it succeeds or a newer canary supersedes it: never forgotten.
 //! Every outcome goes back over one channel (see `outcome`), never to the evaluation loop's
 //! stack, so a rollback whose Verify waits minutes delays nobody else's evaluation.
@@ -44,13 +45,15 @@ pub(super) enum Done {
 
 struct Env {
     ctx: Context,
-    permits: Semaphore,
+    /// Shared with the actuator, which holds a place only while it works the API.
+    permits: Arc<Semaphore>,
     config: Actions,
     outcomes: mpsc::UnboundedSender<OrderOutcome>,
 }
 
 struct Lane {
     orders: mpsc::UnboundedSender<Order>,
+    task: tokio::task::JoinHandle<()>,
     /// The service's current canary, as evaluation last saw it: retries of an order about an
     /// older canary stop.
     canary: watch::Sender<Option<CanaryId>>,
@@ -68,7 +71,7 @@ impl Supervisor {
         config: Actions,
         outcomes: mpsc::UnboundedSender<OrderOutcome>,
     ) -> Self {
-        let permits = Semaphore::new(config.max_concurrent.max(1));
+        let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
         Self {
             env: Arc::new(Env {
                 ctx,
@@ -96,14 +99,46 @@ impl Supervisor {
         self.lane(service).canary.send_replace(Some(id.clone()));
     }
 
+    /// Takes no new orders and gives the running ones up to `grace` to finish; the rest stop at
+    /// their next await and are resumed by the next daemon from their backup ConfigMaps.
+    pub async fn shutdown(&mut self, grace: Duration) {
+        let lanes: Vec<Lane> = self.lanes.drain().map(|(_, lane)| lane).collect();
+        let mut tasks = Vec::with_capacity(lanes.len());
+        for lane in lanes {
+            drop(lane.orders);
+            tasks.push(lane.task);
+        }
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        if tokio::time::timeout(grace, futures::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!("rollbacks still running at shutdown; the next daemon resumes them");
+            aborts.iter().for_each(|a| a.abort());
+        }
+    }
+
     fn lane(&mut self, service: &str) -> &Lane {
         let env = &self.env;
         self.lanes.entry(service.to_string()).or_insert_with(|| {
             let (orders, rx) = mpsc::unbounded_channel();
             let (canary, seen) = watch::channel(None);
-            tokio::spawn(run_lane(env.clone(), rx, seen));
-            Lane { orders, canary }
+            let task = tokio::spawn(run_lane(env.clone(), rx, seen));
+            Lane {
+                orders,
+                task,
+                canary,
+            }
         })
+    }
+}
+
+impl Drop for Supervisor {
+    /// A dropped daemon leaves no lane acting behind its back (as when the process dies).
+    fn drop(&mut self) {
+        for lane in self.lanes.values() {
+            lane.task.abort();
+        }
     }
 }
 
@@ -134,12 +169,7 @@ async fn run_order(env: &Env, order: Order, canary: &watch::Receiver<Option<Cana
             env.send(&order, attempt, Event::Superseded);
             return;
         }
-        let result = {
-            let Ok(_permit) = env.permits.acquire().await else {
-                return;
-            };
-            execute(env, &order, attempt).await
-        };
+        let result = execute(env, &order, attempt).await;
         let err = match result {
             Ok(Done::Rollback { report, versions }) => {
                 let event = Event::RolledBack { report, versions };
@@ -196,6 +226,7 @@ async fn execute(env: &Env, order: &Order, attempt: u32) -> Result<Done, OrderEr
                 last_known_good: lkg,
                 trigger: r.trigger.clone(),
                 dry_run: order.dry_run,
+                gate: Some(env.permits.clone()),
             };
             let report = Box::new(ctx.actuator.rollback(p, request).await?);
             Ok(Done::Rollback { report, versions })
@@ -208,11 +239,13 @@ async fn execute(env: &Env, order: &Order, attempt: u32) -> Result<Done, OrderEr
                 };
                 env.send(order, attempt, started);
             }
-            let report = Box::new(ctx.actuator.resume(p, backup).await?);
+            let gate = Some(env.permits.clone());
+            let report = Box::new(ctx.actuator.resume(p, backup, gate).await?);
             Ok(Done::Rollback { report, versions })
         }
         Action::RecordKnownGood { revision } => {
             if !order.dry_run {
+                let _permit = env.permits.acquire().await;
                 ctx.actuator.record_known_good(p, *revision).await?;
             }
             Ok(Done::KnownGood)
