@@ -94,6 +94,17 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub policies_loaded: Gauge,
     pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
+    /// Kubernetes API requests by verb, resource and outcome (`crate::kubeclient::observe`).
+    pub kubernetes_requests: Family<crate::kubeclient::request::RequestOutcomeLabels, Counter>,
+    /// Kubernetes API latency to the response headers, by verb and resource.
+    pub kubernetes_request_duration: Family<crate::kubeclient::request::RequestLabels, Histogram>,
+}
+
+/// Up to the default 10 s request deadline and beyond, for a raised `request_timeout`.
+fn kubernetes_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 fn step_histogram() -> Histogram {
@@ -130,6 +141,8 @@ impl Metrics {
             policy_reloads: Family::default(),
             policies_loaded: Gauge::default(),
             deployment_watch_synced: Family::default(),
+            kubernetes_requests: Family::default(),
+            kubernetes_request_duration: Family::new_with_constructor(kubernetes_histogram),
         };
         registry.register(
             "service_state",
@@ -191,6 +204,16 @@ impl Metrics {
             "deployment_watch_synced",
             "1 while the namespace's Deployment watch is synced and read; 0 while cycles fall back to GETs",
             m.deployment_watch_synced.clone(),
+        );
+        registry.register(
+            "kubernetes_requests",
+            "Kubernetes API requests by verb, resource (plural) and outcome (success, client_error, server_error, timeout, transport_error)",
+            m.kubernetes_requests.clone(),
+        );
+        registry.register(
+            "kubernetes_request_duration_seconds",
+            "Kubernetes API latency until the response headers (for a watch: until it opened), by verb and resource",
+            m.kubernetes_request_duration.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
