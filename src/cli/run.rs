@@ -30,16 +30,15 @@ pub struct Args {
     dry_run: bool,
 }
 
-async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    match path {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-            Ok(kube::Client::try_from(cfg)?)
-        }
-        None => Ok(kube::Client::try_default().await?),
-    }
+/// The client with a deadline on every request, the `[kubernetes]` rate limit, and its requests
+/// counted in `metrics`.
+async fn kube_client(
+    path: Option<&PathBuf>,
+    settings: &backout::settings::Kubernetes,
+    metrics: &Metrics,
+) -> anyhow::Result<kube::Client> {
+    let limits = settings.limits();
+    Ok(backout::kubeclient::connect(path.map(PathBuf::as_path), &limits, metrics).await?)
 }
 
 fn load_policies(settings: &Settings) -> Result<Vec<Policy>, backout::policy::PolicyError> {
@@ -84,7 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .kubeconfig
         .as_ref()
         .or(settings.kubernetes.kubeconfig.as_ref());
-    let client = kube_client(kubeconfig).await?;
+    let client = kube_client(kubeconfig, &settings.kubernetes, &metrics).await?;
     let source = PrometheusSource::new(&settings.prometheus)
         .with_context(|| format!("[prometheus] in {}", args.config.display()))?;
     let source = Instrumented::new(source, Arc::new(metrics.clone()));

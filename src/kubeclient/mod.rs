@@ -54,6 +54,11 @@ pub enum KubeClientError {
     },
     #[error("no Kubernetes configuration found (pass --kubeconfig PATH or set KUBECONFIG): {0}")]
     Infer(#[from] kube::config::InferConfigError),
+    #[error("not an API server URL {url:?}: {source}")]
+    Url {
+        url: String,
+        source: hyper::http::uri::InvalidUri,
+    },
     #[error("cannot build a Kubernetes client: {0}")]
     Build(#[from] kube::Error),
 }
@@ -129,6 +134,19 @@ pub fn build(
 ) -> Result<kube::Client, KubeClientError> {
     let builder = ClientBuilder::try_from(config)?;
     Ok(layers(builder, limits, metrics)?.build())
+}
+
+/// A client for the API server at `url` without credentials (the simulator, tests).
+pub fn for_url(
+    url: &str,
+    limits: &ClientLimits,
+    metrics: &Metrics,
+) -> Result<kube::Client, KubeClientError> {
+    let uri = url.parse().map_err(|source| KubeClientError::Url {
+        url: url.to_string(),
+        source,
+    })?;
+    build(kube::Config::new(uri), limits, metrics)
 }
 
 /// The configuration from `kubeconfig` when given, else inferred (in-cluster, then `$KUBECONFIG`
