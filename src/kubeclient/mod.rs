@@ -15,8 +15,9 @@
 //! 3. [`deadline`]: the response headers must arrive within `request_timeout`; the body is not
 //!    bounded, so a long-lived watch stream is not cut (as in kubert's `client/timeouts.rs`).
 //!
-//! Retries stay with the callers (the actuator's step retries, the watch's own restart): a retry
-//! layer here would multiply attempts under the actuator's and hide failures from the metrics.
+//! Retries stay with the callers (the actuator's step retries, the watch's own restart, the next
+//! cycle): a retry layer here would multiply attempts under the actuator's and hide failures from
+//! the metrics, which is why [`build`] also turns off the one kube's default stack has.
 
 pub mod deadline;
 pub mod observe;
@@ -127,11 +128,16 @@ where
 
 /// A client for `config` with kube's default stack and [`layers`]. Needs a tokio runtime (kube's
 /// client spawns its request buffer).
+///
+/// kube's own retry layer is turned off (`default_retry`): it sits below ours, so its up to 15
+/// retries of 429/503/504 would bypass the rate limiter, be invisible to the metrics, run out
+/// the deadline and then be multiplied by the actuator's step retries.
 pub fn build(
-    config: kube::Config,
+    mut config: kube::Config,
     limits: &ClientLimits,
     metrics: &Metrics,
 ) -> Result<kube::Client, KubeClientError> {
+    config.default_retry = false;
     let builder = ClientBuilder::try_from(config)?;
     Ok(layers(builder, limits, metrics)?.build())
 }
