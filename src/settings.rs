@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod env;
+mod kubernetes;
 pub use env::check_env;
+pub use kubernetes::Kubernetes;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "BACKOUT_";
@@ -65,14 +67,6 @@ pub struct Settings {
 pub struct Admin {
     /// Address of the admin server: /metrics, /healthz, /readyz.
     pub listen: SocketAddr,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Kubernetes {
-    /// Kubeconfig file; unset means in-cluster config, then `$KUBECONFIG` / `~/.kube/config`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -162,10 +156,7 @@ const SCHEMA: &[Field] = &[
     Field::opt("policy_dir", Shape::Str),
     Field::opt("dry_run", Shape::Bool),
     Field::opt("admin", Shape::Table(&[Field::opt("listen", Shape::Str)])),
-    Field::opt(
-        "kubernetes",
-        Shape::Table(&[Field::opt("kubeconfig", Shape::Str)]),
-    ),
+    Field::opt("kubernetes", Shape::Table(kubernetes::FIELDS)),
     Field::opt("audit_dir", Shape::Str),
     Field::opt(
         "log",
@@ -247,6 +238,13 @@ impl Settings {
         for issue in self.prometheus.issues() {
             bad(
                 &format!("prometheus.{}", issue.key),
+                issue.message,
+                issue.hint,
+            );
+        }
+        for issue in self.kubernetes.issues() {
+            bad(
+                &format!("kubernetes.{}", issue.key),
                 issue.message,
                 issue.hint,
             );

@@ -10,8 +10,10 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
-    /// Each API request is abandoned after this long (kube's client has no per-request timeout
-    /// on a custom service).
+    /// Each API call of a step is abandoned after this long. The daemon's client also has a
+    /// deadline per request (`crate::kubeclient`, `[kubernetes] request_timeout`); this one stays
+    /// because it also bounds the wait for the client's rate limiter and covers clients built
+    /// without those layers (tests, custom services).
     pub request_timeout: Duration,
 }
 

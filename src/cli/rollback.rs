@@ -7,7 +7,6 @@ use backout::actuator::{
 };
 use backout::clock::SystemClock;
 use backout::policy::Policy;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::Reporter;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,20 +54,12 @@ fn read_policy(path: &PathBuf) -> anyhow::Result<Policy> {
     Ok(policy)
 }
 
+/// The same client as the daemon's (deadline, rate limit) with the default `[kubernetes]`
+/// limits; its request metrics are not exported by a one-shot command.
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig found: pass --kubeconfig PATH or set KUBECONFIG")?,
-    };
-    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+    let limits = backout::kubeclient::ClientLimits::default();
+    let metrics = backout::telemetry::Metrics::new();
+    Ok(backout::kubeclient::connect(kubeconfig.map(PathBuf::as_path), &limits, &metrics).await?)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -30,16 +30,15 @@ pub struct Args {
     dry_run: bool,
 }
 
-async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    match path {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-            Ok(kube::Client::try_from(cfg)?)
-        }
-        None => Ok(kube::Client::try_default().await?),
-    }
+/// The client with a deadline on every request, the `[kubernetes]` rate limit, and its requests
+/// counted in `metrics`.
+async fn kube_client(
+    path: Option<&PathBuf>,
+    settings: &backout::settings::Kubernetes,
+    metrics: &Metrics,
+) -> anyhow::Result<kube::Client> {
+    let limits = settings.limits();
+    Ok(backout::kubeclient::connect(path.map(PathBuf::as_path), &limits, metrics).await?)
 }
 
 fn load_policies(settings: &Settings) -> Result<Vec<Policy>, backout::policy::PolicyError> {
@@ -84,16 +83,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .kubeconfig
         .as_ref()
         .or(settings.kubernetes.kubeconfig.as_ref());
-    let client = kube_client(kubeconfig).await?;
+    let client = kube_client(kubeconfig, &settings.kubernetes, &metrics).await?;
     let source = PrometheusSource::new(&settings.prometheus)
         .with_context(|| format!("[prometheus] in {}", args.config.display()))?;
     let source = Instrumented::new(source, Arc::new(metrics.clone()));
     let clock = Arc::new(SystemClock);
-    let actuator = Actuator::new(client.clone(), clock.clone(), ActuatorConfig::default())
-        .with_events(kube::runtime::events::Reporter {
+    let actuator_config = ActuatorConfig {
+        retry: backout::actuator::RetryPolicy {
+            request_timeout: settings.kubernetes.request_timeout,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let actuator = Actuator::new(client.clone(), clock.clone(), actuator_config).with_events(
+        kube::runtime::events::Reporter {
             controller: "backout".into(),
             instance: std::env::var("POD_NAME").ok(),
-        });
+        },
+    );
     let ctx = Context {
         client,
         sampler: Arc::new(PrometheusSampler {

@@ -46,6 +46,8 @@ pub enum DemoError {
     Prometheus(crate::promserver::PromServerError),
     #[error("Prometheus client: {0}")]
     Source(crate::source::SourceError),
+    #[error("Kubernetes client: {0}")]
+    KubeClient(#[from] crate::kubeclient::KubeClientError),
 }
 
 impl From<crate::promserver::PromServerError> for DemoError {
@@ -190,7 +192,10 @@ pub async fn run_with(
         report(Update::Line(note.clone()));
     }
     let total_rps = 200.0;
-    let client = sim.kube_client()?;
+    // The daemon's client stack (deadline, rate limit, request metrics), as in production.
+    let metrics = Metrics::new();
+    let limits = crate::kubeclient::ClientLimits::default();
+    let client = crate::kubeclient::for_url(&sim.url(), &limits, &metrics)?;
     let config = ActuatorConfig {
         verify_timeout: Duration::from_secs(30),
         verify_poll: Duration::from_millis(100),
@@ -202,7 +207,6 @@ pub async fn run_with(
             instance: None,
         },
     );
-    let metrics = Metrics::new();
     let ctx = Context {
         client,
         sampler: feed.sampler.clone(),

@@ -201,3 +201,47 @@ fn missing_file_is_reported() {
         Ok(())
     });
 }
+
+#[test]
+fn kubernetes_limits_load_and_bad_ones_name_key_line_and_fix() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "backout.toml",
+            "[kubernetes]\nrequest_timeout = \"3s\"\nqps = 20\nburst = 40\n",
+        )?;
+        let s = Settings::load(&jail.directory().join("backout.toml")).unwrap();
+        assert_eq!(s.kubernetes.request_timeout, Duration::from_secs(3));
+        assert_eq!((s.kubernetes.qps, s.kubernetes.burst), (20.0, 40));
+
+        jail.create_file(
+            "backout.toml",
+            "[kubernetes]\nrequest_timeout = \"0s\"\nqps = 0\nburst = 0\n",
+        )?;
+        let p = problems(jail);
+        let at = |k: &str| {
+            p.iter()
+                .find(|p| p.key == k)
+                .map(|p| (p.line, p.hint.clone()))
+        };
+        let (line, hint) = at("kubernetes.request_timeout").expect("request_timeout");
+        assert_eq!(line, Some(2));
+        assert!(hint.contains("10s"), "{hint}");
+        assert_eq!(at("kubernetes.qps").map(|a| a.0), Some(Some(3)), "{p:?}");
+        assert_eq!(at("kubernetes.burst").map(|a| a.0), Some(Some(4)), "{p:?}");
+
+        jail.create_file("backout.toml", "[kubernetes]\nrequest_timeout = \"soon\"\n")?;
+        assert_eq!(problems(jail)[0].key, "kubernetes.request_timeout");
+        Ok(())
+    });
+}
+
+#[test]
+fn kubernetes_qps_from_the_environment_names_the_variable() {
+    Jail::expect_with(|jail| {
+        jail.create_file("backout.toml", "")?;
+        jail.set_env("BACKOUT_KUBERNETES__QPS", "-5");
+        let p = problems(jail);
+        assert!(p[0].key.contains("BACKOUT_KUBERNETES__QPS"), "{}", p[0]);
+        Ok(())
+    });
+}

@@ -96,6 +96,17 @@ pub struct Metrics {
     pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
     pub evaluation_lag: Histogram,
     pub policy_reload_duration: Gauge<f64, AtomicU64>,
+    /// Kubernetes API requests by verb, resource and outcome (`crate::kubeclient::observe`).
+    pub kubernetes_requests: Family<crate::kubeclient::request::RequestOutcomeLabels, Counter>,
+    /// Kubernetes API latency to the response headers, by verb and resource.
+    pub kubernetes_request_duration: Family<crate::kubeclient::request::RequestLabels, Histogram>,
+}
+
+/// Up to the default 10 s request deadline and beyond, for a raised `request_timeout`.
+fn kubernetes_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 fn step_histogram() -> Histogram {
@@ -136,6 +147,8 @@ impl Metrics {
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
             policy_reload_duration: Gauge::default(),
+            kubernetes_requests: Family::default(),
+            kubernetes_request_duration: Family::new_with_constructor(kubernetes_histogram),
         };
         registry.register(
             "service_state",
@@ -207,6 +220,16 @@ impl Metrics {
             "policy_reload_duration_seconds",
             "Time of the last policy reload, from reading the files to the new set in force",
             m.policy_reload_duration.clone(),
+        );
+        registry.register(
+            "kubernetes_requests",
+            "Kubernetes API requests by verb, resource (plural) and outcome (success, client_error, server_error, timeout, transport_error)",
+            m.kubernetes_requests.clone(),
+        );
+        registry.register(
+            "kubernetes_request_duration_seconds",
+            "Kubernetes API latency until the response headers (for a watch: until it opened), by verb and resource",
+            m.kubernetes_request_duration.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
