@@ -328,3 +328,65 @@ async fn a_daemon_killed_mid_rollback_is_resumed_at_start_up_and_finishes_once()
     assert_eq!(completed[0].detail["outcome"], "completed");
     w.sim.shutdown().await;
 }
+
+/// The simulator's router in process behind the daemon's own client layers (deadline, rate
+/// limit, metrics), so paused time applies to the deadline too.
+fn layered_client(sim: &SimHandle, deadline: Duration, metrics: &Metrics) -> kube::Client {
+    let inner = sim.in_process_client();
+    let svc = tower::service_fn(move |req: hyper::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        async move { inner.send(req).await }
+    });
+    let limits = backout::kubeclient::ClientLimits {
+        request_timeout: deadline,
+        qps: 100.0,
+        burst: 200,
+    };
+    let builder = kube::client::ClientBuilder::new(svc, "default");
+    backout::kubeclient::layers(builder, &limits, metrics)
+        .unwrap()
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_kubernetes_call_fails_at_its_deadline_and_the_cycle_goes_on() {
+    let web = policy("web");
+    let mut stuck = policy("stuck");
+    stuck.namespace = "limbo".into();
+    let w = World::new(&[web.clone(), stuck.clone()], Duration::from_secs(1)).await;
+    // Every Deployment read in `limbo` hangs for an hour: the watch cannot sync, GETs hang.
+    w.sim.faults().latency(
+        Some("GET"),
+        "/namespaces/limbo/deployments",
+        Duration::from_secs(3600),
+    );
+    let mut ctx = w.context();
+    ctx.client = layered_client(&w.sim, Duration::from_secs(2), &ctx.metrics);
+    let metrics = ctx.metrics.clone();
+    let mut daemon = Daemon::new(ctx, vec![web.clone(), stuck.clone()]);
+
+    let began = Instant::now();
+    let out = daemon.cycle().await;
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        "one cycle took {took:?}: the hung read must end at its 2 s deadline"
+    );
+    let of = |name: &str| out.iter().find(|o| o.service == name).unwrap();
+    let err = of("stuck").error.clone().expect("the hung read failed");
+    assert!(err.contains("limbo/stuck"), "{err}");
+    assert!(of("web").error.is_none());
+    assert!(
+        of("web").verdict.is_some(),
+        "web was judged in the same cycle"
+    );
+    let text = metrics.encode();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("backout_kubernetes_requests_total{")
+                && l.contains("verb=\"get\"")
+                && l.contains("outcome=\"timeout\"")),
+        "{text}"
+    );
+    w.sim.shutdown().await;
+}
