@@ -67,12 +67,15 @@ mod tests {
         assert_eq!(gate.available_permits(), 0);
         let back = tokio::spawn(async move {
             a.hold().await;
+            a
         });
         tokio::task::yield_now().await;
         assert!(!back.is_finished(), "a waits while b works");
         b.release();
-        back.await.unwrap();
-        assert_eq!(gate.available_permits(), 0);
+        let a = back.await.unwrap();
+        assert_eq!(gate.available_permits(), 0, "a holds its place again");
+        drop(a);
+        assert_eq!(gate.available_permits(), 1, "a dropped rollback frees its place");
     }
 
     #[tokio::test]
