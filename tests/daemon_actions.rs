@@ -390,3 +390,49 @@ async fn a_hanging_kubernetes_call_fails_at_its_deadline_and_the_cycle_goes_on()
     );
     w.sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_rollback_is_retried_with_backoff_until_it_lands() {
+    let web = policy("web");
+    let w = World::new(std::slice::from_ref(&web), Duration::from_secs(1)).await;
+    // The route patch fails 12 times: the first attempt gives up after its 8 tries.
+    w.sim
+        .faults()
+        .server_errors(Some("PATCH"), "/virtualservices/web", 503, 12);
+    w.sampler.turn_bad(&["web"]);
+    let actions = Actions {
+        retry_initial: Duration::from_secs(20),
+        ..Actions::default()
+    };
+    let (stop, task) = start(Daemon::with_actions(
+        w.context(),
+        vec![web.clone()],
+        actions,
+    ));
+    let done = w.mitigated_at(&web, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    assert!(done.is_some(), "mitigated on a later attempt");
+    let trail = FileAudit::read_trail(&w.audit_dir.join("audit.jsonl")).unwrap();
+    let failed: Vec<_> = trail
+        .iter()
+        .filter(|r| r.kind == AuditKind::RollbackFailed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]
+            .message
+            .contains("attempt 1 failed (retrying in 20s)"),
+        "{}",
+        failed[0].message
+    );
+    let completed = w.audit_of(AuditKind::RollbackCompleted);
+    assert_eq!(completed.len(), 1);
+    assert!(
+        completed[0].1 - failed[0].at + 1_800_000_000_000 >= 20_000,
+        "the retry waited its backoff"
+    );
+    w.sim.shutdown().await;
+}
