@@ -60,6 +60,7 @@ pub struct Settings {
     pub log: Log,
     pub reload: Reload,
     pub actions: Actions,
+    pub ha: Ha,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +110,49 @@ pub struct Actions {
     pub retry_max: Duration,
 }
 
+/// High availability: leader election, or shards, on Kubernetes Leases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ha {
+    /// Off: this replica acts for every service (one replica only).
+    pub enabled: bool,
+    /// Namespace of the Leases; unset: `$POD_NAMESPACE`, else `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Lease name prefix (`<name>-leader`, `<name>-shard-<k>`, `<name>-member-<identity>`).
+    pub lease_name: String,
+    /// This replica's identity; unset: `$POD_NAME`, else the host name and process id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// How long others wait after the last renewal they saw before taking a Lease over.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    /// A holder stops acting this long after its last successful renewal (fencing): shorter
+    /// than `lease_duration`, the difference covers clock drift and a slow write.
+    #[serde(with = "humantime_serde")]
+    pub renew_deadline: Duration,
+    /// How often Leases are renewed and free ones looked for.
+    #[serde(with = "humantime_serde")]
+    pub retry_period: Duration,
+    /// 1: leader election. More: services are split into this many shards, each a Lease.
+    pub shards: u32,
+}
+
+impl Default for Ha {
+    fn default() -> Self {
+        Ha {
+            enabled: false,
+            namespace: None,
+            lease_name: "backout".into(),
+            identity: None,
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+            shards: 1,
+        }
+    }
+}
+
 impl Default for Actions {
     fn default() -> Self {
         Actions {
@@ -132,6 +176,7 @@ impl Default for Settings {
             log: Log::default(),
             reload: Reload::default(),
             actions: Actions::default(),
+            ha: Ha::default(),
         }
     }
 }
@@ -172,6 +217,19 @@ const SCHEMA: &[Field] = &[
             Field::opt("max_concurrent", Shape::Count),
             Field::opt("retry_initial", Shape::Duration),
             Field::opt("retry_max", Shape::Duration),
+        ]),
+    ),
+    Field::opt(
+        "ha",
+        Shape::Table(&[
+            Field::opt("enabled", Shape::Bool),
+            Field::opt("namespace", Shape::Str),
+            Field::opt("lease_name", Shape::Str),
+            Field::opt("identity", Shape::Str),
+            Field::opt("lease_duration", Shape::Duration),
+            Field::opt("renew_deadline", Shape::Duration),
+            Field::opt("retry_period", Shape::Duration),
+            Field::opt("shards", Shape::Count),
         ]),
     ),
 ];
@@ -283,6 +341,29 @@ impl Settings {
                     humantime::format_duration(self.actions.retry_max)
                 ),
                 "use e.g. retry_initial = \"30s\", retry_max = \"5m\"",
+            );
+        }
+        let ha = &self.ha;
+        if ha.shards == 0 {
+            bad(
+                "ha.shards",
+                "must be at least 1".into(),
+                "use 1 for leader election, more to split a large fleet",
+            );
+        }
+        if ha.retry_period.is_zero()
+            || ha.retry_period >= ha.renew_deadline
+            || ha.renew_deadline >= ha.lease_duration
+        {
+            bad(
+                "ha.renew_deadline",
+                format!(
+                    "need 0 < retry_period ({}) < renew_deadline ({}) < lease_duration ({})",
+                    humantime::format_duration(ha.retry_period),
+                    humantime::format_duration(ha.renew_deadline),
+                    humantime::format_duration(ha.lease_duration)
+                ),
+                "use e.g. lease_duration = \"15s\", renew_deadline = \"10s\", retry_period = \"2s\": a holder must stop acting before others may take over",
             );
         }
         for (key, p) in [

@@ -82,6 +82,7 @@ impl Actuator {
         progress: Progress,
     ) -> Result<(ActionPlan, Progress, bool), ActuatorError> {
         for attempt in 1..=self.config.retry.max_attempts {
+            self.fenced(&plan.namespace, &plan.service)?;
             let created = self
                 .retrying("create backup ConfigMap", backup_name, || {
                     c.create_backup(cm)
@@ -231,6 +232,7 @@ impl Actuator {
                 });
             }
             for m in todo {
+                self.fenced(&plan.namespace, &plan.service)?;
                 let result = tokio::time::timeout(policy.request_timeout, c.apply(&m, false)).await;
                 let failure = match result {
                     Ok(Ok(())) => {
@@ -295,6 +297,7 @@ impl Actuator {
             report.steps.push(done);
             return Ok(());
         }
+        self.fenced(&plan.namespace, &plan.service)?;
         let next = progress.started(step);
         self.advance(c, backup_name, progress, &next)
             .await
@@ -306,6 +309,7 @@ impl Actuator {
                 self.event(report, plan, step, EventType::Normal, &step_report.detail)
                     .await;
                 report.steps.push(step_report);
+                self.fenced(&plan.namespace, &plan.service)?;
                 let next = progress.completed(step);
                 self.advance(c, backup_name, progress, &next)
                     .await

@@ -14,6 +14,7 @@ impl Actuator {
         policy: &Policy,
         revision: u64,
     ) -> Result<(), ActuatorError> {
+        self.fenced(&policy.namespace, &policy.service)?;
         let c = self.cluster(&policy.namespace);
         let stable = policy.deployments.stable.as_str();
         let value = revision.to_string();

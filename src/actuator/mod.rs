@@ -74,6 +74,8 @@ pub enum ActuatorError {
         revision: u64,
         detail: String,
     },
+    #[error("this replica no longer holds the lease for {namespace}/{service}; the holder resumes the rollback from its backup ConfigMap")]
+    Fenced { namespace: String, service: String },
     #[error("another actuator advanced rollback {id} concurrently (ConfigMap {backup:?}); leaving it to that one")]
     Concurrent { id: String, backup: String },
 }
@@ -111,6 +113,12 @@ pub struct RollbackRequest {
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
+/// Whether this daemon may still write for a service: with several replicas only the holder of
+/// the service's Lease may (see `ha::Ownership`). Checked before every write.
+pub trait Fence: Send + Sync {
+    fn may_write(&self, namespace: &str, service: &str) -> bool;
+}
+
 /// How a plan is being driven (see `Actuator::drive`).
 struct Run<'a> {
     backup: &'a str,
@@ -124,6 +132,7 @@ pub struct Actuator {
     clock: Arc<dyn Clock>,
     config: ActuatorConfig,
     recorder: Option<Recorder>,
+    fence: Option<Arc<dyn Fence>>,
 }
 
 impl Actuator {
@@ -133,6 +142,24 @@ impl Actuator {
             clock,
             config,
             recorder: None,
+            fence: None,
+        }
+    }
+
+    /// Writes only while `fence` says this daemon may (HA: it still holds the service's Lease).
+    pub fn with_fence(mut self, fence: Arc<dyn Fence>) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// `Err(Fenced)` when this daemon may no longer write for the service.
+    pub(crate) fn fenced(&self, namespace: &str, service: &str) -> Result<(), ActuatorError> {
+        match &self.fence {
+            Some(f) if !f.may_write(namespace, service) => Err(ActuatorError::Fenced {
+                namespace: namespace.into(),
+                service: service.into(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -272,6 +299,7 @@ impl Actuator {
                 .instrument(span)
                 .await?;
         }
+        self.fenced(&plan.namespace, &plan.service)?;
         let done = progress.finished(RunState::Completed);
         self.advance(c, backup_name, &progress, &done).await?;
         report.finished_at = self.clock.now_millis();

@@ -4,6 +4,7 @@ pub mod backtest;
 pub mod demo;
 pub mod explain;
 pub mod explain_live;
+mod ha;
 pub mod rollback;
 pub mod run;
 pub mod sim;

@@ -95,12 +95,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         ..Default::default()
     };
-    let actuator = Actuator::new(client.clone(), clock.clone(), actuator_config).with_events(
-        kube::runtime::events::Reporter {
+    let (ownership, elector) = super::ha::setup(&settings.ha, &client, clock.clone(), &metrics);
+    let actuator = Actuator::new(client.clone(), clock.clone(), actuator_config)
+        .with_fence(Arc::new(ownership.clone()))
+        .with_events(kube::runtime::events::Reporter {
             controller: "backout".into(),
             instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+        });
     let ctx = Context {
         client,
         sampler: Arc::new(PrometheusSampler {
@@ -121,9 +122,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dry_run = settings.dry_run,
         "backout starting"
     );
-    let daemon = Daemon::with_actions(ctx, policies, settings.actions.clone());
+    let daemon =
+        Daemon::with_actions(ctx, policies, settings.actions.clone()).with_ownership(ownership);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(elector) = elector {
+        tokio::spawn(elector.run(stop_rx.clone()));
+    }
     let admin = AdminServer::bind(settings.admin.listen, metrics.clone(), health.clone()).await?;
     tracing::info!(addr = %admin.addr, "admin server (/metrics, /healthz, /readyz)");
     let mut admin_stop = stop_rx.clone();

@@ -28,6 +28,7 @@ pub use supervisor::{OrderError, Supervisor};
 use crate::actuator::Actuator;
 use crate::audit::AuditSink;
 use crate::clock::Clock;
+use crate::ha::Ownership;
 use crate::notify::Notifier;
 use crate::policy::Policy;
 use crate::settings::Actions;
@@ -101,6 +102,10 @@ pub struct Daemon {
     supervisor: Supervisor,
     /// Outcomes of orders, after they were published (audit, notices, metrics).
     settled: mpsc::UnboundedReceiver<OrderOutcome>,
+    /// Which services this replica evaluates and acts for (HA); everything without HA.
+    ownership: Ownership,
+    /// Backup ConfigMaps already handed to the supervisor for resuming.
+    resumed: HashSet<String>,
 }
 
 impl Daemon {
@@ -125,6 +130,8 @@ impl Daemon {
             origin: Instant::now(),
             supervisor,
             settled,
+            ownership: Ownership::standalone(),
+            resumed: HashSet::new(),
         };
         daemon.reload(policies);
         daemon
@@ -132,6 +139,12 @@ impl Daemon {
             .health
             .set_policies_loaded(!daemon.services.is_empty());
         daemon
+    }
+
+    /// Evaluates and acts only as `ownership` allows (HA: leader election or shards).
+    pub fn with_ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     /// Replaces the policies, keeping the runtime state of services whose policy is unchanged
@@ -178,7 +191,12 @@ impl Daemon {
     /// One evaluation of every service now, whatever the schedule says (batched: one sampler call
     /// for all of them). The demo and tests drive the daemon with it.
     pub async fn cycle(&mut self) -> Vec<CycleOutcome> {
-        let all: HashSet<String> = self.index.keys().cloned().collect();
+        let all: HashSet<String> = self
+            .index
+            .keys()
+            .filter(|k| self.ownership.evaluates(k))
+            .cloned()
+            .collect();
         self.evaluate(&all).await
     }
 
@@ -189,6 +207,7 @@ impl Daemon {
             .schedule
             .due(self.since_origin(now))
             .into_iter()
+            .filter(|k| self.ownership.evaluates(k))
             .collect();
         if due.is_empty() {
             return Vec::new();
@@ -218,6 +237,16 @@ impl Daemon {
                 }
             }
             for order in &out.orders {
+                if !self.ownership.may_act(&order.service) {
+                    continue; // a standby: the holder of the service's Lease acts
+                }
+                if let Some(s) = self
+                    .index
+                    .get(&out.key)
+                    .and_then(|&i| self.services.get_mut(i))
+                {
+                    s.submitted(order);
+                }
                 self.supervisor.submit(order.clone());
             }
         }
@@ -261,6 +290,9 @@ impl Daemon {
             };
             for f in found {
                 let key = format!("{}/{}", f.namespace, f.service);
+                if !self.ownership.may_act(&key) || self.resumed.contains(&f.backup) {
+                    continue;
+                }
                 let Some(s) = self.index.get(&key).and_then(|&i| self.services.get_mut(i)) else {
                     tracing::warn!(backup = %f.backup, service = %key, "rollback under way for a service without a policy; left alone");
                     continue;
@@ -326,15 +358,21 @@ impl Daemon {
     ) {
         let mut shutdown = shutdown;
         self.watches.start(&self.ctx.client);
-        let resumed = self.resume_in_flight().await;
-        if resumed > 0 {
-            tracing::warn!(resumed, "rollbacks left under way are being resumed");
-        }
+        let mut taken = self.ownership.taken();
+        taken.mark_changed();
         loop {
             let wake = self.next_due();
             tokio::select! {
                 _ = sleep_until(wake) => {}
                 _ = shutdown.changed() => break,
+                Ok(()) = taken.changed() => {
+                    // Started, or took a Lease over: finish what the previous holder left.
+                    let resumed = self.resume_in_flight().await;
+                    if resumed > 0 {
+                        tracing::warn!(resumed, "rollbacks left under way are being resumed");
+                    }
+                    continue;
+                }
                 Some(o) = self.settled.recv() => {
                     self.apply(o);
                     continue;

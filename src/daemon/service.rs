@@ -69,6 +69,17 @@ impl ServiceRuntime {
         }
     }
 
+    /// `order` went to the supervisor: no second rollback order for this canary, and the
+    /// canary is judged no further (the supervisor owns its rollback from here).
+    pub(super) fn submitted(&mut self, order: &Order) {
+        if let Action::Rollback(_) = order.action {
+            self.ordered = true;
+            if let Some(id) = self.lifecycle.stage().canary_id().cloned() {
+                self.lifecycle.rolled_back(id);
+            }
+        }
+    }
+
     /// Takes in what the supervisor reports about this service's orders.
     pub(super) fn settle(&mut self, o: OrderOutcome) {
         if let Event::RolledBack { report, .. } = o.event {
@@ -217,15 +228,11 @@ pub async fn cycle(
         let verdict = s.engine.evaluate(now, phase);
         publish(ctx, s, &verdict);
         if verdict.rollback && !s.ordered {
-            let stage = s.lifecycle.stage().clone();
-            let order = RollbackOrder::from_verdict(&verdict, &stage);
+            // Handed to the supervisor by the daemon if this replica may act for the service
+            // (then `ordered` marks it); a standby asks again at its next evaluation.
+            let order = RollbackOrder::from_verdict(&verdict, s.lifecycle.stage());
             out.orders
                 .push(Order::new(&s.policy, Action::Rollback(order), ctx.dry_run));
-            s.ordered = true;
-            // Judged no further: the supervisor owns this canary's rollback from here.
-            if let Some(id) = stage.canary_id().cloned() {
-                s.lifecycle.rolled_back(id);
-            }
         }
         s.last_verdict = Some(verdict.clone());
         out.verdict = Some(verdict);

@@ -28,9 +28,13 @@ pub enum OrderError {
 }
 
 impl OrderError {
-    /// A superseded rollback is final; everything else may succeed on a later attempt.
+    /// A superseded rollback is final, and so is one this replica lost the Lease for (the new
+    /// holder resumes it); everything else may succeed on a later attempt.
     fn retryable(&self) -> bool {
-        !matches!(self, OrderError::Act(ActuatorError::Superseded { .. }))
+        !matches!(
+            self,
+            OrderError::Act(ActuatorError::Superseded { .. } | ActuatorError::Fenced { .. })
+        )
     }
 }
 

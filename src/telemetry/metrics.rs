@@ -95,6 +95,8 @@ pub struct Metrics {
     pub policies_loaded: Gauge,
     pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
     pub evaluation_lag: Histogram,
+    pub leases_held: Gauge,
+    pub lease_transitions: Counter,
     pub policy_reload_duration: Gauge<f64, AtomicU64>,
     /// Kubernetes API requests by verb, resource and outcome (`crate::kubeclient::observe`).
     pub kubernetes_requests: Family<crate::kubeclient::request::RequestOutcomeLabels, Counter>,
@@ -147,6 +149,8 @@ impl Metrics {
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
             policy_reload_duration: Gauge::default(),
+            leases_held: Gauge::default(),
+            lease_transitions: Counter::default(),
             kubernetes_requests: Family::default(),
             kubernetes_request_duration: Family::new_with_constructor(kubernetes_histogram),
         };
@@ -215,6 +219,16 @@ impl Metrics {
             "evaluation_lag_seconds",
             "How late each service's evaluation finished against its scheduled slot",
             m.evaluation_lag.clone(),
+        );
+        registry.register(
+            "leases_held",
+            "Leases (leader or shards) this replica holds now",
+            m.leases_held.clone(),
+        );
+        registry.register(
+            "lease_transitions",
+            "Leases this replica acquired (takeovers and first acquisitions)",
+            m.lease_transitions.clone(),
         );
         registry.register(
             "policy_reload_duration_seconds",

@@ -1,0 +1,59 @@
+//! `[ha]` for `backout run`: the Lease settings resolved from the pod's environment, the
+//! ownership the daemon and the actuator consult, and the elector task.
+
+use backout::clock::Clock;
+use backout::ha::{Elector, HaConfig, Ownership};
+use backout::settings::Ha;
+use backout::telemetry::Metrics;
+use std::sync::Arc;
+
+/// The Lease settings with the pod's namespace and name filled in (the Downward API sets
+/// `POD_NAMESPACE` and `POD_NAME` in deploy/).
+pub fn config(ha: &Ha) -> HaConfig {
+    let identity = ha
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "backout".into());
+            format!("{host}-{}", std::process::id())
+        });
+    HaConfig {
+        namespace: ha
+            .namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into()),
+        name: ha.lease_name.clone(),
+        identity,
+        lease_duration: ha.lease_duration,
+        renew_deadline: ha.renew_deadline,
+        retry_period: ha.retry_period,
+        shards: ha.shards,
+    }
+}
+
+/// The ownership for this replica and, with HA on, the elector that maintains it.
+pub fn setup(
+    ha: &Ha,
+    client: &kube::Client,
+    clock: Arc<dyn Clock>,
+    metrics: &Metrics,
+) -> (Ownership, Option<Elector>) {
+    if !ha.enabled {
+        return (Ownership::standalone(), None);
+    }
+    let config = config(ha);
+    tracing::info!(identity = %config.identity, namespace = %config.namespace, shards = config.shards, "high availability on Leases");
+    let ownership = Ownership::sharded(config.shards);
+    let elector = Elector::new(
+        client.clone(),
+        config,
+        ownership.clone(),
+        clock,
+        metrics.clone(),
+    );
+    (ownership, Some(elector))
+}

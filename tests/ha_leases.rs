@@ -1,0 +1,156 @@
+//! Leader election and sharding on the simulator's Leases, on paused tokio time: one holder at a
+//! time, takeover within a lease duration, fencing before the lease can expire, fair shares.
+
+use backout::clock::Clock;
+use backout::ha::{Elector, HaConfig, Ownership};
+use backout::sample::Millis;
+use backout::sim::{SimHandle, Simulator};
+use backout::telemetry::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+struct TokioClock(Instant);
+impl Clock for TokioClock {
+    fn now_millis(&self) -> Millis {
+        1_800_000_000_000 + self.0.elapsed().as_millis() as Millis
+    }
+}
+
+fn config(identity: &str, shards: u32) -> HaConfig {
+    HaConfig {
+        namespace: "backout-system".into(),
+        name: "backout".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_secs(2),
+        shards,
+    }
+}
+
+struct Replica {
+    ownership: Ownership,
+    task: JoinHandle<()>,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn replica(sim: &SimHandle, identity: &str, shards: u32) -> Replica {
+    let ownership = Ownership::sharded(shards);
+    let clock = Arc::new(TokioClock(Instant::now()));
+    let elector = Elector::new(
+        sim.in_process_client(),
+        config(identity, shards),
+        ownership.clone(),
+        clock,
+        Metrics::new(),
+    );
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(elector.run(rx));
+    Replica {
+        ownership,
+        task,
+        _stop: stop,
+    }
+}
+
+/// Samples every 100 ms for `secs`: no shard ever has two owners; returns the last holders.
+async fn watch_exclusive(replicas: &[&Replica], shards: u32, secs: u64) -> Vec<usize> {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut holders = vec![0usize; shards as usize];
+        for r in replicas {
+            for s in r.ownership.held() {
+                holders[s as usize] += 1;
+            }
+        }
+        assert!(holders.iter().all(|&n| n <= 1), "two actors: {holders:?}");
+        if Instant::now() >= until {
+            return replicas.iter().map(|r| r.ownership.held().len()).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_leader_and_a_standby_takes_over_within_a_lease_duration() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let a = replica(&sim, "a", 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = replica(&sim, "b", 1);
+    let held = watch_exclusive(&[&a, &b], 1, 20).await;
+    assert_eq!(held, vec![1, 0], "a leads, b stands by");
+    assert_eq!(b.ownership.role(), "standby");
+
+    // a dies (no release): b must wait out the lease, then lead.
+    a.task.abort();
+    let died = Instant::now();
+    while b.ownership.held().is_empty() {
+        assert!(
+            died.elapsed() < Duration::from_secs(15 + 2 + 2),
+            "no takeover within lease duration + retries"
+        );
+        assert!(
+            died.elapsed() < Duration::from_secs(10) || !a.ownership.may_act("x/y"),
+            "a fenced at its renew deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        died.elapsed() >= Duration::from_secs(13),
+        "not before the lease could expire"
+    );
+    assert!(!a.ownership.may_act("x/y"));
+    assert_eq!(b.ownership.role(), "leader");
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_renewals_fail_stops_acting_before_its_lease_expires() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let a = replica(&sim, "a", 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = replica(&sim, "b", 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.ownership.role(), "leader");
+    // From now on every Lease write fails (as when the API server refuses a's renewals).
+    sim.faults()
+        .server_errors(Some("PUT"), "/leases/backout-leader", 500, 8);
+    let refused = Instant::now();
+    while a.ownership.may_act("x/y") {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fenced = refused.elapsed();
+    assert!(fenced <= Duration::from_secs(10), "fenced after {fenced:?}");
+    // b takes over only after a stopped, and only once the lease ran out for b.
+    while b.ownership.held().is_empty() {
+        assert!(!a.ownership.may_act("x/y"), "two leaders");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused.elapsed() > fenced);
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn twelve_shards_split_fairly_and_a_dead_replicas_shards_move() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let a = replica(&sim, "a", 12);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = replica(&sim, "b", 12);
+    let c = replica(&sim, "c", 12);
+    let held = watch_exclusive(&[&a, &b, &c], 12, 60).await;
+    assert_eq!(held, vec![4, 4, 4], "fair shares after the others joined");
+
+    c.task.abort();
+    let held = watch_exclusive(&[&a, &b, &c], 12, 15 + 2 * 2 + 2).await;
+    assert_eq!(held[0] + held[1], 12, "every shard held again: {held:?}");
+    assert_eq!(held, vec![6, 6, 0], "{held:?}");
+    sim.shutdown().await;
+}
