@@ -41,9 +41,17 @@ pub struct WatchRequest {
     pub timeout: Duration,
 }
 
+/// One watch event on the wire, serialized from a borrowed object (no copy of it).
+#[derive(serde::Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    object: &'a Value,
+}
+
 fn line(kind: &str, object: &Value) -> Bytes {
-    let mut s = json!({"type": kind, "object": object}).to_string();
-    s.push('\n');
+    let mut s = serde_json::to_vec(&Event { kind, object }).unwrap_or_default();
+    s.push(b'\n');
     Bytes::from(s)
 }
 
@@ -57,8 +65,17 @@ impl WatchRequest {
             && self.fields.matches_fields(&c.object)
     }
 
+    /// The event line; the object is copied only when the watch asked for another version
+    /// than the stored one (VirtualService v1beta1), to relabel it.
     fn render(&self, c: &Change) -> Bytes {
-        let obj = as_version(self.target.def, &self.target.version, (*c.object).clone());
+        let def = self.target.def;
+        let stored_as_asked = c.object.get("apiVersion").and_then(Value::as_str)
+            == Some(def.api_version(&self.target.version).as_str())
+            && c.object.get("kind").and_then(Value::as_str) == Some(def.kind);
+        if stored_as_asked {
+            return line(c.kind.as_str(), &c.object);
+        }
+        let obj = as_version(def, &self.target.version, (*c.object).clone());
         line(c.kind.as_str(), &obj)
     }
 
