@@ -292,7 +292,7 @@ mod tests {
             });
         }
         match s.replay_from(listed) {
-            Replay::From(changes, _) => assert_eq!(changes.len(), 2 * n),
+            Replay::From { changes, .. } => assert_eq!(changes.len(), 2 * n),
             Replay::Expired { .. } => panic!("a list taken after seeding must stay watchable"),
         }
         assert!(s.log_len() <= s.log_capacity());

@@ -220,7 +220,7 @@ impl Txn<'_> {
 
     fn record(&mut self, change: Change) {
         let objects = self.state.objects.len();
-        self.state.log.push(change.clone(), objects);
+        self.state.log.push(&change, objects);
         self.pending.push(change);
     }
 }
@@ -228,7 +228,13 @@ impl Txn<'_> {
 /// What a watch starting at a resourceVersion receives before live changes.
 pub enum Replay {
     /// Changes after the requested version, then live ones from the receiver.
-    From(Vec<Change>, broadcast::Receiver<Change>),
+    From {
+        changes: Vec<Change>,
+        /// The store's resourceVersion at the replay: every change up to it has been passed,
+        /// whether or not it was selected.
+        newest: u64,
+        rx: broadcast::Receiver<Change>,
+    },
     /// The requested version was compacted away: 410 Gone.
     Expired { oldest: u64 },
 }
@@ -289,13 +295,29 @@ impl Store {
 
     /// Changes after `rv` plus a live receiver, taken under one lock so none is lost or doubled.
     pub fn replay_from(&self, rv: u64) -> Replay {
+        self.replay_matching(rv, |_| true)
+    }
+
+    /// [`Self::replay_from`] keeping only changes whose key `wants`; the others are never
+    /// decoded, so a watch on one resource resumes in time proportional to its own changes.
+    pub fn replay_matching(&self, rv: u64, wants: impl Fn(&ObjKey) -> bool) -> Replay {
         self.write(|t| {
             let oldest = t.state.log.oldest().unwrap_or(t.state.rv + 1);
             if rv + 1 < oldest && rv < t.state.rv {
                 return Replay::Expired { oldest };
             }
-            let changes = t.state.log.after(rv).cloned().collect();
-            Replay::From(changes, self.tx.subscribe())
+            let changes = t
+                .state
+                .log
+                .after(rv)
+                .filter(|l| wants(&l.key))
+                .filter_map(|l| l.change())
+                .collect();
+            Replay::From {
+                changes,
+                newest: t.state.rv,
+                rx: self.tx.subscribe(),
+            }
         })
     }
 
@@ -380,7 +402,7 @@ mod tests {
             .parse()
             .unwrap();
         match s.replay_from(rv) {
-            Replay::From(changes, _) => {
+            Replay::From { changes, .. } => {
                 assert_eq!(changes.len(), 1);
                 assert_eq!(changes[0].key.name, "b");
             }

@@ -12,7 +12,7 @@ use super::api::Target;
 use super::objects::as_version;
 use super::selector::Selector;
 use super::status::ApiError;
-use super::store::{Change, ChangeKind, Replay, Store};
+use super::store::{Change, ChangeKind, ObjKey, Replay, Store};
 use axum::body::Bytes;
 use futures::stream::{self, Stream};
 use serde_json::{json, Value};
@@ -56,11 +56,16 @@ fn line(kind: &str, object: &Value) -> Bytes {
 }
 
 impl WatchRequest {
-    fn wants(&self, c: &Change) -> bool {
+    /// The resource and namespace part of [`Self::wants`], decidable without the object.
+    fn wants_key(&self, k: &ObjKey) -> bool {
         let t = &self.target;
-        c.key.group == t.def.group
-            && c.key.plural == t.def.plural
-            && t.namespace.as_ref().is_none_or(|ns| &c.key.namespace == ns)
+        k.group == t.def.group
+            && k.plural == t.def.plural
+            && t.namespace.as_ref().is_none_or(|ns| &k.namespace == ns)
+    }
+
+    fn wants(&self, c: &Change) -> bool {
+        self.wants_key(&c.key)
             && self.labels.matches_labels(&c.object)
             && self.fields.matches_fields(&c.object)
     }
@@ -171,9 +176,13 @@ pub fn stream(
         }
     };
     let mut seen_rv = start;
-    let rx = match store.replay_from(start) {
-        Replay::From(changes, rx) => {
-            seen_rv = changes.iter().map(|c| c.rv).fold(seen_rv, u64::max);
+    let rx = match store.replay_matching(start, |k| req.wants_key(k)) {
+        Replay::From {
+            changes,
+            newest,
+            rx,
+        } => {
+            seen_rv = seen_rv.max(newest);
             queue.extend(
                 changes
                     .iter()
