@@ -190,8 +190,11 @@ pub fn delete(store: &Store, t: &Target, opts: WriteOpts, cascade: bool) -> Repl
                 .pointer("/metadata/uid")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
+            // Namespaced dependents live in their owner's namespace, as the real GC requires.
             for (rs, _) in txn.owned_by(uid, "apps", "replicasets") {
-                txn.delete(&rs);
+                if rs.namespace == key.namespace {
+                    txn.delete(&rs);
+                }
             }
         }
         // Custom resources answer with the deleted object, built-in types with a Status.
