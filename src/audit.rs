@@ -36,6 +36,8 @@ pub enum AuditKind {
     StepSkipped,
     RollbackCompleted,
     RollbackFailed,
+    /// The fleet guard held a rollback: too many in the window, likely a shared cause.
+    RollbackHeld,
     Notified,
 }
 

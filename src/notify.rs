@@ -43,6 +43,14 @@ pub enum Notice {
         at: Millis,
         error: String,
     },
+    /// More canaries want a rollback than the fleet guard allows in its window.
+    FleetHeld {
+        at: Millis,
+        /// `namespace/service` of those held so far.
+        services: Vec<String>,
+        max: u32,
+        per_s: u64,
+    },
 }
 
 impl Notice {
@@ -61,6 +69,12 @@ impl Notice {
                 format_time(*resolved),
                 (resolved - started) as f64 / 1000.0,
                 if *verified { "passed" } else { "FAILED, needs a human" },
+            ),
+            Notice::FleetHeld { at, services, max, per_s } => format!(
+                "FLEET GUARD: {} services want a rollback at once: likely a shared cause; held\nTime: {}\nLimit: {max} rollbacks per {per_s} s across the fleet\nHeld: {}\nAction: check shared dependencies and Prometheus; roll a service back by hand with `backout rollback` if it is really bad",
+                services.len() + *max as usize,
+                format_time(*at),
+                services.join(", "),
             ),
             Notice::RollbackFailed { service, namespace, at, error } => format!(
                 "ESCALATION: rollback of {namespace}/{service} FAILED at {}: {error}\nA human must take over (runbook: escalate when a rollback fails).",

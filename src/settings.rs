@@ -61,6 +61,7 @@ pub struct Settings {
     pub reload: Reload,
     pub actions: Actions,
     pub ha: Ha,
+    pub fleet: Fleet,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +109,29 @@ pub struct Actions {
     pub retry_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
+}
+
+/// The fleet guard: a limit on automatic rollbacks across all services and replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fleet {
+    /// Automatic rollbacks allowed per window; more are held (0 turns the guard off).
+    pub max_rollbacks: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+    /// Namespace of the counting ConfigMap; unset: the `[ha]` namespace (`$POD_NAMESPACE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            max_rollbacks: 5,
+            per: Duration::from_secs(600),
+            namespace: None,
+        }
+    }
 }
 
 /// High availability: leader election, or shards, on Kubernetes Leases.
@@ -177,6 +201,7 @@ impl Default for Settings {
             reload: Reload::default(),
             actions: Actions::default(),
             ha: Ha::default(),
+            fleet: Fleet::default(),
         }
     }
 }
@@ -230,6 +255,14 @@ const SCHEMA: &[Field] = &[
             Field::opt("renew_deadline", Shape::Duration),
             Field::opt("retry_period", Shape::Duration),
             Field::opt("shards", Shape::Count),
+        ]),
+    ),
+    Field::opt(
+        "fleet",
+        Shape::Table(&[
+            Field::opt("max_rollbacks", Shape::Count),
+            Field::opt("per", Shape::Duration),
+            Field::opt("namespace", Shape::Str),
         ]),
     ),
 ];
@@ -341,6 +374,13 @@ impl Settings {
                     humantime::format_duration(self.actions.retry_max)
                 ),
                 "use e.g. retry_initial = \"30s\", retry_max = \"5m\"",
+            );
+        }
+        if self.fleet.max_rollbacks > 0 && self.fleet.per.is_zero() {
+            bad(
+                "fleet.per",
+                "must be longer than zero".into(),
+                "use e.g. \"10m\" (or max_rollbacks = 0 to turn the guard off)",
             );
         }
         let ha = &self.ha;

@@ -35,6 +35,19 @@ impl Actuator {
         }
     }
 
+    /// Posts an Event on a Deployment that is not part of a plan (the daemon's own notes, e.g.
+    /// a rollback held by the fleet guard). Best effort: the error is returned for the log.
+    pub async fn note(
+        &self,
+        namespace: &str,
+        deployment: &str,
+        reason: &str,
+        note: String,
+    ) -> Result<(), String> {
+        self.post_event(namespace, deployment, reason, note, EventType::Warning)
+            .await
+    }
+
     /// Posts one Event on a Deployment, within the request deadline; the note is cut to the
     /// API's 1 kB. No recorder (tests, the CLI without events): nothing to do.
     pub(super) async fn post_event(

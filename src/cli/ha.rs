@@ -2,8 +2,9 @@
 //! ownership the daemon and the actuator consult, and the elector task.
 
 use backout::clock::Clock;
+use backout::daemon::fleet_guard::FleetGuard;
 use backout::ha::{Elector, HaConfig, Ownership};
-use backout::settings::Ha;
+use backout::settings::{Ha, Settings};
 use backout::telemetry::Metrics;
 use std::sync::Arc;
 
@@ -56,4 +57,22 @@ pub fn setup(
         metrics.clone(),
     );
     (ownership, Some(elector))
+}
+
+/// The fleet guard from `[fleet]`, counting in the `[ha]` namespace unless set; `None` when off.
+pub fn fleet_guard(settings: &Settings, client: &kube::Client) -> Option<FleetGuard> {
+    let fleet = &settings.fleet;
+    if fleet.max_rollbacks == 0 {
+        return None;
+    }
+    let namespace = fleet
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config(&settings.ha).namespace);
+    Some(FleetGuard::new(
+        client.clone(),
+        &namespace,
+        fleet.max_rollbacks,
+        fleet.per,
+    ))
 }

@@ -102,6 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             controller: "backout".into(),
             instance: std::env::var("POD_NAME").ok(),
         });
+    let client_for_guard = client.clone();
     let ctx = Context {
         client,
         sampler: Arc::new(PrometheusSampler {
@@ -122,8 +123,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dry_run = settings.dry_run,
         "backout starting"
     );
-    let daemon =
+    let mut daemon =
         Daemon::with_actions(ctx, policies, settings.actions.clone()).with_ownership(ownership);
+    if let Some(guard) = super::ha::fleet_guard(&settings, &client_for_guard) {
+        daemon = daemon.with_fleet_guard(guard);
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(elector) = elector {

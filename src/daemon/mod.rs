@@ -11,6 +11,7 @@
 //! refuses a second plan for the same revision).
 
 mod deployments;
+pub mod fleet_guard;
 pub mod order;
 pub mod outcome;
 mod sampler;
@@ -139,6 +140,12 @@ impl Daemon {
             .health
             .set_policies_loaded(!daemon.services.is_empty());
         daemon
+    }
+
+    /// Counts automatic rollbacks across the fleet and holds those beyond its limit.
+    pub fn with_fleet_guard(mut self, guard: fleet_guard::FleetGuard) -> Self {
+        self.supervisor.set_fleet_guard(guard);
+        self
     }
 
     /// Evaluates and acts only as `ownership` allows (HA: leader election or shards).

@@ -40,6 +40,12 @@ pub enum Event {
     },
     /// A newer canary runs now; the order was dropped.
     Superseded,
+    /// The fleet guard holds the rollback: `in_window` rollbacks in the last `per` (max `max`).
+    Held {
+        in_window: usize,
+        max: u32,
+        per: Duration,
+    },
 }
 
 /// From what to what a rollback goes, as people write it in the incident channel.
@@ -77,9 +83,45 @@ pub async fn fan_out(
     mut outcomes: mpsc::UnboundedReceiver<OrderOutcome>,
     to_daemon: mpsc::UnboundedSender<OrderOutcome>,
 ) {
+    let mut fleet = FleetNotice::default();
     while let Some(o) = outcomes.recv().await {
+        if let Event::Held { max, per, .. } = &o.event {
+            fleet.held(&ctx, &o, *max, *per).await;
+        }
         publish(&ctx, &o).await;
         let _ = to_daemon.send(o);
+    }
+}
+
+/// One notice per fleet-wide hold, not one per held service.
+#[derive(Default)]
+struct FleetNotice {
+    /// When the last notice went out, and the services held since.
+    last: Option<crate::sample::Millis>,
+    held: Vec<String>,
+}
+
+impl FleetNotice {
+    async fn held(&mut self, ctx: &Context, o: &OrderOutcome, max: u32, per: Duration) {
+        let now = ctx.clock.now_millis();
+        let fresh = self
+            .last
+            .is_none_or(|at| now - at >= per.as_millis() as crate::sample::Millis);
+        if fresh {
+            self.held.clear();
+        }
+        self.held.push(o.order.service.clone());
+        if !fresh {
+            return;
+        }
+        self.last = Some(now);
+        let notice = Notice::FleetHeld {
+            at: now,
+            services: self.held.clone(),
+            max,
+            per_s: per.as_secs(),
+        };
+        send(ctx, notice).await;
     }
 }
 
@@ -145,6 +187,30 @@ async fn publish(ctx: &Context, o: &OrderOutcome) {
             tracing::debug!(service = %p.service, "last known good revision recorded");
         }
         Event::Failed { error, retry_in } => failed(ctx, o, error, *retry_in).await,
+        Event::Held {
+            in_window,
+            max,
+            per,
+        } => {
+            let msg = format!(
+                "rollback held by the fleet guard: {in_window} rollbacks in the last {} (max {max}); likely a shared cause",
+                humantime::format_duration(*per)
+            );
+            tracing::warn!(service = %p.service, "{msg}");
+            ctx.metrics
+                .rollbacks_held
+                .get_or_create(&crate::telemetry::ServiceLabels {
+                    service: p.service.clone(),
+                })
+                .inc();
+            audit(
+                ctx,
+                p,
+                AuditKind::RollbackHeld,
+                msg,
+                serde_json::Value::Null,
+            );
+        }
         Event::Superseded => {
             let msg = format!(
                 "{} order dropped after {} attempt(s): a newer canary runs now",

@@ -7,6 +7,7 @@
 //! stack, so a rollback whose Verify waits minutes delays nobody else's evaluation.
 
 use super::deployments::get_views;
+use super::fleet_guard::{Admission, FleetGuard};
 use super::order::{Action, Order};
 use super::outcome::{Event, OrderOutcome, Versions};
 use super::{Context, DaemonError};
@@ -53,7 +54,11 @@ struct Env {
     permits: Arc<Semaphore>,
     config: Actions,
     outcomes: mpsc::UnboundedSender<OrderOutcome>,
+    guard: Option<FleetGuard>,
 }
+
+/// How often a held rollback asks the fleet guard again.
+const HOLD_RECHECK: Duration = Duration::from_secs(15);
 
 struct Lane {
     orders: mpsc::UnboundedSender<Order>,
@@ -82,8 +87,17 @@ impl Supervisor {
                 permits,
                 config,
                 outcomes,
+                guard: None,
             }),
             lanes: HashMap::new(),
+        }
+    }
+
+    /// Counts and limits automatic rollbacks across the fleet (before any order is submitted).
+    pub fn set_fleet_guard(&mut self, guard: FleetGuard) {
+        match Arc::get_mut(&mut self.env) {
+            Some(env) => env.guard = Some(guard),
+            None => tracing::error!("fleet guard set after lanes started; ignored"),
         }
     }
 
@@ -173,6 +187,10 @@ async fn run_order(env: &Env, order: Order, canary: &watch::Receiver<Option<Cana
             env.send(&order, attempt, Event::Superseded);
             return;
         }
+        if attempt == 1 && !admitted(env, &order, canary).await {
+            env.send(&order, attempt, Event::Superseded);
+            return;
+        }
         let result = execute(env, &order, attempt).await;
         let err = match result {
             Ok(Done::Rollback { report, versions }) => {
@@ -194,6 +212,64 @@ async fn run_order(env: &Env, order: Order, canary: &watch::Receiver<Option<Cana
             None => return,
         }
     }
+}
+
+/// Waits until the fleet guard admits `order` (rollbacks only, not dry runs, not opted out).
+/// False when a newer canary superseded it meanwhile.
+async fn admitted(env: &Env, order: &Order, canary: &watch::Receiver<Option<CanaryId>>) -> bool {
+    let Some(guard) = &env.guard else { return true };
+    let counted = matches!(order.action, Action::Rollback(_))
+        && !order.dry_run
+        && order.policy.analysis.fleet_guard;
+    if !counted {
+        return true;
+    }
+    let mut reported = false;
+    loop {
+        let now = env.ctx.clock.now_millis();
+        match guard.admit(&order.service, now).await {
+            Ok(Admission::Go) => return true,
+            Ok(Admission::Held { in_window }) => {
+                if !reported {
+                    reported = true;
+                    hold_noted(env, order, guard, in_window).await;
+                }
+            }
+            Err(err) => {
+                // Fail open: the guard protects against mass rollbacks; it must not keep a
+                // bad canary serving when it cannot be read.
+                tracing::warn!(service = %order.service, error = %err, "fleet guard unreadable; rolling back");
+                return true;
+            }
+        }
+        tokio::time::sleep(HOLD_RECHECK).await;
+        if superseded(order, canary) {
+            return false;
+        }
+    }
+}
+
+async fn hold_noted(env: &Env, order: &Order, guard: &FleetGuard, in_window: usize) {
+    let p = &order.policy;
+    let note = format!(
+        "rollback held by the fleet guard: {in_window} services rolled back in the last {} (max {}); likely a shared cause. Roll back by hand with `backout rollback` if this one is really bad",
+        humantime::format_duration(guard.per),
+        guard.max
+    );
+    if let Err(err) = env
+        .ctx
+        .actuator
+        .note(&p.namespace, &p.deployments.canary, "RollbackHeld", note)
+        .await
+    {
+        tracing::warn!(service = %order.service, error = %err, "cannot post the held Event");
+    }
+    let event = Event::Held {
+        in_window,
+        max: guard.max,
+        per: guard.per,
+    };
+    env.send(order, 1, event);
 }
 
 impl Env {

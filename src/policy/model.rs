@@ -80,6 +80,14 @@ pub struct Analysis {
     /// Query giving requests per second for a track, used for `min_traffic` floors. Template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_query: Option<String>,
+    /// Counted by, and held by, the daemon's fleet guard (`[fleet]` in backout.toml). A service
+    /// whose rollback must never wait (it is the shared dependency itself) opts out.
+    #[serde(default = "yes")]
+    pub fleet_guard: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Analysis {
@@ -90,6 +98,7 @@ impl Default for Analysis {
             bake: Duration::from_secs(15 * 60),
             no_data_deadline: Duration::from_secs(10 * 60),
             traffic_query: None,
+            fleet_guard: true,
         }
     }
 }

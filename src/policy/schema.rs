@@ -95,6 +95,7 @@ const ANALYSIS: &[Field] = &[
     Field::opt("bake", Shape::Duration),
     Field::opt("no_data_deadline", Shape::Duration),
     Field::opt("traffic_query", Shape::Str),
+    Field::opt("fleet_guard", Shape::Bool),
 ];
 
 /// A policy file.

@@ -96,6 +96,7 @@ pub struct Metrics {
     pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
     pub evaluation_lag: Histogram,
     pub leases_held: Gauge,
+    pub rollbacks_held: Family<ServiceLabels, Counter>,
     pub lease_transitions: Counter,
     pub policy_reload_duration: Gauge<f64, AtomicU64>,
     /// Kubernetes API requests by verb, resource and outcome (`crate::kubeclient::observe`).
@@ -150,6 +151,7 @@ impl Metrics {
             ]),
             policy_reload_duration: Gauge::default(),
             leases_held: Gauge::default(),
+            rollbacks_held: Family::default(),
             lease_transitions: Counter::default(),
             kubernetes_requests: Family::default(),
             kubernetes_request_duration: Family::new_with_constructor(kubernetes_histogram),
@@ -219,6 +221,11 @@ impl Metrics {
             "evaluation_lag_seconds",
             "How late each service's evaluation finished against its scheduled slot",
             m.evaluation_lag.clone(),
+        );
+        registry.register(
+            "rollbacks_held",
+            "Rollbacks the fleet guard held (too many in its window: likely a shared cause)",
+            m.rollbacks_held.clone(),
         );
         registry.register(
             "leases_held",

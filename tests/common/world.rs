@@ -1,0 +1,210 @@
+//! The daemon on paused tokio time against the in-process simulator, with a scripted Prometheus:
+//! shared by the tests of actions (daemon_actions) and of the fleet guard (fleet_guard).
+#![allow(dead_code)]
+
+use backout::actuator::{Actuator, ActuatorConfig};
+use backout::audit::{AuditKind, FileAudit};
+use backout::clock::Clock;
+use backout::daemon::{Context, Daemon, Sampler, TRAFFIC};
+use backout::demo::{canary_weight, replicas};
+use backout::notify::{Notice, Notifier, NotifyError};
+use backout::policy::model::{Level, MetricSpec};
+use backout::policy::Policy;
+use backout::sample::{Millis, Observation, Track};
+use backout::sim::{SimConfig, SimHandle, Simulator};
+use backout::source::plan::{Key, Request};
+use backout::telemetry::{Health, Metrics};
+use futures::future::BoxFuture;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Wall-clock milliseconds that follow paused tokio time.
+pub struct TokioClock(Instant);
+impl Clock for TokioClock {
+    fn now_millis(&self) -> Millis {
+        1_800_000_000_000 + self.0.elapsed().as_millis() as Millis
+    }
+}
+
+/// Prometheus as the test scripts it: canaries of services in `bad` fail 50% of requests, every
+/// other track 0.1%; every call is recorded (virtual ms since `origin`, services asked for).
+pub struct Scripted {
+    pub origin: Instant,
+    bad: Mutex<HashSet<String>>,
+    calls: Mutex<Vec<(u64, BTreeSet<String>)>>,
+}
+
+impl Scripted {
+    pub fn turn_bad(&self, services: &[&str]) {
+        let mut bad = self.bad.lock().unwrap();
+        bad.extend(services.iter().map(|s| s.to_string()));
+    }
+
+    /// Virtual ms (since `origin`) of each evaluation of `service`.
+    pub fn times_of(&self, service: &str) -> Vec<u64> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(_, s)| s.contains(service))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+}
+
+impl Sampler for Scripted {
+    fn sample<'a>(
+        &'a self,
+        requests: Vec<Request>,
+        _now: Millis,
+    ) -> BoxFuture<'a, HashMap<Key, Observation>> {
+        Box::pin(async move {
+            let at = self.origin.elapsed().as_millis() as u64;
+            let bad = self.bad.lock().unwrap().clone();
+            let services = requests.iter().map(|r| r.key.service.clone()).collect();
+            self.calls.lock().unwrap().push((at, services));
+            requests
+                .into_iter()
+                .map(|r| {
+                    let v = if r.key.metric == TRAFFIC {
+                        50.0
+                    } else if r.key.track == Track::Canary && bad.contains(&r.key.service) {
+                        0.5
+                    } else {
+                        0.001
+                    };
+                    (r.key, Observation::Value(v))
+                })
+                .collect()
+        })
+    }
+}
+
+pub fn policy(service: &str) -> Policy {
+    let mut p = Policy::test()
+        .with_service(service, "prod")
+        .with_interval(Duration::from_secs(10))
+        .with_warmup(Duration::ZERO)
+        .with_metric(MetricSpec::test("errors").critical(Level::above(0.1)));
+    p.deployments.stable = service.into();
+    p.deployments.canary = format!("{service}-canary");
+    p.traffic.virtual_service = service.into();
+    p
+}
+
+pub struct World {
+    pub sim: SimHandle,
+    pub sampler: Arc<Scripted>,
+    pub audit_dir: PathBuf,
+    pub notices: Arc<Recorded>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    /// A simulator whose rollouts take `rollout` with every policy's objects, rolled out.
+    pub async fn new(policies: &[Policy], rollout: Duration) -> Self {
+        let config = SimConfig {
+            rollout_delay: rollout,
+        };
+        let sim = Simulator::start_with("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
+        for p in policies {
+            sim.seed_policy(p).unwrap();
+        }
+        tokio::time::sleep(rollout + Duration::from_secs(1)).await;
+        let dir = tempfile::tempdir().unwrap();
+        World {
+            sim,
+            sampler: Arc::new(Scripted {
+                origin: Instant::now(),
+                bad: Mutex::new(HashSet::new()),
+                calls: Mutex::new(Vec::new()),
+            }),
+            audit_dir: dir.path().to_path_buf(),
+            notices: Arc::new(Recorded::default()),
+            _dir: dir,
+        }
+    }
+
+    pub fn context(&self) -> Context {
+        let client = self.sim.in_process_client();
+        let clock = Arc::new(TokioClock(self.sampler.origin));
+        let config = ActuatorConfig {
+            verify_timeout: Duration::from_secs(300),
+            ..Default::default()
+        };
+        Context {
+            client: client.clone(),
+            sampler: self.sampler.clone(),
+            actuator: Arc::new(Actuator::new(client, clock.clone(), config).with_events(
+                kube::runtime::events::Reporter {
+                    controller: "backout".into(),
+                    instance: None,
+                },
+            )),
+            audit: Arc::new(FileAudit::new(&self.audit_dir).unwrap()),
+            notifier: self.notices.clone(),
+            metrics: Metrics::new(),
+            health: Health::default(),
+            clock,
+            dry_run: false,
+        }
+    }
+
+    /// Traffic all on stable and the canary scaled to zero.
+    pub fn mitigated(&self, p: &Policy) -> bool {
+        canary_weight(&self.sim, p) == Some(0)
+            && replicas(&self.sim, &p.namespace, &p.deployments.canary) == Some(0)
+    }
+
+    /// Polls every 500 ms of virtual time until `p` is mitigated; virtual ms since `origin`.
+    pub async fn mitigated_at(&self, p: &Policy, within: Duration) -> Option<u64> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if self.mitigated(p) {
+                return Some(self.sampler.origin.elapsed().as_millis() as u64);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        None
+    }
+
+    pub fn audit_of(&self, kind: AuditKind) -> Vec<(String, Millis)> {
+        let trail = FileAudit::read_trail(&self.audit_dir.join("audit.jsonl")).unwrap();
+        trail
+            .into_iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| (r.service, r.at - 1_800_000_000_000))
+            .collect()
+    }
+}
+
+/// Starts the daemon's own loop; stop it with the returned sender.
+pub fn start(
+    daemon: Daemon,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        let _keep = reload_tx;
+        daemon.run(stop_rx, reload_rx).await
+    });
+    (stop_tx, task)
+}
+
+/// Every notice sent, in order.
+#[derive(Default)]
+pub struct Recorded(pub Mutex<Vec<Notice>>);
+
+impl Notifier for Recorded {
+    fn send(&self, notice: &Notice) -> BoxFuture<'_, Result<(), NotifyError>> {
+        self.0.lock().unwrap().push(notice.clone());
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,65 @@
+//! The fleet guard on paused time: many canaries going bad in the same minute is likely a shared
+//! cause; only `max_rollbacks` are rolled back, the rest are held with an Event each and one
+//! notice, and a policy that opts out is never held.
+
+#[path = "common/world.rs"]
+mod world;
+
+use backout::audit::AuditKind;
+use backout::daemon::fleet_guard::FleetGuard;
+use backout::daemon::Daemon;
+use backout::notify::Notice;
+use backout::policy::Policy;
+use std::time::Duration;
+use world::{policy, start, World};
+
+#[tokio::test(start_paused = true)]
+async fn eight_canaries_bad_at_once_three_rolled_back_five_held_one_notice() {
+    let names: Vec<String> = (0..8).map(|i| format!("svc{i}")).collect();
+    let mut policies: Vec<Policy> = names.iter().map(|n| policy(n)).collect();
+    policies[7].analysis.fleet_guard = false; // the shared dependency itself: never held
+    let w = World::new(&policies, Duration::from_secs(1)).await;
+    let ctx = w.context();
+    let guard = FleetGuard::new(
+        ctx.client.clone(),
+        "backout-system",
+        3,
+        Duration::from_secs(600),
+    );
+    let daemon = Daemon::new(ctx, policies.clone()).with_fleet_guard(guard);
+    let (stop, task) = start(daemon);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    w.sampler.turn_bad(&refs);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let mitigated: Vec<&Policy> = policies.iter().filter(|p| w.mitigated(p)).collect();
+    assert_eq!(mitigated.len(), 4, "3 admitted + the one that opted out");
+    assert!(mitigated.iter().any(|p| p.service == "svc7"));
+    let held = w.audit_of(AuditKind::RollbackHeld);
+    assert_eq!(held.len(), 4, "{held:?}");
+    let fleet: Vec<Notice> = w
+        .notices
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|n| matches!(n, Notice::FleetHeld { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(fleet.len(), 1, "one fleet notice: {fleet:?}");
+    assert!(fleet[0].text().contains("likely a shared cause; held"));
+    // Each held service says why on its canary Deployment.
+    let events = w
+        .sim
+        .store()
+        .read(|t| t.list("events.k8s.io", "events", Some("prod")));
+    let held_events = events
+        .iter()
+        .filter(|e| e["reason"] == "RollbackHeld")
+        .count();
+    assert_eq!(held_events, 4, "{events:?}");
+    w.sim.shutdown().await;
+}
