@@ -237,6 +237,7 @@ impl Daemon {
             .instrument(span)
             .await;
         self.publish_kubernetes_readiness();
+        self.ctx.health.set_role(&self.ownership.role());
         for out in &outcomes {
             for ev in &out.events {
                 if let crate::lifecycle::ReleaseEvent::CanaryStarted { id, .. } = ev {

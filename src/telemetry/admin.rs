@@ -49,7 +49,14 @@ async fn readyz_handler(State(s): State<AdminState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(r))
+    let mut body = serde_json::to_value(r).unwrap_or_default();
+    let role = s.health.role();
+    body["role"] = serde_json::Value::String(if role.is_empty() {
+        "standalone".into()
+    } else {
+        role
+    });
+    (code, Json(body))
 }
 
 /// A bound admin server; `addr` is the real address (useful with port 0 in tests).

@@ -13,6 +13,8 @@ struct Flags {
     prometheus_reachable: AtomicBool,
     kubernetes_reachable: AtomicBool,
     shutting_down: AtomicBool,
+    /// `standalone`, `leader`, `standby` or `shards:N/S` (see `ha::Ownership::role`).
+    role: std::sync::Mutex<String>,
 }
 
 /// Shared readiness flags, set by the control loop and read by `/readyz`.
@@ -49,6 +51,14 @@ impl Health {
     }
     pub fn set_shutting_down(&self) {
         self.0.shutting_down.store(true, Ordering::SeqCst);
+    }
+    pub fn set_role(&self, role: &str) {
+        if let Ok(mut r) = self.0.role.lock() {
+            role.clone_into(&mut r);
+        }
+    }
+    pub fn role(&self) -> String {
+        self.0.role.lock().map(|r| r.clone()).unwrap_or_default()
     }
     pub fn readiness(&self) -> Readiness {
         Readiness {
