@@ -14,16 +14,16 @@ use std::time::Duration;
 use world::{policy, start, World};
 
 #[tokio::test(start_paused = true)]
-async fn eight_canaries_bad_at_once_three_rolled_back_five_held_one_notice() {
-    let names: Vec<String> = (0..8).map(|i| format!("svc{i}")).collect();
+async fn thirty_canaries_bad_in_the_same_minute_five_rolled_back_the_rest_held_one_notice() {
+    let names: Vec<String> = (0..30).map(|i| format!("svc{i}")).collect();
     let mut policies: Vec<Policy> = names.iter().map(|n| policy(n)).collect();
-    policies[7].analysis.fleet_guard = false; // the shared dependency itself: never held
+    policies[29].analysis.fleet_guard = false; // the shared dependency itself: never held
     let w = World::new(&policies, Duration::from_secs(1)).await;
     let ctx = w.context();
     let guard = FleetGuard::new(
         ctx.client.clone(),
         "backout-system",
-        3,
+        5,
         Duration::from_secs(600),
     );
     let daemon = Daemon::new(ctx, policies.clone()).with_fleet_guard(guard);
@@ -36,10 +36,10 @@ async fn eight_canaries_bad_at_once_three_rolled_back_five_held_one_notice() {
     task.await.unwrap();
 
     let mitigated: Vec<&Policy> = policies.iter().filter(|p| w.mitigated(p)).collect();
-    assert_eq!(mitigated.len(), 4, "3 admitted + the one that opted out");
-    assert!(mitigated.iter().any(|p| p.service == "svc7"));
+    assert_eq!(mitigated.len(), 6, "5 admitted + the one that opted out");
+    assert!(mitigated.iter().any(|p| p.service == "svc29"));
     let held = w.audit_of(AuditKind::RollbackHeld);
-    assert_eq!(held.len(), 4, "{held:?}");
+    assert_eq!(held.len(), 24, "{held:?}");
     let fleet: Vec<Notice> = w
         .notices
         .0
@@ -60,6 +60,6 @@ async fn eight_canaries_bad_at_once_three_rolled_back_five_held_one_notice() {
         .iter()
         .filter(|e| e["reason"] == "RollbackHeld")
         .count();
-    assert_eq!(held_events, 4, "{events:?}");
+    assert_eq!(held_events, 24, "{events:?}");
     w.sim.shutdown().await;
 }

@@ -307,3 +307,94 @@ mod takeover {
         assert!(takeovers[49] <= Duration::from_secs(15 + 2 + 1));
     }
 }
+
+mod sharded {
+    //! Three daemons, twelve shards, 24 services: each service is judged by exactly one replica,
+    //! before and after one replica dies.
+
+    use super::world::{policy, Scripted, World};
+    use super::{config, TokioClock};
+    use backout::daemon::Daemon;
+    use backout::ha::{Elector, Ownership};
+    use backout::policy::Policy;
+    use backout::telemetry::Metrics;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::task::JoinHandle;
+    use tokio::time::Instant;
+
+    struct Replica {
+        sampler: Arc<Scripted>,
+        tasks: Vec<JoinHandle<()>>,
+        _stop: tokio::sync::watch::Sender<bool>,
+    }
+
+    fn replica(w: &World, identity: &str, policies: &[Policy]) -> Replica {
+        let ownership = Ownership::sharded(12);
+        let sampler = Arc::new(Scripted::new(w.sampler.origin));
+        let mut ctx = w.context();
+        ctx.sampler = sampler.clone();
+        let elector = Elector::new(
+            ctx.client.clone(),
+            config(identity, 12),
+            ownership.clone(),
+            Arc::new(TokioClock(Instant::now())),
+            Metrics::new(),
+        );
+        let daemon = Daemon::new(ctx, policies.to_vec()).with_ownership(ownership);
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        let tasks = vec![
+            tokio::spawn(elector.run(rx.clone())),
+            tokio::spawn(async move {
+                let _keep = reload_tx;
+                daemon.run(rx, reload_rx).await
+            }),
+        ];
+        Replica {
+            sampler,
+            tasks,
+            _stop: stop,
+        }
+    }
+
+    fn now_ms(w: &World) -> u64 {
+        w.sampler.origin.elapsed().as_millis() as u64
+    }
+
+    /// Each service was judged by exactly one of `live` over the window starting at `since`.
+    fn judged_once(live: &[&Replica], all: &BTreeSet<String>, since: u64) {
+        let mut seen = BTreeSet::new();
+        for r in live {
+            let mine = r.sampler.services_since(since);
+            for s in &mine {
+                assert!(seen.insert(s.clone()), "{s} judged by two replicas");
+            }
+        }
+        assert_eq!(&seen, all, "every service judged");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_service_is_judged_by_exactly_one_replica_before_and_after_one_dies() {
+        let policies: Vec<Policy> = (0..24).map(|i| policy(&format!("s{i:02}"))).collect();
+        let all: BTreeSet<String> = policies.iter().map(|p| p.service.clone()).collect();
+        let w = World::new(&policies, Duration::from_secs(1)).await;
+        let a = replica(&w, "a", &policies);
+        let b = replica(&w, "b", &policies);
+        let c = replica(&w, "c", &policies);
+        tokio::time::sleep(Duration::from_secs(60)).await; // shares settle
+        let since = now_ms(&w);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        judged_once(&[&a, &b, &c], &all, since);
+
+        for t in &c.tasks {
+            t.abort();
+        }
+        tokio::time::sleep(Duration::from_secs(15 + 2 * 2 + 2)).await;
+        let since = now_ms(&w);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        judged_once(&[&a, &b], &all, since);
+        w.sim.shutdown().await;
+    }
+}

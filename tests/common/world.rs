@@ -38,6 +38,24 @@ pub struct Scripted {
 }
 
 impl Scripted {
+    pub fn new(origin: Instant) -> Self {
+        Scripted {
+            origin,
+            bad: Mutex::new(HashSet::new()),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Services evaluated at or after `since_ms` (virtual ms since `origin`).
+    pub fn services_since(&self, since_ms: u64) -> BTreeSet<String> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(t, _)| *t >= since_ms)
+            .flat_map(|(_, s)| s.iter().cloned())
+            .collect()
+    }
+
     pub fn turn_bad(&self, services: &[&str]) {
         let mut bad = self.bad.lock().unwrap();
         bad.extend(services.iter().map(|s| s.to_string()));
