@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod decision;
 pub mod demo;
 pub mod diagnostic;
+pub mod hash;
 pub mod kubeclient;
 pub mod lifecycle;
 pub mod notify;

@@ -75,7 +75,11 @@ mod tests {
         let a = back.await.unwrap();
         assert_eq!(gate.available_permits(), 0, "a holds its place again");
         drop(a);
-        assert_eq!(gate.available_permits(), 1, "a dropped rollback frees its place");
+        assert_eq!(
+            gate.available_permits(),
+            1,
+            "a dropped rollback frees its place"
+        );
     }
 
     #[tokio::test]
