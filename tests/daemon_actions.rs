@@ -6,11 +6,11 @@
 use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::{AuditKind, FileAudit};
 use backout::clock::Clock;
-use backout::daemon::{Context, Daemon, Sampler, TRAFFIC};
+use backout::daemon::{Context, Daemon, Sampler};
 use backout::demo::{canary_weight, replicas};
 use backout::notify::LogNotifier;
 use backout::policy::model::{Level, MetricSpec};
-use backout::policy::Policy;
+use backout::policy::{Input, Policy};
 use backout::sample::{Millis, Observation, Track};
 use backout::settings::Actions;
 use backout::sim::{SimConfig, SimHandle, Simulator};
@@ -70,7 +70,7 @@ impl Sampler for Scripted {
             requests
                 .into_iter()
                 .map(|r| {
-                    let v = if r.key.metric == TRAFFIC {
+                    let v = if r.key.input == Input::Traffic {
                         50.0
                     } else if r.key.track == Track::Canary && bad.contains(&r.key.service) {
                         0.5

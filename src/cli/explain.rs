@@ -51,7 +51,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             out,
             "\n# Rendered queries (what the daemon sends to Prometheus)"
         )?;
-        for f in feeds(p).iter().filter(|f| f.track == Track::Canary) {
+        let all = feeds(p);
+        for f in all.iter().filter(|f| f.track == Track::Canary) {
             let what = match &f.input {
                 Input::Traffic => "traffic".to_string(),
                 Input::Value { metric } => format!("metric `{metric}`"),
@@ -63,7 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ),
             };
             writeln!(out, "# {what}")?;
-            for g in feeds(p)
+            for g in all
                 .iter()
                 .filter(|g| g.input == f.input)
                 .map(|g| (g.track, &g.promql))
@@ -98,12 +99,7 @@ fn describe(r: &Rule) -> String {
     match &r.test {
         None => {
             let level = |l: Option<policy::Level>| match l {
-                Some(policy::Level {
-                    above: Some(a), ..
-                }) => format!("above {a}"),
-                Some(policy::Level {
-                    below: Some(b), ..
-                }) => format!("below {b}"),
+                Some(l) if l.above.is_some() || l.below.is_some() => format!("{l:#}"),
                 _ => "never".into(),
             };
             let compared = match r.compare {

@@ -22,7 +22,7 @@ pub use deployments::{DeploymentWatches, WatchState};
 pub use order::{Action, Order, RollbackOrder};
 pub use outcome::{Event, OrderOutcome};
 pub use sampler::{PrometheusSampler, Sampler};
-pub use service::{reason_lines, CycleOutcome, ServiceRuntime, TRAFFIC};
+pub use service::{reason_lines, CycleOutcome, ServiceRuntime};
 pub use supervisor::{OrderError, Supervisor};
 
 use crate::actuator::Actuator;

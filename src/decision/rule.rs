@@ -5,7 +5,7 @@
 
 use super::window::Window;
 use crate::policy::{Analysis, Compare, Kind, Level, MetricSpec, NoData, Stat};
-use crate::sample::{Millis, Observation, Track};
+use crate::sample::{rfc3339, Millis, Observation, Track};
 use crate::stats::burn_rate::BurnConfig;
 use crate::stats::mann_whitney::MannWhitneyConfig;
 use crate::stats::sequential::{Counts, Outcome as TestOutcome, SequentialConfig};
@@ -163,6 +163,55 @@ pub enum Reading {
     Counting {
         from: Millis,
     },
+}
+
+/// What a metric read at one evaluation, in a few words: the text of reasons, backtests and
+/// `explain --since`.
+impl std::fmt::Display for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reading::Value {
+                value,
+                subject,
+                baseline,
+            } => match baseline {
+                Some(b) => write!(f, "{value:.4} (canary {subject:.4} vs stable {b:.4})"),
+                None => write!(f, "{value:.4}"),
+            },
+            Reading::Missing { track, why } => write!(f, "no data on {track} ({why})"),
+            Reading::LowTraffic { traffic, floor } => match traffic {
+                Some(t) => write!(f, "traffic {t:.3} req/s below min_traffic {floor}"),
+                None => write!(f, "no traffic sample (min_traffic {floor})"),
+            },
+            Reading::NoBaseline => f.write_str("no baseline in this phase"),
+            Reading::Test {
+                statistic,
+                value,
+                fail_at,
+                explanation,
+                ..
+            } => write!(
+                f,
+                "{statistic} {value:.4} (fails at {}): {explanation}",
+                crate::stats::threshold_text(*fail_at)
+            ),
+            Reading::Counting { from } => {
+                write!(f, "counting starts at {} (end of warm-up)", rfc3339(*from))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::NeverSeen => f.write_str("no sample yet"),
+            Missing::Absent => f.write_str("empty result"),
+            Missing::NotFinite => f.write_str("NaN or infinite (0/0?)"),
+            Missing::Error { reason } => write!(f, "query failed: {reason}"),
+            Missing::Stale { last_at } => write!(f, "stale since {}", rfc3339(*last_at)),
+        }
+    }
 }
 
 /// What one evaluation says, before durations are applied.

@@ -97,6 +97,63 @@ pub struct Verdict {
     pub metrics: Vec<MetricStatus>,
 }
 
+/// The one way a health is printed: `healthy`, `warning`, `critical`, `inconclusive`,
+/// `ignored` (as in the JSON of verdicts).
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Ignored => "ignored",
+            Health::Healthy => "healthy",
+            Health::Inconclusive => "inconclusive",
+            Health::Warning => "warning",
+            Health::Critical => "critical",
+        })
+    }
+}
+
+/// One reason as people write it in incident notes, the same in daemon logs, incident reports,
+/// backtests and `explain`: `error_rate critical on canary: 0.0712, level > 0.05, since
+/// 2024-05-01T10:11:10Z`.
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} on {}: {}",
+            self.metric,
+            self.health,
+            self.track,
+            self.detail()
+        )
+    }
+}
+
+impl Reason {
+    /// What the metric read, the level and since when, without the metric's name and health
+    /// (for lines that say those their own way).
+    pub fn detail(&self) -> impl std::fmt::Display + '_ {
+        ReasonDetail(self)
+    }
+}
+
+struct ReasonDetail<'a>(&'a Reason);
+
+impl std::fmt::Display for ReasonDetail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.0;
+        write!(f, "{}", r.reading)?;
+        if let Some(level) = r
+            .threshold
+            .filter(|l| l.above.is_some() || l.below.is_some())
+        {
+            write!(f, ", level {level}")?;
+        }
+        if let Some(since) = r.since {
+            write!(f, ", since {}", crate::sample::rfc3339(since))?;
+        }
+        Ok(())
+    }
+}
+
 impl Verdict {
     /// Healthy with every metric judged: the only state in which the shell may advance a canary.
     pub fn promotable(&self) -> bool {

@@ -49,18 +49,11 @@ pub struct MetricRow {
     pub alert: String,
 }
 
+/// A level as the policy reads (`> 0.05`, the level's display), `-` when there is none.
 fn level(l: Option<&Level>) -> String {
-    let parts: Vec<String> = l
-        .map(|l| {
-            let above = l.above.map(|v| format!("> {v}"));
-            let below = l.below.map(|v| format!("< {v}"));
-            above.into_iter().chain(below).collect()
-        })
-        .unwrap_or_default();
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(" or ")
+    match l.map(ToString::to_string) {
+        Some(text) if !text.is_empty() => text,
+        _ => "-".into(),
     }
 }
 
@@ -143,7 +136,7 @@ impl Poll {
     pub fn line(&self) -> String {
         let mut s = self.head();
         for m in &self.metrics {
-            s.push_str(&format!("  {}={} [{:?}]", m.name, m.value, m.health));
+            s.push_str(&format!("  {}={} [{}]", m.name, m.value, m.health));
         }
         if let Some(h) = self.verdict {
             s.push_str(&format!("  => {}", verdict_word(h)));
@@ -168,7 +161,7 @@ impl Poll {
                 m.value,
                 m.warning,
                 m.critical,
-                format!("{:?}", m.health),
+                m.health.to_string(),
                 m.alert
             ));
         }

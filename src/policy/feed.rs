@@ -8,8 +8,9 @@ use crate::sample::Track;
 use serde::Serialize;
 use std::time::Duration;
 
-/// What one query's answer is for the engine.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+/// What one query's answer is for the engine. It travels with the answer from the query plan to
+/// [`crate::decision::Engine::observe_input`] (in [`crate::source::plan::Key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
     /// The value a threshold or Mann-Whitney metric judges.
@@ -28,11 +29,26 @@ pub enum Input {
     Traffic,
 }
 
-/// Reserved key of the traffic query in a [`crate::source::plan::Key`].
+/// Reserved name of the traffic query in [`Input::key`].
 pub const TRAFFIC_KEY: &str = "__traffic";
 
+/// A metric name stands for that metric's value (tests and ad-hoc plans name keys this way).
+impl From<&str> for Input {
+    fn from(metric: &str) -> Self {
+        Input::Value {
+            metric: metric.to_string(),
+        }
+    }
+}
+
+impl From<String> for Input {
+    fn from(metric: String) -> Self {
+        Input::Value { metric }
+    }
+}
+
 impl Input {
-    /// A key unique within one policy, used to match query answers to inputs.
+    /// A name unique within one policy, for messages (answers are matched by the typed input).
     pub fn key(&self) -> String {
         match self {
             Input::Value { metric } => metric.clone(),

@@ -85,6 +85,9 @@ pub struct Metrics {
     pub metric_value: Family<TrackLabels, Gauge<f64, AtomicU64>>,
     pub metric_level: Family<MetricLabels, Gauge>,
     pub evaluations: Family<ServiceLabels, Counter>,
+    /// Observations the engine rejected (an input its policy's rules do not know): a bug between
+    /// feeds and rules, never silently dropped.
+    pub engine_errors: Family<ServiceLabels, Counter>,
     pub query_duration: Histogram,
     pub query_errors: Family<ReasonLabels, Counter>,
     pub queries: Counter,
@@ -130,6 +133,7 @@ impl Metrics {
             metric_value: Family::default(),
             metric_level: Family::default(),
             evaluations: Family::default(),
+            engine_errors: Family::default(),
             query_duration: Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
@@ -169,6 +173,11 @@ impl Metrics {
             "evaluations",
             "Service evaluations performed",
             m.evaluations.clone(),
+        );
+        registry.register(
+            "engine_errors",
+            "Observations the decision engine rejected, per service (a feed its rules do not know)",
+            m.engine_errors.clone(),
         );
         registry.register(
             "query_duration_seconds",
@@ -245,25 +254,6 @@ impl Metrics {
             out.clear();
         }
         out
-    }
-}
-
-impl crate::source::instrumented::QueryObserver for Metrics {
-    fn observe(
-        &self,
-        _kind: crate::source::instrumented::QueryKind,
-        elapsed: std::time::Duration,
-        outcome: Result<usize, &crate::source::SourceError>,
-    ) {
-        self.queries.inc();
-        self.query_duration.observe(elapsed.as_secs_f64());
-        if let Err(err) = outcome {
-            self.query_errors
-                .get_or_create(&ReasonLabels {
-                    reason: err.reason().to_string(),
-                })
-                .inc();
-        }
     }
 }
 
