@@ -4,6 +4,7 @@
 //! This step has no memory; durations (`for`, `clear_for`) live in `state`.
 
 use super::window::Window;
+use crate::policy::defaults;
 use crate::policy::{Analysis, Compare, Kind, Level, MetricSpec, NoData, Stat};
 use crate::sample::{rfc3339, Millis, Observation, Track};
 use crate::stats::burn_rate::BurnConfig;
@@ -72,20 +73,23 @@ pub(crate) fn millis(d: std::time::Duration) -> Millis {
 }
 
 impl Rule {
+    /// The rule for `spec`, unset fields at the policy defaults ([`defaults::effective`]: the
+    /// loader fills the same values in, but policies built in code arrive unfilled).
     pub fn from_spec(spec: &MetricSpec, analysis: &Analysis) -> Self {
-        let interval = millis(analysis.interval).max(1);
+        let interval = analysis.interval.max(std::time::Duration::from_millis(1));
+        let d = defaults::effective(spec, interval);
         Rule {
             name: spec.name.clone(),
-            stat: spec.stat.unwrap_or(Stat::Last),
-            stat_window: spec.stat_window.map(millis).unwrap_or(interval),
+            stat: d.stat,
+            stat_window: millis(d.stat_window),
             warning: spec.warning,
             critical: spec.critical,
-            for_: spec.for_.map(millis).unwrap_or(0),
-            clear_for: spec.clear_for.map(millis).unwrap_or(0),
+            for_: millis(d.for_),
+            clear_for: millis(d.clear_for),
             compare: spec.compare,
             min_traffic: spec.min_traffic,
-            no_data: spec.no_data.unwrap_or_default(),
-            stale_after: interval.saturating_mul(STALE_INTERVALS),
+            no_data: d.no_data,
+            stale_after: millis(interval).saturating_mul(STALE_INTERVALS),
             test: match spec.kind() {
                 Kind::Threshold => None,
                 Kind::Sequential => spec.sequential.as_ref().map(|s| Test::Sequential {

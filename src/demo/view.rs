@@ -5,7 +5,7 @@
 use crate::daemon::CycleOutcome;
 use crate::decision::{Alert, Health, Reading};
 use crate::lifecycle::Release;
-use crate::policy::{Level, Policy};
+use crate::policy::{defaults, Level, Policy};
 
 /// One thing the demo has to say.
 #[derive(Debug, Clone)]
@@ -77,7 +77,10 @@ impl Poll {
         let metrics = o.verdict.iter().flat_map(|v| {
             v.metrics.iter().map(move |m| {
                 let spec = policy.metrics.iter().find(|s| s.name == m.metric);
-                let needed = spec.and_then(|s| s.for_).unwrap_or_default().as_secs();
+                let needed = spec
+                    .map(|s| defaults::effective(s, policy.analysis.interval).for_)
+                    .unwrap_or_default()
+                    .as_secs();
                 let alert = [("critical", m.critical), ("warning", m.warning)]
                     .into_iter()
                     .find_map(|(name, a)| match a {

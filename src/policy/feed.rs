@@ -1,9 +1,10 @@
 //! Every query a policy needs per poll, as one list: the daemon, the demo and `backtest` all
 //! sample exactly these, so what the engine sees cannot differ between them.
 
+use super::defaults;
 use super::kinds::Kind;
 use super::model::Policy;
-use super::template::{render, DEFAULT_WINDOW};
+use super::template::render;
 use crate::sample::Track;
 use serde::Serialize;
 use std::time::Duration;
@@ -90,7 +91,7 @@ pub fn feeds(policy: &Policy) -> Vec<Feed> {
     let mut out = Vec::new();
     for track in Track::ALL {
         for m in &policy.metrics {
-            let window = m.window.unwrap_or(DEFAULT_WINDOW);
+            let window = defaults::effective(m, policy.analysis.interval).window;
             let query = m.query.as_deref().unwrap_or_default();
             let mut push = |input: Input, q: &str, w: Duration| {
                 out.push(Feed {
