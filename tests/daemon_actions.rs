@@ -8,14 +8,13 @@ use backout::audit::{AuditKind, FileAudit};
 use backout::clock::Clock;
 use backout::daemon::{Context, Daemon, Sampler};
 use backout::demo::{canary_weight, replicas};
-use backout::notify::LogNotifier;
 use backout::policy::model::{Level, MetricSpec};
 use backout::policy::{Input, Policy};
 use backout::sample::{Millis, Observation, Track};
 use backout::settings::Actions;
 use backout::sim::{SimConfig, SimHandle, Simulator};
 use backout::source::plan::{Key, Request};
-use backout::telemetry::{Health, Metrics};
+use backout::telemetry::Metrics;
 use futures::future::BoxFuture;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -136,17 +135,11 @@ impl World {
             verify_timeout: Duration::from_secs(300),
             ..Default::default()
         };
-        Context {
-            client: client.clone(),
-            sampler: self.sampler.clone(),
-            actuator: Arc::new(Actuator::new(client, clock.clone(), config)),
-            audit: Arc::new(FileAudit::new(&self.audit_dir).unwrap()),
-            notifier: Arc::new(LogNotifier),
-            metrics: Metrics::new(),
-            health: Health::default(),
-            clock,
-            dry_run: false,
-        }
+        let actuator = Arc::new(Actuator::new(client.clone(), clock.clone(), config));
+        let audit = Arc::new(FileAudit::new(&self.audit_dir).unwrap());
+        Context::builder(client, self.sampler.clone(), actuator, audit)
+            .clock(clock)
+            .build()
     }
 
     /// Traffic all on stable and the canary scaled to zero.
