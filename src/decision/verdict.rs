@@ -202,3 +202,55 @@ pub(crate) fn reasons<'a>(
     out.sort_by_key(|r| std::cmp::Reverse(r.health));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Missing;
+
+    fn reason(reading: Reading, threshold: Option<Level>) -> Reason {
+        Reason {
+            metric: "error_rate".into(),
+            track: Track::Canary,
+            health: Health::Critical,
+            observed: None,
+            reading,
+            threshold,
+            since: Some(1_714_557_600_000),
+            fired_at: None,
+        }
+    }
+
+    #[test]
+    fn a_reason_reads_the_same_wherever_it_is_printed() {
+        let value = Reading::Value {
+            value: 0.0712,
+            subject: 0.0712,
+            baseline: None,
+        };
+        let r = reason(value, Some(Level::above(0.05)));
+        assert_eq!(
+            r.to_string(),
+            "error_rate critical on canary: 0.0712, level > 0.05, since 2024-05-01T10:00:00Z"
+        );
+        let missing = Reading::Missing {
+            track: Track::Canary,
+            why: Missing::Absent,
+        };
+        assert_eq!(
+            reason(missing, None).detail().to_string(),
+            "no data on canary (empty result), since 2024-05-01T10:00:00Z"
+        );
+    }
+
+    #[test]
+    fn levels_print_as_symbols_or_in_words() {
+        assert_eq!(Level::above(0.05).to_string(), "> 0.05");
+        assert_eq!(format!("{:#}", Level::below(0.6)), "below 0.6");
+        let none = Level {
+            above: None,
+            below: None,
+        };
+        assert_eq!(none.to_string(), "");
+    }
+}
