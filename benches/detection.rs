@@ -10,7 +10,6 @@ use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::FileAudit;
 use backout::clock::SystemClock;
 use backout::daemon::{Context, Daemon, PrometheusSampler};
-use backout::notify::LogNotifier;
 use backout::policy::load_path;
 use backout::promserver::PromServer;
 use backout::sample::Track;
@@ -19,7 +18,6 @@ use backout::source::config::PrometheusConfig;
 use backout::source::exporter;
 use backout::source::prometheus::PrometheusSource;
 use backout::source::workload::{Load, Workload};
-use backout::telemetry::{Health, Metrics};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,27 +51,17 @@ async fn one_run(seed: u64) -> f64 {
     let prom = PromServer::scraping(&[exp]).await.unwrap();
     let client = sim.kube_client().unwrap();
     let clock = Arc::new(SystemClock);
-    let ctx = Context {
-        client: client.clone(),
-        sampler: Arc::new(PrometheusSampler {
-            source: Arc::new(PrometheusSource::new(&PrometheusConfig::for_url(&prom.url)).unwrap()),
-            parallel: 8,
-        }),
-        actuator: Arc::new(Actuator::new(
-            client,
-            clock.clone(),
-            ActuatorConfig {
-                verify_poll: Duration::from_millis(100),
-                ..Default::default()
-            },
-        )),
-        audit: Arc::new(FileAudit::new(dir.path().join("audit")).unwrap()),
-        notifier: Arc::new(LogNotifier),
-        metrics: Metrics::new(),
-        health: Health::default(),
-        clock,
-        dry_run: false,
+    let sampler = Arc::new(PrometheusSampler {
+        source: Arc::new(PrometheusSource::new(&PrometheusConfig::for_url(&prom.url)).unwrap()),
+        parallel: 8,
+    });
+    let config = ActuatorConfig {
+        verify_poll: Duration::from_millis(100),
+        ..Default::default()
     };
+    let actuator = Arc::new(Actuator::new(client.clone(), clock, config));
+    let audit = Arc::new(FileAudit::new(dir.path().join("audit")).unwrap());
+    let ctx = Context::builder(client, sampler, actuator, audit).build();
     let daemon = Daemon::new(ctx, vec![policy.clone()]);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);

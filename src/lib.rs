@@ -16,6 +16,7 @@ pub mod decision;
 pub mod demo;
 pub mod diagnostic;
 pub mod ha;
+pub mod hash;
 pub mod kubeclient;
 pub mod lifecycle;
 pub mod notify;

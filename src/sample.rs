@@ -14,6 +14,15 @@ pub fn duration(ms: Millis) -> std::time::Duration {
     std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+/// `ms` as RFC 3339 in UTC (`2024-05-01T10:00:00Z`; milliseconds only when not zero): how
+/// every reason, backtest line and `explain` prints a time.
+pub fn rfc3339(ms: Millis) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => ts.to_string(),
+        Err(_) => format!("{ms} ms"),
+    }
+}
+
 /// Which side of the traffic split a series belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -7,7 +7,6 @@ use backout::audit::FileAudit;
 use backout::clock::Clock;
 use backout::daemon::{Context, Daemon, Sampler, WatchState};
 use backout::lifecycle::Release;
-use backout::notify::LogNotifier;
 use backout::policy::model::MetricSpec;
 use backout::policy::Policy;
 use backout::sample::{Millis, Observation};
@@ -110,21 +109,13 @@ async fn world(policies: &[Policy], slow_call: Option<(usize, Duration)>) -> (Wo
     });
     let health = Health::default();
     let metrics = Metrics::new();
-    let ctx = Context {
-        client: client.clone(),
-        sampler: recorder.clone(),
-        actuator: Arc::new(Actuator::new(
-            client,
-            clock.clone(),
-            ActuatorConfig::default(),
-        )),
-        audit: Arc::new(FileAudit::new(dir.path()).unwrap()),
-        notifier: Arc::new(LogNotifier),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        clock,
-        dry_run: false,
-    };
+    let actuator = Actuator::new(client.clone(), clock.clone(), ActuatorConfig::default());
+    let audit = Arc::new(FileAudit::new(dir.path()).unwrap());
+    let ctx = Context::builder(client, recorder.clone(), Arc::new(actuator), audit)
+        .metrics(metrics.clone())
+        .health(health.clone())
+        .clock(clock)
+        .build();
     let w = World {
         sim,
         recorder,

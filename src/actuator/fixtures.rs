@@ -53,11 +53,7 @@ fn template(app: &str, track: &str, image: &str, hash: Option<&str>) -> Value {
 
 /// Short stable hash used as `pod-template-hash` by fixtures and test servers.
 pub fn template_hash(template: &Value) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in template.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::hash::fnv1a(template.to_string().as_bytes());
     format!("{:010x}", h & 0xff_ffff_ffff)
 }
 

@@ -176,19 +176,17 @@ pub fn rollback_id(policy: &Policy, canary: &serde_json::Value) -> String {
         .pointer("/spec/template")
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = crate::hash::Fnv1a::new();
     for part in [
         policy.namespace.as_str(),
         policy.service.as_str(),
         policy.deployments.canary.as_str(),
         template.as_str(),
     ] {
-        for b in part.bytes().chain(std::iter::once(0u8)) {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        // Each part ends with a NUL, so ("ab", "c") and ("a", "bc") differ.
+        hash.write(part.as_bytes()).write(&[0]);
     }
-    format!("{hash:016x}")
+    format!("{:016x}", hash.finish())
 }
 
 /// Build the plan. `last_known_good` is the stable revision recorded when it last passed its bake

@@ -2,7 +2,6 @@
 //! reach to warn or roll back, from a replay up to now. Answers "how close is this canary to a
 //! rollback, and why not yet?" without reading the engine's code.
 
-use super::report::{describe, health_str};
 use super::time::{human, rfc3339};
 use crate::decision::{threshold_text, Alert, Health, MetricStatus, Reading, Rule, Verdict};
 use crate::policy::{Compare, Kind, Level, Policy};
@@ -47,17 +46,13 @@ fn statistic(rule: &Rule) -> String {
 /// "critical above 0.05 (+0.0377 to go)" for one level.
 fn level_text(name: &str, level: Option<Level>, value: f64) -> Option<String> {
     let l = level?;
-    let (dir, bound) = match (l.above, l.below) {
-        (Some(a), _) => ("above", a),
-        (_, Some(b)) => ("below", b),
-        _ => return None,
-    };
+    let bound = l.above.or(l.below)?;
     let gap = if l.breached_by(value) {
         "breached now".to_string()
     } else {
         format!("{:+.4} to go", bound - value)
     };
-    Some(format!("{name} {dir} {bound} ({gap})"))
+    Some(format!("{name} {l:#} ({gap})"))
 }
 
 fn alert_text(name: &str, a: Alert, for_: Millis) -> Option<String> {
@@ -121,7 +116,7 @@ fn standing(policy: &Policy, rule: &Rule, status: &MetricStatus) -> Standing {
             Some(*value)
         }
         other => {
-            parts.push(describe(other));
+            parts.push(other.to_string());
             None
         }
     };
@@ -165,7 +160,7 @@ pub fn render(standings: &[Standing]) -> String {
             "# metric `{}` ({}): {}, {} = {}; {}\n",
             s.metric,
             s.kind.as_str(),
-            health_str(s.health),
+            s.health,
             s.statistic,
             value,
             s.needs

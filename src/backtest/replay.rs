@@ -4,9 +4,9 @@
 use super::schedule::Schedule;
 use super::BacktestError;
 use crate::decision::{Engine, Health, Reason, Verdict};
-use crate::policy::{feeds, Policy};
+use crate::policy::Policy;
 use crate::sample::{Millis, Observation, Sample};
-use crate::source::plan::{Key, QueryPlan, Request};
+use crate::source::plan::{QueryPlan, Request};
 use crate::source::{Labels, RangeSeries, Series, SourceError};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -184,11 +184,6 @@ pub fn replay(
             Replayed::new(history.get(q).unwrap_or_default(), split, &policy.service)
         })
         .collect();
-    let feeds = feeds(policy);
-    let keys: Vec<Key> = feeds
-        .iter()
-        .map(|f| Key::new(&policy.service, f.input.key(), f.track))
-        .collect();
     let phase = schedule.phase();
     let mut engine = Engine::new(policy, "backtest");
     let mut changes = Vec::new();
@@ -200,10 +195,10 @@ pub fn replay(
         let results: Vec<Result<Vec<Series>, SourceError>> =
             readers.iter_mut().map(|r| Ok(r.at(t))).collect();
         let mut observations = plan.split(&results);
-        for (feed, key) in feeds.iter().zip(&keys) {
-            let obs = observations.remove(key).unwrap_or(Observation::Absent);
+        for r in &reqs {
+            let obs = observations.remove(&r.key).unwrap_or(Observation::Absent);
             engine
-                .observe_input(&feed.input, feed.track, Sample::new(t, obs))
+                .observe_input(&r.key.input, r.key.track, Sample::new(t, obs))
                 .map_err(BacktestError::Engine)?;
         }
         if t < schedule.from {

@@ -4,90 +4,10 @@
 use super::replay::{Change, Replay};
 use super::schedule::Mode;
 use super::time::{human, rfc3339};
-use crate::decision::threshold_text;
-use crate::decision::{Health, Missing, Reading, Reason, Stage, Verdict};
+use crate::decision::{Health, Reason, Stage, Verdict};
 use crate::sample::Millis;
 use serde::Serialize;
 use std::fmt::Write as _;
-
-pub fn health_str(h: Health) -> &'static str {
-    match h {
-        Health::Ignored => "ignored",
-        Health::Healthy => "healthy",
-        Health::Inconclusive => "inconclusive",
-        Health::Warning => "warning",
-        Health::Critical => "critical",
-    }
-}
-
-/// What a metric read at one evaluation, in a few words.
-pub fn describe(reading: &Reading) -> String {
-    match reading {
-        Reading::Value {
-            value,
-            subject,
-            baseline,
-        } => match baseline {
-            Some(b) => format!("{value:.4} (canary {subject:.4} vs stable {b:.4})"),
-            None => format!("{value:.4}"),
-        },
-        Reading::Missing { track, why } => {
-            let why = match why {
-                Missing::NeverSeen => "no sample yet".to_string(),
-                Missing::Absent => "empty result".to_string(),
-                Missing::NotFinite => "NaN or infinite (0/0?)".to_string(),
-                Missing::Error { reason } => format!("query failed: {reason}"),
-                Missing::Stale { last_at } => format!("stale since {}", rfc3339(*last_at)),
-            };
-            format!("no data on {track} ({why})")
-        }
-        Reading::LowTraffic { traffic, floor } => match traffic {
-            Some(t) => format!("traffic {t:.3} req/s below min_traffic {floor}"),
-            None => format!("no traffic sample (min_traffic {floor})"),
-        },
-        Reading::NoBaseline => "no baseline in this phase".to_string(),
-        Reading::Test {
-            statistic,
-            value,
-            fail_at,
-            explanation,
-            ..
-        } => format!(
-            "{statistic} {value:.4} (fails at {}): {explanation}",
-            threshold_text(*fail_at)
-        ),
-        Reading::Counting { from } => {
-            format!("counting starts at {} (end of warm-up)", rfc3339(*from))
-        }
-    }
-}
-
-/// One reason as a line: metric, health, reading, level and since when.
-pub fn reason_line(r: &Reason) -> String {
-    format!(
-        "{} {}: {}",
-        r.metric,
-        health_str(r.health),
-        reason_detail(r)
-    )
-}
-
-/// A reason's reading, level and since when.
-fn reason_detail(r: &Reason) -> String {
-    let mut s = describe(&r.reading);
-    if let Some(l) = r.threshold {
-        if let Some(a) = l.above {
-            let _ = write!(s, ", level > {a}");
-        }
-        if let Some(b) = l.below {
-            let _ = write!(s, ", level < {b}");
-        }
-    }
-    if let Some(since) = r.since {
-        let _ = write!(s, ", since {}", rfc3339(since));
-    }
-    s
-}
 
 /// The metrics whose health differs from `before` (at the first change: every unhealthy one),
 /// with what they read. After a rollback the verdict's reasons stay those that caused it, so
@@ -109,13 +29,9 @@ fn metric_changes(v: &Verdict, before: &[Health]) -> Vec<String> {
                 .reasons
                 .iter()
                 .find(|r| r.metric == m.metric && r.health == m.health)
-                .map_or_else(|| describe(&m.reading), reason_detail);
-            let was = was.map_or(String::new(), |h| format!(" (was {})", health_str(h)));
-            Some(format!(
-                "{} {}{was}: {detail}",
-                m.metric,
-                health_str(m.health)
-            ))
+                .map_or_else(|| m.reading.to_string(), |r| r.detail().to_string());
+            let was = was.map_or(String::new(), |h| format!(" (was {h})"));
+            Some(format!("{} {}{was}: {detail}", m.metric, m.health))
         })
         .collect()
 }
@@ -161,7 +77,7 @@ pub fn human_summary(r: &Replay) -> String {
             "  {}  {:>7}  {}",
             rfc3339(v.at),
             offset(v.at, s.from),
-            health_str(v.health)
+            v.health
         );
         if v.rollback {
             head.push_str(", ROLLBACK");
@@ -187,14 +103,14 @@ pub fn human_summary(r: &Replay) -> String {
                 rb.after_ms / 1000
             );
             for reason in &rb.reasons {
-                let _ = writeln!(out, "  - {}", reason_line(reason));
+                let _ = writeln!(out, "  - {reason}");
             }
         }
         None => {
             let last = r
                 .last
                 .as_ref()
-                .map_or("no verdict", |v| health_str(v.health));
+                .map_or_else(|| "no verdict".to_string(), |v| v.health.to_string());
             let _ = writeln!(out, "no rollback (health at the last poll: {last})");
         }
     }

@@ -38,13 +38,7 @@ pub fn parse_time(flag: &'static str, text: &str, now: Millis) -> Result<Millis,
     }
 }
 
-/// `ms` as RFC 3339 in UTC (`2024-05-01T10:00:00Z`; milliseconds only when not zero).
-pub fn rfc3339(ms: Millis) -> String {
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(ts) => ts.to_string(),
-        Err(_) => format!("{ms} ms"),
-    }
-}
+pub use crate::sample::rfc3339;
 
 /// A duration as people write it (`1m 30s`), for messages.
 pub fn human(d: Duration) -> String {

@@ -51,7 +51,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             out,
             "\n# Rendered queries (what the daemon sends to Prometheus)"
         )?;
-        for f in feeds(p).iter().filter(|f| f.track == Track::Canary) {
+        let all = feeds(p);
+        for f in all.iter().filter(|f| f.track == Track::Canary) {
             let what = match &f.input {
                 Input::Traffic => "traffic".to_string(),
                 Input::Value { metric } => format!("metric `{metric}`"),
@@ -63,7 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ),
             };
             writeln!(out, "# {what}")?;
-            for g in feeds(p)
+            for g in all
                 .iter()
                 .filter(|g| g.input == f.input)
                 .map(|g| (g.track, &g.promql))
@@ -87,76 +88,23 @@ fn decisions(p: &Policy) -> Vec<String> {
     engine.rules().map(describe).collect()
 }
 
+/// ", held for 1m" when the rule has a `for`, nothing otherwise.
+fn hold(ms: i64) -> String {
+    if ms > 0 {
+        format!(", held for {}", humantime::format_duration(duration(ms)))
+    } else {
+        String::new()
+    }
+}
+
 fn describe(r: &Rule) -> String {
-    let hold = |ms: i64| {
-        if ms > 0 {
-            format!(", held for {}", humantime::format_duration(duration(ms)))
-        } else {
-            String::new()
-        }
-    };
     match &r.test {
-        None => {
-            let level = |l: Option<policy::Level>| match l {
-                Some(policy::Level {
-                    above: Some(a), ..
-                }) => format!("above {a}"),
-                Some(policy::Level {
-                    below: Some(b), ..
-                }) => format!("below {b}"),
-                _ => "never".into(),
-            };
-            let compared = match r.compare {
-                Some(policy::Compare::Ratio) => "canary / stable of ",
-                Some(policy::Compare::Difference) => "canary - stable of ",
-                None => "",
-            };
-            format!(
-                "`{}` (threshold): {compared}{:?} over {}; critical {}, warning {}{}",
-                r.name,
-                r.stat,
-                humantime::format_duration(duration(r.stat_window)),
-                level(r.critical),
-                level(r.warning),
-                hold(r.for_)
-            )
-        }
+        None => describe_threshold(r),
         Some(Test::Sequential {
             config,
             warmup_alpha,
             restart_every,
-        }) => format!(
-            "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {} (alpha {}{}){}{}; passes after {} canary requests with the rate ratio bounded below {}{}",
-            r.name,
-            config.margin,
-            threshold_text(1.0 / main_alpha(config.alpha, *restart_every)),
-            main_alpha(config.alpha, *restart_every),
-            if restart_every.is_some() {
-                format!(" of {}", config.alpha)
-            } else {
-                String::new()
-            },
-            match restart_every {
-                Some(every) => format!(
-                    ", or on counts since a restart every {} (restart j at alpha {} * {} / (j(j+1)))",
-                    humantime::format_duration(duration(*every)),
-                    config.alpha,
-                    RESTART_SHARE
-                ),
-                None => String::new(),
-            },
-            if *warmup_alpha > 0.0 {
-                format!(
-                    ", or during warm-up at >= {} on counts since the start",
-                    threshold_text(1.0 / warmup_alpha)
-                )
-            } else {
-                String::new()
-            },
-            config.min_exposure,
-            config.pass_ratio,
-            hold(r.for_)
-        ),
+        }) => describe_sequential(r, config, *warmup_alpha, *restart_every),
         Some(Test::BurnRate(cfg)) => format!(
             "`{}` (burn_rate): statistic = error ratio / (1 - {}), the objective's error budget; rolls back when {}{}",
             r.name,
@@ -182,4 +130,68 @@ fn describe(r: &Rule) -> String {
             hold(r.for_)
         ),
     }
+}
+
+/// A threshold metric: its statistic, what it is compared with, and its levels in words.
+fn describe_threshold(r: &Rule) -> String {
+    let level = |l: Option<policy::Level>| match l {
+        Some(l) if l.above.is_some() || l.below.is_some() => format!("{l:#}"),
+        _ => "never".into(),
+    };
+    let compared = match r.compare {
+        Some(policy::Compare::Ratio) => "canary / stable of ",
+        Some(policy::Compare::Difference) => "canary - stable of ",
+        None => "",
+    };
+    format!(
+        "`{}` (threshold): {compared}{:?} over {}; critical {}, warning {}{}",
+        r.name,
+        r.stat,
+        humantime::format_duration(duration(r.stat_window)),
+        level(r.critical),
+        level(r.warning),
+        hold(r.for_)
+    )
+}
+
+/// A sequential metric: the Bayes factor it computes, when it fires (main test, restarts,
+/// warm-up) and when it passes.
+fn describe_sequential(
+    r: &Rule,
+    config: &backout::stats::sequential::SequentialConfig,
+    warmup_alpha: f64,
+    restart_every: Option<i64>,
+) -> String {
+    let alpha = main_alpha(config.alpha, restart_every);
+    let shared = if restart_every.is_some() {
+        format!(" of {}", config.alpha)
+    } else {
+        String::new()
+    };
+    let restarts = match restart_every {
+        Some(every) => format!(
+            ", or on counts since a restart every {} (restart j at alpha {} * {} / (j(j+1)))",
+            humantime::format_duration(duration(every)),
+            config.alpha,
+            RESTART_SHARE
+        ),
+        None => String::new(),
+    };
+    let warmup = if warmup_alpha > 0.0 {
+        format!(
+            ", or during warm-up at >= {} on counts since the start",
+            threshold_text(1.0 / warmup_alpha)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "`{}` (sequential): statistic = mixture Bayes factor that the canary's event rate is more than {}x the stable's, on counts since warm-up ended; rolls back at >= {} (alpha {alpha}{shared}){restarts}{warmup}; passes after {} canary requests with the rate ratio bounded below {}{}",
+        r.name,
+        config.margin,
+        threshold_text(1.0 / alpha),
+        config.min_exposure,
+        config.pass_ratio,
+        hold(r.for_)
+    )
 }

@@ -3,7 +3,7 @@
 //! what it needs to reach. Kept apart from the static explain, which only reads files.
 
 use super::backtest::SourceArgs;
-use backout::backtest::{self, explain, report::health_str, time, Mode, Schedule};
+use backout::backtest::{self, explain, time, Mode, Schedule};
 use backout::clock::{Clock, SystemClock};
 use backout::policy::Policy;
 use std::fmt::Write as _;
@@ -43,10 +43,10 @@ pub async fn print(args: &LiveArgs, policies: &[Policy]) -> anyhow::Result<()> {
             Some(rb) => writeln!(
                 out,
                 "# service: {}; rollback would have fired at {}",
-                health_str(last.health),
+                last.health,
                 time::rfc3339(rb.at)
             )?,
-            None => writeln!(out, "# service: {}; no rollback", health_str(last.health))?,
+            None => writeln!(out, "# service: {}; no rollback", last.health)?,
         }
         out.push_str(&explain::render(&explain::standings(p, last)));
     }

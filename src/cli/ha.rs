@@ -1,12 +1,10 @@
 //! `[ha]` for `backout run`: the Lease settings resolved from the pod's environment, the
 //! ownership the daemon and the actuator consult, and the elector task.
 
-use backout::clock::Clock;
 use backout::daemon::fleet_guard::FleetGuard;
+use backout::daemon::Context;
 use backout::ha::{Elector, HaConfig, Ownership};
 use backout::settings::{Ha, Settings};
-use backout::telemetry::Metrics;
-use std::sync::Arc;
 
 /// The Lease settings with the pod's namespace and name filled in (the Downward API sets
 /// `POD_NAMESPACE` and `POD_NAME` in deploy/).
@@ -36,27 +34,30 @@ pub fn config(ha: &Ha) -> HaConfig {
     }
 }
 
-/// The ownership for this replica and, with HA on, the elector that maintains it.
-pub fn setup(
-    ha: &Ha,
-    client: &kube::Client,
-    clock: Arc<dyn Clock>,
-    metrics: &Metrics,
-) -> (Ownership, Option<Elector>) {
+/// What this replica may act for: everything without HA, nothing until the elector takes a
+/// Lease with it.
+pub fn ownership(ha: &Ha) -> Ownership {
+    if ha.enabled {
+        Ownership::sharded(ha.shards)
+    } else {
+        Ownership::standalone()
+    }
+}
+
+/// With HA on, the elector that maintains `ownership`.
+pub fn elector(ha: &Ha, ctx: &Context, ownership: &Ownership) -> Option<Elector> {
     if !ha.enabled {
-        return (Ownership::standalone(), None);
+        return None;
     }
     let config = config(ha);
     tracing::info!(identity = %config.identity, namespace = %config.namespace, shards = config.shards, "high availability on Leases");
-    let ownership = Ownership::sharded(config.shards);
-    let elector = Elector::new(
-        client.clone(),
+    Some(Elector::new(
+        ctx.client.clone(),
         config,
         ownership.clone(),
-        clock,
-        metrics.clone(),
-    );
-    (ownership, Some(elector))
+        ctx.clock.clone(),
+        ctx.metrics.clone(),
+    ))
 }
 
 /// The fleet guard from `[fleet]`, counting in the `[ha]` namespace unless set; `None` when off.

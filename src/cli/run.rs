@@ -5,7 +5,6 @@ use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::FileAudit;
 use backout::clock::SystemClock;
 use backout::daemon::{Context, Daemon, PolicyReload, PrometheusSampler};
-use backout::notify::LogNotifier;
 use backout::policy::{load_with, LoadOptions, Policy};
 use backout::settings::Settings;
 use backout::source::instrumented::Instrumented;
@@ -60,63 +59,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _guard = tracing_setup::init(format, settings.log.otlp_endpoint.as_deref())?;
     let metrics = Metrics::new();
     let health = Health::default();
-
-    let policies = match load_policies(&settings) {
-        Ok(p) => p,
-        Err(err) => {
-            metrics
-                .policy_reloads
-                .get_or_create(&ResultLabels {
-                    result: Outcome::failure,
-                })
-                .inc();
-            return Err(err.into());
-        }
-    };
-    metrics
-        .policy_reloads
-        .get_or_create(&ResultLabels {
-            result: Outcome::success,
-        })
-        .inc();
-    let kubeconfig = args
-        .kubeconfig
-        .as_ref()
-        .or(settings.kubernetes.kubeconfig.as_ref());
-    let client = kube_client(kubeconfig, &settings.kubernetes, &metrics).await?;
-    let source = PrometheusSource::new(&settings.prometheus)
-        .with_context(|| format!("[prometheus] in {}", args.config.display()))?;
-    let source = Instrumented::new(source, Arc::new(metrics.clone()));
-    let clock = Arc::new(SystemClock);
-    let actuator_config = ActuatorConfig {
-        retry: backout::actuator::RetryPolicy {
-            request_timeout: settings.kubernetes.request_timeout,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (ownership, elector) = super::ha::setup(&settings.ha, &client, clock.clone(), &metrics);
-    let actuator = Actuator::new(client.clone(), clock.clone(), actuator_config)
-        .with_fence(Arc::new(ownership.clone()))
-        .with_events(kube::runtime::events::Reporter {
-            controller: "backout".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        });
-    let client_for_guard = client.clone();
-    let ctx = Context {
-        client,
-        sampler: Arc::new(PrometheusSampler {
-            source: Arc::new(source),
-            parallel: 8,
-        }),
-        actuator: Arc::new(actuator),
-        audit: Arc::new(FileAudit::new(&settings.audit_dir)?),
-        notifier: Arc::new(LogNotifier),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        clock,
-        dry_run: settings.dry_run,
-    };
+    let policies = load_counted(&settings, &metrics)?;
+    let ownership = super::ha::ownership(&settings.ha);
+    let ctx = context(&args, &settings, &metrics, &health, &ownership).await?;
+    let elector = super::ha::elector(&settings.ha, &ctx, &ownership);
+    let guard = super::ha::fleet_guard(&settings, &ctx.client);
     // Each service runs at its own `analysis.interval` (settings.poll_interval is the default).
     tracing::info!(
         services = policies.len(),
@@ -125,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let mut daemon =
         Daemon::with_actions(ctx, policies, settings.actions.clone()).with_ownership(ownership);
-    if let Some(guard) = super::ha::fleet_guard(&settings, &client_for_guard) {
+    if let Some(guard) = guard {
         daemon = daemon.with_fleet_guard(guard);
     }
 
@@ -133,16 +80,99 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(elector) = elector {
         tokio::spawn(elector.run(stop_rx.clone()));
     }
+    serve_admin(&settings, &metrics, &health, stop_rx.clone()).await?;
+    let (reload_rx, _watcher) = spawn_reloads(&settings, &metrics)?;
+    spawn_shutdown(stop_tx)?;
+    daemon.run(stop_rx, reload_rx).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the policies, counting the attempt in `backout_policy_reloads_total`.
+fn load_counted(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<Vec<Policy>, backout::policy::PolicyError> {
+    let loaded = load_policies(settings);
+    let result = if loaded.is_ok() {
+        Outcome::success
+    } else {
+        Outcome::failure
+    };
+    metrics
+        .policy_reloads
+        .get_or_create(&ResultLabels { result })
+        .inc();
+    loaded
+}
+
+/// The daemon's context: the Kubernetes client, Prometheus (its queries counted in `metrics`),
+/// the actuator recording Events as `backout`, the audit trail under `audit_dir`.
+async fn context(
+    args: &Args,
+    settings: &Settings,
+    metrics: &Metrics,
+    health: &Health,
+    ownership: &backout::ha::Ownership,
+) -> anyhow::Result<Context> {
+    let kubeconfig = args
+        .kubeconfig
+        .as_ref()
+        .or(settings.kubernetes.kubeconfig.as_ref());
+    let client = kube_client(kubeconfig, &settings.kubernetes, metrics).await?;
+    let source = PrometheusSource::new(&settings.prometheus)
+        .with_context(|| format!("[prometheus] in {}", args.config.display()))?;
+    let source = Instrumented::new(source, Arc::new(metrics.clone()));
+    let sampler = Arc::new(PrometheusSampler {
+        source: Arc::new(source),
+        parallel: 8,
+    });
+    let actuator_config = ActuatorConfig {
+        retry: backout::actuator::RetryPolicy {
+            request_timeout: settings.kubernetes.request_timeout,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let actuator = Actuator::new(client.clone(), Arc::new(SystemClock), actuator_config)
+        .with_fence(Arc::new(ownership.clone()))
+        .with_events(kube::runtime::events::Reporter {
+            controller: "backout".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        });
+    let audit = Arc::new(FileAudit::new(&settings.audit_dir)?);
+    Ok(Context::builder(client, sampler, Arc::new(actuator), audit)
+        .metrics(metrics.clone())
+        .health(health.clone())
+        .dry_run(settings.dry_run)
+        .build())
+}
+
+/// `/metrics`, `/healthz` and `/readyz` until `stop`.
+async fn serve_admin(
+    settings: &Settings,
+    metrics: &Metrics,
+    health: &Health,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let admin = AdminServer::bind(settings.admin.listen, metrics.clone(), health.clone()).await?;
     tracing::info!(addr = %admin.addr, "admin server (/metrics, /healthz, /readyz)");
-    let mut admin_stop = stop_rx.clone();
     tokio::spawn(admin.serve(async move {
-        let _ = admin_stop.changed().await;
+        let _ = stop.changed().await;
     }));
+    Ok(())
+}
 
-    // Reloads: SIGHUP, and file changes in the policy directory when `reload.watch` is on.
+/// Reloads: SIGHUP, and file changes in the policy directory when `reload.watch` is on. Returns
+/// the reloads for the loop and the file watcher, which watches only while it is kept.
+fn spawn_reloads(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> anyhow::Result<(
+    tokio::sync::mpsc::Receiver<PolicyReload>,
+    Option<notify::RecommendedWatcher>,
+)> {
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<PolicyReload>(4);
-    let (kick_tx, mut kick_rx) = tokio::sync::mpsc::channel::<&'static str>(16);
+    let (kick_tx, kick_rx) = tokio::sync::mpsc::channel::<&'static str>(16);
     let mut hup = signal(SignalKind::hangup())?;
     let hup_kick = kick_tx.clone();
     tokio::spawn(async move {
@@ -150,7 +180,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let _ = hup_kick.send("SIGHUP").await;
         }
     });
-    let _watcher = if settings.reload.watch {
+    let watcher = if settings.reload.watch {
         let kick = kick_tx.clone();
         let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if res.is_ok() {
@@ -166,43 +196,47 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let reload_settings = settings.clone();
-    let reload_metrics = metrics.clone();
-    tokio::spawn(async move {
-        while let Some(why) = kick_rx.recv().await {
-            // Editors write in several steps: let the directory settle.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            while kick_rx.try_recv().is_ok() {}
-            let requested = tokio::time::Instant::now();
-            match load_policies(&reload_settings) {
-                Ok(p) => {
-                    reload_metrics
-                        .policy_reloads
-                        .get_or_create(&ResultLabels {
-                            result: Outcome::success,
-                        })
-                        .inc();
-                    tracing::info!(trigger = why, "policy reload accepted");
-                    let _ = reload_tx
-                        .send(PolicyReload {
-                            policies: p,
-                            requested,
-                        })
-                        .await;
-                }
-                Err(err) => {
-                    reload_metrics
-                        .policy_reloads
-                        .get_or_create(&ResultLabels {
-                            result: Outcome::failure,
-                        })
-                        .inc();
-                    tracing::error!(trigger = why, error = %err, "policy reload REJECTED; the previous policies keep running");
-                }
+    tokio::spawn(reload_on_kicks(
+        settings.clone(),
+        metrics.clone(),
+        kick_rx,
+        reload_tx,
+    ));
+    Ok((reload_rx, watcher))
+}
+
+/// Reloads the policies after each kick (once the directory settled) and hands an accepted set
+/// to the loop; a rejected set is logged and the previous policies keep running.
+async fn reload_on_kicks(
+    settings: Settings,
+    metrics: Metrics,
+    mut kicks: tokio::sync::mpsc::Receiver<&'static str>,
+    reloads: tokio::sync::mpsc::Sender<PolicyReload>,
+) {
+    while let Some(why) = kicks.recv().await {
+        // Editors write in several steps: let the directory settle.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while kicks.try_recv().is_ok() {}
+        let requested = tokio::time::Instant::now();
+        match load_counted(&settings, &metrics) {
+            Ok(policies) => {
+                tracing::info!(trigger = why, "policy reload accepted");
+                let _ = reloads
+                    .send(PolicyReload {
+                        policies,
+                        requested,
+                    })
+                    .await;
+            }
+            Err(err) => {
+                tracing::error!(trigger = why, error = %err, "policy reload REJECTED; the previous policies keep running");
             }
         }
-    });
+    }
+}
 
+/// SIGTERM or Ctrl-C stops the loop (the current cycle finishes; rollbacks get their grace).
+fn spawn_shutdown(stop: tokio::sync::watch::Sender<bool>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     tokio::spawn(async move {
         tokio::select! {
@@ -212,8 +246,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(
             "shutdown requested: finishing the current cycle (an in-flight rollback completes)"
         );
-        let _ = stop_tx.send(true);
+        let _ = stop.send(true);
     });
-    daemon.run(stop_rx, reload_rx).await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -10,6 +10,7 @@
 //! ordered at most once per canary revision (the engine's verdict is sticky and the actuator
 //! refuses a second plan for the same revision).
 
+mod context;
 mod deployments;
 pub mod fleet_guard;
 pub mod order;
@@ -19,24 +20,19 @@ pub mod schedule;
 mod service;
 mod supervisor;
 
+pub use context::{Context, ContextBuilder};
 pub use deployments::{DeploymentWatches, WatchState};
 pub use order::{Action, Order, RollbackOrder};
 pub use outcome::{Event, OrderOutcome};
 pub use sampler::{PrometheusSampler, Sampler};
-pub use service::{reason_lines, CycleOutcome, ServiceRuntime, TRAFFIC};
+pub use service::{reason_lines, CycleOutcome, ServiceRuntime};
 pub use supervisor::{OrderError, Supervisor};
 
-use crate::actuator::Actuator;
-use crate::audit::AuditSink;
-use crate::clock::Clock;
 use crate::ha::Ownership;
-use crate::notify::Notifier;
 use crate::policy::Policy;
 use crate::settings::Actions;
-use crate::telemetry::{Health, Metrics};
 use schedule::{service_key, Schedule};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -74,20 +70,6 @@ impl From<Vec<Policy>> for PolicyReload {
             requested: Instant::now(),
         }
     }
-}
-
-/// Everything a cycle needs from the outside world.
-#[derive(Clone)]
-pub struct Context {
-    pub client: kube::Client,
-    pub sampler: Arc<dyn Sampler>,
-    pub actuator: Arc<Actuator>,
-    pub audit: Arc<dyn AuditSink>,
-    pub notifier: Arc<dyn Notifier>,
-    pub metrics: Metrics,
-    pub health: Health,
-    pub clock: Arc<dyn Clock>,
-    pub dry_run: bool,
 }
 
 /// All services under watch.

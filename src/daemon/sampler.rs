@@ -2,8 +2,10 @@
 //! simulated workload read directly when no Prometheus is available.
 
 use crate::sample::{Millis, Observation};
+use crate::source::instrumented::{QueryKind, QueryObserver};
 use crate::source::plan::{Key, QueryPlan, Request};
-use crate::source::MetricSource;
+use crate::source::{MetricSource, SourceError};
+use crate::telemetry::{Metrics, ReasonLabels};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,5 +45,26 @@ impl Sampler for PrometheusSampler {
             }
             plan.split(&results)
         })
+    }
+}
+
+/// Queries sent, their latency and their errors by reason, on `/metrics`. The wiring lives here,
+/// in the shell that knows both sides, so `telemetry` does not depend on `source`.
+impl QueryObserver for Metrics {
+    fn observe(
+        &self,
+        _kind: QueryKind,
+        elapsed: std::time::Duration,
+        outcome: Result<usize, &SourceError>,
+    ) {
+        self.queries.inc();
+        self.query_duration.observe(elapsed.as_secs_f64());
+        if let Err(err) = outcome {
+            self.query_errors
+                .get_or_create(&ReasonLabels {
+                    reason: err.reason().to_string(),
+                })
+                .inc();
+        }
     }
 }

@@ -20,7 +20,7 @@
 //!   out in one sampler call, where the `QueryPlan` sends a query shared by many services once.
 //!   Unquantised offsets would give every service its own instant and defeat that sharing.
 
-use crate::lifecycle::stable_hash;
+use crate::hash::fnv1a;
 use crate::policy::Policy;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -65,7 +65,7 @@ impl Slot {
             .max(1);
         let phases = (interval / MIN_PHASE_GAP_MS).clamp(1, MAX_PHASES);
         let width = interval / phases;
-        let offset = (mix(stable_hash(key.as_bytes())) % phases) * width;
+        let offset = (mix(fnv1a(key.as_bytes())) % phases) * width;
         Self { interval, offset }
     }
 

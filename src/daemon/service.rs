@@ -1,6 +1,6 @@
 //! One service's runtime state and its part of a cycle.
 
-use super::deployments::{read_views, DeploymentWatches};
+use super::deployments::{read_views, DeploymentWatches, Views};
 use super::order::{Action, Order, RollbackOrder};
 use super::outcome::{Event, OrderOutcome};
 use super::schedule::service_key;
@@ -9,9 +9,9 @@ use crate::actuator::RollbackReport;
 use crate::audit::{AuditKind, AuditRecord};
 use crate::decision::{Engine, Health, Phase, Verdict};
 use crate::lifecycle::{Lifecycle, Release, ReleaseEvent};
-use crate::policy::{feeds, Input, Policy};
-use crate::sample::{Observation, Sample};
-use crate::source::plan::{Key, Request};
+use crate::policy::{Input, Policy};
+use crate::sample::{Millis, Observation, Sample};
+use crate::source::plan::{policy_requests, Key, Request};
 use crate::telemetry::{state_code, MetricLabels, ServiceLabels, TrackLabels};
 use std::collections::HashMap;
 
@@ -19,11 +19,12 @@ use std::collections::HashMap;
 /// GET fallback).
 const READ_CONCURRENCY: usize = 16;
 
-/// Metric name under which the traffic query travels through the sampler.
-pub const TRAFFIC: &str = crate::policy::feed::TRAFFIC_KEY;
-
 pub struct ServiceRuntime {
+    /// Read-only once the runtime exists: [`ServiceRuntime::requests`] was rendered from it (a
+    /// reload builds a new runtime for a changed policy).
     pub policy: Policy,
+    /// Every query the policy needs per poll, rendered once per policy instead of per cycle.
+    requests: Vec<Request>,
     pub engine: Engine,
     pub lifecycle: Lifecycle,
     pub last_verdict: Option<Verdict>,
@@ -58,6 +59,7 @@ pub struct CycleOutcome {
 impl ServiceRuntime {
     pub fn new(policy: Policy) -> Self {
         Self {
+            requests: policy_requests(&policy),
             engine: Engine::new(&policy, ""),
             lifecycle: Lifecycle::new(policy.analysis.bake),
             policy,
@@ -88,8 +90,9 @@ impl ServiceRuntime {
         }
     }
 
-    fn requests(&self) -> Vec<Request> {
-        crate::source::plan::policy_requests(&self.policy)
+    /// The requests this service makes per poll, each keyed by the engine input it feeds.
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
     }
 }
 
@@ -130,115 +133,181 @@ pub async fn cycle(
     services: &mut [&mut ServiceRuntime],
 ) -> Vec<CycleOutcome> {
     let now = ctx.clock.now_millis();
-    let mut outcomes = Vec::new();
-    // 1. Lifecycle from the cluster. Reads go out together (bounded): a namespace whose GETs
-    // hang until their deadline costs one deadline per batch, not one per service.
+    let mut outcomes = observe_releases(ctx, watches, services, now).await;
+    let observations = sample(ctx, services, now).await;
+    for (s, out) in services.iter_mut().zip(outcomes.iter_mut()) {
+        judge(ctx, s, out, &observations, now);
+    }
+    outcomes
+}
+
+/// Step 1: every service's release from the cluster. Reads go out together (bounded): a
+/// namespace whose GETs hang until their deadline costs one deadline per batch, not one per
+/// service.
+async fn observe_releases(
+    ctx: &Context,
+    watches: &DeploymentWatches,
+    services: &mut [&mut ServiceRuntime],
+    now: Millis,
+) -> Vec<CycleOutcome> {
     let policies: Vec<&Policy> = services.iter().map(|s| &s.policy).collect();
     let mut reads = Vec::with_capacity(policies.len());
     for chunk in policies.chunks(READ_CONCURRENCY) {
         let batch = chunk.iter().map(|p| read_views(ctx, watches, p));
         reads.extend(futures::future::join_all(batch).await);
     }
-    for (s, read) in services.iter_mut().zip(reads) {
-        let mut out = CycleOutcome {
-            service: s.policy.service.clone(),
-            key: service_key(&s.policy),
-            release: s.lifecycle.stage().clone(),
-            verdict: None,
-            events: Vec::new(),
-            orders: Vec::new(),
-            rollback: s.fresh_report.take(),
-            error: None,
-        };
-        match read {
-            Ok((stable, canary)) => {
-                s.deployments_read = Some(true);
-                out.events = s.lifecycle.observe(&stable, canary.as_ref(), now);
-                for ev in &out.events {
-                    if let Some(order) = handle_release_event(ctx, s, ev) {
-                        out.orders.push(order);
-                    }
+    services
+        .iter_mut()
+        .zip(reads)
+        .map(|(s, read)| advance_release(ctx, s, read, now))
+        .collect()
+}
+
+/// Moves one service's lifecycle on from its Deployments (or records why they could not be read).
+fn advance_release(
+    ctx: &Context,
+    s: &mut ServiceRuntime,
+    read: Result<Views, super::DaemonError>,
+    now: Millis,
+) -> CycleOutcome {
+    let mut out = CycleOutcome {
+        service: s.policy.service.clone(),
+        key: service_key(&s.policy),
+        release: s.lifecycle.stage().clone(),
+        verdict: None,
+        events: Vec::new(),
+        orders: Vec::new(),
+        rollback: s.fresh_report.take(),
+        error: None,
+    };
+    match read {
+        Ok((stable, canary)) => {
+            s.deployments_read = Some(true);
+            out.events = s.lifecycle.observe(&stable, canary.as_ref(), now);
+            for ev in &out.events {
+                if let Some(order) = handle_release_event(ctx, s, ev) {
+                    out.orders.push(order);
                 }
             }
-            Err(err) => {
-                s.deployments_read = Some(false);
-                out.error = Some(err.to_string());
-                tracing::warn!(service = %s.policy.service, error = %err, "cannot read Deployments");
-            }
         }
-        out.release = s.lifecycle.stage().clone();
-        outcomes.push(out);
+        Err(err) => {
+            s.deployments_read = Some(false);
+            out.error = Some(err.to_string());
+            tracing::warn!(service = %s.policy.service, error = %err, "cannot read Deployments");
+        }
     }
+    out.release = s.lifecycle.stage().clone();
+    out
+}
 
-    // 2. One sampler call for every service that is under analysis.
+/// Step 2: one sampler call for every service under analysis, with the requests each rendered
+/// when its policy was loaded. Prometheus counts as reachable unless every query failed.
+async fn sample(
+    ctx: &Context,
+    services: &[&mut ServiceRuntime],
+    now: Millis,
+) -> HashMap<Key, Observation> {
     let requests: Vec<Request> = services
         .iter()
         .filter(|s| phase_of(s.lifecycle.stage()).is_some())
-        .flat_map(|s| s.requests())
+        .flat_map(|s| s.requests.iter().cloned())
         .collect();
-    let observations = if requests.is_empty() {
-        HashMap::new()
-    } else {
-        let n = requests.len();
-        let obs = ctx.sampler.sample(requests, now).await;
-        let errors = obs
-            .values()
-            .filter(|o| matches!(o, Observation::Error(_)))
-            .count();
-        ctx.health.set_prometheus_reachable(n == 0 || errors < n);
-        obs
-    };
-
-    // 3. Engine, verdict, action.
-    for (s, out) in services.iter_mut().zip(outcomes.iter_mut()) {
-        let Some(phase) = phase_of(s.lifecycle.stage()) else {
-            let code = if matches!(s.lifecycle.stage(), Release::RolledBack { .. }) {
-                state_code::ROLLED_BACK
-            } else {
-                state_code::HEALTHY
-            };
-            ctx.metrics
-                .service_state
-                .get_or_create(&ServiceLabels {
-                    service: s.policy.service.clone(),
-                })
-                .set(code);
-            continue;
-        };
-        let svc = s.policy.service.clone();
-        for feed in feeds(&s.policy) {
-            let obs = observations
-                .get(&Key::new(&svc, feed.input.key(), feed.track))
-                .cloned()
-                .unwrap_or(Observation::Absent);
-            if let (Input::Value { metric }, Observation::Value(v)) = (&feed.input, &obs) {
-                ctx.metrics
-                    .metric_value
-                    .get_or_create(&TrackLabels {
-                        service: svc.clone(),
-                        metric: metric.clone(),
-                        track: feed.track.to_string(),
-                    })
-                    .set(*v);
-            }
-            let _ = s
-                .engine
-                .observe_input(&feed.input, feed.track, Sample::new(now, obs));
-        }
-        let verdict = s.engine.evaluate(now, phase);
-        publish(ctx, s, &verdict);
-        if verdict.rollback && !s.ordered {
-            // Handed to the supervisor by the daemon if this replica may act for the service
-            // (then `ordered` marks it); a standby asks again at its next evaluation.
-            let order = RollbackOrder::from_verdict(&verdict, s.lifecycle.stage());
-            out.orders
-                .push(Order::new(&s.policy, Action::Rollback(order), ctx.dry_run));
-        }
-        s.last_verdict = Some(verdict.clone());
-        out.verdict = Some(verdict);
-        out.release = s.lifecycle.stage().clone();
+    if requests.is_empty() {
+        return HashMap::new();
     }
-    outcomes
+    let n = requests.len();
+    let obs = ctx.sampler.sample(requests, now).await;
+    let errors = obs
+        .values()
+        .filter(|o| matches!(o, Observation::Error(_)))
+        .count();
+    ctx.health.set_prometheus_reachable(errors < n);
+    obs
+}
+
+/// Step 3: engine, verdict, order for one service. A service not under analysis only publishes
+/// its state.
+fn judge(
+    ctx: &Context,
+    s: &mut ServiceRuntime,
+    out: &mut CycleOutcome,
+    observations: &HashMap<Key, Observation>,
+    now: Millis,
+) {
+    let Some(phase) = phase_of(s.lifecycle.stage()) else {
+        publish_idle(ctx, s);
+        return;
+    };
+    feed_engine(ctx, s, observations, now);
+    let verdict = s.engine.evaluate(now, phase);
+    publish(ctx, s, &verdict);
+    if verdict.rollback && !s.ordered {
+        out.orders.push(order_rollback(ctx, s, &verdict));
+    }
+    s.last_verdict = Some(verdict.clone());
+    out.verdict = Some(verdict);
+    out.release = s.lifecycle.stage().clone();
+}
+
+/// The state gauge of a service that is not under analysis: healthy, or rolled back.
+fn publish_idle(ctx: &Context, s: &ServiceRuntime) {
+    let code = if matches!(s.lifecycle.stage(), Release::RolledBack { .. }) {
+        state_code::ROLLED_BACK
+    } else {
+        state_code::HEALTHY
+    };
+    ctx.metrics
+        .service_state
+        .get_or_create(&ServiceLabels {
+            service: s.policy.service.clone(),
+        })
+        .set(code);
+}
+
+/// Hands the engine this poll's answer to each of the service's requests (`Absent` when there
+/// is none), by the typed key it was asked under. An answer the engine rejects is a bug between
+/// the policy's feeds and its rules: counted and logged, and the cycle goes on.
+fn feed_engine(
+    ctx: &Context,
+    s: &mut ServiceRuntime,
+    observations: &HashMap<Key, Observation>,
+    now: Millis,
+) {
+    let svc = &s.policy.service;
+    for r in &s.requests {
+        let Key { input, track, .. } = &r.key;
+        let obs = observations
+            .get(&r.key)
+            .cloned()
+            .unwrap_or(Observation::Absent);
+        if let (Input::Value { metric }, Observation::Value(v)) = (input, &obs) {
+            ctx.metrics
+                .metric_value
+                .get_or_create(&TrackLabels {
+                    service: svc.clone(),
+                    metric: metric.clone(),
+                    track: track.to_string(),
+                })
+                .set(*v);
+        }
+        if let Err(err) = s.engine.observe_input(input, *track, Sample::new(now, obs)) {
+            ctx.metrics
+                .engine_errors
+                .get_or_create(&ServiceLabels {
+                    service: svc.clone(),
+                })
+                .inc();
+            tracing::error!(service = %svc, input = %input.key(), %track, error = %err, "the engine rejected an observation");
+        }
+    }
+}
+
+/// The rollback order for a rollback verdict. The daemon hands it to the supervisor if this
+/// replica may act for the service (then `ServiceRuntime::submitted` marks it); a standby asks
+/// again at its next evaluation.
+fn order_rollback(ctx: &Context, s: &ServiceRuntime, verdict: &Verdict) -> Order {
+    let order = RollbackOrder::from_verdict(verdict, s.lifecycle.stage());
+    Order::new(&s.policy, Action::Rollback(order), ctx.dry_run)
 }
 
 /// Audits a release event; returns the order it calls for, if any.
@@ -341,44 +410,8 @@ fn publish(ctx: &Context, s: &ServiceRuntime, v: &Verdict) {
     }
 }
 
-/// One line per reason, as people write them in incident notes.
+/// One line per reason, as people write them in incident notes (the [`crate::decision::Reason`]
+/// display, the same text backtests and `explain` print).
 pub fn reason_lines(v: &Verdict) -> Vec<String> {
-    v.reasons
-        .iter()
-        .map(|r| {
-            if let crate::decision::Reading::Test {
-                statistic,
-                value,
-                fail_at,
-                explanation,
-                ..
-            } = &r.reading
-            {
-                return format!(
-                    "{} {:?} on {}: {statistic} {value:.4} (fails at {}): {explanation}",
-                    r.metric,
-                    r.health,
-                    r.track,
-                    crate::decision::threshold_text(*fail_at)
-                );
-            }
-            let observed = r
-                .observed
-                .map(|x| format!("{x:.4}"))
-                .unwrap_or_else(|| "no data".into());
-            let level = r
-                .threshold
-                .map(|l| match (l.above, l.below) {
-                    (Some(a), _) => format!("> {a}"),
-                    (_, Some(b)) => format!("< {b}"),
-                    _ => String::new(),
-                })
-                .unwrap_or_default();
-            let since = r.since.map(crate::audit::format_time).unwrap_or_default();
-            format!(
-                "{} {:?} on {}: {} {} since {}",
-                r.metric, r.health, r.track, observed, level, since
-            )
-        })
-        .collect()
+    v.reasons.iter().map(ToString::to_string).collect()
 }

@@ -4,8 +4,9 @@
 //! This step has no memory; durations (`for`, `clear_for`) live in `state`.
 
 use super::window::Window;
+use crate::policy::defaults;
 use crate::policy::{Analysis, Compare, Kind, Level, MetricSpec, NoData, Stat};
-use crate::sample::{Millis, Observation, Track};
+use crate::sample::{rfc3339, Millis, Observation, Track};
 use crate::stats::burn_rate::BurnConfig;
 use crate::stats::mann_whitney::MannWhitneyConfig;
 use crate::stats::sequential::{Counts, Outcome as TestOutcome, SequentialConfig};
@@ -72,20 +73,23 @@ pub(crate) fn millis(d: std::time::Duration) -> Millis {
 }
 
 impl Rule {
+    /// The rule for `spec`, unset fields at the policy defaults ([`defaults::effective`]: the
+    /// loader fills the same values in, but policies built in code arrive unfilled).
     pub fn from_spec(spec: &MetricSpec, analysis: &Analysis) -> Self {
-        let interval = millis(analysis.interval).max(1);
+        let interval = analysis.interval.max(std::time::Duration::from_millis(1));
+        let d = defaults::effective(spec, interval);
         Rule {
             name: spec.name.clone(),
-            stat: spec.stat.unwrap_or(Stat::Last),
-            stat_window: spec.stat_window.map(millis).unwrap_or(interval),
+            stat: d.stat,
+            stat_window: millis(d.stat_window),
             warning: spec.warning,
             critical: spec.critical,
-            for_: spec.for_.map(millis).unwrap_or(0),
-            clear_for: spec.clear_for.map(millis).unwrap_or(0),
+            for_: millis(d.for_),
+            clear_for: millis(d.clear_for),
             compare: spec.compare,
             min_traffic: spec.min_traffic,
-            no_data: spec.no_data.unwrap_or_default(),
-            stale_after: interval.saturating_mul(STALE_INTERVALS),
+            no_data: d.no_data,
+            stale_after: millis(interval).saturating_mul(STALE_INTERVALS),
             test: match spec.kind() {
                 Kind::Threshold => None,
                 Kind::Sequential => spec.sequential.as_ref().map(|s| Test::Sequential {
@@ -163,6 +167,55 @@ pub enum Reading {
     Counting {
         from: Millis,
     },
+}
+
+/// What a metric read at one evaluation, in a few words: the text of reasons, backtests and
+/// `explain --since`.
+impl std::fmt::Display for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reading::Value {
+                value,
+                subject,
+                baseline,
+            } => match baseline {
+                Some(b) => write!(f, "{value:.4} (canary {subject:.4} vs stable {b:.4})"),
+                None => write!(f, "{value:.4}"),
+            },
+            Reading::Missing { track, why } => write!(f, "no data on {track} ({why})"),
+            Reading::LowTraffic { traffic, floor } => match traffic {
+                Some(t) => write!(f, "traffic {t:.3} req/s below min_traffic {floor}"),
+                None => write!(f, "no traffic sample (min_traffic {floor})"),
+            },
+            Reading::NoBaseline => f.write_str("no baseline in this phase"),
+            Reading::Test {
+                statistic,
+                value,
+                fail_at,
+                explanation,
+                ..
+            } => write!(
+                f,
+                "{statistic} {value:.4} (fails at {}): {explanation}",
+                crate::stats::threshold_text(*fail_at)
+            ),
+            Reading::Counting { from } => {
+                write!(f, "counting starts at {} (end of warm-up)", rfc3339(*from))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::NeverSeen => f.write_str("no sample yet"),
+            Missing::Absent => f.write_str("empty result"),
+            Missing::NotFinite => f.write_str("NaN or infinite (0/0?)"),
+            Missing::Error { reason } => write!(f, "query failed: {reason}"),
+            Missing::Stale { last_at } => write!(f, "stale since {}", rfc3339(*last_at)),
+        }
+    }
 }
 
 /// What one evaluation says, before durations are applied.

@@ -97,6 +97,63 @@ pub struct Verdict {
     pub metrics: Vec<MetricStatus>,
 }
 
+/// The one way a health is printed: `healthy`, `warning`, `critical`, `inconclusive`,
+/// `ignored` (as in the JSON of verdicts).
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Ignored => "ignored",
+            Health::Healthy => "healthy",
+            Health::Inconclusive => "inconclusive",
+            Health::Warning => "warning",
+            Health::Critical => "critical",
+        })
+    }
+}
+
+/// One reason as people write it in incident notes, the same in daemon logs, incident reports,
+/// backtests and `explain`: `error_rate critical on canary: 0.0712, level > 0.05, since
+/// 2024-05-01T10:11:10Z`.
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} on {}: {}",
+            self.metric,
+            self.health,
+            self.track,
+            self.detail()
+        )
+    }
+}
+
+impl Reason {
+    /// What the metric read, the level and since when, without the metric's name and health
+    /// (for lines that say those their own way).
+    pub fn detail(&self) -> impl std::fmt::Display + '_ {
+        ReasonDetail(self)
+    }
+}
+
+struct ReasonDetail<'a>(&'a Reason);
+
+impl std::fmt::Display for ReasonDetail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.0;
+        write!(f, "{}", r.reading)?;
+        if let Some(level) = r
+            .threshold
+            .filter(|l| l.above.is_some() || l.below.is_some())
+        {
+            write!(f, ", level {level}")?;
+        }
+        if let Some(since) = r.since {
+            write!(f, ", since {}", crate::sample::rfc3339(since))?;
+        }
+        Ok(())
+    }
+}
+
 impl Verdict {
     /// Healthy with every metric judged: the only state in which the shell may advance a canary.
     pub fn promotable(&self) -> bool {
@@ -144,4 +201,56 @@ pub(crate) fn reasons<'a>(
         .collect();
     out.sort_by_key(|r| std::cmp::Reverse(r.health));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Missing;
+
+    fn reason(reading: Reading, threshold: Option<Level>) -> Reason {
+        Reason {
+            metric: "error_rate".into(),
+            track: Track::Canary,
+            health: Health::Critical,
+            observed: None,
+            reading,
+            threshold,
+            since: Some(1_714_557_600_000),
+            fired_at: None,
+        }
+    }
+
+    #[test]
+    fn a_reason_reads_the_same_wherever_it_is_printed() {
+        let value = Reading::Value {
+            value: 0.0712,
+            subject: 0.0712,
+            baseline: None,
+        };
+        let r = reason(value, Some(Level::above(0.05)));
+        assert_eq!(
+            r.to_string(),
+            "error_rate critical on canary: 0.0712, level > 0.05, since 2024-05-01T10:00:00Z"
+        );
+        let missing = Reading::Missing {
+            track: Track::Canary,
+            why: Missing::Absent,
+        };
+        assert_eq!(
+            reason(missing, None).detail().to_string(),
+            "no data on canary (empty result), since 2024-05-01T10:00:00Z"
+        );
+    }
+
+    #[test]
+    fn levels_print_as_symbols_or_in_words() {
+        assert_eq!(Level::above(0.05).to_string(), "> 0.05");
+        assert_eq!(format!("{:#}", Level::below(0.6)), "below 0.6");
+        let none = Level {
+            above: None,
+            below: None,
+        };
+        assert_eq!(none.to_string(), "");
+    }
 }

@@ -3,6 +3,7 @@
 //! the metric's window). It is keyed by the demo policy's metric names, and says so.
 
 use crate::daemon::Sampler;
+use crate::policy::Input;
 use crate::sample::{Millis, Observation};
 use crate::source::plan::{Key, Request};
 use crate::source::workload::{Counters, Delta, Workload};
@@ -66,23 +67,25 @@ impl Sampler for DirectSampler {
         let out = requests
             .into_iter()
             .map(|r| {
-                let m = r.key.metric.as_str();
-                if m.ends_with("#events") || m.ends_with("#total") {
-                    // A sequential metric's counters, as `sum(http_requests_total{..})` gives them;
-                    // the error series exists only once there was an error.
-                    let obs = match self.latest(&r.key) {
-                        Some(c) if m.ends_with("#total") => Observation::from_f64(c.ok + c.errors),
+                let obs = match &r.key.input {
+                    // A sequential metric's counters, as `sum(http_requests_total{..})` gives
+                    // them; the error series exists only once there was an error.
+                    Input::Total { .. } => self.latest(&r.key).map_or(Observation::Absent, |c| {
+                        Observation::from_f64(c.ok + c.errors)
+                    }),
+                    Input::Events { .. } => match self.latest(&r.key) {
                         Some(c) if c.errors > 0.0 => Observation::from_f64(c.errors),
                         _ => Observation::Absent,
-                    };
-                    return (r.key, obs);
-                }
-                let obs = match self.delta(&r.key) {
-                    None => Observation::Absent,
-                    Some(d) => match r.key.metric.as_str() {
-                        crate::daemon::TRAFFIC => Observation::from_f64(d.rps()),
-                        m if m.contains("latency") => Observation::from_f64(d.quantile(0.99)),
-                        _ => Observation::from_f64(d.error_ratio()),
+                    },
+                    input => match self.delta(&r.key) {
+                        None => Observation::Absent,
+                        Some(d) => match input.metric() {
+                            None => Observation::from_f64(d.rps()),
+                            Some(m) if m.contains("latency") => {
+                                Observation::from_f64(d.quantile(0.99))
+                            }
+                            Some(_) => Observation::from_f64(d.error_ratio()),
+                        },
                     },
                 };
                 (r.key, obs)

@@ -15,12 +15,11 @@ use crate::actuator::{Actuator, ActuatorConfig};
 use crate::audit::{AuditRecord, FileAudit};
 use crate::clock::{Clock, ManualClock};
 use crate::daemon::{Context, Daemon};
-use crate::notify::LogNotifier;
 use crate::policy::Policy;
-use crate::sample::Track;
+use crate::sample::{Millis, Track};
 use crate::sim::{SimConfig, SimHandle, Simulator};
 use crate::source::workload::{Load, Workload};
-use crate::telemetry::{Health as Readiness, Metrics};
+use crate::telemetry::Metrics;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,9 +156,8 @@ pub async fn run_with(
 ) -> Result<DemoResult, DemoError> {
     let tmp = tempfile::tempdir()?;
     let mut policy = load_policy(tmp.path())?;
-    let start = ManualClock::new(crate::clock::SystemClock.now_millis());
-    let clock: Arc<dyn Clock> = Arc::new(start.clone());
-    let workload = Workload::new(clock.clone());
+    let clock = ManualClock::new(crate::clock::SystemClock.now_millis());
+    let workload = Workload::new(Arc::new(clock.clone()));
     // Before the simulator: in real mode this rewrites the policy's windows the daemon uses.
     let feed = feed::choose(
         opts.prometheus,
@@ -173,130 +171,31 @@ pub async fn run_with(
         .audit_dir
         .clone()
         .unwrap_or_else(|| tmp.path().join("audit"));
-    let sim = Simulator::start_with(
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|e| DemoError::Policy(format!("{e}")))?,
-        SimConfig {
-            rollout_delay: Duration::from_millis(100),
-        },
-    )
-    .await?;
-    sim.seed_policy(&policy)?;
-    report(Update::Line(format!(
-        "simulated cluster: Kubernetes API simulator on {} (kubectl works against it)",
-        sim.url()
-    )));
-    report(Update::Line(feed.description.clone()));
-    for note in &feed.notes {
-        report(Update::Line(note.clone()));
-    }
-    let total_rps = 200.0;
-    // The daemon's client stack (deadline, rate limit, request metrics), as in production.
-    let metrics = Metrics::new();
-    let limits = crate::kubeclient::ClientLimits::default();
-    let client = crate::kubeclient::for_url(&sim.url(), &limits, &metrics)?;
-    let config = ActuatorConfig {
-        verify_timeout: Duration::from_secs(30),
-        verify_poll: Duration::from_millis(100),
-        ..Default::default()
-    };
-    let actuator = Actuator::new(client.clone(), clock.clone(), config).with_events(
-        kube::runtime::events::Reporter {
-            controller: "backout".into(),
-            instance: None,
-        },
-    );
-    let ctx = Context {
-        client,
-        sampler: feed.sampler.clone(),
-        actuator: Arc::new(actuator),
-        audit: Arc::new(FileAudit::new(&audit_dir)?),
-        notifier: Arc::new(LogNotifier),
-        metrics,
-        health: Readiness::default(),
-        clock: clock.clone(),
-        dry_run: false,
-    };
+    let sim = start_cluster(&policy, &feed, report).await?;
+    let ctx = daemon_context(&sim, &feed, &clock, &audit_dir)?;
     let mut daemon = Daemon::new(ctx, vec![policy.clone()]);
-    let interval = policy.analysis.interval;
-    let t0 = start.now_millis();
-    let bad_at = t0 + opts.healthy_for.as_millis() as i64;
-    let give_up = bad_at + opts.deadline.as_millis() as i64;
-    let mut bad = false;
-    let mut rolled_back_at = None;
-    let mut false_rollback = false;
+    let world = World {
+        sim: &sim,
+        workload: &workload,
+        feed: &feed,
+        policy: &policy,
+        clock: &clock,
+    };
+    let marks = Marks::new(&opts, clock.now_millis());
     report(Update::Line(format!(
         "policy {}/{}: error_rate warn > 1% crit > 5%, p99 warn > 0.5 s crit > 1 s, for 6 s; poll every {}",
-        policy.namespace, policy.service, humantime::format_duration(interval)
+        policy.namespace, policy.service, humantime::format_duration(policy.analysis.interval)
     )));
-    loop {
-        let now = start.now_millis();
-        // Traffic follows the VirtualService the actuator edits: after the rollback the canary
-        // really receives nothing.
-        let cw = canary_weight(&sim, &policy).unwrap_or(0) as f64 / 100.0;
-        if !bad && now >= bad_at {
-            bad = true;
-            report(Update::Line(format!(
-                "t=+{:>3}s  >>> the canary turns bad: 20% errors, p99 1.5 s",
-                (now - t0) / 1000
-            )));
-        }
-        let canary_load = if bad {
-            Load::healthy(total_rps * cw)
-                .with_errors(0.20)
-                .with_latency(1.5)
-        } else {
-            Load::healthy(total_rps * cw).with_errors(0.002)
-        };
-        workload.set(
-            &policy.service,
-            Track::Stable,
-            Load::healthy(total_rps * (1.0 - cw)).with_errors(0.002),
-        );
-        workload.set(&policy.service, Track::Canary, canary_load);
-        feed.record();
-
-        let cycle_started = std::time::Instant::now();
-        let outcomes = daemon.cycle().await;
-        let cycle_ms = cycle_started.elapsed().as_millis();
-        for o in &outcomes {
-            report(Update::Poll(Poll::new(o, &policy, now - t0, cw)));
-            if let Some(r) = &o.rollback {
-                if !bad {
-                    false_rollback = true;
-                }
-                rolled_back_at.get_or_insert(now);
-                report(Update::Line(format!(
-                    "          rollback {:?} (cycle incl. actions took {cycle_ms} ms wall time): {}",
-                    r.outcome,
-                    r.steps
-                        .iter()
-                        .map(|s| format!("{} {:?}", s.step, s.outcome))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-        }
-        if let Some(at) = rolled_back_at {
-            if now >= at + 3 * interval.as_millis() as i64 {
-                break;
-            }
-        }
-        if now >= give_up {
-            report(Update::Line("deadline reached without a rollback".into()));
-            break;
-        }
-        tokio::time::sleep(interval.div_f64(feed.speed.max(0.01))).await;
-        start.advance(interval);
-    }
+    let progress = drive(&mut daemon, &world, &marks, report).await;
     let timeline = FileAudit::read_trail(&audit_dir.join("audit.jsonl")).unwrap_or_default();
     let result = DemoResult {
-        rolled_back: rolled_back_at.is_some(),
+        rolled_back: progress.rolled_back_at.is_some(),
         canary_weight: canary_weight(&sim, &policy),
         canary_replicas: replicas(&sim, &policy.namespace, &policy.deployments.canary),
-        detection_seconds: rolled_back_at.map(|t| (t - bad_at) as f64 / 1000.0),
-        false_rollback,
+        detection_seconds: progress
+            .rolled_back_at
+            .map(|t| (t - marks.bad_at) as f64 / 1000.0),
+        false_rollback: progress.false_rollback,
         timeline,
         audit_dir: audit_dir.clone(),
         real_prometheus: feed.is_real(),
@@ -313,6 +212,178 @@ pub async fn run_with(
         });
     }
     Ok(result)
+}
+
+/// The simulated cluster with the demo service seeded (stable, canary, the 90/10 route).
+async fn start_cluster(
+    policy: &Policy,
+    feed: &feed::Feed,
+    report: &mut dyn FnMut(Update),
+) -> Result<SimHandle, DemoError> {
+    let sim = Simulator::start_with(
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|e| DemoError::Policy(format!("{e}")))?,
+        SimConfig {
+            rollout_delay: Duration::from_millis(100),
+        },
+    )
+    .await?;
+    sim.seed_policy(policy)?;
+    report(Update::Line(format!(
+        "simulated cluster: Kubernetes API simulator on {} (kubectl works against it)",
+        sim.url()
+    )));
+    report(Update::Line(feed.description.clone()));
+    for note in &feed.notes {
+        report(Update::Line(note.clone()));
+    }
+    Ok(sim)
+}
+
+/// The daemon's context against the simulator: the production client stack (deadline, rate
+/// limit, request metrics) and actuator, on the demo's simulated clock.
+fn daemon_context(
+    sim: &SimHandle,
+    feed: &feed::Feed,
+    clock: &ManualClock,
+    audit_dir: &std::path::Path,
+) -> Result<Context, DemoError> {
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let metrics = Metrics::new();
+    let limits = crate::kubeclient::ClientLimits::default();
+    let client = crate::kubeclient::for_url(&sim.url(), &limits, &metrics)?;
+    let config = ActuatorConfig {
+        verify_timeout: Duration::from_secs(30),
+        verify_poll: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let actuator = Actuator::new(client.clone(), clock.clone(), config).with_events(
+        kube::runtime::events::Reporter {
+            controller: "backout".into(),
+            instance: None,
+        },
+    );
+    let audit = Arc::new(FileAudit::new(audit_dir)?);
+    Ok(
+        Context::builder(client, feed.sampler.clone(), Arc::new(actuator), audit)
+            .metrics(metrics)
+            .clock(clock)
+            .build(),
+    )
+}
+
+/// What the scenario drives: borrowed for the run.
+struct World<'a> {
+    sim: &'a SimHandle,
+    workload: &'a Workload,
+    feed: &'a feed::Feed,
+    policy: &'a Policy,
+    clock: &'a ManualClock,
+}
+
+/// The scenario's instants, in simulated ms.
+struct Marks {
+    t0: Millis,
+    /// The canary turns bad.
+    bad_at: Millis,
+    /// No rollback by then: the demo failed.
+    give_up: Millis,
+}
+
+impl Marks {
+    fn new(opts: &DemoOptions, t0: Millis) -> Self {
+        let bad_at = t0 + opts.healthy_for.as_millis() as i64;
+        Self {
+            t0,
+            bad_at,
+            give_up: bad_at + opts.deadline.as_millis() as i64,
+        }
+    }
+}
+
+/// What the run has seen so far.
+#[derive(Debug, Default)]
+struct Progress {
+    bad: bool,
+    rolled_back_at: Option<Millis>,
+    false_rollback: bool,
+}
+
+/// Polls until three intervals after the rollback, or until the deadline: each tick sets the
+/// workload from the route, runs one daemon cycle and reports it, then advances the clock.
+async fn drive(
+    daemon: &mut Daemon,
+    w: &World<'_>,
+    marks: &Marks,
+    report: &mut dyn FnMut(Update),
+) -> Progress {
+    let interval = w.policy.analysis.interval;
+    let mut progress = Progress::default();
+    loop {
+        let now = w.clock.now_millis();
+        // Traffic follows the VirtualService the actuator edits: after the rollback the canary
+        // really receives nothing.
+        let cw = canary_weight(w.sim, w.policy).unwrap_or(0) as f64 / 100.0;
+        if !progress.bad && now >= marks.bad_at {
+            progress.bad = true;
+            report(Update::Line(format!(
+                "t=+{:>3}s  >>> the canary turns bad: 20% errors, p99 1.5 s",
+                (now - marks.t0) / 1000
+            )));
+        }
+        set_load(w, cw, progress.bad);
+        w.feed.record();
+        let cycle_started = std::time::Instant::now();
+        let outcomes = daemon.cycle().await;
+        let cycle_ms = cycle_started.elapsed().as_millis();
+        for o in &outcomes {
+            report(Update::Poll(Poll::new(o, w.policy, now - marks.t0, cw)));
+            if let Some(r) = &o.rollback {
+                progress.false_rollback |= !progress.bad;
+                progress.rolled_back_at.get_or_insert(now);
+                report(Update::Line(rollback_line(r, cycle_ms)));
+            }
+        }
+        if let Some(at) = progress.rolled_back_at {
+            if now >= at + 3 * interval.as_millis() as i64 {
+                break;
+            }
+        }
+        if now >= marks.give_up {
+            report(Update::Line("deadline reached without a rollback".into()));
+            break;
+        }
+        tokio::time::sleep(interval.div_f64(w.feed.speed.max(0.01))).await;
+        w.clock.advance(interval);
+    }
+    progress
+}
+
+/// 200 req/s split by the route's canary share; the canary fails 20% at 1.5 s p99 once bad.
+fn set_load(w: &World<'_>, canary_share: f64, bad: bool) {
+    const TOTAL_RPS: f64 = 200.0;
+    let canary = Load::healthy(TOTAL_RPS * canary_share);
+    let canary = if bad {
+        canary.with_errors(0.20).with_latency(1.5)
+    } else {
+        canary.with_errors(0.002)
+    };
+    let stable = Load::healthy(TOTAL_RPS * (1.0 - canary_share)).with_errors(0.002);
+    w.workload.set(&w.policy.service, Track::Stable, stable);
+    w.workload.set(&w.policy.service, Track::Canary, canary);
+}
+
+fn rollback_line(r: &crate::actuator::RollbackReport, cycle_ms: u128) -> String {
+    format!(
+        "          rollback {:?} (cycle incl. actions took {cycle_ms} ms wall time): {}",
+        r.outcome,
+        r.steps
+            .iter()
+            .map(|s| format!("{} {:?}", s.step, s.outcome))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {

@@ -5,7 +5,7 @@
 use crate::daemon::CycleOutcome;
 use crate::decision::{Alert, Health, Reading};
 use crate::lifecycle::Release;
-use crate::policy::{Level, Policy};
+use crate::policy::{defaults, Level, Policy};
 
 /// One thing the demo has to say.
 #[derive(Debug, Clone)]
@@ -49,18 +49,11 @@ pub struct MetricRow {
     pub alert: String,
 }
 
+/// A level as the policy reads (`> 0.05`, the level's display), `-` when there is none.
 fn level(l: Option<&Level>) -> String {
-    let parts: Vec<String> = l
-        .map(|l| {
-            let above = l.above.map(|v| format!("> {v}"));
-            let below = l.below.map(|v| format!("< {v}"));
-            above.into_iter().chain(below).collect()
-        })
-        .unwrap_or_default();
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(" or ")
+    match l.map(ToString::to_string) {
+        Some(text) if !text.is_empty() => text,
+        _ => "-".into(),
     }
 }
 
@@ -84,7 +77,10 @@ impl Poll {
         let metrics = o.verdict.iter().flat_map(|v| {
             v.metrics.iter().map(move |m| {
                 let spec = policy.metrics.iter().find(|s| s.name == m.metric);
-                let needed = spec.and_then(|s| s.for_).unwrap_or_default().as_secs();
+                let needed = spec
+                    .map(|s| defaults::effective(s, policy.analysis.interval).for_)
+                    .unwrap_or_default()
+                    .as_secs();
                 let alert = [("critical", m.critical), ("warning", m.warning)]
                     .into_iter()
                     .find_map(|(name, a)| match a {
@@ -143,7 +139,7 @@ impl Poll {
     pub fn line(&self) -> String {
         let mut s = self.head();
         for m in &self.metrics {
-            s.push_str(&format!("  {}={} [{:?}]", m.name, m.value, m.health));
+            s.push_str(&format!("  {}={} [{}]", m.name, m.value, m.health));
         }
         if let Some(h) = self.verdict {
             s.push_str(&format!("  => {}", verdict_word(h)));
@@ -168,7 +164,7 @@ impl Poll {
                 m.value,
                 m.warning,
                 m.critical,
-                format!("{:?}", m.health),
+                m.health.to_string(),
                 m.alert
             ));
         }

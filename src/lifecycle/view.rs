@@ -3,15 +3,10 @@
 use super::{DeploymentView, LAST_KNOWN_GOOD_ANNOTATION, REVISION_ANNOTATION};
 use k8s_openapi::api::apps::v1::Deployment;
 
-/// FNV-1a, 64 bit: a hash that is stable across processes and releases (std's is not), because
-/// template hashes end up in annotations and audit records that outlive the process.
+/// The template hash: stable across processes and releases (see [`crate::hash`]), because it
+/// ends up in annotations and audit records that outlive the process.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::hash::fnv1a(bytes)
 }
 
 impl DeploymentView {

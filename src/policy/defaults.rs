@@ -2,24 +2,52 @@
 //! prints is exactly what the engine runs.
 
 use super::kinds::Kind;
-use super::model::{NoData, Policy, Stat};
+use super::model::{MetricSpec, NoData, Policy, Stat};
 use super::template::DEFAULT_WINDOW;
 use std::time::Duration;
+
+/// A metric's fields with their defaults applied. The one place the defaults are written: the
+/// loader writes them into the policy ([`fill`]) and the engine's rules read them from here for
+/// policies built in code, so the two cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Effective {
+    /// `{{window}}` in the metric's queries.
+    pub window: Duration,
+    pub stat: Stat,
+    /// One interval holds the last sample: `last` over it is the latest value.
+    pub stat_window: Duration,
+    pub for_: Duration,
+    pub clear_for: Duration,
+    /// Missing data holds the verdict, never rolls back.
+    pub no_data: NoData,
+}
+
+/// `metric`'s fields, unset ones at their defaults, for a policy polled every `interval`.
+pub fn effective(metric: &MetricSpec, interval: Duration) -> Effective {
+    Effective {
+        window: metric.window.unwrap_or(DEFAULT_WINDOW),
+        stat: metric.stat.unwrap_or(Stat::Last),
+        stat_window: metric.stat_window.unwrap_or(interval),
+        for_: metric.for_.unwrap_or(Duration::ZERO),
+        clear_for: metric.clear_for.unwrap_or(Duration::ZERO),
+        no_data: metric.no_data.unwrap_or(NoData::Hold),
+    }
+}
 
 /// Fills every unset metric field that has a default. Idempotent.
 pub fn fill(policy: &mut Policy) {
     let interval = policy.analysis.interval;
     for m in &mut policy.metrics {
+        let e = effective(m, interval);
         // Counters (sequential) and per-rule windows (burn rate) have no `{{window}}` of their own.
         if matches!(m.kind(), Kind::Threshold | Kind::MannWhitney) {
-            m.window.get_or_insert(DEFAULT_WINDOW);
+            m.window = Some(e.window);
         }
-        m.stat.get_or_insert(Stat::Last);
-        // One interval holds the last sample: `last` over it is the latest value.
-        m.stat_window.get_or_insert(interval);
-        m.for_.get_or_insert(Duration::ZERO);
-        m.clear_for.get_or_insert(Duration::ZERO);
-        m.no_data.get_or_insert(NoData::Hold);
+        m.stat = Some(e.stat);
+        m.stat_window = Some(e.stat_window);
+        m.for_ = Some(e.for_);
+        m.clear_for = Some(e.clear_for);
+        m.no_data = Some(e.no_data);
     }
 }
 

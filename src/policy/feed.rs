@@ -1,15 +1,17 @@
 //! Every query a policy needs per poll, as one list: the daemon, the demo and `backtest` all
 //! sample exactly these, so what the engine sees cannot differ between them.
 
+use super::defaults;
 use super::kinds::Kind;
 use super::model::Policy;
-use super::template::{render, DEFAULT_WINDOW};
+use super::template::render;
 use crate::sample::Track;
 use serde::Serialize;
 use std::time::Duration;
 
-/// What one query's answer is for the engine.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+/// What one query's answer is for the engine. It travels with the answer from the query plan to
+/// [`crate::decision::Engine::observe_input`] (in [`crate::source::plan::Key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
     /// The value a threshold or Mann-Whitney metric judges.
@@ -28,11 +30,26 @@ pub enum Input {
     Traffic,
 }
 
-/// Reserved key of the traffic query in a [`crate::source::plan::Key`].
+/// Reserved name of the traffic query in [`Input::key`].
 pub const TRAFFIC_KEY: &str = "__traffic";
 
+/// A metric name stands for that metric's value (tests and ad-hoc plans name keys this way).
+impl From<&str> for Input {
+    fn from(metric: &str) -> Self {
+        Input::Value {
+            metric: metric.to_string(),
+        }
+    }
+}
+
+impl From<String> for Input {
+    fn from(metric: String) -> Self {
+        Input::Value { metric }
+    }
+}
+
 impl Input {
-    /// A key unique within one policy, used to match query answers to inputs.
+    /// A name unique within one policy, for messages (answers are matched by the typed input).
     pub fn key(&self) -> String {
         match self {
             Input::Value { metric } => metric.clone(),
@@ -74,7 +91,7 @@ pub fn feeds(policy: &Policy) -> Vec<Feed> {
     let mut out = Vec::new();
     for track in Track::ALL {
         for m in &policy.metrics {
-            let window = m.window.unwrap_or(DEFAULT_WINDOW);
+            let window = defaults::effective(m, policy.analysis.interval).window;
             let query = m.query.as_deref().unwrap_or_default();
             let mut push = |input: Input, q: &str, w: Duration| {
                 out.push(Feed {

@@ -1,7 +1,7 @@
 //! Policy files: the TOML an SRE writes, loaded, defaulted and validated.
 
 mod builder;
-mod defaults;
+pub mod defaults;
 pub mod error;
 pub mod feed;
 pub mod kinds;

@@ -214,6 +214,28 @@ impl Level {
     }
 }
 
+/// The one way a level is printed (daemon reasons, backtests, the demo, `explain`): `> 0.05`,
+/// `< 0.6`; with `{:#}`, in words for sentences: `above 0.05`, `below 0.6`. Both bounds (which
+/// validation rejects) are joined with `or`; a level with neither prints nothing.
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (above, below) = if f.alternate() {
+            ("above", "below")
+        } else {
+            (">", "<")
+        };
+        let mut sep = "";
+        if let Some(a) = self.above {
+            write!(f, "{above} {a}")?;
+            sep = " or ";
+        }
+        if let Some(b) = self.below {
+            write!(f, "{sep}{below} {b}")?;
+        }
+        Ok(())
+    }
+}
+
 /// How a canary value is set against the stable value before levels apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -9,25 +9,29 @@
 
 use super::mapping::{self, MULTIPLE_SERIES};
 use super::{Series, SourceError};
+use crate::policy::{Feed, Input, Policy};
 use crate::sample::{Observation, Track};
 use std::collections::HashMap;
 
 /// Reason label for a key whose query had no answer (a caller passed too few results).
 pub const MISSING_RESULT: &str = "missing_result";
 
-/// Who an observation belongs to.
+/// Who an observation belongs to: the service, and the engine input and track it feeds. Typed
+/// end to end, so an answer goes to the engine as the [`Input`] it was asked for, with no string
+/// key to rebuild and match on the way.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub service: String,
-    pub metric: String,
+    pub input: Input,
     pub track: Track,
 }
 
 impl Key {
-    pub fn new(service: impl Into<String>, metric: impl Into<String>, track: Track) -> Self {
+    /// `input` may be a metric name: a plain metric's value ([`Input::Value`]).
+    pub fn new(service: impl Into<String>, input: impl Into<Input>, track: Track) -> Self {
         Self {
             service: service.into(),
-            metric: metric.into(),
+            input: input.into(),
             track,
         }
     }
@@ -94,12 +98,20 @@ struct Query {
     targets: Vec<(Key, Option<SplitLabels>)>,
 }
 
-/// Every request `policy` makes per poll (from [`crate::policy::feeds`]): the daemon and
-/// `backtest` both use this, so a replay asks exactly what the daemon asks.
-pub fn policy_requests(policy: &crate::policy::Policy) -> Vec<Request> {
+impl Request {
+    /// The request for one of `service`'s feeds.
+    pub fn for_feed(service: &str, feed: Feed) -> Self {
+        Request::new(Key::new(service, feed.input, feed.track), feed.promql)
+    }
+}
+
+/// Every request `policy` makes per poll (its [`crate::policy::feeds`], rendered once): the
+/// daemon and `backtest` both use this, so a replay asks exactly what the daemon asks, and each
+/// answer comes back under the key that says which engine input it is.
+pub fn policy_requests(policy: &Policy) -> Vec<Request> {
     crate::policy::feeds(policy)
         .into_iter()
-        .map(|f| Request::new(Key::new(&policy.service, f.input.key(), f.track), f.promql))
+        .map(|f| Request::for_feed(&policy.service, f))
         .collect()
 }
 

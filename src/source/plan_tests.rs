@@ -154,3 +154,27 @@ proptest! {
         prop_assert_eq!(obs.values().filter(|o| **o == Observation::Absent).count(), 2 * n - expected_values);
     }
 }
+
+#[test]
+fn policy_requests_are_keyed_by_the_engine_input_they_feed() {
+    use crate::policy::{Input, MetricSpec, Policy};
+    let p = Policy::test().with_metric(MetricSpec::test("errors").sequential(
+        "sum(errors_total{track=\"{{track}}\"})",
+        "sum(requests_total{track=\"{{track}}\"})",
+    ));
+    let canary: Vec<Input> = policy_requests(&p)
+        .into_iter()
+        .filter(|r| r.key.track == Track::Canary && r.key.service == p.service)
+        .map(|r| r.key.input)
+        .collect();
+    let metric = "errors".to_string();
+    assert_eq!(
+        canary,
+        [
+            Input::Events {
+                metric: metric.clone()
+            },
+            Input::Total { metric }
+        ]
+    );
+}

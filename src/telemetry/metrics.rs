@@ -85,6 +85,9 @@ pub struct Metrics {
     pub metric_value: Family<TrackLabels, Gauge<f64, AtomicU64>>,
     pub metric_level: Family<MetricLabels, Gauge>,
     pub evaluations: Family<ServiceLabels, Counter>,
+    /// Observations the engine rejected (an input its policy's rules do not know): a bug between
+    /// feeds and rules, never silently dropped.
+    pub engine_errors: Family<ServiceLabels, Counter>,
     pub query_duration: Histogram,
     pub query_errors: Family<ReasonLabels, Counter>,
     pub queries: Counter,
@@ -133,6 +136,7 @@ impl Metrics {
             metric_value: Family::default(),
             metric_level: Family::default(),
             evaluations: Family::default(),
+            engine_errors: Family::default(),
             query_duration: Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
@@ -156,106 +160,121 @@ impl Metrics {
             kubernetes_requests: Family::default(),
             kubernetes_request_duration: Family::new_with_constructor(kubernetes_histogram),
         };
-        registry.register(
-            "service_state",
-            "Verdict per service: 0 healthy, 1 warning, 2 critical, 3 inconclusive, 4 rolled back",
-            m.service_state.clone(),
-        );
-        registry.register(
-            "metric_value",
-            "Last value the engine judged per metric and track (canary, stable; `statistic` for a statistical metric's test statistic)",
-            m.metric_value.clone(),
-        );
-        registry.register(
-            "metric_level",
-            "Level per metric: 0 ok, 1 warning, 2 critical, 3 inconclusive",
-            m.metric_level.clone(),
-        );
-        registry.register(
-            "evaluations",
-            "Service evaluations performed",
-            m.evaluations.clone(),
-        );
-        registry.register(
-            "query_duration_seconds",
-            "Prometheus query latency",
-            m.query_duration.clone(),
-        );
-        registry.register(
-            "query_errors",
-            "Prometheus query failures by reason",
-            m.query_errors.clone(),
-        );
-        registry.register("queries", "Prometheus queries sent", m.queries.clone());
-        registry.register(
-            "rollbacks",
-            "Rollbacks by service, reason and outcome",
-            m.rollbacks.clone(),
-        );
-        registry.register(
-            "action_step_duration_seconds",
-            "Latency of each rollback action step",
-            m.step_duration.clone(),
-        );
-        registry.register(
-            "detection_to_mitigation_seconds",
-            "From the first breaching sample to traffic fully on stable and the canary at zero",
-            m.detection_to_mitigation.clone(),
-        );
-        registry.register(
-            "policy_reloads",
-            "Policy (re)load attempts by result",
-            m.policy_reloads.clone(),
-        );
-        registry.register(
-            "policies_loaded",
-            "Number of service policies currently active",
-            m.policies_loaded.clone(),
-        );
-        registry.register(
-            "deployment_watch_synced",
-            "1 while the namespace's Deployment watch is synced and read; 0 while cycles fall back to GETs",
-            m.deployment_watch_synced.clone(),
-        );
-        registry.register(
-            "evaluation_lag_seconds",
-            "How late each service's evaluation finished against its scheduled slot",
-            m.evaluation_lag.clone(),
-        );
-        registry.register(
-            "rollbacks_held",
-            "Rollbacks the fleet guard held (too many in its window: likely a shared cause)",
-            m.rollbacks_held.clone(),
-        );
-        registry.register(
-            "leases_held",
-            "Leases (leader or shards) this replica holds now",
-            m.leases_held.clone(),
-        );
-        registry.register(
-            "lease_transitions",
-            "Leases this replica acquired (takeovers and first acquisitions)",
-            m.lease_transitions.clone(),
-        );
-        registry.register(
-            "policy_reload_duration_seconds",
-            "Time of the last policy reload, from reading the files to the new set in force",
-            m.policy_reload_duration.clone(),
-        );
-        registry.register(
-            "kubernetes_requests",
-            "Kubernetes API requests by verb, resource (plural) and outcome (success, client_error, server_error, timeout, transport_error)",
-            m.kubernetes_requests.clone(),
-        );
-        registry.register(
-            "kubernetes_request_duration_seconds",
-            "Kubernetes API latency until the response headers (for a watch: until it opened), by verb and resource",
-            m.kubernetes_request_duration.clone(),
-        );
+        m.register_evaluation(&mut registry);
+        m.register_operation(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             ..m
         }
+    }
+
+    /// The series about judging services: states, values, levels, evaluations, queries.
+    fn register_evaluation(&self, registry: &mut Registry) {
+        registry.register(
+            "service_state",
+            "Verdict per service: 0 healthy, 1 warning, 2 critical, 3 inconclusive, 4 rolled back",
+            self.service_state.clone(),
+        );
+        registry.register(
+            "metric_value",
+            "Last value the engine judged per metric and track (canary, stable; `statistic` for a statistical metric's test statistic)",
+            self.metric_value.clone(),
+        );
+        registry.register(
+            "metric_level",
+            "Level per metric: 0 ok, 1 warning, 2 critical, 3 inconclusive",
+            self.metric_level.clone(),
+        );
+        registry.register(
+            "evaluations",
+            "Service evaluations performed",
+            self.evaluations.clone(),
+        );
+        registry.register(
+            "engine_errors",
+            "Observations the decision engine rejected, per service (a feed its rules do not know)",
+            self.engine_errors.clone(),
+        );
+        registry.register(
+            "query_duration_seconds",
+            "Prometheus query latency",
+            self.query_duration.clone(),
+        );
+        registry.register(
+            "query_errors",
+            "Prometheus query failures by reason",
+            self.query_errors.clone(),
+        );
+        registry.register("queries", "Prometheus queries sent", self.queries.clone());
+    }
+
+    /// The series about running the daemon: rollbacks, steps, reloads, watches, Kubernetes.
+    fn register_operation(&self, registry: &mut Registry) {
+        registry.register(
+            "rollbacks",
+            "Rollbacks by service, reason and outcome",
+            self.rollbacks.clone(),
+        );
+        registry.register(
+            "action_step_duration_seconds",
+            "Latency of each rollback action step",
+            self.step_duration.clone(),
+        );
+        registry.register(
+            "detection_to_mitigation_seconds",
+            "From the first breaching sample to traffic fully on stable and the canary at zero",
+            self.detection_to_mitigation.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Policy (re)load attempts by result",
+            self.policy_reloads.clone(),
+        );
+        registry.register(
+            "policies_loaded",
+            "Number of service policies currently active",
+            self.policies_loaded.clone(),
+        );
+        registry.register(
+            "deployment_watch_synced",
+            "1 while the namespace's Deployment watch is synced and read; 0 while cycles fall back to GETs",
+            self.deployment_watch_synced.clone(),
+        );
+        registry.register(
+            "evaluation_lag_seconds",
+            "How late each service's evaluation finished against its scheduled slot",
+            self.evaluation_lag.clone(),
+        );
+        registry.register(
+            "rollbacks_held",
+            "Rollbacks the fleet guard held (too many in its window: likely a shared cause)",
+            self.rollbacks_held.clone(),
+        );
+        registry.register(
+            "leases_held",
+            "Leases (leader or shards) this replica holds now",
+            self.leases_held.clone(),
+        );
+        registry.register(
+            "lease_transitions",
+            "Leases this replica acquired (takeovers and first acquisitions)",
+            self.lease_transitions.clone(),
+        );
+        registry.register(
+            "policy_reload_duration_seconds",
+            "Time of the last policy reload, from reading the files to the new set in force",
+            self.policy_reload_duration.clone(),
+        );
+        registry.register(
+            "kubernetes_requests",
+            "Kubernetes API requests by verb, resource (plural) and outcome (success, client_error, server_error, timeout, transport_error)",
+            self.kubernetes_requests.clone(),
+        );
+        registry.register(
+            "kubernetes_request_duration_seconds",
+            "Kubernetes API latency until the response headers (for a watch: until it opened), by verb and resource",
+            self.kubernetes_request_duration.clone(),
+        );
     }
 
     /// The text exposition, as served on `/metrics`.
@@ -266,25 +285,6 @@ impl Metrics {
             out.clear();
         }
         out
-    }
-}
-
-impl crate::source::instrumented::QueryObserver for Metrics {
-    fn observe(
-        &self,
-        _kind: crate::source::instrumented::QueryKind,
-        elapsed: std::time::Duration,
-        outcome: Result<usize, &crate::source::SourceError>,
-    ) {
-        self.queries.inc();
-        self.query_duration.observe(elapsed.as_secs_f64());
-        if let Err(err) = outcome {
-            self.query_errors
-                .get_or_create(&ReasonLabels {
-                    reason: err.reason().to_string(),
-                })
-                .inc();
-        }
     }
 }
 

@@ -5,15 +5,14 @@
 use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::{AuditKind, FileAudit};
 use backout::clock::Clock;
-use backout::daemon::{Context, Daemon, Sampler, TRAFFIC};
+use backout::daemon::{Context, Daemon, Sampler};
 use backout::demo::{canary_weight, replicas};
 use backout::notify::{Notice, Notifier, NotifyError};
 use backout::policy::model::{Level, MetricSpec};
-use backout::policy::Policy;
+use backout::policy::{Input, Policy};
 use backout::sample::{Millis, Observation, Track};
 use backout::sim::{SimConfig, SimHandle, Simulator};
 use backout::source::plan::{Key, Request};
-use backout::telemetry::{Health, Metrics};
 use futures::future::BoxFuture;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -86,7 +85,7 @@ impl Sampler for Scripted {
             requests
                 .into_iter()
                 .map(|r| {
-                    let v = if r.key.metric == TRAFFIC {
+                    let v = if r.key.input == Input::Traffic {
                         50.0
                     } else if r.key.track == Track::Canary && bad.contains(&r.key.service) {
                         0.5
@@ -154,22 +153,19 @@ impl World {
             verify_timeout: Duration::from_secs(300),
             ..Default::default()
         };
-        Context {
-            client: client.clone(),
-            sampler: self.sampler.clone(),
-            actuator: Arc::new(Actuator::new(client, clock.clone(), config).with_events(
+        let actuator = Arc::new(
+            Actuator::new(client.clone(), clock.clone(), config).with_events(
                 kube::runtime::events::Reporter {
                     controller: "backout".into(),
                     instance: None,
                 },
-            )),
-            audit: Arc::new(FileAudit::new(&self.audit_dir).unwrap()),
-            notifier: self.notices.clone(),
-            metrics: Metrics::new(),
-            health: Health::default(),
-            clock,
-            dry_run: false,
-        }
+            ),
+        );
+        let audit = Arc::new(FileAudit::new(&self.audit_dir).unwrap());
+        Context::builder(client, self.sampler.clone(), actuator, audit)
+            .notifier(self.notices.clone())
+            .clock(clock)
+            .build()
     }
 
     /// Traffic all on stable and the canary scaled to zero.
