@@ -108,6 +108,11 @@ const RESERVED: &[(&str, &[&str], &str)] = &[
         &["demo"],
         "the daemon runs the cycle and is driven from the top (cli, demo)",
     ),
+    (
+        "ha",
+        &["daemon"],
+        "the daemon decides who acts; the actuator sees only its `Fence` trait",
+    ),
     ("backtest", &[], "the backtest is a command of the cli"),
     ("demo", &[], "the demo is a command of the cli"),
     (
