@@ -178,52 +178,41 @@ impl Actuator {
     ) -> Result<StepReport, ActuatorError> {
         let started_at = self.clock.now_millis();
         let began = tokio::time::Instant::now();
-        let policy = &self.config.retry;
         let names = (
             plan.stable.as_str(),
             plan.canary.as_str(),
             plan.virtual_service.as_str(),
         );
-        let mut writes = Vec::new();
-        let mut failures = 0u32;
+        let mut tally = Tally::default();
         let mut rounds = 0u32;
         loop {
             rounds += 1;
             let obs = self.observe(c, names, backup_name).await?;
             let todo = match steps::check(plan, step, &obs)? {
                 steps::StepCheck::Done(why) => {
+                    let outcome = if tally.writes.is_empty() {
+                        StepOutcome::AlreadySatisfied
+                    } else {
+                        StepOutcome::Changed
+                    };
                     return Ok(StepReport {
                         step: step.key(),
-                        outcome: if writes.is_empty() {
-                            StepOutcome::AlreadySatisfied
-                        } else {
-                            StepOutcome::Changed
-                        },
+                        outcome,
                         detail: why,
-                        writes,
+                        writes: tally.writes,
                         diffs: Vec::new(),
-                        attempts: failures + 1,
+                        attempts: tally.failures + 1,
                         started_at,
                         elapsed_ms: self.clock.now_millis() - started_at,
-                    })
+                    });
                 }
                 steps::StepCheck::Todo(todo) => todo,
             };
             if todo.is_empty() {
-                // Verify: nothing to write, wait for the cluster to settle.
-                if began.elapsed() >= self.config.verify_timeout {
-                    return Err(ActuatorError::VerifyFailed {
-                        waited: began.elapsed(),
-                        failures: steps::verify(plan, &obs)?,
-                        backup: backup_name.into(),
-                    });
-                }
-                c.pace.release();
-                tokio::time::sleep(self.config.verify_poll).await;
-                c.pace.hold().await;
+                self.settle(c, plan, &obs, began, backup_name).await?;
                 continue;
             }
-            if rounds > policy.max_attempts * 2 {
+            if rounds > self.config.retry.max_attempts * 2 {
                 return Err(ActuatorError::RetriesExhausted {
                     what: format!("step {}", step.key()),
                     attempts: rounds,
@@ -231,43 +220,94 @@ impl Actuator {
                     backup: backup_name.into(),
                 });
             }
-            for m in todo {
-                self.fenced(&plan.namespace, &plan.service)?;
-                let result = tokio::time::timeout(policy.request_timeout, c.apply(&m, false)).await;
-                let failure = match result {
-                    Ok(Ok(())) => {
-                        writes.push(m);
-                        continue;
+            self.write_missing(c, plan, step, todo, &mut tally, backup_name)
+                .await?;
+        }
+    }
+
+    /// Nothing to write but the postcondition does not hold yet (Verify: the rollout is still
+    /// going): wait one poll without holding a place at the gate, or fail past `verify_timeout`.
+    async fn settle(
+        &self,
+        c: &Cluster,
+        plan: &ActionPlan,
+        obs: &Observed,
+        began: tokio::time::Instant,
+        backup_name: &str,
+    ) -> Result<(), ActuatorError> {
+        if began.elapsed() >= self.config.verify_timeout {
+            return Err(ActuatorError::VerifyFailed {
+                waited: began.elapsed(),
+                failures: steps::verify(plan, obs)?,
+                backup: backup_name.into(),
+            });
+        }
+        c.pace.release();
+        tokio::time::sleep(self.config.verify_poll).await;
+        c.pace.hold().await;
+        Ok(())
+    }
+
+    /// Applies `todo` in order, adding what landed to the tally; the fence is checked before every
+    /// write. Stops at the first retryable failure (counted in the tally, after its backoff) so
+    /// the caller re-observes: the write may have landed, or the object moved. A fatal failure,
+    /// or too many, ends the step.
+    async fn write_missing(
+        &self,
+        c: &Cluster,
+        plan: &ActionPlan,
+        step: &Step,
+        todo: Vec<steps::Mutation>,
+        tally: &mut Tally,
+        backup_name: &str,
+    ) -> Result<(), ActuatorError> {
+        let policy = &self.config.retry;
+        for m in todo {
+            self.fenced(&plan.namespace, &plan.service)?;
+            let result = tokio::time::timeout(policy.request_timeout, c.apply(&m, false)).await;
+            let failure = match result {
+                Ok(Ok(())) => {
+                    tally.writes.push(m);
+                    continue;
+                }
+                Ok(Err(e)) => retry::classify(&e),
+                Err(_) => {
+                    Failure::Retryable(format!("timed out after {:?}", policy.request_timeout))
+                }
+            };
+            match failure {
+                Failure::Fatal(detail) => {
+                    return Err(ActuatorError::Api {
+                        what: format!("step {}: write {:?}", step.key(), m.target()),
+                        detail,
+                    })
+                }
+                Failure::Retryable(last) => {
+                    tally.failures += 1;
+                    if tally.failures >= policy.max_attempts {
+                        return Err(ActuatorError::RetriesExhausted {
+                            what: format!("step {}", step.key()),
+                            attempts: tally.failures,
+                            last,
+                            backup: backup_name.into(),
+                        });
                     }
-                    Ok(Err(e)) => retry::classify(&e),
-                    Err(_) => {
-                        Failure::Retryable(format!("timed out after {:?}", policy.request_timeout))
-                    }
-                };
-                match failure {
-                    Failure::Fatal(detail) => {
-                        return Err(ActuatorError::Api {
-                            what: format!("step {}: write {:?}", step.key(), m.target()),
-                            detail,
-                        })
-                    }
-                    Failure::Retryable(last) => {
-                        failures += 1;
-                        if failures >= policy.max_attempts {
-                            return Err(ActuatorError::RetriesExhausted {
-                                what: format!("step {}", step.key()),
-                                attempts: failures,
-                                last,
-                                backup: backup_name.into(),
-                            });
-                        }
-                        tokio::time::sleep(policy.delay(failures)).await;
-                        break; // re-observe: the write may have landed, or the object moved
-                    }
+                    tokio::time::sleep(policy.delay(tally.failures)).await;
+                    return Ok(());
                 }
             }
         }
+        Ok(())
     }
+}
+
+/// What one step's writes came to so far.
+#[derive(Default)]
+struct Tally {
+    /// The writes that landed (the step report lists them).
+    writes: Vec<steps::Mutation>,
+    /// Retryable write failures; the step gives up at `retry.max_attempts`.
+    failures: u32,
 }
 
 impl Actuator {

@@ -216,23 +216,7 @@ pub fn build_plan(
         steps.push(Step::PauseStable);
     }
 
-    if let Some(hpa) = objects::hpa_targeting(&observed.hpas, &policy.deployments.stable) {
-        let name = objects::name(hpa);
-        let max = objects::i64_at(hpa, "/spec/maxReplicas").unwrap_or(i64::MAX);
-        let current = objects::i64_at(stable, "/spec/replicas").unwrap_or(1);
-        let canary = objects::i64_at(&observed.canary, "/spec/replicas").unwrap_or(0);
-        let needed = pre_scale_target(current, canary, max);
-        if needed > current {
-            steps.push(Step::PreScaleStable {
-                hpa: name,
-                replicas: needed as i32,
-            });
-        } else {
-            notes.push(format!(
-                "stable has {current} replicas, enough for all traffic (canary {canary}, HPA max {max})"
-            ));
-        }
-    }
+    pre_scale_stable(policy, observed, &mut steps, &mut notes);
 
     steps.push(Step::RouteAllToStable);
     for hpa in objects::hpas_targeting(&observed.hpas, &policy.deployments.canary) {
@@ -242,28 +226,7 @@ pub fn build_plan(
     }
     steps.push(Step::ScaleCanaryToZero);
 
-    match last_known_good {
-        Some(revision) => {
-            let target = undo::target_for_revision(
-                &policy.deployments.stable,
-                stable,
-                &observed.stable_replica_sets,
-                revision,
-            )?;
-            if undo::equal_ignore_hash(stable.pointer("/spec/template"), Some(&target.template)) {
-                notes.push(format!(
-                    "stable {:?} already runs revision {revision}'s template; undo skipped",
-                    policy.deployments.stable
-                ));
-            } else {
-                steps.push(Step::UndoStable(target));
-            }
-        }
-        None => notes.push(
-            "no last known good revision recorded for the stable; its template is left as is"
-                .into(),
-        ),
-    }
+    undo_stable(policy, observed, last_known_good, &mut steps, &mut notes)?;
 
     if paused_by_us {
         steps.push(Step::ResumeStable);
@@ -285,6 +248,70 @@ pub fn build_plan(
         steps,
         notes,
     })
+}
+
+/// `PreScaleStable` when an HPA scales the stable and it has fewer replicas than stable and
+/// canary ran together: the stable must carry all traffic before the route moves, and the HPA
+/// must not shrink it back. Otherwise a note says why the step is not needed.
+fn pre_scale_stable(
+    policy: &Policy,
+    observed: &Observed,
+    steps: &mut Vec<Step>,
+    notes: &mut Vec<String>,
+) {
+    let Some(hpa) = objects::hpa_targeting(&observed.hpas, &policy.deployments.stable) else {
+        return;
+    };
+    let name = objects::name(hpa);
+    let max = objects::i64_at(hpa, "/spec/maxReplicas").unwrap_or(i64::MAX);
+    let current = objects::i64_at(&observed.stable, "/spec/replicas").unwrap_or(1);
+    let canary = objects::i64_at(&observed.canary, "/spec/replicas").unwrap_or(0);
+    let needed = pre_scale_target(current, canary, max);
+    if needed > current {
+        steps.push(Step::PreScaleStable {
+            hpa: name,
+            replicas: needed as i32,
+        });
+    } else {
+        notes.push(format!(
+            "stable has {current} replicas, enough for all traffic (canary {canary}, HPA max {max})"
+        ));
+    }
+}
+
+/// `UndoStable` to the `last_known_good` revision's template, unless the stable already runs it.
+/// Without a recorded revision the stable is left alone (never "the previous revision"), and a
+/// note says so.
+fn undo_stable(
+    policy: &Policy,
+    observed: &Observed,
+    last_known_good: Option<i64>,
+    steps: &mut Vec<Step>,
+    notes: &mut Vec<String>,
+) -> Result<(), PlanError> {
+    let Some(revision) = last_known_good else {
+        notes.push(
+            "no last known good revision recorded for the stable; its template is left as is"
+                .into(),
+        );
+        return Ok(());
+    };
+    let stable = &observed.stable;
+    let target = undo::target_for_revision(
+        &policy.deployments.stable,
+        stable,
+        &observed.stable_replica_sets,
+        revision,
+    )?;
+    if undo::equal_ignore_hash(stable.pointer("/spec/template"), Some(&target.template)) {
+        notes.push(format!(
+            "stable {:?} already runs revision {revision}'s template; undo skipped",
+            policy.deployments.stable
+        ));
+    } else {
+        steps.push(Step::UndoStable(target));
+    }
+    Ok(())
 }
 
 /// Replicas the stable needs before it takes all traffic: what stable and canary ran together

@@ -4,7 +4,8 @@
 
 use super::objects::{self, Observed};
 use super::plan::{ActionPlan, PlanError, Step};
-use super::{routes, undo};
+use super::routes;
+use super::undo::{self, UndoTarget};
 use crate::policy::Traffic;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -70,78 +71,17 @@ fn find_hpa<'a>(obs: &'a Observed, name: &str) -> Option<&'a Value> {
 }
 
 /// Postcondition check and remaining writes for one step. `Verify` is answered by [`verify`].
+///
+/// Each step is checked against what is observed now, never against what an earlier attempt
+/// wrote: that is what makes a retried or resumed step never act twice.
 pub fn check(plan: &ActionPlan, step: &Step, obs: &Observed) -> Result<StepCheck, PlanError> {
     let stable = Target::Deployment(plan.stable.clone());
     let canary = Target::Deployment(plan.canary.clone());
     Ok(match step {
-        Step::PauseStable => {
-            if objects::is_paused(&obs.stable) {
-                StepCheck::Done("stable is paused".into())
-            } else {
-                StepCheck::Todo(vec![Mutation::Patch {
-                    target: stable,
-                    patch: json!([{"op": "add", "path": "/spec/paused", "value": true}]),
-                }])
-            }
-        }
-        Step::ResumeStable => {
-            if objects::is_paused(&obs.stable) {
-                StepCheck::Todo(vec![Mutation::Patch {
-                    target: stable,
-                    patch: json!([{"op": "add", "path": "/spec/paused", "value": false}]),
-                }])
-            } else {
-                StepCheck::Done("stable is not paused".into())
-            }
-        }
-        Step::PreScaleStable { hpa, replicas } => {
-            let want = i64::from(*replicas);
-            let mut todo = Vec::new();
-            if let Some(h) = find_hpa(obs, hpa) {
-                match objects::i64_at(h, "/spec/minReplicas") {
-                    Some(min) if min >= want => {}
-                    Some(min) => todo.push(Mutation::Patch {
-                        target: Target::Hpa(hpa.clone()),
-                        patch: json!([
-                            {"op": "test", "path": "/spec/minReplicas", "value": min},
-                            {"op": "replace", "path": "/spec/minReplicas", "value": replicas},
-                        ]),
-                    }),
-                    None => todo.push(Mutation::Patch {
-                        target: Target::Hpa(hpa.clone()),
-                        patch: json!([{"op": "add", "path": "/spec/minReplicas", "value": replicas}]),
-                    }),
-                }
-            }
-            if objects::i64_at(&obs.stable, "/spec/replicas").unwrap_or(1) < want {
-                todo.push(Mutation::Scale {
-                    target: stable,
-                    replicas: *replicas,
-                });
-            }
-            if todo.is_empty() {
-                StepCheck::Done(format!("stable has at least {replicas} replicas"))
-            } else {
-                StepCheck::Todo(todo)
-            }
-        }
-        Step::RouteAllToStable => {
-            let file = String::from("(stored plan)");
-            let loc = routes::locate(
-                &obs.virtual_service,
-                &traffic(plan),
-                &file,
-                &plan.virtual_service,
-            )?;
-            if routes::all_to_stable(&loc) {
-                StepCheck::Done(format!("route {:?} sends 100% to stable", plan.route))
-            } else {
-                StepCheck::Todo(vec![Mutation::Patch {
-                    target: Target::VirtualService(plan.virtual_service.clone()),
-                    patch: routes::route_patch(&loc, &plan.route),
-                }])
-            }
-        }
+        Step::PauseStable => pause_stable(stable, obs, true),
+        Step::ResumeStable => pause_stable(stable, obs, false),
+        Step::PreScaleStable { hpa, replicas } => pre_scale_stable(stable, obs, hpa, *replicas),
+        Step::RouteAllToStable => route_all_to_stable(plan, obs)?,
         Step::NeutraliseCanaryHpa { hpa } => match find_hpa(obs, hpa) {
             None => StepCheck::Done(format!("HPA {hpa:?} is gone (kept in the backup)")),
             Some(_) => StepCheck::Todo(vec![Mutation::Delete {
@@ -158,20 +98,7 @@ pub fn check(plan: &ActionPlan, step: &Step, obs: &Observed) -> Result<StepCheck
                 }])
             }
         }
-        Step::UndoStable(target) => {
-            if undo::equal_ignore_hash(obs.stable.pointer("/spec/template"), Some(&target.template))
-            {
-                StepCheck::Done(format!(
-                    "stable template is revision {}'s (ReplicaSet {})",
-                    target.revision, target.replica_set
-                ))
-            } else {
-                StepCheck::Todo(vec![Mutation::Patch {
-                    target: stable,
-                    patch: undo::undo_patch(&obs.stable, target),
-                }])
-            }
-        }
+        Step::UndoStable(target) => undo_stable(stable, obs, target),
         Step::Verify => {
             let failures = verify(plan, obs)?;
             if failures.is_empty() {
@@ -181,6 +108,88 @@ pub fn check(plan: &ActionPlan, step: &Step, obs: &Observed) -> Result<StepCheck
             }
         }
     })
+}
+
+/// `PauseStable` (`paused`) and `ResumeStable` (`!paused`): the stable's `spec.paused`.
+fn pause_stable(stable: Target, obs: &Observed, paused: bool) -> StepCheck {
+    match (objects::is_paused(&obs.stable), paused) {
+        (true, true) => StepCheck::Done("stable is paused".into()),
+        (false, false) => StepCheck::Done("stable is not paused".into()),
+        _ => StepCheck::Todo(vec![Mutation::Patch {
+            target: stable,
+            patch: json!([{"op": "add", "path": "/spec/paused", "value": paused}]),
+        }]),
+    }
+}
+
+/// `PreScaleStable`: raise the stable HPA's floor (so it cannot shrink the stable while it takes
+/// all the traffic) and the stable's replicas to `replicas`; never lowers either.
+fn pre_scale_stable(stable: Target, obs: &Observed, hpa: &str, replicas: i32) -> StepCheck {
+    let want = i64::from(replicas);
+    let mut todo = Vec::new();
+    if let Some(h) = find_hpa(obs, hpa) {
+        match objects::i64_at(h, "/spec/minReplicas") {
+            Some(min) if min >= want => {}
+            // `test` makes the write fail instead of overwriting a floor someone changed since.
+            Some(min) => todo.push(Mutation::Patch {
+                target: Target::Hpa(hpa.to_string()),
+                patch: json!([
+                    {"op": "test", "path": "/spec/minReplicas", "value": min},
+                    {"op": "replace", "path": "/spec/minReplicas", "value": replicas},
+                ]),
+            }),
+            None => todo.push(Mutation::Patch {
+                target: Target::Hpa(hpa.to_string()),
+                patch: json!([{"op": "add", "path": "/spec/minReplicas", "value": replicas}]),
+            }),
+        }
+    }
+    if objects::i64_at(&obs.stable, "/spec/replicas").unwrap_or(1) < want {
+        todo.push(Mutation::Scale {
+            target: stable,
+            replicas,
+        });
+    }
+    if todo.is_empty() {
+        StepCheck::Done(format!("stable has at least {replicas} replicas"))
+    } else {
+        StepCheck::Todo(todo)
+    }
+}
+
+/// `RouteAllToStable`: the plan's route in the VirtualService sends 100% to the stable.
+fn route_all_to_stable(plan: &ActionPlan, obs: &Observed) -> Result<StepCheck, PlanError> {
+    let file = String::from("(stored plan)");
+    let loc = routes::locate(
+        &obs.virtual_service,
+        &traffic(plan),
+        &file,
+        &plan.virtual_service,
+    )?;
+    Ok(if routes::all_to_stable(&loc) {
+        StepCheck::Done(format!("route {:?} sends 100% to stable", plan.route))
+    } else {
+        StepCheck::Todo(vec![Mutation::Patch {
+            target: Target::VirtualService(plan.virtual_service.clone()),
+            patch: routes::route_patch(&loc, &plan.route),
+        }])
+    })
+}
+
+/// `UndoStable`: the stable's pod template is the recorded known-good revision's (the
+/// `pod-template-hash` label aside, which the controller sets).
+fn undo_stable(stable: Target, obs: &Observed, target: &UndoTarget) -> StepCheck {
+    if undo::equal_ignore_hash(obs.stable.pointer("/spec/template"), Some(&target.template)) {
+        StepCheck::Done(format!(
+            "stable template is revision {}'s (ReplicaSet {})",
+            target.revision, target.replica_set
+        ))
+    } else {
+        StepCheck::Todo(vec![Mutation::Patch {
+            target: stable,
+            patch: undo::undo_patch(&obs.stable, target),
+        }])
+    }
 }
 
 /// Everything still wrong after the plan ran; empty means the rollback is done.

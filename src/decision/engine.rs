@@ -1,7 +1,7 @@
 //! One service's engine: owns the sample windows and per-metric state for one canary revision.
 
 use super::counter::{ArmCounters, EVENTS, TOTAL};
-use super::rule::{self, millis, Breach, Inputs, Rule, Test};
+use super::rule::{self, millis, Breach, Inputs, Outcome, Rule, Test};
 use super::sequential;
 use super::state::{Health, MetricState};
 use super::statistic;
@@ -9,7 +9,7 @@ use super::verdict::{self, MetricStatus, Phase, Reason, Stage, Verdict};
 use super::window::Window;
 use super::DecisionError;
 use crate::policy::feed::burn_windows;
-use crate::policy::{Input, Policy};
+use crate::policy::{Input, Level, Policy};
 use crate::sample::{Millis, Sample, Track};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +35,87 @@ struct Slot {
 struct Latch {
     at: Millis,
     reasons: Vec<Reason>,
+}
+
+/// What every metric is judged against at one evaluation.
+struct Judging<'a> {
+    phase: Phase,
+    /// The judged track: the canary in analysis, the stable in bake.
+    subject: Track,
+    /// Breaches before this do not fire (the canary's warm-up).
+    warmup_until: Millis,
+    /// The subject's requests per second (traffic floors).
+    traffic: &'a Window,
+    now: Millis,
+}
+
+impl Slot {
+    /// One evaluation of this metric: its outcome moves its state machine and inconclusive
+    /// timer; returns its status and the level it breached (for the reasons).
+    fn judge(&mut self, at: &Judging) -> (MetricStatus, Option<Level>) {
+        let (outcome, fire_from) = self.outcome(at);
+        self.state
+            .step(&self.rule, outcome.breach, at.now, fire_from);
+        self.inconclusive_since = match outcome.breach {
+            Breach::Inconclusive => Some(self.inconclusive_since.unwrap_or(at.now)),
+            _ => None,
+        };
+        let status = MetricStatus {
+            metric: self.rule.name.clone(),
+            health: self.state.health(outcome.breach),
+            breach: outcome.breach,
+            reading: outcome.reading,
+            warning: self.state.warning,
+            critical: self.state.critical,
+            inconclusive_since: self.inconclusive_since,
+        };
+        (status, outcome.threshold)
+    }
+
+    /// The metric's reading and breach at this evaluation, by its kind, and from when a breach
+    /// may fire: the warm-up's end, or later for a sequential test whose counting restarted.
+    fn outcome(&mut self, at: &Judging) -> (Outcome, Millis) {
+        // The stable is the baseline only while a canary is judged; in bake it is the subject.
+        let baseline = match at.phase {
+            Phase::Canary { .. } => Some(&self.series[track_index(Track::Stable)]),
+            Phase::Bake { .. } => None,
+        };
+        let outcome = match &self.rule.test {
+            None => rule::evaluate(
+                &self.rule,
+                Inputs {
+                    subject: at.subject,
+                    series: &self.series[track_index(at.subject)],
+                    baseline,
+                    traffic: at.traffic,
+                },
+                at.now,
+            ),
+            Some(Test::Sequential {
+                config,
+                warmup_alpha,
+                restart_every,
+            }) => match at.phase {
+                Phase::Bake { .. } => rule::ignored(rule::Reading::NoBaseline),
+                Phase::Canary { .. } => {
+                    let seq = sequential::Sequential {
+                        config,
+                        warmup_alpha: *warmup_alpha,
+                        warmup_until: at.warmup_until,
+                        restart_every: *restart_every,
+                    };
+                    return seq.evaluate(&self.rule, &self.counters, &mut self.marks, at.now);
+                }
+            },
+            Some(Test::BurnRate(cfg)) => {
+                statistic::burn_rate(&self.rule, cfg, &self.ratios, at.subject, at.now)
+            }
+            Some(Test::MannWhitney(cfg)) => {
+                statistic::mann_whitney(&self.rule, cfg, &self.series, baseline.is_some(), at.now)
+            }
+        };
+        (outcome, at.warmup_until)
+    }
 }
 
 /// The decision engine for one service. Feed it samples with `observe*`, ask with `evaluate`.
@@ -208,100 +289,25 @@ impl Engine {
     /// "evaluation" in the sense of `for` and `clear_for`.
     pub fn evaluate(&mut self, now: Millis, phase: Phase) -> Verdict {
         self.enter(phase);
+        let (warmup_until, stage) = self.stage(phase, now);
         let subject = phase.subject();
-        let (warmup_until, stage) = match phase {
-            Phase::Canary { started_at } => {
-                let until = started_at.saturating_add(self.warmup);
-                (
-                    until,
-                    if now < until {
-                        Stage::Warmup
-                    } else {
-                        Stage::Analysis
-                    },
-                )
-            }
-            Phase::Bake { .. } => (Millis::MIN, Stage::Bake),
+        let judging = Judging {
+            phase,
+            subject,
+            warmup_until,
+            traffic: &self.traffic[track_index(subject)],
+            now,
         };
-        let traffic = &self.traffic[track_index(subject)];
-        let mut statuses = Vec::with_capacity(self.slots.len());
-        let mut breached = Vec::with_capacity(self.slots.len());
-        for slot in &mut self.slots {
-            let baseline = match phase {
-                Phase::Canary { .. } => Some(&slot.series[track_index(Track::Stable)]),
-                Phase::Bake { .. } => None,
-            };
-            let mut fire_from = warmup_until;
-            let outcome = match &slot.rule.test {
-                None => rule::evaluate(
-                    &slot.rule,
-                    Inputs {
-                        subject,
-                        series: &slot.series[track_index(subject)],
-                        baseline,
-                        traffic,
-                    },
-                    now,
-                ),
-                Some(Test::Sequential {
-                    config,
-                    warmup_alpha,
-                    restart_every,
-                }) => match phase {
-                    Phase::Bake { .. } => rule::ignored(rule::Reading::NoBaseline),
-                    Phase::Canary { .. } => {
-                        let seq = sequential::Sequential {
-                            config,
-                            warmup_alpha: *warmup_alpha,
-                            warmup_until,
-                            restart_every: *restart_every,
-                        };
-                        let (outcome, from) =
-                            seq.evaluate(&slot.rule, &slot.counters, &mut slot.marks, now);
-                        fire_from = from;
-                        outcome
-                    }
-                },
-                Some(Test::BurnRate(cfg)) => {
-                    statistic::burn_rate(&slot.rule, cfg, &slot.ratios, subject, now)
-                }
-                Some(Test::MannWhitney(cfg)) => {
-                    statistic::mann_whitney(&slot.rule, cfg, &slot.series, baseline.is_some(), now)
-                }
-            };
-            slot.state.step(&slot.rule, outcome.breach, now, fire_from);
-            slot.inconclusive_since = match outcome.breach {
-                Breach::Inconclusive => Some(slot.inconclusive_since.unwrap_or(now)),
-                _ => None,
-            };
-            breached.push(outcome.threshold);
-            statuses.push(MetricStatus {
-                metric: slot.rule.name.clone(),
-                health: slot.state.health(outcome.breach),
-                breach: outcome.breach,
-                reading: outcome.reading,
-                warning: slot.state.warning,
-                critical: slot.state.critical,
-                inconclusive_since: slot.inconclusive_since,
-            });
-        }
+        let (statuses, breached): (Vec<_>, Vec<_>) = self
+            .slots
+            .iter_mut()
+            .map(|slot| slot.judge(&judging))
+            .unzip();
         let current = statuses
             .iter()
             .map(|s| s.health)
             .fold(Health::Healthy, Health::max);
-        // "Stuck" is about data a human must fix. A statistical test that has data but not yet
-        // enough evidence to pass (low traffic) is inconclusive too, but waiting is the remedy.
-        let data_problem = current == Health::Inconclusive
-            && statuses.iter().any(|s| {
-                s.health == Health::Inconclusive && !matches!(s.reading, rule::Reading::Test { .. })
-            });
-        self.inconclusive_since = match data_problem {
-            true => Some(self.inconclusive_since.unwrap_or(now)),
-            false => None,
-        };
-        let stuck = self
-            .inconclusive_since
-            .is_some_and(|since| now.saturating_sub(since) >= self.no_data_deadline);
+        let stuck = self.stuck(current, &statuses, now);
         let reasons = verdict::reasons(
             statuses
                 .iter()
@@ -310,16 +316,7 @@ impl Engine {
                 .map(|((s, slot), b)| (s, &slot.rule, b)),
             subject,
         );
-        if current == Health::Critical && self.latch.is_none() {
-            self.latch = Some(Latch {
-                at: now,
-                reasons: reasons.clone(),
-            });
-        }
-        let (health, reasons) = match &self.latch {
-            Some(latch) => (Health::Critical, latch.reasons.clone()),
-            None => (current, reasons),
-        };
+        let (health, reasons) = self.latch(current, reasons, now);
         Verdict {
             service: self.service.clone(),
             namespace: self.namespace.clone(),
@@ -333,6 +330,62 @@ impl Engine {
             stuck,
             reasons,
             metrics: statuses,
+        }
+    }
+
+    /// Until when breaches may not fire (the canary's warm-up; no warm-up in bake, the stable has
+    /// served all along) and the stage that makes `now`.
+    fn stage(&self, phase: Phase, now: Millis) -> (Millis, Stage) {
+        match phase {
+            Phase::Canary { started_at } => {
+                let until = started_at.saturating_add(self.warmup);
+                let stage = if now < until {
+                    Stage::Warmup
+                } else {
+                    Stage::Analysis
+                };
+                (until, stage)
+            }
+            Phase::Bake { .. } => (Millis::MIN, Stage::Bake),
+        }
+    }
+
+    /// Whether the service has been inconclusive for lack of data past `no_data_deadline`.
+    ///
+    /// "Stuck" is about data a human must fix. A statistical test that has data but not yet
+    /// enough evidence to pass (low traffic) is inconclusive too, but waiting is the remedy, so it
+    /// neither starts nor keeps the clock running.
+    fn stuck(&mut self, current: Health, statuses: &[MetricStatus], now: Millis) -> bool {
+        let data_problem = current == Health::Inconclusive
+            && statuses.iter().any(|s| {
+                s.health == Health::Inconclusive && !matches!(s.reading, rule::Reading::Test { .. })
+            });
+        self.inconclusive_since = match data_problem {
+            true => Some(self.inconclusive_since.unwrap_or(now)),
+            false => None,
+        };
+        self.inconclusive_since
+            .is_some_and(|since| now.saturating_sub(since) >= self.no_data_deadline)
+    }
+
+    /// The verdict's health and reasons after the sticky rollback: the first critical evaluation
+    /// latches its reasons, and from then on the verdict stays critical with those reasons (a
+    /// canary that recovers after being rolled back is still the canary that was rolled back).
+    fn latch(
+        &mut self,
+        current: Health,
+        reasons: Vec<Reason>,
+        now: Millis,
+    ) -> (Health, Vec<Reason>) {
+        if current == Health::Critical && self.latch.is_none() {
+            self.latch = Some(Latch {
+                at: now,
+                reasons: reasons.clone(),
+            });
+        }
+        match &self.latch {
+            Some(latch) => (Health::Critical, latch.reasons.clone()),
+            None => (current, reasons),
         }
     }
 

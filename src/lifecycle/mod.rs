@@ -132,52 +132,62 @@ impl Lifecycle {
         now: Millis,
     ) -> Vec<ReleaseEvent> {
         let mut events = Vec::new();
-
-        // The stable side: a new revision opens a bake window, unless this is the first sight of a
-        // stable that already carries a known-good mark for exactly this revision.
-        if let Some(rev) = stable.revision {
-            match self.last_stable_revision {
-                None => {
-                    self.last_stable_revision = Some(rev);
-                    if stable.last_known_good.is_none() {
-                        // First deployment backout ever sees: nothing to compare it with; trust
-                        // it as the baseline rather than blocking on a bake nobody asked for.
-                        events.push(ReleaseEvent::StableKnownGood { revision: rev });
-                    }
-                }
-                Some(prev) if prev != rev => {
-                    self.last_stable_revision = Some(rev);
-                    events.push(ReleaseEvent::StableChanged {
-                        from: Some(prev),
-                        to: rev,
-                        image: stable.image.clone(),
-                    });
-                    if stable.last_known_good != Some(rev) {
-                        self.stage = Release::Bake {
-                            stable_revision: rev,
-                            since: now,
-                            until: now + self.bake_ms,
-                        };
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-
-        let running_canary = canary.filter(|c| c.replicas > 0).and_then(|c| {
-            c.revision.map(|revision| {
-                (
-                    CanaryId {
-                        revision,
-                        template_hash: c.template_hash.clone(),
-                    },
-                    c.image.clone(),
-                )
-            })
-        });
-
+        self.observe_stable(stable, now, &mut events);
         let stage = std::mem::replace(&mut self.stage, Release::Idle);
-        self.stage = match (stage, running_canary) {
+        self.stage = self.next_stage(stage, running_canary(canary), now, &mut events);
+        events
+    }
+
+    /// The stable side: a new revision opens a bake window, unless this is the first sight of a
+    /// stable that already carries a known-good mark for exactly this revision.
+    fn observe_stable(
+        &mut self,
+        stable: &DeploymentView,
+        now: Millis,
+        events: &mut Vec<ReleaseEvent>,
+    ) {
+        let Some(rev) = stable.revision else {
+            return;
+        };
+        match self.last_stable_revision {
+            None => {
+                self.last_stable_revision = Some(rev);
+                if stable.last_known_good.is_none() {
+                    // First deployment backout ever sees: nothing to compare it with; trust
+                    // it as the baseline rather than blocking on a bake nobody asked for.
+                    events.push(ReleaseEvent::StableKnownGood { revision: rev });
+                }
+            }
+            Some(prev) if prev != rev => {
+                self.last_stable_revision = Some(rev);
+                events.push(ReleaseEvent::StableChanged {
+                    from: Some(prev),
+                    to: rev,
+                    image: stable.image.clone(),
+                });
+                if stable.last_known_good != Some(rev) {
+                    self.stage = Release::Bake {
+                        stable_revision: rev,
+                        since: now,
+                        until: now + self.bake_ms,
+                    };
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The canary side: where `stage` goes given the canary running now (if any). A rollback
+    /// stays until a different canary appears; a bake ends as known good when its window passed
+    /// with no canary.
+    fn next_stage(
+        &self,
+        stage: Release,
+        running: Option<(CanaryId, String)>,
+        now: Millis,
+        events: &mut Vec<ReleaseEvent>,
+    ) -> Release {
+        match (stage, running) {
             (Release::RolledBack { id }, Some((cid, image))) if id != cid => {
                 events.push(ReleaseEvent::CanaryStarted {
                     id: cid.clone(),
@@ -224,9 +234,24 @@ impl Lifecycle {
                 Release::Idle
             }
             (other, None) => other,
-        };
-        events
+        }
     }
+}
+
+/// The canary that counts as running: scaled up and with a revision (the controller has seen
+/// it), with its image for the events.
+fn running_canary(canary: Option<&DeploymentView>) -> Option<(CanaryId, String)> {
+    canary.filter(|c| c.replicas > 0).and_then(|c| {
+        c.revision.map(|revision| {
+            (
+                CanaryId {
+                    revision,
+                    template_hash: c.template_hash.clone(),
+                },
+                c.image.clone(),
+            )
+        })
+    })
 }
 
 #[cfg(test)]

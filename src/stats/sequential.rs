@@ -148,37 +148,18 @@ pub fn evaluate_with_bound(
     cfg: &SequentialConfig,
     known: Option<KnownBound>,
 ) -> Result<SequentialVerdict, StatsError> {
-    if !(cfg.alpha > 0.0 && cfg.alpha < 1.0) {
-        return Err(StatsError::AlphaOutOfRange(cfg.alpha));
-    }
+    check_inputs(counts, cfg)?;
     let (c, s) = (counts.canary, counts.stable);
-    for (what, v) in [
-        ("canary events", c.events),
-        ("canary total", c.total),
-        ("stable events", s.events),
-        ("stable total", s.total),
-    ] {
-        check_count(what, v)?;
-    }
-    for arm in [c, s] {
-        if arm.events > arm.total {
-            return Err(StatsError::EventsExceedTotal {
-                events: arm.events,
-                total: arm.total,
-            });
-        }
-    }
     let threshold = 1.0 / cfg.alpha;
-    let ratio_estimate = match (c.rate(), s.rate()) {
-        (Some(rc), Some(rs)) if rs > 0.0 => Some(rc / rs),
-        _ => None,
-    };
     let mut verdict = SequentialVerdict {
         outcome: Outcome::Inconclusive,
         bayes_factor: 1.0,
         threshold,
         theta0: None,
-        ratio_estimate,
+        ratio_estimate: match (c.rate(), s.rate()) {
+            (Some(rc), Some(rs)) if rs > 0.0 => Some(rc / rs),
+            _ => None,
+        },
         ratio_upper: None,
         bound: known,
         explanation: String::new(),
@@ -193,15 +174,8 @@ pub fn evaluate_with_bound(
     let n = c.events + s.events;
     let log_bf = log_bayes_factor(c.events, n, theta0, &cfg.concentrations, Side::Above)?;
     verdict.bayes_factor = log_bf.exp();
-    let rates = format!(
-        "canary {:.0} of {:.0} ({:.4}%), stable {:.0} of {:.0} ({:.4}%)",
-        c.events,
-        c.total,
-        100.0 * c.events / c.total,
-        s.events,
-        s.total,
-        100.0 * s.events / s.total
-    );
+    let rates = rates_text(counts);
+    // Failing comes first and ignores any earlier bound: a canary that turns bad still fails.
     if log_bf >= threshold.ln() {
         verdict.outcome = Outcome::Fail;
         verdict.explanation = format!(
@@ -223,8 +197,108 @@ pub fn evaluate_with_bound(
         );
         return Ok(verdict);
     }
+    pass_or_hold(&mut verdict, counts, cfg, known, &rates)?;
+    Ok(verdict)
+}
+
+/// Rejects what no count can be: alpha outside (0, 1), negative or non-finite counts, more
+/// events than requests. The test's guarantee rests on the counts being counts.
+fn check_inputs(counts: &Counts, cfg: &SequentialConfig) -> Result<(), StatsError> {
+    if !(cfg.alpha > 0.0 && cfg.alpha < 1.0) {
+        return Err(StatsError::AlphaOutOfRange(cfg.alpha));
+    }
+    let (c, s) = (counts.canary, counts.stable);
+    for (what, v) in [
+        ("canary events", c.events),
+        ("canary total", c.total),
+        ("stable events", s.events),
+        ("stable total", s.total),
+    ] {
+        check_count(what, v)?;
+    }
+    for arm in [c, s] {
+        if arm.events > arm.total {
+            return Err(StatsError::EventsExceedTotal {
+                events: arm.events,
+                total: arm.total,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Both arms' counts and rates, the start of every explanation (both totals are positive).
+fn rates_text(counts: &Counts) -> String {
+    let (c, s) = (counts.canary, counts.stable);
+    format!(
+        "canary {:.0} of {:.0} ({:.4}%), stable {:.0} of {:.0} ({:.4}%)",
+        c.events,
+        c.total,
+        100.0 * c.events / c.total,
+        s.events,
+        s.total,
+        100.0 * s.events / s.total
+    )
+}
+
+/// The pass side, once the test has not failed and the canary has its exposure: pass on a small
+/// enough rate-ratio bound, else on a negligible canary rate, else hold (inconclusive).
+fn pass_or_hold(
+    verdict: &mut SequentialVerdict,
+    counts: &Counts,
+    cfg: &SequentialConfig,
+    known: Option<KnownBound>,
+    rates: &str,
+) -> Result<(), StatsError> {
+    let c = counts.canary;
     let pass_alpha = cfg.pass_alpha.unwrap_or(cfg.alpha);
-    let theta_upper = upper_bound(c.events, n, pass_alpha, &cfg.concentrations)?;
+    let (bound, ratio_upper) = ratio_bound(counts, cfg, pass_alpha, known)?;
+    verdict.bound = Some(bound);
+    verdict.ratio_upper = Some(ratio_upper);
+    if ratio_upper <= cfg.pass_ratio {
+        verdict.outcome = Outcome::Pass;
+        verdict.explanation = format!(
+            "{rates}: rate ratio is at most {ratio_upper:.3} (bound for pass {})",
+            cfg.pass_ratio
+        );
+        return Ok(());
+    }
+    let rate_upper = upper_bound(c.events, c.total, pass_alpha, &cfg.concentrations)?;
+    if rate_upper <= cfg.negligible_rate {
+        verdict.outcome = Outcome::Pass;
+        verdict.explanation = format!(
+            "{rates}: canary rate is at most {:.4}% (negligible below {:.4}%)",
+            100.0 * rate_upper,
+            100.0 * cfg.negligible_rate
+        );
+        return Ok(());
+    }
+    verdict.explanation = format!(
+        "{rates}: Bayes factor {:.3} < {} to fail; rate ratio upper bound {ratio_upper:.3} > {} \
+         to pass",
+        verdict.bayes_factor,
+        threshold_text(verdict.threshold),
+        cfg.pass_ratio
+    );
+    Ok(())
+}
+
+/// The anytime-valid upper bound on the rate ratio at this look, tightened by the earlier
+/// `known` bound while the traffic split has not moved past [`SHARE_TOLERANCE`] (see
+/// [`evaluate_with_bound`]); with the bound the next look should be given.
+fn ratio_bound(
+    counts: &Counts,
+    cfg: &SequentialConfig,
+    pass_alpha: f64,
+    known: Option<KnownBound>,
+) -> Result<(KnownBound, f64), StatsError> {
+    let (c, s) = (counts.canary, counts.stable);
+    let theta_upper = upper_bound(
+        c.events,
+        c.events + s.events,
+        pass_alpha,
+        &cfg.concentrations,
+    )?;
     let ratio_upper = if theta_upper >= 1.0 {
         f64::INFINITY
     } else {
@@ -238,35 +312,10 @@ pub fn evaluate_with_bound(
     let kept = known.filter(|k| {
         k.ratio_upper < ratio_upper && (share / k.canary_share - 1.0).abs() <= SHARE_TOLERANCE
     });
-    verdict.bound = Some(kept.unwrap_or(fresh));
-    let ratio_upper = kept.map_or(ratio_upper, |k| k.ratio_upper);
-    verdict.ratio_upper = Some(ratio_upper);
-    if ratio_upper <= cfg.pass_ratio {
-        verdict.outcome = Outcome::Pass;
-        verdict.explanation = format!(
-            "{rates}: rate ratio is at most {ratio_upper:.3} (bound for pass {})",
-            cfg.pass_ratio
-        );
-        return Ok(verdict);
-    }
-    let rate_upper = upper_bound(c.events, c.total, pass_alpha, &cfg.concentrations)?;
-    if rate_upper <= cfg.negligible_rate {
-        verdict.outcome = Outcome::Pass;
-        verdict.explanation = format!(
-            "{rates}: canary rate is at most {:.4}% (negligible below {:.4}%)",
-            100.0 * rate_upper,
-            100.0 * cfg.negligible_rate
-        );
-        return Ok(verdict);
-    }
-    verdict.explanation = format!(
-        "{rates}: Bayes factor {:.3} < {} to fail; rate ratio upper bound {ratio_upper:.3} > {} \
-         to pass",
-        verdict.bayes_factor,
-        threshold_text(threshold),
-        cfg.pass_ratio
-    );
-    Ok(verdict)
+    Ok((
+        kept.unwrap_or(fresh),
+        kept.map_or(ratio_upper, |k| k.ratio_upper),
+    ))
 }
 
 #[cfg(test)]
