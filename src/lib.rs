@@ -16,6 +16,7 @@ pub mod decision;
 pub mod demo;
 pub mod diagnostic;
 pub mod lifecycle;
+pub mod lifeline;
 pub mod notify;
 pub mod policy;
 pub mod promserver;

@@ -1,0 +1,165 @@
+//! The markdown table: each measurement next to the issue's target, with the machine named so
+//! numbers from different machines are not compared blindly.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Everything one run measured; `None` = not measurable with this daemon (reported as n/a).
+#[derive(Debug, Default)]
+pub struct Results {
+    pub services: usize,
+    pub steady: Duration,
+    pub scrape_interval: Duration,
+    pub seeded_in: Option<Duration>,
+    pub cores: Option<f64>,
+    pub peak_rss: Option<u64>,
+    pub queries_per_sec: Option<f64>,
+    /// Prometheus's own count of `/api/v1/query` requests, as a cross-check.
+    pub prom_queries_per_sec: Option<f64>,
+    pub kube_per_sec_daemon: Option<f64>,
+    pub kube_per_sec_proxy: Option<f64>,
+    pub lag_steady: Option<(f64, f64)>,
+    pub lag_rollbacks: Option<(f64, f64)>,
+    /// How many services went bad, and when each was mitigated after the onset.
+    pub mitigations: Vec<Option<Duration>>,
+    pub reload: Option<f64>,
+    /// Outside view of the reload: SIGHUP until the reload counter moved.
+    pub reload_seen: Option<Duration>,
+    pub prometheus: Option<String>,
+    pub commit: String,
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map_or_else(|| "n/a".to_string(), f)
+}
+
+fn lag(v: Option<(f64, f64)>) -> String {
+    opt(v, |(p50, p99)| format!("{p50:.3} s / {p99:.3} s"))
+}
+
+/// `nproc`, the CPU model and the memory, from /proc.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            let kb: f64 = t.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1024.0 / 1024.0)
+        })
+        .unwrap_or(0.0);
+    format!("{cpus} x {model}, {mem_gb:.0} GB RAM")
+}
+
+fn mitigation_rows(out: &mut String, r: &Results) {
+    let n = r.mitigations.len();
+    let done: Vec<Duration> = r.mitigations.iter().flatten().copied().collect();
+    let first = done.iter().min().copied();
+    let last = done.iter().max().copied();
+    let all = if done.len() == n && n > 0 {
+        opt(last, secs)
+    } else {
+        format!("{} of {n} mitigated", done.len())
+    };
+    let _ = writeln!(
+        out,
+        "| {n} canaries bad in one second: first mitigated (after the onset) | {} | |",
+        opt(first, secs)
+    );
+    let _ = writeln!(out, "| ... all {n} mitigated (after the onset) | {all} | |");
+    let spread = match (first, last) {
+        (Some(f), Some(l)) if done.len() == n => secs(l - f),
+        _ => "n/a".into(),
+    };
+    let _ = writeln!(
+        out,
+        "| ... last mitigated after the first | {spread} | <= one poll + 5 s (15 s) |"
+    );
+}
+
+/// The table, with a header naming the run.
+pub fn render(r: &Results) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Fleet benchmark: {} services, 4 batched metrics each, 10 s poll, Prometheus {} scraping every {}; steady window {}; commit {}.\nMachine: {}.\n",
+        r.services,
+        r.prometheus.as_deref().unwrap_or("?"),
+        secs(r.scrape_interval),
+        secs(r.steady),
+        r.commit,
+        machine()
+    );
+    let _ = writeln!(out, "| metric | value | target (issue 10) |");
+    let _ = writeln!(out, "|---|---|---|");
+    let rows = [
+        (
+            "daemon CPU (steady)",
+            opt(r.cores, |c| format!("{c:.3} cores")),
+            "<= 1 core at 10,000 services",
+        ),
+        (
+            "daemon peak RSS (VmHWM, whole run)",
+            opt(r.peak_rss, |b| format!("{:.1} MB", b as f64 / 1e6)),
+            "<= 256 MB at 10,000 services",
+        ),
+        (
+            "Prometheus queries/s (daemon `backout_queries_total`)",
+            opt(r.queries_per_sec, |q| format!("{q:.2}")),
+            "independent of N",
+        ),
+        (
+            "... as Prometheus counted them (`/api/v1/query`)",
+            opt(r.prom_queries_per_sec, |q| format!("{q:.2}")),
+            "",
+        ),
+        (
+            "Kubernetes requests/s (daemon `backout_kubernetes_requests_total`)",
+            opt(r.kube_per_sec_daemon, |q| format!("{q:.2}")),
+            "",
+        ),
+        (
+            "... counted at the simulator (proxy)",
+            opt(r.kube_per_sec_proxy, |q| format!("{q:.2}")),
+            "",
+        ),
+        ("evaluation lag p50 / p99 (steady)", lag(r.lag_steady), ""),
+        (
+            "evaluation lag p50 / p99 (while rollbacks run)",
+            lag(r.lag_rollbacks),
+            "p99 <= 1 s",
+        ),
+    ];
+    for (metric, value, target) in rows {
+        let _ = writeln!(out, "| {metric} | {value} | {target} |");
+    }
+    mitigation_rows(&mut out, r);
+    let reload = match (r.reload, r.reload_seen) {
+        (Some(g), _) => format!("{g:.3} s"),
+        (None, Some(seen)) => format!(
+            "n/a (gauge absent; reload counter moved {:.2} s after SIGHUP)",
+            seen.as_secs_f64()
+        ),
+        (None, None) => "n/a".into(),
+    };
+    let _ = writeln!(out, "| reload of all {} policies (SIGHUP, `backout_policy_reload_duration_seconds`) | {reload} | < 2 s at 10,000 |", r.services);
+    let _ = writeln!(
+        out,
+        "| simulator seeding {} policies (`backout sim --seed-policies`) | {} | < 30 s at 10,000 |",
+        r.services,
+        opt(r.seeded_in, secs)
+    );
+    out
+}
