@@ -118,9 +118,17 @@ impl Scrape {
 
     /// Sum over every series of `name`; `None` when the daemon does not export it.
     pub fn sum(&self, name: &str) -> Option<f64> {
+        self.sum_where(name, None)
+    }
+
+    /// Sum over the series of `name` whose label `label.0` is `label.1` (every series if `None`).
+    pub fn sum_where(&self, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
         let mut found = false;
         let mut total = 0.0;
-        for l in self.lines.iter().filter(|l| l.name == name) {
+        let wanted = |l: &&Line| {
+            l.name == name && label.is_none_or(|(k, v)| l.labels.get(k).is_some_and(|x| x == v))
+        };
+        for l in self.lines.iter().filter(wanted) {
             found = true;
             total += l.value;
         }
@@ -199,16 +207,16 @@ pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     Some(lower)
 }
 
-/// Reads the daemon's `/metrics`.
-pub async fn scrape(http: &reqwest::Client, admin: &str) -> anyhow::Result<Scrape> {
+/// Reads `/metrics` of the daemon's admin server (or of Prometheus itself) at `base`.
+pub async fn scrape(http: &reqwest::Client, base: &str) -> anyhow::Result<Scrape> {
     let r = http
-        .get(format!("{admin}/metrics"))
+        .get(format!("{base}/metrics"))
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .context("GET /metrics of the daemon")?;
+        .with_context(|| format!("GET {base}/metrics"))?;
     if !r.status().is_success() {
-        bail!("GET /metrics of the daemon: {}", r.status());
+        bail!("GET {base}/metrics: {}", r.status());
     }
     Ok(Scrape::parse(&r.text().await?))
 }

@@ -18,6 +18,11 @@ pub struct Results {
     pub prom_queries_per_sec: Option<f64>,
     pub kube_per_sec_daemon: Option<f64>,
     pub kube_per_sec_proxy: Option<f64>,
+    /// From the onset until the rollbacks' rollouts had time to finish.
+    pub rollback_window: Option<Duration>,
+    pub cores_rollbacks: Option<f64>,
+    pub kube_rollbacks_daemon: Option<f64>,
+    pub kube_rollbacks_proxy: Option<f64>,
     pub lag_steady: Option<(f64, f64)>,
     pub lag_rollbacks: Option<(f64, f64)>,
     /// How many services went bad, and when each was mitigated after the onset.
@@ -31,6 +36,11 @@ pub struct Results {
 
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Millisecond precision, for things far under a second.
+fn fine(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
 }
 
 fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
@@ -89,77 +99,119 @@ fn mitigation_rows(out: &mut String, r: &Results) {
     );
 }
 
-/// The table, with a header naming the run.
-pub fn render(r: &Results) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Fleet benchmark: {} services, 4 batched metrics each, 10 s poll, Prometheus {} scraping every {}; steady window {}; commit {}.\nMachine: {}.\n",
-        r.services,
-        r.prometheus.as_deref().unwrap_or("?"),
-        secs(r.scrape_interval),
-        secs(r.steady),
-        r.commit,
-        machine()
-    );
-    let _ = writeln!(out, "| metric | value | target (issue 10) |");
-    let _ = writeln!(out, "|---|---|---|");
-    let rows = [
+fn cores(v: Option<f64>) -> String {
+    opt(v, |c| format!("{c:.3} cores"))
+}
+
+fn per_sec(v: Option<f64>) -> String {
+    opt(v, |q| format!("{q:.2}"))
+}
+
+/// Rows of the steady window.
+fn steady_rows(r: &Results) -> Vec<(&'static str, String, &'static str)> {
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    vec![
         (
             "daemon CPU (steady)",
-            opt(r.cores, |c| format!("{c:.3} cores")),
+            cores(r.cores),
             "<= 1 core at 10,000 services",
         ),
         (
             "daemon peak RSS (VmHWM, whole run)",
-            opt(r.peak_rss, |b| format!("{:.1} MB", b as f64 / 1e6)),
+            opt(r.peak_rss, mb),
             "<= 256 MB at 10,000 services",
         ),
         (
             "Prometheus queries/s (daemon `backout_queries_total`)",
-            opt(r.queries_per_sec, |q| format!("{q:.2}")),
+            per_sec(r.queries_per_sec),
             "independent of N",
         ),
         (
             "... as Prometheus counted them (`/api/v1/query`)",
-            opt(r.prom_queries_per_sec, |q| format!("{q:.2}")),
+            per_sec(r.prom_queries_per_sec),
             "",
         ),
         (
             "Kubernetes requests/s (daemon `backout_kubernetes_requests_total`)",
-            opt(r.kube_per_sec_daemon, |q| format!("{q:.2}")),
+            per_sec(r.kube_per_sec_daemon),
             "",
         ),
         (
             "... counted at the simulator (proxy)",
-            opt(r.kube_per_sec_proxy, |q| format!("{q:.2}")),
+            per_sec(r.kube_per_sec_proxy),
             "",
         ),
         ("evaluation lag p50 / p99 (steady)", lag(r.lag_steady), ""),
+    ]
+}
+
+/// Rows of the window from the onset until the rollbacks' rollouts had time to finish.
+fn rollback_rows(r: &Results) -> Vec<(&'static str, String, &'static str)> {
+    vec![
         (
             "evaluation lag p50 / p99 (while rollbacks run)",
             lag(r.lag_rollbacks),
             "p99 <= 1 s",
         ),
-    ];
-    for (metric, value, target) in rows {
-        let _ = writeln!(out, "| {metric} | {value} | {target} |");
-    }
-    mitigation_rows(&mut out, r);
-    let reload = match (r.reload, r.reload_seen) {
+        (
+            "daemon CPU (while rollbacks run)",
+            cores(r.cores_rollbacks),
+            "",
+        ),
+        (
+            "Kubernetes requests/s while rollbacks run (daemon metric)",
+            per_sec(r.kube_rollbacks_daemon),
+            "",
+        ),
+        (
+            "... counted at the simulator (proxy)",
+            per_sec(r.kube_rollbacks_proxy),
+            "",
+        ),
+    ]
+}
+
+fn reload_text(r: &Results) -> String {
+    match (r.reload, r.reload_seen) {
         (Some(g), _) => format!("{g:.3} s"),
         (None, Some(seen)) => format!(
             "n/a (gauge absent; reload counter moved {:.2} s after SIGHUP)",
             seen.as_secs_f64()
         ),
         (None, None) => "n/a".into(),
-    };
-    let _ = writeln!(out, "| reload of all {} policies (SIGHUP, `backout_policy_reload_duration_seconds`) | {reload} | < 2 s at 10,000 |", r.services);
+    }
+}
+
+/// The table, with a header naming the run.
+pub fn render(r: &Results) -> String {
+    let mut out = String::new();
     let _ = writeln!(
         out,
-        "| simulator seeding {} policies (`backout sim --seed-policies`) | {} | < 30 s at 10,000 |",
+        "Fleet benchmark: {} services, 4 batched metrics each, 10 s poll, Prometheus {} scraping every {}; steady window {}, rollback window {}; commit {}.\nMachine: {}.\n",
         r.services,
-        opt(r.seeded_in, secs)
+        r.prometheus.as_deref().unwrap_or("?"),
+        secs(r.scrape_interval),
+        secs(r.steady),
+        opt(r.rollback_window, secs),
+        r.commit,
+        machine()
+    );
+    let _ = writeln!(out, "| metric | value | target (issue 10) |");
+    let _ = writeln!(out, "|---|---|---|");
+    for (metric, value, target) in steady_rows(r).into_iter().chain(rollback_rows(r)) {
+        let _ = writeln!(out, "| {metric} | {value} | {target} |");
+    }
+    mitigation_rows(&mut out, r);
+    let n = r.services;
+    let _ = writeln!(
+        out,
+        "| reload of all {n} policies (SIGHUP, `backout_policy_reload_duration_seconds`) | {} | < 2 s at 10,000 |",
+        reload_text(r)
+    );
+    let _ = writeln!(
+        out,
+        "| simulator seeding {n} policies (`backout sim --seed-policies`) | {} | < 30 s at 10,000 |",
+        opt(r.seeded_in, fine)
     );
     out
 }

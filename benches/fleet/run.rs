@@ -57,22 +57,13 @@ fn commit() -> String {
         .map_or_else(|| "?".into(), |s| s.trim().to_string())
 }
 
-/// Prometheus's own count of instant queries (the daemon POSTs to `/api/v1/query`).
+/// Prometheus's own count of instant queries (the daemon POSTs to `/api/v1/query`), from its
+/// `/metrics`: the benchmark's Prometheus does not scrape itself.
 async fn prom_query_count(http: &reqwest::Client, prom: &str) -> Option<f64> {
-    let q = r#"sum(prometheus_http_requests_total{handler="/api/v1/query"})"#;
-    let body: serde_json::Value = http
-        .get(format!("{prom}/api/v1/query"))
-        .query(&[("query", q)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    body.pointer("/data/result/0/value/1")?
-        .as_str()?
-        .parse()
-        .ok()
+    measure::scrape(http, prom).await.ok()?.sum_where(
+        "prometheus_http_requests_total",
+        Some(("handler", "/api/v1/query")),
+    )
 }
 
 /// Sleeps `d`, failing early if the daemon dies.
@@ -246,6 +237,7 @@ async fn rollbacks(w: &mut World, args: &Args, r: &mut Results) -> anyhow::Resul
         })
         .collect();
     let names: Vec<String> = targets.iter().map(|t| t.service.clone()).collect();
+    let (c0, k0) = (measure::cpu(w.daemon.pid)?, w.proxy.requests());
     let s0 = measure::scrape(&w.http, &w.daemon.admin).await?;
     w.exporter.turn_bad(&names);
     let onset = Instant::now();
@@ -261,6 +253,12 @@ async fn rollbacks(w: &mut World, args: &Args, r: &mut Results) -> anyhow::Resul
     // Rollbacks go on after mitigation (Verify waits for the rollout): keep the lag window open.
     watch_daemon(&mut w.daemon, args.rollout_delay + Duration::from_secs(10)).await?;
     let s1 = measure::scrape(&w.http, &w.daemon.admin).await?;
+    let (c1, k1) = (measure::cpu(w.daemon.pid)?, w.proxy.requests());
+    let secs = s1.at.duration_since(s0.at).as_secs_f64();
+    r.rollback_window = Some(s1.at.duration_since(s0.at));
+    r.cores_rollbacks = Some(measure::cores(c0, c1, measure::clock_ticks()));
+    r.kube_rollbacks_daemon = measure::rate(&s0, &s1, KUBE_REQUESTS);
+    r.kube_rollbacks_proxy = Some(k1.saturating_sub(k0) as f64 / secs);
     r.lag_rollbacks = lag_quantiles(&s0, &s1);
     Ok(())
 }
