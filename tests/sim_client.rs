@@ -424,11 +424,9 @@ async fn recorder_events_hpas_leases_and_policy_seeding() {
 async fn watching_from_a_compacted_version_gets_410_expired() {
     let sim = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(sim.kube_client().unwrap(), "prod");
-    // More changes than the change log keeps, written straight into the store for speed.
-    for i in 0..10_050u32 {
-        sim.seed(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "prod"}}))
-            .unwrap();
-    }
+    // More changes than the change log keeps (it keeps at least LOG_MIN_CAPACITY, more when
+    // there are many objects, so churn one object), written straight into the store for speed.
+    churn(&sim, "prod", backout::sim::store::LOG_MIN_CAPACITY + 50);
     let mut events = api
         .watch(&WatchParams::default().timeout(5), "1")
         .await
@@ -438,4 +436,21 @@ async fn watching_from_a_compacted_version_gets_410_expired() {
         Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => panic!("expected 410 Expired, got {other:?}"),
     }
+}
+
+/// Rewrites one ConfigMap `times` times (each write a new resourceVersion).
+fn churn(sim: &SimHandle, namespace: &str, times: usize) {
+    let key = backout::sim::store::ObjKey {
+        group: "",
+        plural: "configmaps",
+        namespace: namespace.into(),
+        name: "churn".into(),
+    };
+    sim.store().write(|t| {
+        for i in 0..times {
+            let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "churn", "namespace": namespace}, "data": {"i": i.to_string()}});
+            t.put(key.clone(), obj);
+        }
+    });
 }

@@ -183,10 +183,20 @@ async fn kube_runtime_reflector_relists_after_410() {
     until(&mut rx, "failed", &mut seen).await;
 
     // While the watch is down, push its version out of the change log and add a Deployment.
-    for i in 0..10_050u32 {
-        sim.seed(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "other"}}))
-            .unwrap();
-    }
+    // The log keeps at least LOG_MIN_CAPACITY changes (more with many objects): churn one.
+    let key = backout::sim::store::ObjKey {
+        group: "",
+        plural: "configmaps",
+        namespace: "other".into(),
+        name: "churn".into(),
+    };
+    sim.store().write(|t| {
+        for i in 0..backout::sim::store::LOG_MIN_CAPACITY + 50 {
+            let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "churn", "namespace": "other"}, "data": {"i": i.to_string()}});
+            t.put(key.clone(), obj);
+        }
+    });
     sim.seed_deployment("prod", "api", "api:1", 2).unwrap();
     sim.faults().clear();
     until(&mut rx, "error 410", &mut seen).await;

@@ -3,11 +3,16 @@
 
 use anyhow::Context;
 use backout::policy::model::Policy;
+use backout::sim::fleet::write_fleet_policies;
 use backout::sim::{SimConfig, Simulator};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long start-up waits for the deployment controller to settle the seeded rollouts before
+/// serving anyway (it goes on settling in the background).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,6 +25,10 @@ pub struct Args {
     /// Directory of policy TOML files; each policy's Deployments and VirtualService are created.
     #[arg(long)]
     seed_policies: Option<PathBuf>,
+    /// Writes a synthetic fleet of N policies (batched templates, 4 metrics each) into the
+    /// --seed-policies directory (default `backout-fleet`) first, then seeds it.
+    #[arg(long, value_name = "N")]
+    fleet: Option<usize>,
     /// How long simulated pods take to become ready after a rollout or scale.
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     rollout_delay: Duration,
@@ -54,18 +63,58 @@ fn load_policies(dir: &PathBuf) -> anyhow::Result<Vec<Policy>> {
     Ok(out)
 }
 
+/// Above this many policies the per-policy lines are summarised in one.
+const LIST_AT_MOST: usize = 20;
+
+/// The policy directory to seed from, after writing the synthetic fleet into it when asked.
+fn policy_dir(args: &Args) -> anyhow::Result<Option<PathBuf>> {
+    let Some(n) = args.fleet else {
+        return Ok(args.seed_policies.clone());
+    };
+    let dir = args
+        .seed_policies
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("backout-fleet"));
+    write_fleet_policies(&dir, n).with_context(|| {
+        format!(
+            "cannot write the fleet policies into {}; pass a writable directory with --seed-policies",
+            dir.display()
+        )
+    })?;
+    println!(
+        "wrote {n} fleet policies and templates.toml to {}",
+        dir.display()
+    );
+    Ok(Some(dir))
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policies = match &args.seed_policies {
-        Some(dir) => load_policies(dir)?,
+    let policies = match policy_dir(&args)? {
+        Some(dir) => load_policies(&dir)?,
         None => Vec::new(),
     };
     let config = SimConfig {
         rollout_delay: args.rollout_delay,
     };
     let sim = Simulator::start_with(args.listen, config).await?;
+    let started = Instant::now();
     for p in &policies {
         sim.seed_policy(p)
             .with_context(|| format!("seeding objects for {}", p.source.display()))?;
+    }
+    if !policies.is_empty() {
+        let written = started.elapsed();
+        let settled = sim
+            .wait_controller_idle(Duration::from_millis(50), SETTLE_TIMEOUT)
+            .await;
+        println!(
+            "seeded {} policies ({} objects) in {:.2} s; deployment controller {} after {:.2} s",
+            policies.len(),
+            policies.len() * 3,
+            written.as_secs_f64(),
+            if settled { "settled" } else { "still busy" },
+            started.elapsed().as_secs_f64()
+        );
     }
     let namespace = policies
         .first()
@@ -73,7 +122,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or("default");
     sim.write_kubeconfig(&args.kubeconfig, namespace)?;
     println!("backout simulator listening on {}", sim.url());
-    for p in &policies {
+    if policies.len() > LIST_AT_MOST {
+        println!(
+            "  seeded {} policies from {} (namespaces {} .. {})",
+            policies.len(),
+            policies[0]
+                .source
+                .parent()
+                .unwrap_or(Path::new("."))
+                .display(),
+            policies[0].namespace,
+            policies[policies.len() - 1].namespace
+        );
+    }
+    for p in policies
+        .iter()
+        .take_while(|_| policies.len() <= LIST_AT_MOST)
+    {
         println!(
             "  seeded {}: deployments {}/{} and {}, virtualservice {} (route {} 90/10)",
             p.source.display(),

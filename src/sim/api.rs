@@ -71,11 +71,12 @@ pub fn select(
     fields: &Selector,
 ) -> (Vec<Value>, u64) {
     store.read(|txn| {
+        // Filter before copying: a selective list costs what it returns, not the resource.
         let items = txn
-            .list(t.def.group, t.def.plural, t.namespace.as_deref())
-            .into_iter()
+            .iter(t.def.group, t.def.plural, t.namespace.as_deref())
+            .map(|(_, o)| o)
             .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
-            .map(|o| as_version(t.def, &t.version, o))
+            .map(|o| as_version(t.def, &t.version, o.clone()))
             .collect();
         (items, txn.current_rv())
     })
@@ -182,23 +183,15 @@ pub fn delete(store: &Store, t: &Target, opts: WriteOpts, cascade: bool) -> Repl
             return Ok((200, as_version(t.def, &t.version, old)));
         }
         let key = t.key(t.name());
-        let uid = old.pointer("/metadata/uid").cloned();
-        let gone = txn.delete(&key).unwrap_or(old);
+        let gone = txn.delete(&key).unwrap_or_else(|| old.clone());
         if cascade && t.def.is("apps", "deployments") {
             // The garbage collector's job: ReplicaSets owned by the Deployment go with it.
-            for rs in txn.list("apps", "replicasets", Some(&key.namespace)) {
-                let owned = rs
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r.get("uid") == uid.as_ref()));
-                if owned {
-                    txn.delete(&ObjKey {
-                        group: "apps",
-                        plural: "replicasets",
-                        namespace: key.namespace.clone(),
-                        name: name_of(&rs).to_string(),
-                    });
-                }
+            let uid = old
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            for (rs, _) in txn.owned_by(uid, "apps", "replicasets") {
+                txn.delete(&rs);
             }
         }
         // Custom resources answer with the deleted object, built-in types with a Status.

@@ -1,12 +1,19 @@
 //! The simulated deployment controller: a tokio task that reacts to Deployment and ReplicaSet
 //! changes like kube-controller-manager does, with pods "becoming ready" after a delay.
 
-use super::rollout::{self, owned_by, Fresh, Write};
-use super::store::{ObjKey, Store};
+use super::index::controller_uid;
+use super::rollout::{self, Fresh, Write};
+use super::store::{Change, ObjKey, Store, Txn};
 use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// Changes taken from the feed per round; Deployments named twice in a round are reconciled once.
+const FEED_BATCH: usize = 1024;
 
 /// A fresh uid in the apiserver's UUID shape.
 pub fn new_uid() -> String {
@@ -29,22 +36,28 @@ pub fn now_rfc3339() -> String {
         .to_string()
 }
 
-fn deployment_key(ns: &str, name: &str) -> ObjKey {
-    ObjKey {
-        group: "apps",
-        plural: "deployments",
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    }
-}
-
 /// Runs one pass for one Deployment; returns whether a settle pass is still due.
+///
+/// It reads only the Deployment and the ReplicaSets it controls (the owner index), so a pass
+/// costs the same in a cluster of ten Deployments or twenty thousand.
 fn reconcile(store: &Store, key: &ObjKey, settle: bool) -> bool {
     store.write(|txn| {
         let Some(d) = txn.get(key).cloned() else {
             return false;
         };
-        let all_rs = txn.list("apps", "replicasets", Some(&key.namespace));
+        let uid = d
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let owned = |txn: &Txn<'_>| -> Vec<Value> {
+            txn.owned_by(&uid, "apps", "replicasets")
+                .into_iter()
+                .filter(|(k, _)| k.namespace == key.namespace)
+                .map(|(_, v)| v)
+                .collect()
+        };
+        let all_rs = owned(txn);
         let fresh = Fresh {
             now: now_rfc3339(),
             uid: new_uid(),
@@ -60,83 +73,112 @@ fn reconcile(store: &Store, key: &ObjKey, settle: bool) -> bool {
             }
         }
         let d = txn.get(key).cloned().unwrap_or(Value::Null);
-        let all_rs = txn.list("apps", "replicasets", Some(&key.namespace));
-        !rollout::settled(&d, &all_rs)
+        !rollout::settled(&d, &owned(txn))
     })
 }
 
-fn owner_of(store: &Store, rs: &Value) -> Option<ObjKey> {
-    let ns = rs.pointer("/metadata/namespace")?.as_str()?;
-    let uid = rs
-        .pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|r| r["controller"] == true && r["kind"] == "Deployment")?
-        .get("uid")?
-        .as_str()?
-        .to_string();
-    store.read(|txn| {
-        txn.list("apps", "deployments", Some(ns))
-            .into_iter()
-            .find(|d| d.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid.as_str()))
-            .and_then(|d| {
-                let name = d.pointer("/metadata/name")?.as_str()?;
-                debug_assert!(owned_by(rs, &uid));
-                Some(deployment_key(ns, name))
+/// The Deployment a change makes due: itself, or the controller owner of a ReplicaSet.
+fn due(store: &Store, c: &Change) -> Option<ObjKey> {
+    if c.key.group != "apps" {
+        return None;
+    }
+    match c.key.plural {
+        "deployments" => Some(c.key.clone()),
+        "replicasets" => {
+            let uid = controller_uid(&c.object)?;
+            store.read(|txn| {
+                txn.key_of_uid(uid)
+                    .filter(|k| k.group == "apps" && k.plural == "deployments")
+                    .filter(|k| k.namespace == c.key.namespace)
+                    .cloned()
             })
-    })
+        }
+        _ => None,
+    }
 }
 
-fn kick(store: &Store, key: ObjKey, delay: Duration) {
-    if reconcile(store, &key, false) {
+/// What the controller has left to do, shared with [`super::SimHandle`] so start-up and
+/// benchmarks can wait for it in O(1) instead of inspecting every Deployment.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The newest resourceVersion whose change the controller has handled.
+    handled_rv: AtomicU64,
+    /// Settle passes scheduled and not finished.
+    settles_pending: AtomicUsize,
+    /// Deployments with a settle timer: one each is enough, because the settle pass settles
+    /// everything the Deployment has pending, whenever its changes came.
+    settling: Mutex<HashSet<ObjKey>>,
+}
+
+impl Progress {
+    /// Nothing queued and no settle pass due: every change up to `current_rv` is handled.
+    pub fn idle(&self, current_rv: u64) -> bool {
+        self.settles_pending.load(Ordering::SeqCst) == 0
+            && self.handled_rv.load(Ordering::SeqCst) >= current_rv
+    }
+
+    fn settling(&self) -> std::sync::MutexGuard<'_, HashSet<ObjKey>> {
+        // The set holds plain keys; a panic elsewhere cannot leave it inconsistent.
+        self.settling.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn kick(store: &Store, progress: &Arc<Progress>, key: ObjKey, delay: Duration) {
+    if reconcile(store, &key, false) && progress.settling().insert(key.clone()) {
+        progress.settles_pending.fetch_add(1, Ordering::SeqCst);
         let store = store.clone();
+        let progress = progress.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            progress.settling().remove(&key);
             reconcile(&store, &key, true);
+            // After the pass: its writes are already past `handled_rv`, so the controller never
+            // looks idle between the timer and the events it causes.
+            progress.settles_pending.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
 
 fn all_deployments(store: &Store) -> Vec<ObjKey> {
     store.read(|txn| {
-        txn.list("apps", "deployments", None)
-            .iter()
-            .filter_map(|d| {
-                Some(deployment_key(
-                    d.pointer("/metadata/namespace")?.as_str()?,
-                    d.pointer("/metadata/name")?.as_str()?,
-                ))
-            })
+        txn.iter("apps", "deployments", None)
+            .map(|(k, _)| k.clone())
             .collect()
     })
 }
 
 /// Starts the controller; it stops when `shutdown` flips.
-pub fn spawn(store: Store, delay: Duration, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    let mut rx = store.subscribe();
+///
+/// It reconciles what the change events name, like a workqueue: the changes already waiting
+/// are drained first and each Deployment they make due is reconciled once, so a burst (seeding
+/// thousands of services) costs one pass per Deployment touched, never a pass over the store.
+pub fn spawn(
+    store: Store,
+    delay: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    progress: Arc<Progress>,
+) -> JoinHandle<()> {
+    let mut feed = store.feed();
     tokio::spawn(async move {
         for key in all_deployments(&store) {
-            kick(&store, key, delay);
+            kick(&store, &progress, key, delay);
         }
+        let mut batch: Vec<Change> = Vec::new();
         loop {
             tokio::select! {
-                got = rx.recv() => match got {
-                    Ok(c) if c.key.group == "apps" && c.key.plural == "deployments" => {
-                        kick(&store, c.key.clone(), delay);
+                n = feed.recv_many(&mut batch, FEED_BATCH) => {
+                    if n == 0 {
+                        break;
                     }
-                    Ok(c) if c.key.group == "apps" && c.key.plural == "replicasets" => {
-                        if let Some(k) = owner_of(&store, &c.object) {
-                            kick(&store, k, delay);
+                    let newest = batch.iter().map(|c| c.rv).max().unwrap_or(0);
+                    let mut queued = HashSet::new();
+                    for key in batch.drain(..).filter_map(|c| due(&store, &c)) {
+                        if queued.insert(key.clone()) {
+                            kick(&store, &progress, key, delay);
                         }
                     }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        for key in all_deployments(&store) {
-                            kick(&store, key, delay);
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
+                    progress.handled_rv.fetch_max(newest, Ordering::SeqCst);
+                }
                 _ = shutdown.changed() => break,
             }
         }

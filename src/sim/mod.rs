@@ -7,9 +7,12 @@
 //! See docs/simulator.md for what is faithful and what is not.
 
 pub mod api;
+pub mod changelog;
 pub mod controller;
 pub mod discovery;
 pub mod faults;
+pub mod fleet;
+mod index;
 mod namespaces;
 pub mod objects;
 pub mod openapi;
@@ -115,12 +118,15 @@ impl Simulator {
                 tracing::error!(%err, "simulator server stopped");
             }
         });
-        let controller = controller::spawn(store.clone(), config.rollout_delay, rx);
+        let progress = Arc::new(controller::Progress::default());
+        let controller =
+            controller::spawn(store.clone(), config.rollout_delay, rx, progress.clone());
         Ok(SimHandle {
             addr: local,
             shared,
             store,
             faults,
+            progress,
             stop: tx,
             tasks: vec![server, controller],
         })
@@ -133,6 +139,8 @@ pub struct SimHandle {
     shared: Arc<Shared>,
     store: Store,
     faults: Faults,
+    /// The deployment controller's backlog, for waiting until it is idle.
+    progress: Arc<controller::Progress>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }

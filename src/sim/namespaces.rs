@@ -7,6 +7,7 @@ use super::selector::Selector;
 use super::status::ApiError;
 use axum::http::Method;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 
 fn synthetic(name: &str) -> Value {
     json!({
@@ -35,9 +36,13 @@ pub fn serve(
             let (stored, rv) = api::select(store, t, &all, &all);
             let mut names: Vec<String> = store.read(|txn| txn.namespaces());
             names.push("default".into());
-            let mut items = stored.clone();
+            let mut have: HashSet<String> = stored
+                .iter()
+                .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+                .collect();
+            let mut items = stored;
             for n in names {
-                if !items.iter().any(|i| i["metadata"]["name"] == n.as_str()) {
+                if have.insert(n.clone()) {
                     items.push(synthetic(&n));
                 }
             }

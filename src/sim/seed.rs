@@ -86,12 +86,13 @@ pub fn hpa(namespace: &str, name: &str, deployment: &str, min: i64, max: i64) ->
 impl SimHandle {
     /// Creates any object (its `apiVersion`/`kind` pick the resource) as a client POST would.
     pub fn seed(&self, obj: Value) -> Result<Value, SimError> {
+        let what = format!(
+            "{} {}",
+            obj["kind"].as_str().unwrap_or("object"),
+            obj["metadata"]["name"].as_str().unwrap_or_default()
+        );
         let err = |message: String| SimError::Seed {
-            what: format!(
-                "{} {}",
-                obj["kind"].as_str().unwrap_or("object"),
-                obj["metadata"]["name"].as_str().unwrap_or_default()
-            ),
+            what: what.clone(),
             message,
         };
         let av = obj["apiVersion"].as_str().unwrap_or_default();
@@ -121,15 +122,9 @@ impl SimHandle {
             uid: super::controller::new_uid(),
             suffix: "seed0".into(),
         };
-        api::create(
-            &self.store,
-            &target,
-            obj.clone(),
-            &stamp,
-            WriteOpts::default(),
-        )
-        .map(|(_, v)| v)
-        .map_err(|e| err(e.message))
+        api::create(&self.store, &target, obj, &stamp, WriteOpts::default())
+            .map(|(_, v)| v)
+            .map_err(|e| err(e.message))
     }
 
     pub fn seed_deployment(
@@ -174,6 +169,55 @@ impl SimHandle {
             90,
         ))?;
         Ok(())
+    }
+
+    /// How many Deployments the deployment controller has not yet brought to their settled
+    /// state (ReplicaSet created, pods "ready", old ReplicaSets drained, status written). Costs
+    /// a pass over every Deployment: a check for tests, not something to poll.
+    pub fn unsettled_rollouts(&self) -> usize {
+        self.store.read(|txn| {
+            txn.iter("apps", "deployments", None)
+                .filter(|(_, d)| {
+                    let uid = d
+                        .pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let owned: Vec<Value> = txn
+                        .owned_by(uid, "apps", "replicasets")
+                        .into_iter()
+                        .map(|(_, rs)| rs)
+                        .collect();
+                    !super::rollout::settled(d, &owned)
+                })
+                .count()
+        })
+    }
+
+    /// Whether the deployment controller has handled every change so far and has no settle
+    /// pass due. O(1), so it can be polled while seeding tens of thousands of objects.
+    pub fn controller_idle(&self) -> bool {
+        let rv = self.store.read(|t| t.current_rv());
+        self.progress.idle(rv)
+    }
+
+    /// Waits until [`Self::controller_idle`], polling every `every`; `false` if `timeout`
+    /// passed first. After seeding, idle means every rollout has settled (see
+    /// [`Self::unsettled_rollouts`]) unless a Deployment is paused.
+    pub async fn wait_controller_idle(
+        &self,
+        every: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.controller_idle() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     /// Reads an object straight from the store (`group` "" for core).

@@ -2,15 +2,24 @@
 //! revision), a bounded change log so watches can resume from a resourceVersion, and a broadcast
 //! of every change for live watchers and the deployment controller.
 
+use super::changelog::{self, ChangeLog};
+use super::index::Indexes;
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
-/// How many changes are kept for watch resumption; older resourceVersions get 410 Gone.
-const LOG_CAPACITY: usize = 10_000;
+pub use super::changelog::LOG_MIN_CAPACITY;
+
+/// Live watchers share one broadcast ring; one that falls this far behind ends and resumes from
+/// the change log (as a real watch would after a dropped connection).
+const BROADCAST_CAPACITY: usize = 16_384;
 
 /// Identity of a stored object: resource (group + plural), namespace ("" if cluster-scoped), name.
+///
+/// The field order is the store's sort order, which makes "one resource" and "one resource in
+/// one namespace" contiguous ranges of the map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjKey {
     pub group: &'static str,
@@ -48,8 +57,13 @@ pub struct Change {
 #[derive(Default)]
 struct State {
     rv: u64,
-    objects: BTreeMap<ObjKey, Value>,
-    log: VecDeque<Change>,
+    /// Objects are shared with the change log and the events that carry them, so a write
+    /// allocates its object once instead of copying it for each of them.
+    objects: BTreeMap<ObjKey, Arc<Value>>,
+    index: Indexes,
+    log: ChangeLog,
+    /// Subscribers that must see every change (controllers): unbounded, so they never lag.
+    feeds: Vec<mpsc::UnboundedSender<Change>>,
 }
 
 /// Shared store; cheap to clone.
@@ -72,39 +86,84 @@ pub struct Txn<'a> {
     pending: Vec<Change>,
 }
 
+/// The first key of a resource (in a namespace): "" sorts before every other string.
+fn range_start(group: &'static str, plural: &'static str, namespace: Option<&str>) -> ObjKey {
+    ObjKey {
+        group,
+        plural,
+        namespace: namespace.unwrap_or_default().to_string(),
+        name: String::new(),
+    }
+}
+
 impl Txn<'_> {
     pub fn get(&self, key: &ObjKey) -> Option<&Value> {
-        self.state.objects.get(key)
+        self.state.objects.get(key).map(Arc::as_ref)
+    }
+
+    /// Objects of one resource, optionally in one namespace, in (namespace, name) order, without
+    /// copying them: O(log n + result).
+    pub fn iter<'s>(
+        &'s self,
+        group: &'static str,
+        plural: &'static str,
+        namespace: Option<&'s str>,
+    ) -> impl Iterator<Item = (&'s ObjKey, &'s Value)> + 's {
+        let start = range_start(group, plural, namespace);
+        self.state
+            .objects
+            .range((Bound::Included(start), Bound::Unbounded))
+            .take_while(move |(k, _)| {
+                k.group == group
+                    && k.plural == plural
+                    && namespace.is_none_or(|ns| k.namespace == ns)
+            })
+            .map(|(k, v)| (k, v.as_ref()))
     }
 
     /// Objects of one resource, optionally in one namespace, in name order.
-    pub fn list(&self, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Value> {
-        self.state
-            .objects
-            .iter()
-            .filter(|(k, _)| k.group == group && k.plural == plural)
-            .filter(|(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
+    pub fn list(
+        &self,
+        group: &'static str,
+        plural: &'static str,
+        namespace: Option<&str>,
+    ) -> Vec<Value> {
+        self.iter(group, plural, namespace)
             .map(|(_, v)| v.clone())
             .collect()
     }
 
-    /// Namespaces that hold at least one object.
+    /// Namespaces that hold at least one object, in name order.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut ns: Vec<String> = self
-            .state
-            .objects
-            .keys()
-            .map(|k| k.namespace.clone())
-            .filter(|n| !n.is_empty())
-            .collect();
-        ns.dedup();
-        ns.sort();
-        ns.dedup();
-        ns
+        self.state.index.namespaces().map(str::to_string).collect()
+    }
+
+    /// The object with this `metadata.uid`, if any.
+    pub fn key_of_uid(&self, uid: &str) -> Option<&ObjKey> {
+        self.state.index.key_of_uid(uid)
+    }
+
+    /// Objects of one resource with an `ownerReference` to this uid, in name order.
+    pub fn owned_by(&self, owner_uid: &str, group: &str, plural: &str) -> Vec<(ObjKey, Value)> {
+        self.state
+            .index
+            .owned_by(owner_uid)
+            .filter(|k| k.group == group && k.plural == plural)
+            .filter_map(|k| Some((k.clone(), self.get(k)?.clone())))
+            .collect()
     }
 
     pub fn current_rv(&self) -> u64 {
         self.state.rv
+    }
+
+    /// How many objects are stored.
+    pub fn len(&self) -> usize {
+        self.state.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.state.objects.is_empty()
     }
 
     /// Stores `obj` under `key` with a fresh resourceVersion; a write that changes nothing keeps
@@ -112,16 +171,21 @@ impl Txn<'_> {
     pub fn put(&mut self, key: ObjKey, mut obj: Value) -> Value {
         let existing = self.state.objects.get(&key).cloned();
         if let Some(old) = &existing {
-            let mut cmp = obj.clone();
-            set_rv(&mut cmp, rv_of(old));
-            if &cmp == old {
-                return old.clone();
+            // Compare with the old resourceVersion in place instead of copying the object.
+            set_rv(&mut obj, rv_of(old));
+            if &obj == old.as_ref() {
+                return obj;
             }
         }
         self.state.rv += 1;
         let rv = self.state.rv;
         set_rv(&mut obj, rv.to_string());
-        self.state.objects.insert(key.clone(), obj.clone());
+        let stored = Arc::new(obj);
+        let state = &mut *self.state;
+        state
+            .index
+            .update(&key, existing.as_deref(), stored.as_ref());
+        state.objects.insert(key.clone(), stored.clone());
         let kind = if existing.is_some() {
             ChangeKind::Modified
         } else {
@@ -131,31 +195,32 @@ impl Txn<'_> {
             rv,
             kind,
             key,
-            object: Arc::new(obj.clone()),
+            object: stored.clone(),
         });
-        obj
+        Value::clone(&stored)
     }
 
     /// Removes the object; the DELETED event carries a fresh resourceVersion.
     pub fn delete(&mut self, key: &ObjKey) -> Option<Value> {
-        let mut obj = self.state.objects.remove(key)?;
+        let old = self.state.objects.remove(key)?;
+        self.state.index.remove(key, &old);
         self.state.rv += 1;
         let rv = self.state.rv;
+        let mut obj = Arc::unwrap_or_clone(old);
         set_rv(&mut obj, rv.to_string());
+        let object = Arc::new(obj);
         self.record(Change {
             rv,
             kind: ChangeKind::Deleted,
             key: key.clone(),
-            object: Arc::new(obj.clone()),
+            object: object.clone(),
         });
-        Some(obj)
+        Some(Value::clone(&object))
     }
 
     fn record(&mut self, change: Change) {
-        if self.state.log.len() >= LOG_CAPACITY {
-            self.state.log.pop_front();
-        }
-        self.state.log.push_back(change.clone());
+        let objects = self.state.objects.len();
+        self.state.log.push(&change, objects);
         self.pending.push(change);
     }
 }
@@ -163,14 +228,20 @@ impl Txn<'_> {
 /// What a watch starting at a resourceVersion receives before live changes.
 pub enum Replay {
     /// Changes after the requested version, then live ones from the receiver.
-    From(Vec<Change>, broadcast::Receiver<Change>),
+    From {
+        changes: Vec<Change>,
+        /// The store's resourceVersion at the replay: every change up to it has been passed,
+        /// whether or not it was selected.
+        newest: u64,
+        rx: broadcast::Receiver<Change>,
+    },
     /// The requested version was compacted away: 410 Gone.
     Expired { oldest: u64 },
 }
 
 impl Store {
     pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(LOG_CAPACITY);
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         Self {
             state: Arc::new(Mutex::new(State::default())),
             tx,
@@ -191,8 +262,14 @@ impl Store {
         };
         let out = f(&mut txn);
         let pending = std::mem::take(&mut txn.pending);
-        for c in pending {
-            let _ = self.tx.send(c);
+        if !pending.is_empty() {
+            // Sent under the lock, so every subscriber sees changes in resourceVersion order.
+            txn.state
+                .feeds
+                .retain(|feed| pending.iter().all(|c| feed.send(c.clone()).is_ok()));
+            for c in pending {
+                let _ = self.tx.send(c);
+            }
         }
         drop(txn);
         out
@@ -203,20 +280,55 @@ impl Store {
         self.write(|t| f(t))
     }
 
+    /// Live changes for watchers; a receiver that falls behind the ring gets `Lagged`.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.tx.subscribe()
     }
 
+    /// Every change from now on, never dropped (for controllers, which must not miss the change
+    /// that names the object to reconcile). Dropping the receiver unsubscribes.
+    pub fn feed(&self) -> mpsc::UnboundedReceiver<Change> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.write(|t| t.state.feeds.push(tx));
+        rx
+    }
+
     /// Changes after `rv` plus a live receiver, taken under one lock so none is lost or doubled.
     pub fn replay_from(&self, rv: u64) -> Replay {
+        self.replay_matching(rv, |_| true)
+    }
+
+    /// [`Self::replay_from`] keeping only changes whose key `wants`; the others are never
+    /// decoded, so a watch on one resource resumes in time proportional to its own changes.
+    pub fn replay_matching(&self, rv: u64, wants: impl Fn(&ObjKey) -> bool) -> Replay {
         self.write(|t| {
-            let oldest = t.state.log.front().map(|c| c.rv).unwrap_or(t.state.rv + 1);
+            let oldest = t.state.log.oldest().unwrap_or(t.state.rv + 1);
             if rv + 1 < oldest && rv < t.state.rv {
                 return Replay::Expired { oldest };
             }
-            let changes = t.state.log.iter().filter(|c| c.rv > rv).cloned().collect();
-            Replay::From(changes, self.tx.subscribe())
+            let changes = t
+                .state
+                .log
+                .after(rv)
+                .filter(|l| wants(&l.key))
+                .filter_map(|l| l.change())
+                .collect();
+            Replay::From {
+                changes,
+                newest: t.state.rv,
+                rx: self.tx.subscribe(),
+            }
         })
+    }
+
+    /// How many changes the log keeps now (for tests and diagnostics).
+    pub fn log_len(&self) -> usize {
+        self.read(|t| t.state.log.len())
+    }
+
+    /// How many changes the log may hold with the current number of objects.
+    pub fn log_capacity(&self) -> usize {
+        self.read(|t| changelog::capacity(t.state.objects.len()))
     }
 }
 
@@ -290,7 +402,7 @@ mod tests {
             .parse()
             .unwrap();
         match s.replay_from(rv) {
-            Replay::From(changes, _) => {
+            Replay::From { changes, .. } => {
                 assert_eq!(changes.len(), 1);
                 assert_eq!(changes[0].key.name, "b");
             }

@@ -12,7 +12,7 @@ use super::api::Target;
 use super::objects::as_version;
 use super::selector::Selector;
 use super::status::ApiError;
-use super::store::{Change, ChangeKind, Replay, Store};
+use super::store::{Change, ChangeKind, ObjKey, Replay, Store};
 use axum::body::Bytes;
 use futures::stream::{self, Stream};
 use serde_json::{json, Value};
@@ -41,24 +41,46 @@ pub struct WatchRequest {
     pub timeout: Duration,
 }
 
+/// One watch event on the wire, serialized from a borrowed object (no copy of it).
+#[derive(serde::Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    object: &'a Value,
+}
+
 fn line(kind: &str, object: &Value) -> Bytes {
-    let mut s = json!({"type": kind, "object": object}).to_string();
-    s.push('\n');
+    let mut s = serde_json::to_vec(&Event { kind, object }).unwrap_or_default();
+    s.push(b'\n');
     Bytes::from(s)
 }
 
 impl WatchRequest {
-    fn wants(&self, c: &Change) -> bool {
+    /// The resource and namespace part of [`Self::wants`], decidable without the object.
+    fn wants_key(&self, k: &ObjKey) -> bool {
         let t = &self.target;
-        c.key.group == t.def.group
-            && c.key.plural == t.def.plural
-            && t.namespace.as_ref().is_none_or(|ns| &c.key.namespace == ns)
+        k.group == t.def.group
+            && k.plural == t.def.plural
+            && t.namespace.as_ref().is_none_or(|ns| &k.namespace == ns)
+    }
+
+    fn wants(&self, c: &Change) -> bool {
+        self.wants_key(&c.key)
             && self.labels.matches_labels(&c.object)
             && self.fields.matches_fields(&c.object)
     }
 
+    /// The event line; the object is copied only when the watch asked for another version
+    /// than the stored one (VirtualService v1beta1), to relabel it.
     fn render(&self, c: &Change) -> Bytes {
-        let obj = as_version(self.target.def, &self.target.version, (*c.object).clone());
+        let def = self.target.def;
+        let stored_as_asked = c.object.get("apiVersion").and_then(Value::as_str)
+            == Some(def.api_version(&self.target.version).as_str())
+            && c.object.get("kind").and_then(Value::as_str) == Some(def.kind);
+        if stored_as_asked {
+            return line(c.kind.as_str(), &c.object);
+        }
+        let obj = as_version(def, &self.target.version, (*c.object).clone());
         line(c.kind.as_str(), &obj)
     }
 
@@ -154,9 +176,13 @@ pub fn stream(
         }
     };
     let mut seen_rv = start;
-    let rx = match store.replay_from(start) {
-        Replay::From(changes, rx) => {
-            seen_rv = changes.iter().map(|c| c.rv).fold(seen_rv, u64::max);
+    let rx = match store.replay_matching(start, |k| req.wants_key(k)) {
+        Replay::From {
+            changes,
+            newest,
+            rx,
+        } => {
+            seen_rv = seen_rv.max(newest);
             queue.extend(
                 changes
                     .iter()
