@@ -16,7 +16,6 @@ mod exporter;
 mod kubeproxy;
 mod measure;
 mod mitigation;
-mod policies;
 mod report;
 mod run;
 mod stage;

@@ -10,7 +10,8 @@ pub struct Results {
     pub services: usize,
     pub steady: Duration,
     pub scrape_interval: Duration,
-    pub seeded_in: Option<Duration>,
+    /// The simulator's own report: (objects written, deployment controller settled), seconds.
+    pub seeded: Option<(f64, f64)>,
     pub cores: Option<f64>,
     pub peak_rss: Option<u64>,
     pub queries_per_sec: Option<f64>,
@@ -36,11 +37,6 @@ pub struct Results {
 
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
-}
-
-/// Millisecond precision, for things far under a second.
-fn fine(d: Duration) -> String {
-    format!("{:.3} s", d.as_secs_f64())
 }
 
 fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
@@ -211,7 +207,7 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(
         out,
         "| simulator seeding {n} policies (`backout sim --seed-policies`) | {} | < 30 s at 10,000 |",
-        opt(r.seeded_in, fine)
+        opt(r.seeded, |(w, s)| format!("{w:.2} s written; controller settled after {s:.1} s (includes the rollout delay)"))
     );
     out
 }

@@ -6,9 +6,10 @@ use crate::measure::{self, Scrape};
 use crate::mitigation::{self, Target};
 use crate::report::{self, Results};
 use crate::stage::{self, Daemon, DaemonConfig};
-use crate::{policies, Args};
+use crate::Args;
 use anyhow::{bail, Context as _};
 use backout::promserver::PromServer;
+use backout::sim::fleet::{namespace_of, service_name, write_fleet_policies};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -100,13 +101,13 @@ async fn stage_world(args: &Args, start: Instant, r: &mut Results) -> anyhow::Re
     let bin = backout_binary(args)?;
     let root = tempfile::Builder::new().prefix("backout-fleet").tempdir()?;
     let policy_dir = root.path().join("policies");
-    policies::write_fleet_policies(&policy_dir, args.services)?;
+    write_fleet_policies(&policy_dir, args.services)?;
     stage::validate(&bin, &policy_dir)?;
     say(
         start,
         &format!("{} policies written and valid", args.services),
     );
-    let services: Vec<String> = (0..args.services).map(policies::service_name).collect();
+    let services: Vec<String> = (0..args.services).map(service_name).collect();
     let exporter = FleetExporter::start(&services).await?;
     let prom = PromServer::builder()
         .scrape(exporter.addr)
@@ -126,14 +127,11 @@ async fn stage_world(args: &Args, start: Instant, r: &mut Results) -> anyhow::Re
         args.seed_timeout,
     )
     .await?;
-    r.seeded_in = Some(sim.seeded_in);
+    r.seeded = sim.seeded;
+    let up = sim.up_in.as_secs_f64();
     say(
         start,
-        &format!(
-            "simulator seeded in {:.1} s at {}",
-            sim.seeded_in.as_secs_f64(),
-            sim.url
-        ),
+        &format!("simulator up at {} after {up:.1} s", sim.url),
     );
     prom.wait_for_scrapes(2, Duration::from_secs(120)).await?;
     let proxy = KubeProxy::start(&sim.url, &sim.kubeconfig, root.path()).await?;
@@ -232,8 +230,8 @@ async fn rollbacks(w: &mut World, args: &Args, r: &mut Results) -> anyhow::Resul
     let targets: Vec<Target> = picked
         .iter()
         .map(|&i| Target {
-            namespace: policies::namespace_of(i),
-            service: policies::service_name(i),
+            namespace: namespace_of(i),
+            service: service_name(i),
         })
         .collect();
     let names: Vec<String> = targets.iter().map(|t| t.service.clone()).collect();

@@ -32,13 +32,26 @@ pub struct Sim {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     pub kubeconfig: PathBuf,
-    /// From spawn to "listening": dominated by seeding the fleet's objects.
-    pub seeded_in: Duration,
+    /// From spawn to "listening": seeding, then waiting for the deployment controller to settle.
+    pub up_in: Duration,
+    /// As the simulator reports it: (objects written, controller settled), seconds.
+    pub seeded: Option<(f64, f64)>,
 }
 
 enum SimLine {
+    Seeded(f64, f64),
     Url(String),
     Ready,
+}
+
+/// `seeded N policies (M objects) in W s; deployment controller settled after S s` -> (W, S).
+fn parse_seeded(line: &str) -> Option<(f64, f64)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |w: &str| -> Option<f64> {
+        let i = words.iter().position(|x| *x == w)?;
+        words.get(i + 1)?.parse().ok()
+    };
+    Some((after("in")?, after("after")?))
 }
 
 /// Copies the simulator's stdout to `log` (it prints a line per seeded policy, so it must be
@@ -52,7 +65,11 @@ fn follow_sim_stdout(
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
             let _ = writeln!(log, "{line}");
-            if let Some(url) = line.strip_prefix("backout simulator listening on ") {
+            if line.starts_with("seeded ") {
+                if let Some((written, settled)) = parse_seeded(&line) {
+                    let _ = tx.send(SimLine::Seeded(written, settled));
+                }
+            } else if let Some(url) = line.strip_prefix("backout simulator listening on ") {
                 let _ = tx.send(SimLine::Url(url.trim().to_string()));
             } else if line.starts_with("stop with Ctrl-C") {
                 let _ = tx.send(SimLine::Ready);
@@ -91,10 +108,11 @@ pub async fn start_sim(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let out = child.take_stdout().context("the simulator's stdout")?;
     follow_sim_stdout(out, std::fs::File::create(root.join("sim.log"))?, tx);
-    let mut url = None;
+    let (mut url, mut seeded) = (None, None);
     let deadline = started + limit;
     loop {
         match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            Ok(Some(SimLine::Seeded(w, s))) => seeded = Some((w, s)),
             Ok(Some(SimLine::Url(u))) => url = Some(u),
             Ok(Some(SimLine::Ready)) => break,
             Ok(None) | Err(_) => {}
@@ -111,7 +129,8 @@ pub async fn start_sim(
         _child: child,
         url,
         kubeconfig,
-        seeded_in: started.elapsed(),
+        up_in: started.elapsed(),
+        seeded,
     })
 }
 
