@@ -15,6 +15,8 @@ pub struct Results {
     pub cores: Option<f64>,
     pub peak_rss: Option<u64>,
     pub queries_per_sec: Option<f64>,
+    /// Service evaluations/s: N / 10 s when every slot is kept.
+    pub evaluations_per_sec: Option<f64>,
     /// Prometheus's own count of `/api/v1/query` requests, as a cross-check.
     pub prom_queries_per_sec: Option<f64>,
     pub kube_per_sec_daemon: Option<f64>,
@@ -111,6 +113,11 @@ fn steady_rows(r: &Results) -> Vec<(&'static str, String, &'static str)> {
             "daemon CPU (steady)",
             cores(r.cores),
             "<= 1 core at 10,000 services",
+        ),
+        (
+            "service evaluations/s (`backout_evaluations_total`; every slot kept = N / 10 s)",
+            per_sec(r.evaluations_per_sec),
+            "",
         ),
         (
             "daemon peak RSS (VmHWM, whole run)",

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 const LAG: &str = "backout_evaluation_lag_seconds";
 const QUERIES: &str = "backout_queries_total";
+const EVALUATIONS: &str = "backout_evaluations_total";
 const KUBE_REQUESTS: &str = "backout_kubernetes_requests_total";
 const RELOADS: &str = "backout_policy_reloads_total";
 const RELOAD_DURATION: &str = "backout_policy_reload_duration_seconds";
@@ -194,6 +195,7 @@ async fn steady(w: &mut World, args: &Args, r: &mut Results) -> anyhow::Result<(
     let secs = s1.at.duration_since(s0.at).as_secs_f64();
     r.cores = Some(measure::cores(c0, c1, ticks));
     r.queries_per_sec = measure::rate(&s0, &s1, QUERIES);
+    r.evaluations_per_sec = measure::rate(&s0, &s1, EVALUATIONS);
     r.prom_queries_per_sec = p0.zip(p1).map(|(a, b)| (b - a) / secs);
     r.kube_per_sec_daemon = measure::rate(&s0, &s1, KUBE_REQUESTS);
     r.kube_per_sec_proxy = Some(k1.saturating_sub(k0) as f64 / secs);
