@@ -36,3 +36,9 @@ bench:
 # Decision-quality table (docs/decision-quality.md): backout vs Flagger, Argo Rollouts, Kayenta.
 quality *ARGS:
     cargo run --release --quiet --bin quality -- --runs 500 {{ARGS}}
+
+# Fleet benchmark (issue 10): the release daemon, a real Prometheus and the simulator with N
+# services; prints a markdown table. `just fleet --services 10000 --out fleet.md`
+fleet *ARGS:
+    cargo build --release --locked --bin backout
+    cargo bench --bench fleet -- {{ARGS}}

@@ -19,6 +19,7 @@ pub mod ha;
 pub mod hash;
 pub mod kubeclient;
 pub mod lifecycle;
+pub mod lifeline;
 pub mod notify;
 pub mod policy;
 pub mod promserver;

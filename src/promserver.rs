@@ -1,7 +1,7 @@
 //! A real Prometheus server as a child process: the `prometheus` binary from PATH on a free
 //! loopback port, scraping given targets, with a throw-away storage directory (optionally
 //! backfilled with `promtool`). Killed when dropped, and when its owner dies without dropping it
-//! (SIGKILL, OOM killer; the `LIFELINE` script below says how).
+//! (SIGKILL, OOM killer; [`crate::lifeline`] says how).
 //!
 //! One implementation for the demo (which puts real Prometheus between the simulated workload and
 //! the engine when it can) and for the tests and benches that check backout against real
@@ -95,41 +95,7 @@ pub fn backfill(storage: &Path, openmetrics: &str) -> Result<(), PromServerError
     Ok(())
 }
 
-/// The `sh -c` script that starts Prometheus (`$1` is the temporary directory, then the binary
-/// and its flags) so that it dies with its owner, even an owner killed by SIGKILL (OOM killer, a
-/// harness timeout) that never runs `Drop`; the directory goes with it.
-///
-/// Why a shell and not `PR_SET_PDEATHSIG`: that needs a `pre_exec` hook, i.e. `unsafe`, which
-/// this crate does without. Why this shape:
-/// - The owner holds the only write end of a pipe on the script's stdin (std opens it
-///   close-on-exec, so no other child inherits it); the kernel closes it when the owner dies,
-///   however it dies, and the watcher's `read` returns at once: no polling, nothing to tune. The
-///   pipe is moved to fd 3 because an asynchronous list in a non-interactive shell gets
-///   `/dev/null` as its stdin; Prometheus keeps the `/dev/null` stdin it always had.
-/// - The shell `exec`s Prometheus, so the [`Child`] *is* Prometheus: its pid, `kill`, `try_wait`
-///   and exit status mean what they meant when it was spawned directly, and stdout/stderr go to
-///   `prometheus.log` unchanged. The watcher is a background subshell forked just before, so `$$`
-///   in it is that pid. As an asynchronous list it ignores SIGINT: a Ctrl-C reaches Prometheus
-///   as before, and the watcher stays until the owner lets it go.
-/// - A normal stop first writes a line ([`PromServer::stop`]): `read` succeeds and the watcher
-///   exits without touching anything; only EOF (the owner died) kills.
-/// - A pid can be reused once Prometheus has exited and been reaped, and the watcher must not
-///   kill a stranger: it acts only while it is still Prometheus's child (the parent pid in
-///   `/proc/self/stat` is `$$`). It is reparented only when Prometheus's last thread is gone, so
-///   the same check tells when the files are closed and the directory can be removed.
-/// - SIGKILL, like [`PromServer::stop`]: throw-away storage, nothing to flush.
-///
-/// POSIX `sh` (Debian's `/bin/sh` is dash) and Linux `/proc`.
-const LIFELINE: &str = r#"dir=$1; shift
-exec 3<&0 </dev/null
-{
-  read -r _ <&3 && exit
-  read -r _ _ _ ppid _ </proc/self/stat; [ "$ppid" = "$$" ] || exit
-  kill -KILL "$$"
-  while read -r _ _ _ ppid _ </proc/self/stat && [ "$ppid" = "$$" ]; do sleep 0.1; done
-  rm -rf -- "$dir"
-} &
-exec "$@" 3<&-"#;
+use crate::lifeline::SCRIPT as LIFELINE;
 
 /// How to start Prometheus.
 pub struct Builder {
