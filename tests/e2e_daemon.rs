@@ -5,12 +5,12 @@
 mod support;
 
 use backout::clock::SystemClock;
+use backout::demo::exporter;
+use backout::demo::workload::{Load, Workload};
 use backout::demo::{canary_weight, replicas};
 use backout::policy::load_path;
 use backout::sample::Track;
 use backout::sim::{SimHandle, Simulator};
-use backout::source::exporter;
-use backout::source::workload::{Load, Workload};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
