@@ -204,20 +204,24 @@ async fn steady(w: &mut World, args: &Args, r: &mut Results) -> anyhow::Result<(
 }
 
 /// SIGHUP, then the daemon's reload gauge; from outside, how long until the reload counter moved.
+/// The counter moves when the files are read; the gauge when the new set is in force, so the
+/// gauge is read once it changed (the first reload's gauge starts at 0).
 async fn reload(w: &mut World, r: &mut Results) -> anyhow::Result<()> {
-    let before = measure::scrape(&w.http, &w.daemon.admin)
-        .await?
-        .sum(RELOADS)
-        .unwrap_or(0.0);
+    let first = measure::scrape(&w.http, &w.daemon.admin).await?;
+    let before = first.sum(RELOADS).unwrap_or(0.0);
+    let gauge_before = first.sum(RELOAD_DURATION).unwrap_or(0.0);
     let sent = Instant::now();
     stage::sighup(w.daemon.pid)?;
     while sent.elapsed() < Duration::from_secs(120) {
         w.daemon.check_alive()?;
         let s = measure::scrape(&w.http, &w.daemon.admin).await?;
         if s.sum(RELOADS).unwrap_or(0.0) > before {
-            r.reload_seen = Some(sent.elapsed());
-            r.reload = s.sum(RELOAD_DURATION);
-            return Ok(());
+            r.reload_seen.get_or_insert(sent.elapsed());
+            let gauge = s.sum(RELOAD_DURATION).unwrap_or(0.0);
+            if gauge != gauge_before {
+                r.reload = Some(gauge);
+                return Ok(());
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
