@@ -2,7 +2,8 @@
 //! workload every second) and the Kubernetes simulator. Traffic follows the VirtualService, so a
 //! rollback really takes the canary out of the request stream.
 
-mod support;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use backout::clock::SystemClock;
 use backout::demo::{canary_weight, replicas};
@@ -11,11 +12,11 @@ use backout::sample::Track;
 use backout::sim::{SimHandle, Simulator};
 use backout::source::exporter;
 use backout::source::workload::{Load, Workload};
+use prometheus::{eventually, free_port, Prometheus};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use support::prometheus::{eventually, free_port, Prometheus};
 
 const TOTAL_RPS: f64 = 200.0;
 
