@@ -56,7 +56,10 @@ pub async fn handle(
     body: Bytes,
 ) -> Response {
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if shared.traffic.arrive(method.as_str(), pq) {
+    // Logged as `path?query` even when the query is empty, so a test can tell the object's own
+    // path (`.../deployments/web?`) from its subresources and longer names.
+    let logged = format!("{}?{}", uri.path(), uri.query().unwrap_or_default());
+    if shared.traffic.arrive(method.as_str(), &logged) {
         return silence().await;
     }
     if let Some(refused) = media_type_refused(&headers) {

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 struct State {
-    /// `(method, path?query)` of every request, in arrival order.
+    /// `(method, path?query)` of every request, in arrival order (`?` even without a query).
     log: Vec<(String, String)>,
     /// Writes applied: 2xx answers to non-GET requests, neither dry runs nor Events (Events
     /// are a side channel; a test counting the plan's writes does not want them).
