@@ -54,7 +54,7 @@ async fn undisturbed() -> (serde_json::Value, usize) {
 }
 
 fn progress_steps(sim: &SimHandle) -> Vec<String> {
-    let cm = &list(&sim, "configmaps")[0];
+    let cm = &list(sim, "configmaps")[0];
     cm["metadata"]["annotations"]["backout.dev/rollback-steps"]
         .as_str()
         .unwrap()

@@ -21,7 +21,7 @@ async fn silence() -> Response {
     std::future::pending::<Response>().await
 }
 
-fn header_of<'h>(headers: &'h HeaderMap, name: header::HeaderName) -> &'h str {
+fn header_of(headers: &HeaderMap, name: header::HeaderName) -> &str {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
