@@ -10,14 +10,14 @@ use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::FileAudit;
 use backout::clock::SystemClock;
 use backout::daemon::{Context, Daemon, PrometheusSampler};
+use backout::demo::exporter;
+use backout::demo::workload::{Load, Workload};
 use backout::policy::load_path;
 use backout::promserver::PromServer;
 use backout::sample::Track;
 use backout::sim::Simulator;
 use backout::source::config::PrometheusConfig;
-use backout::source::exporter;
 use backout::source::prometheus::PrometheusSource;
-use backout::source::workload::{Load, Workload};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

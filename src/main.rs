@@ -22,7 +22,11 @@ struct Cli {
 enum Command {
     // One line per subcommand; each lives in src/cli/<name>.rs.
     /// The embedded demo: simulated cluster and workload, a bad canary caught and rolled back.
+    #[cfg(feature = "demo")]
     Demo(cli::demo::Args),
+    #[cfg(not(feature = "demo"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Demo(cli::NotBuilt),
     /// Run the daemon: watch every service in the policies and roll back bad canaries.
     Run(cli::run::Args),
     /// Check policy files (and optionally daemon settings); list every problem; exit 0/1.
@@ -32,7 +36,11 @@ enum Command {
     /// Roll a service back by hand: traffic to stable, canary to 0, stable undone to a revision.
     Rollback(cli::rollback::Args),
     /// Run the in-process Kubernetes API simulator and write a kubeconfig for kubectl.
+    #[cfg(feature = "sim")]
     Sim(cli::sim::Args),
+    #[cfg(not(feature = "sim"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Sim(cli::NotBuilt),
     /// Replay a policy over Prometheus history: every verdict change and when it would roll back.
     Backtest(cli::backtest::Args),
 }
@@ -51,12 +59,18 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
         match cli.command {
+            #[cfg(feature = "demo")]
             Command::Demo(args) => cli::demo::run(args).await,
+            #[cfg(not(feature = "demo"))]
+            Command::Demo(_) => cli::not_built("demo", "demo"),
             Command::Run(args) => cli::run::run(args).await,
             Command::Validate(args) => cli::validate::run(args).await,
             Command::Explain(args) => cli::explain::run(args).await,
             Command::Rollback(args) => cli::rollback::run(args).await,
+            #[cfg(feature = "sim")]
             Command::Sim(args) => cli::sim::run(args).await,
+            #[cfg(not(feature = "sim"))]
+            Command::Sim(_) => cli::not_built("sim", "sim"),
             Command::Backtest(args) => cli::backtest::run(args).await,
         }
     });

@@ -132,16 +132,6 @@ const RESERVED: &[(&str, &[&str], &str)] = &[
         &["demo"],
         "a Prometheus child process for the demo and tests",
     ),
-    (
-        "source::workload",
-        &["demo", "source::exporter"],
-        "the simulated workload is demo harness",
-    ),
-    (
-        "source::exporter",
-        &["demo"],
-        "the workload's exporter is demo harness",
-    ),
     ("actuator::fixtures", &[], "test fixtures"),
 ];
 

@@ -6,12 +6,12 @@
 mod prometheus;
 
 use backout::clock::SystemClock;
+use backout::demo::exporter;
+use backout::demo::workload::{Load, Workload};
 use backout::demo::{canary_weight, replicas};
 use backout::policy::load_path;
 use backout::sample::Track;
 use backout::sim::{SimHandle, Simulator};
-use backout::source::exporter;
-use backout::source::workload::{Load, Workload};
 use prometheus::{eventually, free_port, Prometheus};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

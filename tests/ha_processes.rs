@@ -7,13 +7,13 @@
 mod prometheus;
 
 use backout::clock::SystemClock;
+use backout::demo::exporter;
+use backout::demo::workload::{Load, Workload};
 use backout::demo::{canary_weight, replicas};
 use backout::policy::load_path;
 use backout::sample::Track;
 use backout::sim::store::ChangeKind;
 use backout::sim::{SimConfig, SimHandle, Simulator};
-use backout::source::exporter;
-use backout::source::workload::{Load, Workload};
 use prometheus::{free_port, Prometheus};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

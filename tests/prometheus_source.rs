@@ -5,9 +5,9 @@
 mod prometheus;
 
 use backout::clock::{ManualClock, SystemClock};
+use backout::demo::exporter;
+use backout::demo::workload::{Delta, Load, Workload};
 use backout::sample::{Observation, Track};
-use backout::source::exporter;
-use backout::source::workload::{Delta, Load, Workload};
 use backout::source::{
     run_plan, Key, MetricSource, PrometheusConfig, PrometheusSource, QueryPlan, Range, Request,
 };

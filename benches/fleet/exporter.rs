@@ -1,5 +1,5 @@
 //! The synthetic fleet exporter: the demo's [`Workload`] and its `/metrics` writer
-//! (`backout::source::exporter`), with N services x 2 tracks on the wall clock.
+//! (`backout::demo::exporter`), with N services x 2 tracks on the wall clock.
 //!
 //! Reusing the demo's writer keeps one OpenMetrics/Prometheus text writer in the project, and its
 //! series (`http_requests_total{service,track,code}`, `http_request_duration_seconds{service,track}`)
@@ -7,9 +7,9 @@
 
 use anyhow::Context as _;
 use backout::clock::SystemClock;
+use backout::demo::exporter;
+use backout::demo::workload::{Load, Workload};
 use backout::sample::Track;
-use backout::source::exporter;
-use backout::source::workload::{Load, Workload};
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -11,6 +11,19 @@ use kube::runtime::events::EventType;
 use std::future::Future;
 
 impl Actuator {
+    /// One API call within the request deadline, its failure classified for the retry loops.
+    async fn within_deadline<T>(
+        &self,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, Failure> {
+        let deadline = self.config.retry.request_timeout;
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(retry::classify(&e)),
+            Err(_) => Err(Failure::Retryable(format!("timed out after {deadline:?}"))),
+        }
+    }
+
     /// Run one API call with per-request timeout and bounded backoff.
     pub(super) async fn retrying<T, F, Fut>(
         &self,
@@ -26,12 +39,9 @@ impl Actuator {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match tokio::time::timeout(policy.request_timeout, call()).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => retry::classify(&e),
-                Err(_) => {
-                    Failure::Retryable(format!("timed out after {:?}", policy.request_timeout))
-                }
+            let failure = match self.within_deadline(call()).await {
+                Ok(v) => return Ok(v),
+                Err(failure) => failure,
             };
             match failure {
                 Failure::Fatal(detail) => {
@@ -264,16 +274,12 @@ impl Actuator {
         let policy = &self.config.retry;
         for m in todo {
             self.fenced(&plan.namespace, &plan.service)?;
-            let result = tokio::time::timeout(policy.request_timeout, c.apply(&m, false)).await;
-            let failure = match result {
-                Ok(Ok(())) => {
+            let failure = match self.within_deadline(c.apply(&m, false)).await {
+                Ok(()) => {
                     tally.writes.push(m);
                     continue;
                 }
-                Ok(Err(e)) => retry::classify(&e),
-                Err(_) => {
-                    Failure::Retryable(format!("timed out after {:?}", policy.request_timeout))
-                }
+                Err(failure) => failure,
             };
             match failure {
                 Failure::Fatal(detail) => {

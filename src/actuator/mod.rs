@@ -8,6 +8,7 @@ mod cluster;
 mod dry_run;
 mod events;
 mod execute;
+#[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
 mod known_good;
 pub mod objects;

@@ -3,10 +3,10 @@
 //! the metric's window). It is keyed by the demo policy's metric names, and says so.
 
 use crate::daemon::Sampler;
+use crate::demo::workload::{Counters, Delta, Workload};
 use crate::policy::Input;
 use crate::sample::{Millis, Observation};
 use crate::source::plan::{Key, Request};
-use crate::source::workload::{Counters, Delta, Workload};
 use futures::future::BoxFuture;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

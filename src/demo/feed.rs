@@ -5,12 +5,12 @@
 
 use super::{DemoError, DirectSampler};
 use crate::daemon::{PrometheusSampler, Sampler};
+use crate::demo::exporter;
+use crate::demo::workload::Workload;
 use crate::policy::Policy;
 use crate::promserver::{self, PromServer};
 use crate::source::config::PrometheusConfig;
-use crate::source::exporter;
 use crate::source::prometheus::PrometheusSource;
-use crate::source::workload::Workload;
 use std::sync::Arc;
 use std::time::Duration;
 

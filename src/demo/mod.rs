@@ -4,8 +4,10 @@
 //! happened as expected.
 
 mod direct;
+pub mod exporter;
 mod feed;
 mod view;
+pub mod workload;
 
 pub use direct::DirectSampler;
 pub use feed::{PrometheusMode, MAX_REAL_SPEED, SCRAPE_INTERVAL};
@@ -15,10 +17,10 @@ use crate::actuator::{Actuator, ActuatorConfig};
 use crate::audit::{AuditRecord, FileAudit};
 use crate::clock::{Clock, ManualClock};
 use crate::daemon::{Context, Daemon};
+use crate::demo::workload::{Load, Workload};
 use crate::policy::Policy;
 use crate::sample::{Millis, Track};
 use crate::sim::{SimConfig, SimHandle, Simulator};
-use crate::source::workload::{Load, Workload};
 use crate::telemetry::Metrics;
 use std::path::PathBuf;
 use std::sync::Arc;

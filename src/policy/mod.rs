@@ -1,5 +1,6 @@
 //! Policy files: the TOML an SRE writes, loaded, defaulted and validated.
 
+#[cfg(any(test, feature = "testkit"))]
 mod builder;
 pub mod defaults;
 pub mod error;

@@ -1,20 +1,17 @@
-//! Where observations come from: the Prometheus adapter, batched query planning, and a synthetic
-//! exporter for the demo and the tests.
+//! Where observations come from: the Prometheus adapter and batched query planning.
 //!
 //! The rest of the daemon depends only on [`MetricSource`], so the engine can be fed from real
 //! Prometheus or from a fake in tests; the demo without Prometheus reads the simulated workload's
-//! counters directly ([`workload::Delta`]). Every
+//! counters directly (`demo::workload::Delta`, behind the `demo` feature). Every
 //! outcome the engine must treat differently stays distinct: a finite value, NaN/±Inf, an empty
 //! result and a failure never collapse into a zero.
 
 pub mod auth;
 pub mod config;
-pub mod exporter;
 pub mod instrumented;
 pub mod mapping;
 pub mod plan;
 pub mod prometheus;
-pub mod workload;
 
 use crate::sample::{Millis, Sample};
 use futures::future::BoxFuture;

@@ -7,8 +7,8 @@
 #![allow(dead_code)]
 
 use backout::sample::{Millis, Track};
-use backout::source::exporter::render_openmetrics;
-use backout::source::workload::{Counters, BUCKETS};
+use backout::demo::exporter::render_openmetrics;
+use backout::demo::workload::{Counters, BUCKETS};
 
 /// One track's traffic: requests per second and the share of them that fail.
 #[derive(Debug, Clone, Copy)]

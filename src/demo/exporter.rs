@@ -153,8 +153,8 @@ pub async fn spawn(
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::demo::workload::Load;
     use crate::sample::Track;
-    use crate::source::workload::Load;
     use std::sync::Arc;
     use std::time::Duration;
 
