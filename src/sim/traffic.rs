@@ -119,6 +119,6 @@ mod tests {
         assert!(t.arrive("GET", "/c"));
         t.revive();
         assert!(!t.arrive("GET", "/c"));
-        assert_eq!((t.writes(), t.log().len()), (2, 3));
+        assert_eq!((t.writes(), t.log().len()), (2, 4));
     }
 }
