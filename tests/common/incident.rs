@@ -6,9 +6,9 @@
 
 #![allow(dead_code)]
 
-use backout::sample::{Millis, Track};
 use backout::demo::exporter::render_openmetrics;
 use backout::demo::workload::{Counters, BUCKETS};
+use backout::sample::{Millis, Track};
 
 /// One track's traffic: requests per second and the share of them that fail.
 #[derive(Debug, Clone, Copy)]
