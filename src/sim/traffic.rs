@@ -4,13 +4,18 @@
 //! Tests use the count to prove a second run writes nothing, and the switch to prove a rollback
 //! interrupted after any write is finished by the next daemon exactly once.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+
+/// Requests the log keeps, newest last: enough for any test, bounded for a `backout sim` or a
+/// fleet benchmark that serves millions of requests.
+const LOG_CAPACITY: usize = 100_000;
 
 #[derive(Debug, Default)]
 struct State {
     /// `(method, path?query)` of every request, in arrival order (`?` even without a query).
-    log: Vec<(String, String)>,
+    log: VecDeque<(String, String)>,
     /// Writes applied: 2xx answers to non-GET requests, neither dry runs nor Events (Events
     /// are a side channel; a test counting the plan's writes does not want them).
     writes: usize,
@@ -39,7 +44,11 @@ impl Traffic {
     /// Records one request; `true` when the kill switch has fired and it must not be answered.
     pub fn arrive(&self, method: &str, path_and_query: &str) -> bool {
         self.with(|s| {
-            s.log.push((method.to_string(), path_and_query.to_string()));
+            if s.log.len() == LOG_CAPACITY {
+                s.log.pop_front();
+            }
+            s.log
+                .push_back((method.to_string(), path_and_query.to_string()));
             s.kill_after.is_some_and(|k| s.writes >= k)
         })
     }
@@ -77,9 +86,9 @@ impl Traffic {
         self.with(|s| s.writes)
     }
 
-    /// Every request so far, as `(method, path?query)`.
+    /// The last 100,000 requests, as `(method, path?query)`.
     pub fn log(&self) -> Vec<(String, String)> {
-        self.with(|s| s.log.clone())
+        self.with(|s| s.log.iter().cloned().collect())
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
