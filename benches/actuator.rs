@@ -1,11 +1,8 @@
 //! Latency of the full rollback plan (backup, pre-scale, route, HPA, canary scale, undo, verify,
-//! with every progress record and Event) against the fake API: in-process (the actuator's own
-//! cost) and over loopback HTTP (adds real request handling). Harness, not criterion, to report
-//! p50/p99. Run: `cargo bench --bench actuator` (ITERATIONS env to change the count).
-
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
+//! with every progress record and Event) against the simulator: the fixture loaded as is,
+//! in-process (the actuator's own cost) and over loopback HTTP (adds real request handling), and
+//! a history made by the simulator's own controller. Harness, not criterion, to report p50/p99.
+//! Run: `cargo bench --bench actuator` (ITERATIONS env to change the count).
 
 use backout::actuator::fixtures::Scenario;
 use backout::actuator::{Actuator, ActuatorConfig, Outcome, RollbackRequest, Trigger};
@@ -14,7 +11,6 @@ use backout::policy::Policy;
 use kube::runtime::events::Reporter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::FakeKube;
 
 fn request() -> RollbackRequest {
     RollbackRequest {
@@ -26,30 +22,48 @@ fn request() -> RollbackRequest {
 }
 
 fn actuator(client: kube::Client) -> Actuator {
-    Actuator::new(client, Arc::new(SystemClock), ActuatorConfig::default()).with_events(Reporter {
+    Actuator::new(client, Arc::new(SystemClock), fast_verify()).with_events(Reporter {
         controller: "backout".into(),
         instance: None,
     })
 }
 
-async fn http_client(fake: &FakeKube) -> kube::Client {
-    let url = fake.serve_http().await;
-    let config = kube::Config::new(url.parse().expect("url"));
-    kube::Client::try_from(config).expect("client")
+/// A simulator with a 1 ms rollout delay, so Verify waits for a real rollout of the undone stable.
+async fn start_sim() -> backout::sim::SimHandle {
+    use backout::sim::{SimConfig, Simulator};
+    let config = SimConfig {
+        rollout_delay: Duration::from_millis(1),
+    };
+    Simulator::start_with("127.0.0.1:0".parse().expect("addr"), config)
+        .await
+        .expect("sim")
+}
+
+/// The fixture (stable caught mid-rollout, HPAs) loaded as is, the controller idle.
+async fn loaded_cluster() -> backout::sim::SimHandle {
+    let sim = start_sim().await;
+    sim.stall_rollout("default", "web");
+    sim.load(Scenario::default().with_hpas(10).progressing().objects())
+        .expect("load");
+    let idle = sim
+        .wait_controller_idle(Duration::from_millis(1), Duration::from_secs(10))
+        .await;
+    assert!(idle, "controller idle");
+    sim
+}
+
+fn fast_verify() -> ActuatorConfig {
+    ActuatorConfig {
+        verify_poll: Duration::from_millis(5),
+        ..ActuatorConfig::default()
+    }
 }
 
 /// Stable with revisions 1..3 made by the simulator's controller, canary, VirtualService, HPAs.
 async fn sim_cluster() -> backout::sim::SimHandle {
-    use backout::sim::{seed, SimConfig, Simulator};
+    use backout::sim::seed;
     use kube::api::{Api, Patch, PatchParams};
-    let sim = Simulator::start_with(
-        "127.0.0.1:0".parse().expect("addr"),
-        SimConfig {
-            rollout_delay: Duration::from_millis(1),
-        },
-    )
-    .await
-    .expect("sim");
+    let sim = start_sim().await;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(sim.kube_client().expect("client"), "default");
     sim.seed(seed::deployment(
@@ -133,22 +147,23 @@ fn main() {
     let policy = Policy::test();
     rt.block_on(async {
         for (name, http) in [
-            ("full plan, in-process fake", false),
-            ("full plan, fake over loopback HTTP", true),
+            ("full plan, simulator in process", false),
+            ("full plan, simulator over loopback HTTP", true),
         ] {
             let mut samples = Vec::with_capacity(iterations);
             for _ in 0..iterations {
-                let fake = FakeKube::new(Scenario::default().with_hpas(10).progressing().objects());
+                let sim = loaded_cluster().await;
                 let client = if http {
-                    http_client(&fake).await
+                    sim.kube_client().expect("client")
                 } else {
-                    fake.client()
+                    sim.in_process_client()
                 };
                 let act = actuator(client);
                 let t0 = Instant::now();
                 let r = act.rollback(&policy, request()).await.expect("rollback");
                 samples.push(t0.elapsed());
                 assert_eq!(r.outcome, Outcome::Completed);
+                sim.shutdown().await;
             }
             report(name, samples);
         }
@@ -157,14 +172,10 @@ fn main() {
         let mut samples = Vec::with_capacity(iterations);
         for _ in 0..iterations {
             let sim = sim_cluster().await;
-            let config = ActuatorConfig {
-                verify_poll: Duration::from_millis(5),
-                ..ActuatorConfig::default()
-            };
             let act = Actuator::new(
                 sim.kube_client().expect("client"),
                 Arc::new(SystemClock),
-                config,
+                fast_verify(),
             );
             let t0 = Instant::now();
             let r = act.rollback(&policy, request()).await.expect("rollback");
@@ -172,6 +183,6 @@ fn main() {
             assert_eq!(r.outcome, Outcome::Completed);
             sim.shutdown().await;
         }
-        report("full plan, src/sim simulator", samples);
+        report("full plan, simulator-made history", samples);
     });
 }

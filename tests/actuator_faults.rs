@@ -3,7 +3,8 @@
 //! restarted. Every run must end with the same cluster state as an undisturbed run, every step
 //! recorded once, and the stable undone exactly once.
 
-mod support;
+#[path = "common/cluster.rs"]
+mod cluster;
 
 use backout::actuator::backup::backup_name;
 use backout::actuator::fixtures::Scenario;
@@ -11,22 +12,26 @@ use backout::actuator::plan::rollback_id;
 use backout::actuator::{Actuator, ActuatorConfig, Outcome, RollbackRequest, Trigger};
 use backout::clock::ManualClock;
 use backout::policy::Policy;
+use backout::sim::{FaultAction, FaultRule, SimHandle};
+use cluster::{end_state, get, list, max_stable_revision};
 use std::sync::Arc;
 use std::time::Duration;
-use support::state::{end_state, max_stable_revision};
-use support::{FakeKube, Fault, FaultKind};
 
 fn scenario() -> Scenario {
     Scenario::default().with_hpas(10).progressing()
 }
 
-fn actuator(fake: &FakeKube) -> Actuator {
+fn actuator(sim: &SimHandle) -> Actuator {
     let config = ActuatorConfig {
         verify_timeout: Duration::from_secs(60),
         verify_poll: Duration::from_millis(500),
         ..ActuatorConfig::default()
     };
-    Actuator::new(fake.client(), Arc::new(ManualClock::new(0)), config)
+    Actuator::new(
+        sim.in_process_client(),
+        Arc::new(ManualClock::new(0)),
+        config,
+    )
 }
 
 fn request() -> RollbackRequest {
@@ -39,17 +44,17 @@ fn request() -> RollbackRequest {
 }
 
 async fn undisturbed() -> (serde_json::Value, usize) {
-    let fake = FakeKube::new(scenario().objects());
-    let report = actuator(&fake)
+    let sim = cluster::start(&scenario()).await;
+    let report = actuator(&sim)
         .rollback(&Policy::test(), request())
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Completed);
-    (end_state(&fake), fake.writes())
+    (end_state(&sim).await, sim.traffic().writes())
 }
 
-fn progress_steps(fake: &FakeKube) -> Vec<String> {
-    let cm = &fake.list("configmaps")[0];
+fn progress_steps(sim: &SimHandle) -> Vec<String> {
+    let cm = &list(sim, "configmaps")[0];
     cm["metadata"]["annotations"]["backout.dev/rollback-steps"]
         .as_str()
         .unwrap()
@@ -61,9 +66,12 @@ fn progress_steps(fake: &FakeKube) -> Vec<String> {
 #[tokio::test(start_paused = true)]
 async fn faults_on_every_step_end_in_the_same_completed_rollback() {
     let (expected, _) = undisturbed().await;
-    let canary = FakeKube::new(scenario().objects())
-        .get("deployments", "web-canary")
-        .unwrap();
+    let canary = get(
+        &cluster::start(&scenario()).await,
+        "deployments",
+        "web-canary",
+    )
+    .unwrap();
     let cm_path = format!(
         "configmaps/{}",
         backup_name("web", &rollback_id(&Policy::test(), &canary))
@@ -81,18 +89,19 @@ async fn faults_on_every_step_end_in_the_same_completed_rollback() {
         ("GET", "virtualservices/web".into()),
     ];
     let kinds = [
-        (FaultKind::Status(409), 3),
-        (FaultKind::Status(500), 3),
-        (FaultKind::Status(503), 2),
-        (FaultKind::Hang, 2),
-        (FaultKind::Drop, 2),
-        (FaultKind::ApplyThenHang, 1),
+        (FaultAction::Conflict, 3),
+        (FaultAction::ServerError(500), 3),
+        (FaultAction::ServerError(503), 2),
+        (FaultAction::Hang, 2),
+        (FaultAction::Drop, 2),
+        (FaultAction::AnswerLost, 1),
     ];
     for (method, path) in &targets {
         for (kind, times) in &kinds {
-            let fake = FakeKube::new(scenario().objects());
-            fake.inject(Fault::on(method, path, kind.clone(), *times));
-            let report = actuator(&fake)
+            let sim = cluster::start(&scenario()).await;
+            let rule = FaultRule::new(Some(method), path, *kind).times(*times);
+            sim.faults().add(rule.at_path_end());
+            let report = actuator(&sim)
                 .rollback(&Policy::test(), request())
                 .await
                 .unwrap_or_else(|e| panic!("{method} {path} {kind:?}: {e}"));
@@ -101,18 +110,18 @@ async fn faults_on_every_step_end_in_the_same_completed_rollback() {
                 matches!(report.outcome, Outcome::Completed),
                 "{what}: {report:?}"
             );
-            assert_eq!(end_state(&fake), expected, "{what}");
+            assert_eq!(end_state(&sim).await, expected, "{what}");
             assert_eq!(
-                max_stable_revision(&fake),
+                max_stable_revision(&sim),
                 4,
                 "{what}: undo repeated or missing"
             );
-            let steps = progress_steps(&fake);
+            let steps = progress_steps(&sim);
             let mut unique = steps.clone();
             unique.dedup();
             assert_eq!(steps, unique, "{what}: a step recorded twice");
             // The fault really happened, as many times as injected.
-            assert_eq!(fake.faults_left(), 0, "{what}: fault never hit");
+            assert_eq!(sim.faults().fired(), *times, "{what}: fault never hit");
         }
     }
 }
@@ -125,17 +134,17 @@ async fn a_daemon_killed_after_any_write_is_finished_by_the_next_one_exactly_onc
         "the plan has at least 15 writes, got {total_writes}"
     );
     for k in 1..=total_writes {
-        let fake = FakeKube::new(scenario().objects());
-        fake.kill_after_writes(k);
-        let first = actuator(&fake);
+        let sim = cluster::start(&scenario()).await;
+        sim.traffic().kill_after_writes(k);
+        let first = actuator(&sim);
         let policy = Policy::test();
         tokio::select! {
             r = first.rollback(&policy, request()) => panic!("kill after write {k}: first run returned {r:?}"),
-            _ = fake.killed() => {}
+            _ = sim.traffic().killed() => {}
         }
         drop(first);
-        fake.revive();
-        let report = actuator(&fake)
+        sim.traffic().revive();
+        let report = actuator(&sim)
             .rollback(&Policy::test(), request())
             .await
             .unwrap_or_else(|e| panic!("restart after write {k}: {e}"));
@@ -149,34 +158,33 @@ async fn a_daemon_killed_after_any_write_is_finished_by_the_next_one_exactly_onc
             k == 1 || report.resumed || k == total_writes,
             "restart after write {k} did not resume"
         );
-        assert_eq!(end_state(&fake), expected, "restart after write {k}");
+        assert_eq!(end_state(&sim).await, expected, "restart after write {k}");
         assert_eq!(
-            max_stable_revision(&fake),
+            max_stable_revision(&sim),
             4,
             "restart after write {k}: undo repeated"
         );
         // A third daemon finds nothing to do.
-        let writes = fake.writes();
-        let third = actuator(&fake)
+        let writes = sim.traffic().writes();
+        let third = actuator(&sim)
             .rollback(&Policy::test(), request())
             .await
             .unwrap();
         assert_eq!(third.outcome, Outcome::AlreadyCompleted);
-        assert_eq!(fake.writes(), writes);
+        assert_eq!(sim.traffic().writes(), writes);
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_endless_conflict_storm_gives_up_records_failed_and_a_later_run_finishes() {
     let (expected, _) = undisturbed().await;
-    let fake = FakeKube::new(scenario().objects());
-    fake.inject(Fault::on(
-        "PATCH",
-        "virtualservices/web",
-        FaultKind::Status(409),
-        1000,
-    ));
-    let err = actuator(&fake)
+    let sim = cluster::start(&scenario()).await;
+    sim.faults().add(
+        FaultRule::new(Some("PATCH"), "virtualservices/web", FaultAction::Conflict)
+            .times(1000)
+            .at_path_end(),
+    );
+    let err = actuator(&sim)
         .rollback(&Policy::test(), request())
         .await
         .unwrap_err();
@@ -187,13 +195,14 @@ async fn an_endless_conflict_storm_gives_up_records_failed_and_a_later_run_finis
             && msg.contains("resumes"),
         "{msg}"
     );
-    let cm = &fake.list("configmaps")[0];
+    let cm = &list(&sim, "configmaps")[0];
     assert_eq!(
         cm["metadata"]["annotations"]["backout.dev/rollback-state"],
         "failed"
     );
     // Bounded: 8 attempts, not 1000.
-    let tries = fake
+    let tries = sim
+        .traffic()
         .log()
         .iter()
         .filter(|(m, p)| {
@@ -206,22 +215,23 @@ async fn an_endless_conflict_storm_gives_up_records_failed_and_a_later_run_finis
     assert_eq!(tries, 8);
 
     // The storm passes; the next run resumes the same rollback and completes it.
-    fake.clear_faults();
-    let report = actuator(&fake)
+    sim.faults().clear();
+    let report = actuator(&sim)
         .rollback(&Policy::test(), request())
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Completed);
     assert!(report.resumed);
-    assert_eq!(end_state(&fake), expected);
-    assert_eq!(max_stable_revision(&fake), 4);
+    assert_eq!(end_state(&sim).await, expected);
+    assert_eq!(max_stable_revision(&sim), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn canary_pods_that_never_go_away_fail_verification_instead_of_reporting_success() {
-    let fake = FakeKube::new(scenario().objects());
-    fake.freeze_status("web-canary");
-    let err = actuator(&fake)
+    // The canary's pods never go away (a node gone): its rollout stalls from the start.
+    let sim = cluster::start(&scenario()).await;
+    sim.stall_rollout("default", "web-canary");
+    let err = actuator(&sim)
         .rollback(&Policy::test(), request())
         .await
         .unwrap_err();
@@ -232,10 +242,10 @@ async fn canary_pods_that_never_go_away_fail_verification_instead_of_reporting_s
             && msg.contains("2 running"),
         "{msg}"
     );
-    let cm = &fake.list("configmaps")[0];
+    let cm = &list(&sim, "configmaps")[0];
     assert_eq!(
         cm["metadata"]["annotations"]["backout.dev/rollback-state"],
         "failed"
     );
-    assert!(!progress_steps(&fake).contains(&"verify".to_string()));
+    assert!(!progress_steps(&sim).contains(&"verify".to_string()));
 }

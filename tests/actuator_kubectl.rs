@@ -1,19 +1,21 @@
 //! backout's undo against the real `kubectl rollout undo --to-revision`, and the `backout
-//! rollback` binary end to end, both over HTTP against the fake API server.
+//! rollback` binary end to end, both over HTTP against the simulator.
 
-mod support;
+#[path = "common/cluster.rs"]
+mod cluster;
 
 use backout::actuator::fixtures::Scenario;
+use backout::sim::SimHandle;
+use cluster::get;
 use serde_json::Value;
 use std::path::Path;
-use support::FakeKube;
 
 fn kubeconfig(dir: &Path, server: &str) -> std::path::PathBuf {
     let path = dir.join("kubeconfig");
     std::fs::write(
         &path,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\n"
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {server}\nusers:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n    namespace: default\ncurrent-context: sim\n"
         ),
     )
     .unwrap();
@@ -50,8 +52,8 @@ canary = { host = "web", subset = "canary" }
     path
 }
 
-fn stable_spec_and_annotations(fake: &FakeKube) -> (Value, Value) {
-    let d = fake.get("deployments", "web").unwrap();
+fn stable_spec_and_annotations(sim: &SimHandle) -> (Value, Value) {
+    let d = get(sim, "deployments", "web").unwrap();
     (d["spec"].clone(), d["metadata"]["annotations"].clone())
 }
 
@@ -73,8 +75,8 @@ async fn backout_undo_leaves_the_same_deployment_as_kubectl_rollout_undo() {
     }
     let dir = tempfile::tempdir().unwrap();
 
-    let by_kubectl = FakeKube::new(Scenario::default().objects());
-    let kc = kubeconfig(dir.path(), &by_kubectl.serve_http().await);
+    let by_kubectl = cluster::start(&Scenario::default()).await;
+    let kc = kubeconfig(dir.path(), &by_kubectl.url());
     let out = tokio::process::Command::new("kubectl")
         .args([
             "--kubeconfig",
@@ -93,10 +95,10 @@ async fn backout_undo_leaves_the_same_deployment_as_kubectl_rollout_undo() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let by_backout = FakeKube::new(Scenario::default().objects());
+    let by_backout = cluster::start(&Scenario::default()).await;
     let kc2 = dir.path().join("b");
     std::fs::create_dir(&kc2).unwrap();
-    let kc2 = kubeconfig(&kc2, &by_backout.serve_http().await);
+    let kc2 = kubeconfig(&kc2, &by_backout.url());
     let policy = policy_file(dir.path());
     let out = backout(&[
         "rollback",
@@ -114,6 +116,9 @@ async fn backout_undo_leaves_the_same_deployment_as_kubectl_rollout_undo() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // kubectl returns before the controller has renumbered the revision; backout waited.
+    cluster::settle(&by_kubectl).await;
+    cluster::settle(&by_backout).await;
     let (k_spec, k_ann) = stable_spec_and_annotations(&by_kubectl);
     let (b_spec, b_ann) = stable_spec_and_annotations(&by_backout);
     assert_eq!(k_spec, b_spec);
@@ -124,6 +129,7 @@ async fn backout_undo_leaves_the_same_deployment_as_kubectl_rollout_undo() {
     );
     // kubectl patched with the same JSON patch shape (template and annotations).
     assert!(by_kubectl
+        .traffic()
         .log()
         .iter()
         .any(|(m, p)| m == "PATCH"
@@ -133,8 +139,8 @@ async fn backout_undo_leaves_the_same_deployment_as_kubectl_rollout_undo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_command_dry_run_changes_nothing_then_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeKube::new(Scenario::default().objects());
-    let kc = kubeconfig(dir.path(), &fake.serve_http().await);
+    let sim = cluster::start(&Scenario::default()).await;
+    let kc = kubeconfig(dir.path(), &sim.url());
     let policy = policy_file(dir.path());
     let base = [
         "rollback",
@@ -154,7 +160,7 @@ async fn rollback_command_dry_run_changes_nothing_then_rolls_back() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outcome"], "dry_run");
-    assert_eq!(fake.writes(), 0);
+    assert_eq!(sim.traffic().writes(), 0);
 
     let audit = dir.path().join("audit");
     let out = backout(&[&base[..], &["--audit-dir", audit.to_str().unwrap()]].concat()).await;
@@ -170,13 +176,13 @@ async fn rollback_command_dry_run_changes_nothing_then_rolls_back() {
     let saved: Value =
         serde_json::from_slice(&std::fs::read(files[0].as_ref().unwrap().path()).unwrap()).unwrap();
     assert_eq!(saved, report);
-    let stable = fake.get("deployments", "web").unwrap();
+    let stable = get(&sim, "deployments", "web").unwrap();
     assert_eq!(
         stable["spec"]["template"]["spec"]["containers"][0]["image"],
         "web:1.0"
     );
     assert_eq!(
-        fake.get("deployments", "web-canary").unwrap()["spec"]["replicas"],
+        get(&sim, "deployments", "web-canary").unwrap()["spec"]["replicas"],
         0
     );
 
@@ -198,7 +204,7 @@ async fn rollback_command_dry_run_changes_nothing_then_rolls_back() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        fake.get("deployments", "web-canary").unwrap()["spec"]["replicas"],
+        get(&sim, "deployments", "web-canary").unwrap()["spec"]["replicas"],
         2
     );
 }
@@ -206,8 +212,8 @@ async fn rollback_command_dry_run_changes_nothing_then_rolls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_route_in_the_policy_fails_with_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeKube::new(Scenario::default().objects());
-    let kc = kubeconfig(dir.path(), &fake.serve_http().await);
+    let sim = cluster::start(&Scenario::default()).await;
+    let kc = kubeconfig(dir.path(), &sim.url());
     let policy = policy_file(dir.path());
     let text = std::fs::read_to_string(&policy)
         .unwrap()
@@ -227,5 +233,5 @@ async fn a_wrong_route_in_the_policy_fails_with_the_file_and_key() {
         err.contains("web.toml") && err.contains("traffic.route") && err.contains("primary"),
         "{err}"
     );
-    assert_eq!(fake.writes(), 0);
+    assert_eq!(sim.traffic().writes(), 0);
 }

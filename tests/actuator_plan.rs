@@ -1,26 +1,28 @@
-//! The full rollback plan against the fake API: traffic, replicas, revision, backups, events,
+//! The full rollback plan against the simulator: traffic, replicas, revision, backups, events,
 //! idempotence, dry run and restore.
 
-mod support;
+#[path = "common/cluster.rs"]
+mod cluster;
 
 use backout::actuator::fixtures::Scenario;
 use backout::actuator::{Actuator, ActuatorConfig, Outcome, RollbackRequest, StepOutcome, Trigger};
 use backout::clock::ManualClock;
 use backout::policy::Policy;
+use backout::sim::SimHandle;
+use cluster::{get, list};
 use kube::runtime::events::Reporter;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use support::FakeKube;
 
-fn actuator(fake: &FakeKube) -> Actuator {
+fn actuator(sim: &SimHandle) -> Actuator {
     let config = ActuatorConfig {
         verify_timeout: Duration::from_secs(30),
         verify_poll: Duration::from_millis(200),
         ..ActuatorConfig::default()
     };
     Actuator::new(
-        fake.client(),
+        sim.in_process_client(),
         Arc::new(ManualClock::new(1_700_000_000_000)),
         config,
     )
@@ -67,10 +69,10 @@ fn weights(vs: &Value) -> Vec<i64> {
 
 #[tokio::test(start_paused = true)]
 async fn full_plan_moves_traffic_scales_canary_undoes_stable_and_backs_up() {
-    let fake = FakeKube::new(Scenario::default().with_hpas(10).objects());
-    let vs_before = fake.get("virtualservices", "web").unwrap();
+    let sim = cluster::start(&Scenario::default().with_hpas(10)).await;
+    let vs_before = get(&sim, "virtualservices", "web").unwrap();
 
-    let report = actuator(&fake)
+    let report = actuator(&sim)
         .rollback(&Policy::test(), request(Some(2)))
         .await
         .unwrap();
@@ -96,7 +98,7 @@ async fn full_plan_moves_traffic_scales_canary_undoes_stable_and_backs_up() {
     );
 
     // Traffic: 100/0 on the named route; every other route and field byte-for-byte unchanged.
-    let vs = fake.get("virtualservices", "web").unwrap();
+    let vs = get(&sim, "virtualservices", "web").unwrap();
     assert_eq!(weights(&vs), [100, 0]);
     for i in [0, 2] {
         assert_eq!(
@@ -115,13 +117,13 @@ async fn full_plan_moves_traffic_scales_canary_undoes_stable_and_backs_up() {
     assert_eq!(vs["spec"]["gateways"], vs_before["spec"]["gateways"]);
 
     // Replicas: canary at 0 and its HPA gone; stable pre-scaled to stable + canary (3 + 2).
-    let canary = fake.get("deployments", "web-canary").unwrap();
+    let canary = get(&sim, "deployments", "web-canary").unwrap();
     assert_eq!(canary["spec"]["replicas"], 0);
-    assert!(fake.get("horizontalpodautoscalers", "web-canary").is_none());
-    let stable = fake.get("deployments", "web").unwrap();
+    assert!(get(&sim, "horizontalpodautoscalers", "web-canary").is_none());
+    let stable = get(&sim, "deployments", "web").unwrap();
     assert_eq!(stable["spec"]["replicas"], 5);
     assert_eq!(
-        fake.get("horizontalpodautoscalers", "web").unwrap()["spec"]["minReplicas"],
+        get(&sim, "horizontalpodautoscalers", "web").unwrap()["spec"]["minReplicas"],
         5
     );
 
@@ -136,7 +138,7 @@ async fn full_plan_moves_traffic_scales_canary_undoes_stable_and_backs_up() {
     );
 
     // Backups: every touched object as it was before, plus the plan and the progress.
-    let cm = fake.get("configmaps", &report.backup).unwrap();
+    let cm = get(&sim, "configmaps", &report.backup).unwrap();
     let data = cm["data"].as_object().unwrap();
     let saved_stable: Value =
         serde_json::from_str(data["deployment.web.json"].as_str().unwrap()).unwrap();
@@ -157,7 +159,7 @@ async fn full_plan_moves_traffic_scales_canary_undoes_stable_and_backs_up() {
     );
 
     // Events: one per step, carrying the trigger's metric values.
-    let events = fake.list("events");
+    let events = list(&sim, "events");
     assert_eq!(events.len(), 6, "{events:#?}");
     assert!(events
         .iter()
@@ -169,28 +171,28 @@ async fn full_plan_moves_traffic_scales_canary_undoes_stable_and_backs_up() {
 
 #[tokio::test(start_paused = true)]
 async fn the_same_canary_revision_is_never_rolled_back_twice() {
-    let fake = FakeKube::new(Scenario::default().objects());
-    actuator(&fake)
+    let sim = cluster::start(&Scenario::default()).await;
+    actuator(&sim)
         .rollback(&Policy::test(), request(Some(2)))
         .await
         .unwrap();
-    let writes = fake.writes();
-    let again = actuator(&fake)
+    let writes = sim.traffic().writes();
+    let again = actuator(&sim)
         .rollback(&Policy::test(), request(Some(2)))
         .await
         .unwrap();
     assert_eq!(again.outcome, Outcome::AlreadyCompleted);
     assert_eq!(
-        fake.writes(),
+        sim.traffic().writes(),
         writes,
         "a second run must not write anything"
     );
-    assert_eq!(revision(&fake.get("deployments", "web").unwrap()), 4);
+    assert_eq!(revision(&get(&sim, "deployments", "web").unwrap()), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn dry_run_writes_nothing_and_reports_every_change() {
-    let fake = FakeKube::new(Scenario::default().with_hpas(10).progressing().objects());
+    let sim = cluster::start(&Scenario::default().with_hpas(10).progressing()).await;
     let before: Vec<Value> = [
         "deployments",
         "virtualservices",
@@ -198,14 +200,11 @@ async fn dry_run_writes_nothing_and_reports_every_change() {
         "replicasets",
     ]
     .iter()
-    .flat_map(|p| fake.list(p))
+    .flat_map(|p| list(&sim, p))
     .collect();
     let mut req = request(Some(1));
     req.dry_run = true;
-    let report = actuator(&fake)
-        .rollback(&Policy::test(), req)
-        .await
-        .unwrap();
+    let report = actuator(&sim).rollback(&Policy::test(), req).await.unwrap();
     assert_eq!(report.outcome, Outcome::DryRun);
     let after: Vec<Value> = [
         "deployments",
@@ -214,13 +213,13 @@ async fn dry_run_writes_nothing_and_reports_every_change() {
         "replicasets",
     ]
     .iter()
-    .flat_map(|p| fake.list(p))
+    .flat_map(|p| list(&sim, p))
     .collect();
     assert_eq!(before, after);
-    assert_eq!(fake.writes(), 0);
-    assert!(fake.list("configmaps").is_empty());
+    assert_eq!(sim.traffic().writes(), 0);
+    assert!(list(&sim, "configmaps").is_empty());
     // The server was asked to validate each write with dryRun=All.
-    assert!(fake.log().iter().any(|(m, p)| m == "PATCH"
+    assert!(sim.traffic().log().iter().any(|(m, p)| m == "PATCH"
         && p.contains("virtualservices/web")
         && p.contains("dryRun=All")));
 
@@ -252,54 +251,53 @@ async fn dry_run_writes_nothing_and_reports_every_change() {
 
 #[tokio::test(start_paused = true)]
 async fn restore_puts_every_object_back() {
-    let fake = FakeKube::new(Scenario::default().with_hpas(10).objects());
-    let report = actuator(&fake)
+    let sim = cluster::start(&Scenario::default().with_hpas(10)).await;
+    let report = actuator(&sim)
         .rollback(&Policy::test(), request(Some(2)))
         .await
         .unwrap();
-    let restored = actuator(&fake)
+    let restored = actuator(&sim)
         .restore("default", &report.backup)
         .await
         .unwrap();
     assert_eq!(restored.len(), 5, "{restored:?}");
     assert_eq!(
-        weights(&fake.get("virtualservices", "web").unwrap()),
+        weights(&get(&sim, "virtualservices", "web").unwrap()),
         [80, 20]
     );
     assert_eq!(
-        fake.get("deployments", "web-canary").unwrap()["spec"]["replicas"],
+        get(&sim, "deployments", "web-canary").unwrap()["spec"]["replicas"],
         2
     );
     assert_eq!(
-        fake.get("horizontalpodautoscalers", "web-canary").unwrap()["spec"]["maxReplicas"],
+        get(&sim, "horizontalpodautoscalers", "web-canary").unwrap()["spec"]["maxReplicas"],
         5
     );
     assert_eq!(
-        fake.get("horizontalpodautoscalers", "web").unwrap()["spec"]["minReplicas"],
+        get(&sim, "horizontalpodautoscalers", "web").unwrap()["spec"]["minReplicas"],
         1
     );
-    let stable = fake.get("deployments", "web").unwrap();
+    let stable = get(&sim, "deployments", "web").unwrap();
     assert_eq!(image(&stable), "web:1.2");
     assert_eq!(stable["spec"]["replicas"], 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn progressing_stable_is_paused_first_and_resumed_after_undo() {
-    let fake = FakeKube::new(Scenario::default().progressing().objects());
-    let report = actuator(&fake)
+    let sim = cluster::start(&Scenario::default().progressing()).await;
+    let report = actuator(&sim)
         .rollback(&Policy::test(), request(Some(2)))
         .await
         .unwrap();
     let keys: Vec<&str> = report.steps.iter().map(|s| s.step.as_str()).collect();
     assert_eq!(keys.first(), Some(&"pause_stable"));
     assert_eq!(&keys[keys.len() - 2..], ["resume_stable", "verify"]);
-    let stable = fake.get("deployments", "web").unwrap();
+    let stable = get(&sim, "deployments", "web").unwrap();
     assert_eq!(stable["spec"]["paused"], false);
     assert_eq!(image(&stable), "web:1.1");
     // Undone exactly once, while paused; the controller rolled it out on resume as revision 4.
     assert_eq!(revision(&stable), 4);
-    let revisions: Vec<i64> = fake
-        .list("replicasets")
+    let revisions: Vec<i64> = list(&sim, "replicasets")
         .iter()
         .filter(|rs| rs["metadata"]["ownerReferences"][0]["name"] == "web")
         .map(revision)
@@ -309,8 +307,8 @@ async fn progressing_stable_is_paused_first_and_resumed_after_undo() {
 
 #[tokio::test(start_paused = true)]
 async fn undo_is_skipped_when_the_stable_already_runs_the_recorded_revision() {
-    let fake = FakeKube::new(Scenario::default().objects());
-    let report = actuator(&fake)
+    let sim = cluster::start(&Scenario::default()).await;
+    let report = actuator(&sim)
         .rollback(&Policy::test(), request(Some(3)))
         .await
         .unwrap();
@@ -323,30 +321,30 @@ async fn undo_is_skipped_when_the_stable_already_runs_the_recorded_revision() {
         "{:?}",
         report.notes
     );
-    let stable = fake.get("deployments", "web").unwrap();
+    let stable = get(&sim, "deployments", "web").unwrap();
     assert_eq!((image(&stable), revision(&stable)), ("web:1.2".into(), 3));
 }
 
 #[tokio::test(start_paused = true)]
 async fn no_recorded_revision_leaves_the_stable_template_alone() {
-    let fake = FakeKube::new(Scenario::default().objects());
-    let report = actuator(&fake)
+    let sim = cluster::start(&Scenario::default()).await;
+    let report = actuator(&sim)
         .rollback(&Policy::test(), request(None))
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Completed);
-    let stable = fake.get("deployments", "web").unwrap();
+    let stable = get(&sim, "deployments", "web").unwrap();
     assert_eq!((image(&stable), revision(&stable)), ("web:1.2".into(), 3));
     assert_eq!(
-        weights(&fake.get("virtualservices", "web").unwrap()),
+        weights(&get(&sim, "virtualservices", "web").unwrap()),
         [100, 0]
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn unknown_revision_fails_before_any_write_and_names_the_kept_revisions() {
-    let fake = FakeKube::new(Scenario::default().objects());
-    let err = actuator(&fake)
+    let sim = cluster::start(&Scenario::default()).await;
+    let err = actuator(&sim)
         .rollback(&Policy::test(), request(Some(9)))
         .await
         .unwrap_err();
@@ -355,15 +353,15 @@ async fn unknown_revision_fails_before_any_write_and_names_the_kept_revisions() 
         msg.contains("revision 9") && msg.contains("[1, 2, 3]"),
         "{msg}"
     );
-    assert_eq!(fake.writes(), 0);
+    assert_eq!(sim.traffic().writes(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn wrong_route_name_names_the_policy_key() {
-    let fake = FakeKube::new(Scenario::default().objects());
+    let sim = cluster::start(&Scenario::default()).await;
     let mut policy = Policy::test();
     policy.traffic.route = "main".into();
-    let err = actuator(&fake)
+    let err = actuator(&sim)
         .rollback(&policy, request(None))
         .await
         .unwrap_err();
@@ -372,5 +370,5 @@ async fn wrong_route_name_names_the_policy_key() {
         msg.contains("traffic.route") && msg.contains("primary") && msg.contains("test.toml"),
         "{msg}"
     );
-    assert_eq!(fake.writes(), 0);
+    assert_eq!(sim.traffic().writes(), 0);
 }

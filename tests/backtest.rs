@@ -2,14 +2,17 @@
 //! (Debian's 2.42 via `promtool tsdb create-blocks-from openmetrics`) and the real binary replays
 //! a policy over it. Needs `prometheus`/`promtool` on PATH (`just deps`); fails loudly otherwise.
 
-mod support;
+#[path = "common/incident.rs"]
+mod incident;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
+use incident::{openmetrics, Incident};
+use prometheus::Prometheus;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use support::incident::{openmetrics, Incident};
-use support::prometheus::Prometheus;
 
 const MIN: i64 = 60_000;
 

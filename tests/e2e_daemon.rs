@@ -2,7 +2,8 @@
 //! workload every second) and the Kubernetes simulator. Traffic follows the VirtualService, so a
 //! rollback really takes the canary out of the request stream.
 
-mod support;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use backout::clock::SystemClock;
 use backout::demo::exporter;
@@ -11,11 +12,11 @@ use backout::demo::{canary_weight, replicas};
 use backout::policy::load_path;
 use backout::sample::Track;
 use backout::sim::{SimHandle, Simulator};
+use prometheus::{eventually, free_port, Prometheus};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use support::prometheus::{eventually, free_port, Prometheus};
 
 const TOTAL_RPS: f64 = 200.0;
 

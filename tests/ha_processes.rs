@@ -3,7 +3,8 @@
 //! middle of a rollback; the standby takes the Lease over, resumes the rollback from its backup
 //! ConfigMap and finishes it: one route change and one scale to zero, counted by the simulator.
 
-mod support;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use backout::clock::SystemClock;
 use backout::demo::exporter;
@@ -13,11 +14,11 @@ use backout::policy::load_path;
 use backout::sample::Track;
 use backout::sim::store::ChangeKind;
 use backout::sim::{SimConfig, SimHandle, Simulator};
+use prometheus::{free_port, Prometheus};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::prometheus::{free_port, Prometheus};
 
 const TOTAL_RPS: f64 = 200.0;
 

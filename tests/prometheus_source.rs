@@ -1,7 +1,8 @@
 //! The Prometheus source against a REAL Prometheus scraping the synthetic exporter every second.
 //! Needs Debian's `prometheus`/`promtool` on PATH (`just deps`); fails loudly otherwise.
 
-mod support;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use backout::clock::{ManualClock, SystemClock};
 use backout::demo::exporter;
@@ -10,11 +11,11 @@ use backout::sample::{Observation, Track};
 use backout::source::{
     run_plan, Key, MetricSource, PrometheusConfig, PrometheusSource, QueryPlan, Range, Request,
 };
+use prometheus::{eventually, Prometheus};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use support::prometheus::{eventually, Prometheus};
 
 const ERROR_RATE: &str = r#"sum by (service, track) (rate(http_requests_total{code="500"}[5s])) / sum by (service, track) (rate(http_requests_total[5s]))"#;
 const P99: &str = "histogram_quantile(0.99, sum by (service, track, le) (rate(http_request_duration_seconds_bucket[5s])))";

@@ -454,3 +454,37 @@ fn churn(sim: &SimHandle, namespace: &str, times: usize) {
         }
     });
 }
+
+#[tokio::test]
+async fn protobuf_is_refused_with_the_apiservers_media_type_errors() {
+    let sim = sim().await;
+    sim.seed_deployment("prod", "web", "web:1", 1).unwrap();
+    let client = sim.kube_client().unwrap();
+    let path = "/apis/apps/v1/namespaces/prod/deployments/web";
+    let request = |method: &str, header: (&str, &str)| {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header.0, header.1)
+            .body(b"\x0a\x02pb".to_vec())
+            .unwrap()
+    };
+    let body = request(
+        "PUT",
+        ("content-type", "application/vnd.kubernetes.protobuf"),
+    );
+    let (code, reason) = status_code(client.request_text(body).await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (415, "UnsupportedMediaType"));
+    let accept = request("GET", ("accept", "application/vnd.kubernetes.protobuf"));
+    let (code, reason) = status_code(client.request_text(accept).await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (406, "NotAcceptable"));
+    // JSON among the accepted types is served as before.
+    let either = request(
+        "GET",
+        (
+            "accept",
+            "application/vnd.kubernetes.protobuf, application/json",
+        ),
+    );
+    assert!(client.request_text(either).await.unwrap().contains("web:1"));
+}

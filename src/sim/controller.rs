@@ -5,7 +5,7 @@ use super::index::controller_uid;
 use super::rollout::{self, Fresh, Write};
 use super::store::{Change, ObjKey, Store, Txn};
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,15 +36,59 @@ pub fn now_rfc3339() -> String {
         .to_string()
 }
 
+/// Deployments whose rollout is stuck (pods that never become ready, never terminate: a node
+/// gone, an image that cannot be pulled). The controller leaves such a Deployment and its
+/// ReplicaSets exactly as they are until its pod template changes, which starts a fresh rollout.
+/// Tests use it for a stable caught mid-rollout and for canary pods that never go away.
+#[derive(Debug, Clone, Default)]
+pub struct Stalls {
+    /// The template the rollout is stuck on; `None` until the controller first sees it.
+    held: Arc<Mutex<HashMap<ObjKey, Option<Value>>>>,
+}
+
+impl Stalls {
+    pub fn stall(&self, key: ObjKey) {
+        self.held().insert(key, None);
+    }
+
+    /// Whether the controller must leave `d` alone; a changed template lifts the stall.
+    fn holds(&self, key: &ObjKey, d: &Value) -> bool {
+        let mut held = self.held();
+        let Some(stuck) = held.get_mut(key) else {
+            return false;
+        };
+        let template = d.pointer("/spec/template").cloned().unwrap_or(Value::Null);
+        match stuck {
+            None => {
+                *stuck = Some(template);
+                true
+            }
+            Some(t) if *t == template => true,
+            Some(_) => {
+                held.remove(key);
+                false
+            }
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<ObjKey, Option<Value>>> {
+        // Plain keys and templates: a panic elsewhere cannot leave the map inconsistent.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Runs one pass for one Deployment; returns whether a settle pass is still due.
 ///
 /// It reads only the Deployment and the ReplicaSets it controls (the owner index), so a pass
 /// costs the same in a cluster of ten Deployments or twenty thousand.
-fn reconcile(store: &Store, key: &ObjKey, settle: bool) -> bool {
+fn reconcile(store: &Store, stalls: &Stalls, key: &ObjKey, settle: bool) -> bool {
     store.write(|txn| {
         let Some(d) = txn.get(key).cloned() else {
             return false;
         };
+        if stalls.holds(key, &d) {
+            return false;
+        }
         let uid = d
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
@@ -108,6 +152,8 @@ pub struct Progress {
     /// Deployments with a settle timer: one each is enough, because the settle pass settles
     /// everything the Deployment has pending, whenever its changes came.
     settling: Mutex<HashSet<ObjKey>>,
+    /// Rollouts the controller must leave alone.
+    pub stalls: Stalls,
 }
 
 impl Progress {
@@ -124,14 +170,14 @@ impl Progress {
 }
 
 fn kick(store: &Store, progress: &Arc<Progress>, key: ObjKey, delay: Duration) {
-    if reconcile(store, &key, false) && progress.settling().insert(key.clone()) {
+    if reconcile(store, &progress.stalls, &key, false) && progress.settling().insert(key.clone()) {
         progress.settles_pending.fetch_add(1, Ordering::SeqCst);
         let store = store.clone();
         let progress = progress.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             progress.settling().remove(&key);
-            reconcile(&store, &key, true);
+            reconcile(&store, &progress.stalls, &key, true);
             // After the pass: its writes are already past `handled_rv`, so the controller never
             // looks idle between the timer and the events it causes.
             progress.settles_pending.fetch_sub(1, Ordering::SeqCst);

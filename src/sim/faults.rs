@@ -1,6 +1,8 @@
 //! Fault injection: the failures a real cluster produces under load (slow answers, conflict
-//! storms, 5xx, connections cut mid-request), aimed at requests by method and path, so tests can
-//! prove that every step of a rollback survives them.
+//! storms, 5xx, connections cut mid-request, requests that never answer, writes whose answer is
+//! lost), aimed at requests by method and path, so tests can prove that every step of a rollback
+//! survives them. The kill switch (the daemon dies right after its n-th write) and the request
+//! log live in [`super::traffic`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +18,21 @@ pub enum FaultAction {
     ServerError(u16),
     /// The connection is cut before a response body arrives.
     Drop,
+    /// Never answer: the client's own timeout is all that ends the request.
+    Hang,
+    /// Serve the request (a write lands), then never answer: the client cannot know it landed.
+    AnswerLost,
+}
+
+/// How a rule's pattern selects requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathMatch {
+    /// The pattern occurs anywhere in `path?query`.
+    #[default]
+    Contains,
+    /// The path (query left out) ends with the pattern, so `deployments/web` selects that
+    /// Deployment alone, not `deployments/web/scale` or `deployments/web-canary`.
+    EndsWith,
 }
 
 /// One rule: which requests, what happens, how often.
@@ -25,6 +42,7 @@ pub struct FaultRule {
     pub method: Option<String>,
     /// Substring of `path?query` that selects requests (`/deployments/web/scale`).
     pub path_contains: String,
+    pub matching: PathMatch,
     pub action: FaultAction,
     /// Matching requests to let through untouched before the rule fires.
     pub skip: u32,
@@ -39,6 +57,7 @@ impl FaultRule {
         Self {
             method: method.map(|m| m.to_ascii_uppercase()),
             path_contains: path_contains.to_string(),
+            matching: PathMatch::Contains,
             action,
             skip: 0,
             times: None,
@@ -55,6 +74,27 @@ impl FaultRule {
     pub fn times(mut self, n: u32) -> Self {
         self.times = Some(n);
         self
+    }
+
+    /// Select by the end of the path instead of a substring (see [`PathMatch::EndsWith`]).
+    pub fn at_path_end(mut self) -> Self {
+        self.matching = PathMatch::EndsWith;
+        self
+    }
+
+    fn selects(&self, method: &str, path_and_query: &str) -> bool {
+        let method_ok = self
+            .method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method));
+        method_ok
+            && match self.matching {
+                PathMatch::Contains => path_and_query.contains(&self.path_contains),
+                PathMatch::EndsWith => {
+                    let path = path_and_query.split('?').next().unwrap_or_default();
+                    path.ends_with(&self.path_contains)
+                }
+            }
     }
 }
 
@@ -104,6 +144,17 @@ impl Faults {
         );
     }
 
+    /// The next `n` matching requests never answer (the client's timeout fires).
+    pub fn hangs(&self, method: Option<&str>, path_contains: &str, n: u32) {
+        self.add(FaultRule::new(method, path_contains, FaultAction::Hang).times(n));
+    }
+
+    /// The next `n` matching requests are served, then never answered: "the write landed but
+    /// the answer was lost", which a retrying client must not apply twice.
+    pub fn answers_lost(&self, method: Option<&str>, path_contains: &str, n: u32) {
+        self.add(FaultRule::new(method, path_contains, FaultAction::AnswerLost).times(n));
+    }
+
     /// Removes every rule.
     pub fn clear(&self) {
         self.with(Vec::clear);
@@ -119,11 +170,7 @@ impl Faults {
         self.with(|rules| {
             let mut d = Decision::default();
             for rule in rules.iter_mut() {
-                let method_ok = rule
-                    .method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method));
-                if !method_ok || !path_and_query.contains(&rule.path_contains) {
+                if !rule.selects(method, path_and_query) {
                     continue;
                 }
                 rule.seen += 1;
@@ -185,6 +232,25 @@ mod tests {
             .map(|_| f.decide("PATCH", "/d/web/scale").action)
             .collect();
         assert_eq!(got, vec![None, None, Some(FaultAction::Drop), None]);
+    }
+
+    #[test]
+    fn path_end_matching_leaves_subresources_and_longer_names_alone() {
+        let f = Faults::default();
+        f.add(FaultRule::new(Some("PATCH"), "deployments/web", FaultAction::Hang).at_path_end());
+        let hit = |p: &str| f.decide("PATCH", p).action;
+        assert_eq!(
+            hit("/apis/apps/v1/namespaces/d/deployments/web/scale"),
+            None
+        );
+        assert_eq!(
+            hit("/apis/apps/v1/namespaces/d/deployments/web-canary"),
+            None
+        );
+        assert_eq!(
+            hit("/apis/apps/v1/namespaces/d/deployments/web?fieldManager=x"),
+            Some(FaultAction::Hang)
+        );
     }
 
     #[test]

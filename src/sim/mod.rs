@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod faults;
 pub mod fleet;
 mod index;
+mod intake;
 mod namespaces;
 pub mod objects;
 pub mod openapi;
@@ -26,10 +27,12 @@ pub mod selector;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod traffic;
 pub mod watch;
 
-pub use faults::{FaultAction, FaultRule, Faults};
+pub use faults::{FaultAction, FaultRule, Faults, PathMatch};
 pub use store::Store;
+pub use traffic::Traffic;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,6 +84,7 @@ impl Default for SimConfig {
 pub struct Shared {
     pub(crate) store: Store,
     pub(crate) faults: Faults,
+    pub(crate) traffic: Traffic,
     pub(crate) shutdown: signal::Receiver<bool>,
 }
 
@@ -106,6 +110,7 @@ impl Simulator {
         let shared = Arc::new(Shared {
             store: store.clone(),
             faults: faults.clone(),
+            traffic: Traffic::default(),
             shutdown: rx.clone(),
         });
         let app = router::router(shared.clone());
@@ -200,6 +205,23 @@ impl SimHandle {
     /// Fault rules for requests from now on.
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// The request log, the count of applied writes and the kill switch.
+    pub fn traffic(&self) -> &Traffic {
+        &self.shared.traffic
+    }
+
+    /// From now on the deployment controller leaves this Deployment alone until its pod
+    /// template changes (see [`controller::Stalls`]): a stable caught mid-rollout, or pods
+    /// that never go away. Call before seeding it to keep its seeded status.
+    pub fn stall_rollout(&self, namespace: &str, name: &str) {
+        self.progress.stalls.stall(store::ObjKey {
+            group: "apps",
+            plural: "deployments",
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        });
     }
 
     /// Direct access to stored objects (tests read state without going through HTTP).

@@ -217,7 +217,7 @@ fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
 }
 
 /// The API defaults kubectl shows back for the kinds whose defaults matter to rollouts.
-fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
+pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
     if !(def.is("apps", "deployments") || def.is("apps", "replicasets")) {
         return;
     }

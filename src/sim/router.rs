@@ -5,7 +5,6 @@
 
 use super::api::{self, Reply, Target, WriteOpts};
 use super::discovery;
-use super::faults::FaultAction;
 use super::objects::Stamp;
 use super::openapi;
 use super::resources::{self, Subresource};
@@ -16,7 +15,6 @@ use super::table;
 use super::watch::{self, WatchRequest};
 use super::Shared;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -26,10 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(handle).with_state(shared)
+    Router::new()
+        .fallback(super::intake::handle)
+        .with_state(shared)
 }
 
-fn json_response(code: u16, body: &Value) -> Response {
+pub(super) fn json_response(code: u16, body: &Value) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
@@ -39,7 +39,7 @@ fn json_response(code: u16, body: &Value) -> Response {
         .into_response()
 }
 
-fn reply(r: Reply) -> Response {
+pub(super) fn reply(r: Reply) -> Response {
     match r {
         Ok((code, body)) => json_response(code, &body),
         Err(e) => json_response(e.code, &e.body()),
@@ -47,7 +47,7 @@ fn reply(r: Reply) -> Response {
 }
 
 /// A response whose body fails at once: hyper aborts the connection, the client sees it cut.
-fn dropped() -> Response {
+pub(super) fn dropped() -> Response {
     let failing = futures::stream::once(async {
         Err::<Bytes, std::io::Error>(std::io::Error::other(
             "connection dropped by fault injection",
@@ -186,54 +186,94 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     })
 }
 
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+/// A list, or a watch stream when `watch=1` (selectors apply to both).
+fn list_or_watch(
+    shared: &Shared,
+    target: Target,
+    q: &HashMap<String, String>,
+    accept: &str,
 ) -> Response {
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let decision = shared.faults.decide(method.as_str(), pq);
-    if let Some(d) = decision.delay {
-        tokio::time::sleep(d).await;
+    let store = &shared.store;
+    let (labels, fields) = match selectors(q) {
+        Ok(s) => s,
+        Err(e) => return reply(Err(e)),
+    };
+    let watching = q.get("watch").is_some_and(|v| v == "1" || v == "true");
+    if watching {
+        let req = WatchRequest {
+            target,
+            labels,
+            fields,
+            resource_version: q.get("resourceVersion").and_then(|v| v.parse().ok()),
+            send_initial_events: q.get("sendInitialEvents").is_some_and(|v| v == "true"),
+            allow_bookmarks: q.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+            timeout: Duration::from_secs(
+                q.get("timeoutSeconds")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1800),
+            ),
+        };
+        let s = watch::stream(store, req, shared.shutdown.clone());
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(s),
+        )
+            .into_response();
     }
-    let routed = route(uri.path());
-    match decision.action {
-        Some(FaultAction::Drop) => return dropped(),
-        Some(FaultAction::ServerError(code)) => return reply(Err(ApiError::server_error(code))),
-        Some(FaultAction::Conflict) => {
-            let err = match &routed {
-                Ok(Route::Resource(t)) => {
-                    ApiError::conflict(t.def, t.name.as_deref().unwrap_or_default())
-                }
-                _ => ApiError {
-                    code: 409,
-                    reason: "Conflict",
-                    message: "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again".into(),
-                    details: None,
-                },
-            };
-            return reply(Err(err));
+    let listed = api::list(store, &target, &labels, &fields);
+    match listed {
+        Ok((code, list)) if table::wanted(accept) => {
+            json_response(code, &table::from_list(target.def, &list))
         }
-        Some(FaultAction::Latency(_)) | None => {}
+        other => reply(other),
     }
+}
+
+/// `dryRun=All` in the query, or in the DeleteOptions body kube sends with a DELETE.
+pub(super) fn is_dry_run(uri: &Uri, body: &Bytes) -> bool {
+    let all = |v: &Value| v == "All" || v.as_array().is_some_and(|a| a.iter().any(|x| x == "All"));
+    query(uri).get("dryRun").is_some_and(|v| v == "All")
+        || (!body.is_empty() && parse_body(body).is_ok_and(|b| all(&b["dryRun"])))
+}
+
+/// The 409 a Conflict fault answers: named after the object when the path is one.
+pub(super) fn injected_conflict(path: &str) -> ApiError {
+    match route(path) {
+        Ok(Route::Resource(t)) => ApiError::conflict(t.def, t.name.as_deref().unwrap_or_default()),
+        _ => ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again".into(),
+            details: None,
+        },
+    }
+}
+
+/// Serves one request as the apiserver would (faults are applied before, in `intake`).
+pub(super) fn serve(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let routed = route(uri.path());
     let target = match routed {
         Ok(Route::Json(v)) if method == Method::GET => return json_response(200, &v),
         Ok(Route::Json(_)) => return reply(Err(ApiError::method_not_allowed())),
         Ok(Route::Resource(t)) => t,
         Err(e) => return reply(Err(e)),
     };
-    let q = query(&uri);
+    let q = query(uri);
     let opts = WriteOpts {
-        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        dry_run: is_dry_run(uri, body),
     };
     if target.def.is("", "namespaces") {
         return reply(super::namespaces::serve(
             &shared.store,
-            &method,
+            method,
             &target,
-            &body,
+            body,
             &stamp(),
         ));
     }
@@ -247,42 +287,8 @@ async fn handle(
         .unwrap_or_default();
     let store = &shared.store;
     let has_name = target.name.is_some();
-    match (&method, has_name, target.sub) {
-        (&Method::GET, false, _) => {
-            let (labels, fields) = match selectors(&q) {
-                Ok(s) => s,
-                Err(e) => return reply(Err(e)),
-            };
-            let watching = q.get("watch").is_some_and(|v| v == "1" || v == "true");
-            if watching {
-                let req = WatchRequest {
-                    target,
-                    labels,
-                    fields,
-                    resource_version: q.get("resourceVersion").and_then(|v| v.parse().ok()),
-                    send_initial_events: q.get("sendInitialEvents").is_some_and(|v| v == "true"),
-                    allow_bookmarks: q.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
-                    timeout: Duration::from_secs(
-                        q.get("timeoutSeconds")
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(1800),
-                    ),
-                };
-                let s = watch::stream(store, req, shared.shutdown.clone());
-                return (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    Body::from_stream(s),
-                )
-                    .into_response();
-            }
-            let listed = api::list(store, &target, &labels, &fields);
-            match listed {
-                Ok((code, list)) if table::wanted(accept) => {
-                    json_response(code, &table::from_list(target.def, &list))
-                }
-                other => reply(other),
-            }
-        }
+    match (method, has_name, target.sub) {
+        (&Method::GET, false, _) => list_or_watch(shared, target, &q, accept),
         (&Method::GET, true, Some(Subresource::Scale)) => reply(scale::get(store, &target)),
         (&Method::GET, true, _) => match api::get(store, &target) {
             Ok((code, obj)) if table::wanted(accept) && target.sub.is_none() => {
@@ -291,27 +297,27 @@ async fn handle(
             }
             other => reply(other),
         },
-        (&Method::POST, false, None) => match parse_body(&body) {
+        (&Method::POST, false, None) => match parse_body(body) {
             Ok(v) => reply(api::create(store, &target, v, &stamp(), opts)),
             Err(e) => reply(Err(e)),
         },
         (&Method::PUT, true, Some(Subresource::Scale)) => {
-            reply(scale::write(store, &target, None, &body, opts))
+            reply(scale::write(store, &target, None, body, opts))
         }
-        (&Method::PUT, true, _) => match parse_body(&body) {
+        (&Method::PUT, true, _) => match parse_body(body) {
             Ok(v) => reply(api::replace(store, &target, v, opts)),
             Err(e) => reply(Err(e)),
         },
         (&Method::PATCH, true, sub) => match api::patch_kind(target.def, content_type) {
             Ok(kind) if sub == Some(Subresource::Scale) => {
-                reply(scale::write(store, &target, Some(kind), &body, opts))
+                reply(scale::write(store, &target, Some(kind), body, opts))
             }
-            Ok(kind) => reply(api::patch(store, &target, kind, &body, opts)),
+            Ok(kind) => reply(api::patch(store, &target, kind, body, opts)),
             Err(e) => reply(Err(e)),
         },
         (&Method::DELETE, true, None) => {
             let orphan = q.get("propagationPolicy").is_some_and(|p| p == "Orphan")
-                || parse_body(&body).is_ok_and(|b| b["propagationPolicy"] == "Orphan");
+                || parse_body(body).is_ok_and(|b| b["propagationPolicy"] == "Orphan");
             reply(api::delete(store, &target, opts, !orphan))
         }
         _ => reply(Err(ApiError::method_not_allowed())),

@@ -4,7 +4,7 @@
 
 use super::api::{self, Target, WriteOpts};
 use super::objects::Stamp;
-use super::resources::by_plural;
+use super::resources::{by_plural, ResourceDef};
 use super::{SimError, SimHandle};
 use crate::policy::model::{Destination, Policy};
 use serde_json::{json, Value};
@@ -127,6 +127,28 @@ impl SimHandle {
             .map_err(|e| err(e.message))
     }
 
+    /// Writes objects into the store as given, uids, owner references, annotations and status
+    /// included (each gets a fresh resourceVersion and the API defaults, as anything the
+    /// apiserver decodes), as restoring a cluster from a backup does. For fixtures a POST
+    /// cannot make: ReplicaSets with a revision history owned by a Deployment of a known uid, a
+    /// status caught mid-rollout.
+    pub fn load(&self, objects: Vec<Value>) -> Result<(), SimError> {
+        let keyed = objects
+            .into_iter()
+            .map(|mut o| {
+                let (def, key) = key_of(&o)?;
+                super::objects::apply_defaults(def, &mut o);
+                Ok((key, o))
+            })
+            .collect::<Result<Vec<_>, SimError>>()?;
+        self.store.write(|txn| {
+            for (key, obj) in keyed {
+                txn.put(key, obj);
+            }
+        });
+        Ok(())
+    }
+
     pub fn seed_deployment(
         &self,
         namespace: &str,
@@ -233,4 +255,31 @@ impl SimHandle {
             .cloned()
         })
     }
+}
+
+/// The resource and store key of a manifest, from its `apiVersion`, `kind` and metadata.
+fn key_of(obj: &Value) -> Result<(&'static ResourceDef, super::store::ObjKey), SimError> {
+    let av = obj["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = av.rsplit_once('/').unwrap_or(("", av));
+    let def = super::resources::RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.kind == obj["kind"] && r.versions.contains(&version))
+        .ok_or_else(|| SimError::Seed {
+            what: format!("{} {}", obj["kind"], obj["metadata"]["name"]),
+            message: format!("apiVersion {av:?} is not served"),
+        })?;
+    let namespace = match def.namespaced {
+        true => obj["metadata"]["namespace"].as_str().unwrap_or("default"),
+        false => "",
+    };
+    let key = super::store::ObjKey {
+        group: def.group,
+        plural: def.plural,
+        namespace: namespace.to_string(),
+        name: obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    Ok((def, key))
 }

@@ -125,6 +125,16 @@ impl ApiError {
         }
     }
 
+    /// The answer to an Accept header the simulator cannot serve (it answers JSON only).
+    pub fn not_acceptable() -> Self {
+        Self {
+            code: 406,
+            reason: "NotAcceptable",
+            message: "only the following media types are accepted: application/json".into(),
+            details: None,
+        }
+    }
+
     pub fn method_not_allowed() -> Self {
         Self {
             code: 405,

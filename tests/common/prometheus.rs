@@ -2,13 +2,13 @@
 //! loopback port, scraping given targets every second, killed when dropped or when the test
 //! process dies), re-exported under the names the tests use, plus a polling helper.
 //!
-//! Use from any integration test with `mod support;` and `support::prometheus::Prometheus`.
+//! Use from any integration test with `#[path = "common/prometheus.rs"] mod prometheus;`.
 //! When the binaries are missing, starting one returns an error naming the fix (`just deps`) and
 //! the test FAILS on its `unwrap`: a skipped end-to-end test would look like a passing one.
 
 #![allow(dead_code)]
 
-#[allow(unused_imports)] // not every test binary that includes `support` uses it
+#[allow(unused_imports)] // not every test binary that includes it uses it
 pub use backout::promserver::PromServer as Prometheus;
 use std::time::{Duration, Instant};
 

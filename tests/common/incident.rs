@@ -6,7 +6,9 @@
 
 #![allow(dead_code)]
 
-use std::fmt::Write as _;
+use backout::demo::exporter::render_openmetrics;
+use backout::demo::workload::{Counters, BUCKETS};
+use backout::sample::{Millis, Track};
 
 /// One track's traffic: requests per second and the share of them that fail.
 #[derive(Debug, Clone, Copy)]
@@ -73,39 +75,35 @@ impl Incident {
         (requests, errors)
     }
 
-    /// `http_requests_total{service,track,code}` samples, one series after the other (what
-    /// OpenMetrics requires), without the family header.
-    fn write_series(&self, out: &mut String) {
-        for (track, canary) in [("canary", true), ("stable", false)] {
-            for code in ["200", "500"] {
-                for k in 0..self.points {
-                    let t = self.start_ms + k * self.every_ms;
-                    let (requests, errors) = self.counts(canary, t);
-                    let v = if code == "500" {
-                        errors
-                    } else {
-                        requests - errors
-                    };
-                    let _ = writeln!(
-                        out,
-                        "http_requests_total{{service=\"{}\",track=\"{track}\",code=\"{code}\"}} {v:.3} {}",
-                        self.service,
-                        t / 1000
-                    );
-                }
+    /// Both tracks' counters at `t`: every request in the fastest latency bucket (backtests
+    /// read the request counters only).
+    fn counters(&self, t: i64) -> [Counters; 2] {
+        [(Track::Canary, true), (Track::Stable, false)].map(|(track, canary)| {
+            let (requests, errors) = self.counts(canary, t);
+            Counters {
+                service: self.service.clone(),
+                track,
+                ok: requests - errors,
+                errors,
+                buckets: vec![requests; BUCKETS.len()],
+                latency_sum: 0.0,
             }
-        }
+        })
     }
 }
 
-/// One OpenMetrics document (ending in `# EOF`) holding every incident's counters.
+/// One OpenMetrics document (ending in `# EOF`) holding every incident's counters, written by
+/// the demo exporter's writer (`http_requests_total{service,track,code}` and the latency
+/// histogram). Incidents must share `start_ms`, `every_ms` and `points`.
 pub fn openmetrics(incidents: &[Incident]) -> String {
-    let mut out = String::new();
-    out.push_str("# HELP http_requests Requests handled, by response code.\n");
-    out.push_str("# TYPE http_requests counter\n");
-    for i in incidents {
-        i.write_series(&mut out);
-    }
-    out.push_str("# EOF\n");
-    out
+    let Some(first) = incidents.first() else {
+        return render_openmetrics(&[]);
+    };
+    let snapshots: Vec<(Millis, Vec<Counters>)> = (0..first.points)
+        .map(|k| {
+            let t = first.start_ms + k * first.every_ms;
+            (t, incidents.iter().flat_map(|i| i.counters(t)).collect())
+        })
+        .collect();
+    render_openmetrics(&snapshots)
 }
