@@ -185,7 +185,13 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
             let admin = admin.clone();
             async move {
                 let (_, m) = get(format!("http://{admin}/metrics")).await;
-                if m.contains("backout_service_state{service=\"shop\"} 4") {
+                // The state turns "rolled back" when the order is taken; the rollback's own
+                // series once the supervisor has finished it (Verify included).
+                let finished = m.lines().any(|l| {
+                    l.starts_with("backout_rollbacks_total{service=\"shop\"")
+                        && l.ends_with("outcome=\"success\"} 1")
+                });
+                if m.contains("backout_service_state{service=\"shop\"} 4") && finished {
                     Ok(m)
                 } else {
                     Err(m)
