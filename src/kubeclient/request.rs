@@ -105,6 +105,10 @@ impl RequestKind {
     pub fn is_watch(&self) -> bool {
         self.verb == Verb::watch
     }
+
+    pub fn is_list(&self) -> bool {
+        self.verb == Verb::list
+    }
 }
 
 /// `watch=true` or `watch=1` (older clients), as the API server reads it.
