@@ -261,6 +261,37 @@ async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v
             .detection_to_mitigation
             .observe((report.finished_at - r.detected_at).max(0) as f64 / 1000.0);
     }
+    let incident = incident_of(o, report, &r, v);
+    if let Err(err) = ctx.audit.incident(&incident) {
+        tracing::error!(error = %err, "cannot write the incident report");
+    }
+    audit(
+        ctx,
+        p,
+        AuditKind::RollbackCompleted,
+        format!("{:?}", report.outcome),
+        serde_json::to_value(report).unwrap_or_default(),
+    );
+    let notice = Notice::RollbackResolved {
+        service: p.service.clone(),
+        namespace: p.namespace.clone(),
+        started: r.detected_at,
+        resolved: report.finished_at,
+        from_version: v.from.clone(),
+        to_version: v.to.clone(),
+        verified: true,
+    };
+    send(ctx, notice).await;
+}
+
+/// The incident report of a finished rollback: timeline, verification, versions.
+fn incident_of(
+    o: &OrderOutcome,
+    report: &RollbackReport,
+    r: &RollbackOrder,
+    v: &Versions,
+) -> IncidentReport {
+    let p = &o.order.policy;
     let verification: Vec<Check> = report
         .steps
         .iter()
@@ -286,7 +317,7 @@ async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v
             format!("{} {:?}", st.step, st.outcome),
         )
     }));
-    let incident = IncidentReport {
+    IncidentReport {
         id: report.rollback_id.clone(),
         service: p.service.clone(),
         namespace: p.namespace.clone(),
@@ -299,27 +330,7 @@ async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v
         verification,
         dry_run: o.order.dry_run,
         outcome: format!("{:?}", report.outcome),
-    };
-    if let Err(err) = ctx.audit.incident(&incident) {
-        tracing::error!(error = %err, "cannot write the incident report");
     }
-    audit(
-        ctx,
-        p,
-        AuditKind::RollbackCompleted,
-        format!("{:?}", report.outcome),
-        serde_json::to_value(report).unwrap_or_default(),
-    );
-    let notice = Notice::RollbackResolved {
-        service: p.service.clone(),
-        namespace: p.namespace.clone(),
-        started: r.detected_at,
-        resolved: report.finished_at,
-        from_version: v.from.clone(),
-        to_version: v.to.clone(),
-        verified: true,
-    };
-    send(ctx, notice).await;
 }
 
 async fn failed(ctx: &Context, o: &OrderOutcome, error: &str, retry_in: Option<Duration>) {
