@@ -47,12 +47,7 @@ pub struct HaConfig {
 
 /// The shard of `namespace/service`: a stable hash, so every replica agrees.
 pub fn shard_of(key: &str, shards: u32) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % u64::from(shards.max(1))) as u32
+    (crate::hash::fnv1a(key.as_bytes()) % u64::from(shards.max(1))) as u32
 }
 
 #[cfg(test)]
