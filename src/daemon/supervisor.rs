@@ -146,10 +146,13 @@ impl Supervisor {
             return;
         }
         let env = self.env.clone();
-        let lane = self.lanes.entry(order.service.clone()).or_insert_with(|| Lane {
-            state: Arc::default(),
-            task: None,
-        });
+        let lane = self
+            .lanes
+            .entry(order.service.clone())
+            .or_insert_with(|| Lane {
+                state: Arc::default(),
+                task: None,
+            });
         // A finished task that never cleared `running` panicked mid-order: start a fresh one.
         let died = lane.task.as_ref().is_some_and(|t| t.is_finished());
         let start = {
@@ -167,10 +170,13 @@ impl Supervisor {
 
     /// A new canary revision of `service` is running: retries for older canaries stop.
     pub fn canary_changed(&mut self, service: &str, id: &CanaryId) {
-        let lane = self.lanes.entry(service.to_string()).or_insert_with(|| Lane {
-            state: Arc::default(),
-            task: None,
-        });
+        let lane = self
+            .lanes
+            .entry(service.to_string())
+            .or_insert_with(|| Lane {
+                state: Arc::default(),
+                task: None,
+            });
         *lock(&lane.state.canary) = Some(id.clone());
     }
 
