@@ -27,6 +27,8 @@ pub struct Results {
     pub kube_rollbacks_daemon: Option<f64>,
     pub kube_rollbacks_proxy: Option<f64>,
     pub lag_steady: Option<(f64, f64)>,
+    /// Prometheus query latency (the daemon's histogram) p50/p99 over the steady window.
+    pub query_steady: Option<(f64, f64)>,
     pub lag_rollbacks: Option<(f64, f64)>,
     /// How many services went bad, and when each was mitigated after the onset.
     pub mitigations: Vec<Option<Duration>>,
@@ -145,6 +147,11 @@ fn steady_rows(r: &Results) -> Vec<(&'static str, String, &'static str)> {
             "",
         ),
         ("evaluation lag p50 / p99 (steady)", lag(r.lag_steady), ""),
+        (
+            "Prometheus query latency p50 / p99 (steady, `backout_query_duration_seconds`)",
+            lag(r.query_steady),
+            "",
+        ),
     ]
 }
 

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const LAG: &str = "backout_evaluation_lag_seconds";
+/// How long Prometheus took to answer the daemon's queries: splits evaluation lag between
+/// Prometheus and the daemon's own cycle.
+const QUERY_DURATION: &str = "backout_query_duration_seconds";
 const QUERIES: &str = "backout_queries_total";
 const EVALUATIONS: &str = "backout_evaluations_total";
 const KUBE_REQUESTS: &str = "backout_kubernetes_requests_total";
@@ -80,7 +83,12 @@ async fn watch_daemon(daemon: &mut Daemon, d: Duration) -> anyhow::Result<()> {
 }
 
 fn lag_quantiles(a: &Scrape, b: &Scrape) -> Option<(f64, f64)> {
-    let buckets = measure::bucket_delta(a, b, LAG)?;
+    quantiles(a, b, LAG)
+}
+
+/// p50 and p99 of a histogram's observations between two scrapes.
+fn quantiles(a: &Scrape, b: &Scrape, name: &str) -> Option<(f64, f64)> {
+    let buckets = measure::bucket_delta(a, b, name)?;
     Some((
         measure::quantile(0.5, &buckets)?,
         measure::quantile(0.99, &buckets)?,
@@ -200,6 +208,7 @@ async fn steady(w: &mut World, args: &Args, r: &mut Results) -> anyhow::Result<(
     r.kube_per_sec_daemon = measure::rate(&s0, &s1, KUBE_REQUESTS);
     r.kube_per_sec_proxy = Some(k1.saturating_sub(k0) as f64 / secs);
     r.lag_steady = lag_quantiles(&s0, &s1);
+    r.query_steady = quantiles(&s0, &s1, QUERY_DURATION);
     Ok(())
 }
 

@@ -146,11 +146,12 @@ impl Daemon {
             .map(|s| (service_key(&s.policy), s))
             .collect();
         self.index.clear();
+        let mut texts = HashSet::new();
         for p in policies {
             let key = service_key(&p);
             let runtime = match old.remove(&key) {
                 Some(s) if s.policy == p => s,
-                _ => ServiceRuntime::new(p),
+                _ => ServiceRuntime::with_texts(p, &mut texts),
             };
             self.index.insert(key, self.services.len());
             self.services.push(runtime);

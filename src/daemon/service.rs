@@ -13,7 +13,8 @@ use crate::policy::{Input, Policy};
 use crate::sample::{Millis, Observation, Sample};
 use crate::source::plan::{policy_requests, Key, Request};
 use crate::telemetry::{state_code, MetricLabels, ServiceLabels, TrackLabels};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Deployment reads in flight at once in a cycle (watch-store reads are instant; this bounds the
 /// GET fallback).
@@ -58,8 +59,17 @@ pub struct CycleOutcome {
 
 impl ServiceRuntime {
     pub fn new(policy: Policy) -> Self {
+        Self::with_texts(policy, &mut HashSet::new())
+    }
+
+    /// A runtime whose query texts are shared with equal ones in `texts` (batched templates
+    /// render the same PromQL for every service).
+    pub fn with_texts(policy: Policy, texts: &mut HashSet<Arc<str>>) -> Self {
         Self {
-            requests: policy_requests(&policy),
+            requests: policy_requests(&policy)
+                .into_iter()
+                .map(|r| r.interned(texts))
+                .collect(),
             engine: Engine::new(&policy, ""),
             lifecycle: Lifecycle::new(policy.analysis.bake),
             policy,

@@ -12,7 +12,8 @@ use super::{Series, SourceError};
 use crate::policy::template::SERVICES_PLACEHOLDER;
 use crate::policy::{Feed, Input, Policy};
 use crate::sample::{Observation, Track};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Reason label for a key whose query had no answer (a caller passed too few results).
 pub const MISSING_RESULT: &str = "missing_result";
@@ -67,7 +68,9 @@ impl SplitLabels {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub key: Key,
-    pub promql: String,
+    /// Shared: a batched template renders the same text for every service, so 10,000 services
+    /// hold one copy of it (see [`Request::interned`]), not 10,000.
+    pub promql: Arc<str>,
     /// `Some`: the result is a vector over services and tracks; pick this key's series by these
     /// labels. `None`: the query yields this key's single series.
     pub split: Option<SplitLabels>,
@@ -76,7 +79,7 @@ pub struct Request {
 impl Request {
     /// A request whose batching is detected from the query: it is split by the default labels
     /// when it aggregates `by (...)` over both `service` and `track`.
-    pub fn new(key: Key, promql: impl Into<String>) -> Self {
+    pub fn new(key: Key, promql: impl Into<Arc<str>>) -> Self {
         let promql = promql.into();
         let labels = SplitLabels::default();
         let split = groups_by(&promql, &labels).then_some(labels);
@@ -84,7 +87,7 @@ impl Request {
     }
 
     /// A request whose result is split by a declared label set (e.g. `app` and `version`).
-    pub fn split_by(key: Key, promql: impl Into<String>, labels: SplitLabels) -> Self {
+    pub fn split_by(key: Key, promql: impl Into<Arc<str>>, labels: SplitLabels) -> Self {
         Self {
             key,
             promql: promql.into(),
@@ -100,6 +103,17 @@ struct Query {
 }
 
 impl Request {
+    /// The same request, its text shared with an equal one already in `texts` (or added to it).
+    pub fn interned(mut self, texts: &mut HashSet<Arc<str>>) -> Self {
+        match texts.get(&self.promql) {
+            Some(shared) => self.promql = shared.clone(),
+            None => {
+                texts.insert(self.promql.clone());
+            }
+        }
+        self
+    }
+
     /// The request for one of `service`'s feeds.
     pub fn for_feed(service: &str, feed: Feed) -> Self {
         Request::new(Key::new(service, feed.input, feed.track), feed.promql)
@@ -126,12 +140,12 @@ impl QueryPlan {
     /// Groups requests by their rendered text: each distinct query is sent once per cycle.
     /// Order is the order of first appearance, so plans are deterministic.
     pub fn build(requests: impl IntoIterator<Item = Request>) -> Self {
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
         let mut queries: Vec<Query> = Vec::new();
         for r in requests {
             let i = *index.entry(r.promql.clone()).or_insert_with(|| {
                 queries.push(Query {
-                    promql: r.promql.clone(),
+                    promql: r.promql.to_string(),
                     targets: Vec::new(),
                 });
                 queries.len() - 1
