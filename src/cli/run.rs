@@ -218,7 +218,14 @@ async fn reload_on_kicks(
         tokio::time::sleep(Duration::from_millis(300)).await;
         while kicks.try_recv().is_ok() {}
         let requested = tokio::time::Instant::now();
-        match load_counted(&settings, &metrics) {
+        // Off the async workers: parsing 10,000 files takes seconds of CPU, and a worker blocked
+        // that long delays every evaluation scheduled on it.
+        let (s, m) = (settings.clone(), metrics.clone());
+        let loaded = match tokio::task::spawn_blocking(move || load_counted(&s, &m)).await {
+            Ok(loaded) => loaded.map_err(anyhow::Error::from),
+            Err(err) => Err(anyhow::anyhow!("the policy loader panicked: {err}")),
+        };
+        match loaded {
             Ok(policies) => {
                 tracing::info!(trigger = why, "policy reload accepted");
                 let _ = reloads

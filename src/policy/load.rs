@@ -99,15 +99,16 @@ fn load_into(
         } else {
             Templates::new()
         };
-        let mut any = false;
-        for file in files.iter().filter(|f| !is_templates_file(f)) {
-            any = true;
-            if let Some(p) = policy_from(file, opts, &templates, templates_path.is_file(), problems)
-            {
-                policies.push(p);
-            }
+        let files: Vec<PathBuf> = files
+            .into_iter()
+            .filter(|f| !is_templates_file(f))
+            .collect();
+        let has_templates = templates_path.is_file();
+        for (mut found, mut wrong) in parse_files(&files, opts, &templates, has_templates) {
+            policies.append(&mut found);
+            problems.append(&mut wrong);
         }
-        if !any {
+        if files.is_empty() {
             problems.push(
                 Problem::new(path, "", "no policy files (*.toml) in this directory")
                     .hint("add one <service>.toml per service, or point at the right directory"),
@@ -128,6 +129,41 @@ fn load_into(
             policies.push(p);
         }
     }
+}
+
+/// Parses `files` on every core, in contiguous chunks so that concatenating the chunks keeps
+/// the files' order. A directory of 10,000 policies is parsed and validated in parallel: a
+/// reload is that much shorter, and `backout validate` too.
+fn parse_files(
+    files: &[PathBuf],
+    opts: &LoadOptions,
+    templates: &Templates,
+    has_templates: bool,
+) -> Vec<(Vec<Policy>, Vec<Problem>)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = files.len().div_ceil(threads).max(64);
+    let parse = |chunk: &[PathBuf]| {
+        let mut problems = Vec::new();
+        let policies = chunk
+            .iter()
+            .filter_map(|f| policy_from(f, opts, templates, has_templates, &mut problems))
+            .collect();
+        (policies, problems)
+    };
+    if files.len() <= chunk {
+        return vec![parse(files)];
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || parse(c)))
+            .collect();
+        workers
+            .into_iter()
+            // A parser panic is re-raised here, as it would have been without threads.
+            .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 fn is_templates_file(path: &Path) -> bool {

@@ -412,3 +412,48 @@ fn inherited_level_problems_name_the_template() {
     );
     assert_eq!(p.line, Some(14), "points at the metric using the template");
 }
+
+#[test]
+fn a_large_directory_loads_in_file_order_with_every_problem() {
+    // Enough files for the loader to parse in parallel chunks: order and problems must be
+    // exactly what one thread would produce.
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        let head = HEAD.replace("checkout", &format!("svc-{i:03}"));
+        let metric = if i == 7 || i == 250 {
+            METRIC.replace("above = 0.05", "above = \"high\"")
+        } else {
+            METRIC.to_string()
+        };
+        write(
+            dir.path(),
+            &format!("svc-{i:03}.toml"),
+            &format!("{head}{metric}"),
+        );
+    }
+    let err = load_path(dir.path()).expect_err("two files are invalid");
+    let files: Vec<String> = err
+        .problems()
+        .iter()
+        .map(|p| p.file.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["svc-007.toml", "svc-250.toml"]);
+
+    write(
+        dir.path(),
+        "svc-007.toml",
+        &format!("{}{METRIC}", HEAD.replace("checkout", "svc-007")),
+    );
+    write(
+        dir.path(),
+        "svc-250.toml",
+        &format!("{}{METRIC}", HEAD.replace("checkout", "svc-250")),
+    );
+    let services: Vec<String> = load_path(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|p| p.service)
+        .collect();
+    let expected: Vec<String> = (0..300).map(|i| format!("svc-{i:03}")).collect();
+    assert_eq!(services, expected);
+}
