@@ -138,7 +138,7 @@ impl Metrics {
             evaluations: Family::default(),
             engine_errors: Family::default(),
             query_duration: Histogram::new([
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
             query_errors: Family::default(),
             queries: Counter::default(),
