@@ -85,6 +85,12 @@ impl AdminServer {
         })
     }
 
+    /// Adds routes served next to the admin ones (the status API and page, analysis endpoints).
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.router = self.router.merge(routes);
+        self
+    }
+
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         if let Err(err) = axum::serve(self.listener, self.router)
