@@ -1,4 +1,5 @@
 //! The read-only status routes of the admin server:
+//! - `GET /`: the web page ([`super::page`]);
 //! - `GET /api/v1/services`: every service at a glance ([`ServiceList`]);
 //! - `GET /api/v1/services/{namespace}/{service}`: one service with its last hour
 //!   ([`ServiceDetail`]), 404 with a JSON error for an unknown service.
@@ -15,9 +16,17 @@ use axum::{Json, Router};
 /// The status routes over `board`.
 pub fn router(board: StatusBoard) -> Router {
     Router::new()
+        .route("/", get(page))
         .route("/api/v1/services", get(list))
         .route("/api/v1/services/{namespace}/{service}", get(detail))
         .with_state(board)
+}
+
+async fn page() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        super::page::PAGE,
+    )
 }
 
 async fn list(State(board): State<StatusBoard>) -> Json<ServiceList> {

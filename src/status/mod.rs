@@ -9,6 +9,8 @@
 pub mod api;
 pub mod history;
 mod model;
+pub mod page;
+pub mod table;
 
 pub use history::{History, SeriesPoints};
 pub use model::*;
