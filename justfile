@@ -19,7 +19,7 @@ deps:
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus chromium
     fi
-    command -v kubectl >/dev/null || echo "note: kubectl not found; the kubectl faithfulness tests will be skipped"
+    command -v kubectl >/dev/null || echo "note: kubectl not found; the kubectl faithfulness tests will be skipped, and tests/deploy.rs (which renders deploy/ with kubectl kustomize) fails: install kubectl"
 
 # The whole test suite (unit, property, simulator, kubectl and real-Prometheus end-to-end tests).
 test: deps

@@ -33,6 +33,7 @@ pub fn router(metrics: Metrics, health: Health) -> Router {
 }
 
 async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.ready.set(i64::from(s.health.readiness().ready()));
     (
         [(
             header::CONTENT_TYPE,
@@ -140,5 +141,6 @@ mod tests {
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
         assert!(body.contains("backout_policies_loaded"), "{body}");
+        assert!(body.contains("backout_ready 0"), "{body}");
     }
 }

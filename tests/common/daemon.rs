@@ -98,10 +98,16 @@ pub async fn world(scrape_daemon: bool) -> World {
 
 impl World {
     pub fn start_daemon(&self) -> Daemon {
+        self.start_daemon_with(&[])
+    }
+
+    /// The daemon with extra environment (`BACKOUT_*` settings, `POD_NAMESPACE`).
+    pub fn start_daemon_with(&self, env: &[(&str, &str)]) -> Daemon {
         Daemon(
             Command::new(env!("CARGO_BIN_EXE_backout"))
                 .args(["run", "--config"])
                 .arg(&self.config)
+                .envs(env.iter().copied())
                 .env("BACKOUT_LOG__FORMAT", "pretty")
                 .env("POD_NAME", "backout-test-0")
                 .stdout(Stdio::null())
