@@ -7,6 +7,7 @@ use super::CycleOutcome;
 use crate::actuator::report::Outcome as ActOutcome;
 use crate::ha::Ownership;
 use crate::status::{Evaluation, RollbackProgress, StatusBoard};
+use crate::telemetry::{LevelLabels, Metrics};
 
 /// Records one cycle's evaluations.
 pub(super) fn record_cycle(
@@ -62,4 +63,42 @@ pub(super) fn record_order(board: &StatusBoard, now: crate::sample::Millis, o: &
         _ => return,
     };
     board.rollback(&o.order.service, now, progress);
+}
+
+/// Publishes each metric's levels next to its value (`backout_metric_threshold`): the policy's
+/// warning and critical levels, or a statistical test's failing value.
+pub(super) fn publish_levels(
+    metrics: &Metrics,
+    policy: &crate::policy::Policy,
+    v: &crate::decision::Verdict,
+) {
+    let set = |metric: &str, level: &str, bound: &str, value: f64| {
+        metrics
+            .metric_threshold
+            .get_or_create(&LevelLabels {
+                service: policy.service.clone(),
+                metric: metric.to_string(),
+                level: level.into(),
+                bound: bound.into(),
+            })
+            .set(value);
+    };
+    for m in &v.metrics {
+        if let crate::decision::Reading::Test { fail_at, .. } = &m.reading {
+            set(&m.metric, "critical", "above", *fail_at);
+            continue;
+        }
+        let Some(spec) = policy.metrics.iter().find(|s| s.name == m.metric) else {
+            continue;
+        };
+        for (level, l) in [("warning", spec.warning), ("critical", spec.critical)] {
+            let Some(l) = l else { continue };
+            if let Some(a) = l.above {
+                set(&m.metric, level, "above", a);
+            }
+            if let Some(b) = l.below {
+                set(&m.metric, level, "below", b);
+            }
+        }
+    }
 }

@@ -245,6 +245,7 @@ fn judge(
     out.polls = feed_engine(ctx, s, observations, now);
     let verdict = s.engine.evaluate(now, phase);
     publish(ctx, s, &verdict);
+    super::board::publish_levels(&ctx.metrics, &s.policy, &verdict);
     if verdict.rollback && !s.ordered {
         out.orders.push(order_rollback(ctx, s, &verdict));
     }

@@ -31,6 +31,16 @@ pub struct TrackLabels {
     pub track: String,
 }
 
+/// A metric's level: `level` is `warning` or `critical`, `bound` is `above` or `below` (a
+/// statistical metric's critical level is the value its statistic fails at, `above`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LevelLabels {
+    pub service: String,
+    pub metric: String,
+    pub level: String,
+    pub bound: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NamespaceLabels {
     pub namespace: String,
@@ -84,6 +94,8 @@ pub struct Metrics {
     pub service_state: Family<ServiceLabels, Gauge>,
     pub metric_value: Family<TrackLabels, Gauge<f64, AtomicU64>>,
     pub metric_level: Family<MetricLabels, Gauge>,
+    /// Each metric's warning and critical levels, so dashboards draw values against them.
+    pub metric_threshold: Family<LevelLabels, Gauge<f64, AtomicU64>>,
     pub evaluations: Family<ServiceLabels, Counter>,
     /// Observations the engine rejected (an input its policy's rules do not know): a bug between
     /// feeds and rules, never silently dropped.
@@ -137,6 +149,7 @@ impl Metrics {
             service_state: Family::default(),
             metric_value: Family::default(),
             metric_level: Family::default(),
+            metric_threshold: Family::default(),
             evaluations: Family::default(),
             engine_errors: Family::default(),
             query_duration: Histogram::new([
@@ -187,6 +200,11 @@ impl Metrics {
             "metric_level",
             "Level per metric: 0 ok, 1 warning, 2 critical, 3 inconclusive",
             self.metric_level.clone(),
+        );
+        registry.register(
+            "metric_threshold",
+            "Warning and critical level per metric (bound above or below); for a statistical metric, the value its statistic fails at",
+            self.metric_threshold.clone(),
         );
         registry.register(
             "evaluations",
