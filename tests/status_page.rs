@@ -100,6 +100,10 @@ async fn the_status_cli_and_the_web_page_show_the_canary_and_its_rollback() {
         .to_string();
 
     let one = status(&w.admin, &["shop"]);
+    eprintln!(
+        "$ backout status\n{}\n$ backout status shop\n{one}",
+        status(&w.admin, &[])
+    );
     assert!(one.contains("Name:          shop"), "{one}");
     assert!(one.contains("rolled-back"), "{one}");
     assert!(one.contains("Last rollback: succeeded, mitigated"), "{one}");
@@ -109,6 +113,19 @@ async fn the_status_cli_and_the_web_page_show_the_canary_and_its_rollback() {
     assert!(one.contains("rolled_back"), "the timeline:\n{one}");
 
     let page = rendered(&format!("http://{}/#demo/shop", w.admin));
+    if let Ok(png) = std::env::var("STATUS_PAGE_SCREENSHOT") {
+        // For a look at the page: `STATUS_PAGE_SCREENSHOT=/tmp/page.png cargo test --test status_page`.
+        let _ = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=5000",
+            ])
+            .args(["--window-size=1250,1100", &format!("--screenshot={png}")])
+            .arg(format!("http://{}/#demo/shop", w.admin))
+            .output();
+    }
     assert!(page.contains("demo/shop: rolled_back, critical"), "{page}");
     assert!(
         page.contains("class=\"marker rolled_back\""),

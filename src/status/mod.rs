@@ -467,9 +467,13 @@ fn metric_now(slot: &mut MetricStatus, m: &crate::decision::MetricStatus, now: M
 }
 
 fn record_values(e: &mut Entry, ev: &Evaluation) {
-    for m in &mut e.status.metrics {
-        m.canary = None;
-        m.stable = None;
+    // Without polls (not under analysis) the last values stay: what the canary read before it
+    // was rolled back is what a reader wants to see.
+    if !ev.polls.is_empty() {
+        for m in &mut e.status.metrics {
+            m.canary = None;
+            m.stable = None;
+        }
     }
     for (metric, track, value) in ev.polls {
         if let Some(m) = e.status.metrics.iter_mut().find(|m| &m.rule.name == metric) {
