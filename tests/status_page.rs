@@ -139,3 +139,48 @@ async fn the_status_cli_and_the_web_page_show_the_canary_and_its_rollback() {
         "the reason {first_line:?} is shown:\n{page}"
     );
 }
+
+/// `backout demo --admin`: the demo cluster's status through `backout status`, while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backout_status_reads_the_demo_while_it_runs() {
+    let admin = format!("127.0.0.1:{}", prometheus::free_port());
+    let mut demo = daemon::Daemon::spawn(
+        Command::new(env!("CARGO_BIN_EXE_backout"))
+            .args([
+                "demo",
+                "--speed",
+                "4",
+                "--prometheus",
+                "off",
+                "--admin",
+                &admin,
+            ])
+            .stdout(std::process::Stdio::null()),
+    );
+    let rolled_back = prometheus::eventually(
+        std::time::Duration::from_secs(60),
+        "the demo's rollback in backout status",
+        || {
+            let admin = admin.clone();
+            async move {
+                let out = Command::new(env!("CARGO_BIN_EXE_backout"))
+                    .args(["status", "shop", "--addr", &admin])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if text.contains("Last rollback: succeeded") {
+                    Ok(text)
+                } else {
+                    Err(text)
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        rolled_back.contains("Owner:         demo (shard 0, acting)"),
+        "{rolled_back}"
+    );
+    assert!(rolled_back.contains("p99_latency"), "{rolled_back}");
+    demo.stop();
+}

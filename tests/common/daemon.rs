@@ -24,8 +24,20 @@ use std::time::Duration;
 
 pub const TOTAL_RPS: f64 = 200.0;
 
-/// A running daemon, killed when dropped.
+/// A running daemon (or any backout child process), killed when dropped.
 pub struct Daemon(Child);
+
+impl Daemon {
+    /// Starts `cmd`; it is killed when the handle is dropped.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self(cmd.stderr(Stdio::null()).spawn().unwrap())
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
