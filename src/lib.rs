@@ -37,4 +37,5 @@ pub mod settings;
 pub mod sim;
 pub mod source;
 pub mod stats;
+pub mod status;
 pub mod telemetry;

@@ -41,6 +41,8 @@ enum Command {
     #[cfg(not(feature = "sim"))]
     #[command(hide = true, disable_help_flag = true)]
     Sim(cli::NotBuilt),
+    /// Show what the daemon sees: every service, or one with its metrics against their levels.
+    Status(cli::status::Args),
     /// Replay a policy over Prometheus history: every verdict change and when it would roll back.
     Backtest(cli::backtest::Args),
 }
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
             #[cfg(not(feature = "sim"))]
             Command::Sim(_) => cli::not_built("sim", "sim"),
             Command::Backtest(args) => cli::backtest::run(args).await,
+            Command::Status(args) => cli::status::run(args).await,
         }
     });
     match result {

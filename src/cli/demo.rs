@@ -23,6 +23,10 @@ pub struct Args {
     /// `auto` when `prometheus` is on PATH, `on` to require it, `off` for the direct feed.
     #[arg(long, value_enum, default_value_t = Prom::Auto)]
     prometheus: Prom,
+    /// Serve the status API and page (and /metrics) on this address while the demo runs, e.g.
+    /// `--admin 127.0.0.1:9090`, then `backout status` or a browser.
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -132,6 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         healthy_for: Duration::from_secs(args.healthy_secs),
         audit_dir: args.audit_dir,
         prometheus: args.prometheus.into(),
+        admin: args.admin,
         ..Default::default()
     };
     let mut printer = Printer {

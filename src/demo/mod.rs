@@ -49,6 +49,8 @@ pub enum DemoError {
     Source(crate::source::SourceError),
     #[error("Kubernetes client: {0}")]
     KubeClient(#[from] crate::kubeclient::KubeClientError),
+    #[error("admin server (--admin): {0}")]
+    Admin(#[from] crate::telemetry::admin::AdminError),
 }
 
 impl From<crate::promserver::PromServerError> for DemoError {
@@ -73,6 +75,9 @@ pub struct DemoOptions {
     pub audit_dir: Option<PathBuf>,
     /// Real Prometheus between the workload and the engine, or the direct feed.
     pub prometheus: PrometheusMode,
+    /// Serve the admin routes (status API and page, `/metrics`) here while the demo runs, for
+    /// `backout status --addr` and a browser.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl Default for DemoOptions {
@@ -83,6 +88,7 @@ impl Default for DemoOptions {
             deadline: Duration::from_secs(60),
             audit_dir: None,
             prometheus: PrometheusMode::Auto,
+            admin: None,
         }
     }
 }
@@ -175,6 +181,10 @@ pub async fn run_with(
         .unwrap_or_else(|| tmp.path().join("audit"));
     let sim = start_cluster(&policy, &feed, report).await?;
     let ctx = daemon_context(&sim, &feed, &clock, &audit_dir)?;
+    let _admin = match opts.admin {
+        Some(addr) => Some(serve_admin(addr, &ctx, report).await?),
+        None => None,
+    };
     let mut daemon = Daemon::new(ctx, vec![policy.clone()]);
     let world = World {
         sim: &sim,
@@ -214,6 +224,26 @@ pub async fn run_with(
         });
     }
     Ok(result)
+}
+
+/// The daemon's admin routes on `addr` until the returned sender is dropped (the demo's end).
+async fn serve_admin(
+    addr: std::net::SocketAddr,
+    ctx: &Context,
+    report: &mut dyn FnMut(Update),
+) -> Result<tokio::sync::oneshot::Sender<()>, DemoError> {
+    let server = crate::telemetry::AdminServer::bind(addr, ctx.metrics.clone(), ctx.health.clone())
+        .await?
+        .with_routes(crate::status::api::router(ctx.status.clone()));
+    report(Update::Line(format!(
+        "status: http://{0}/ in a browser, or `backout status --addr {0}`",
+        server.addr
+    )));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    Ok(stop)
 }
 
 /// The simulated cluster with the demo service seeded (stable, canary, the 90/10 route).
@@ -271,6 +301,7 @@ fn daemon_context(
         Context::builder(client, feed.sampler.clone(), Arc::new(actuator), audit)
             .metrics(metrics)
             .clock(clock)
+            .status(crate::status::StatusBoard::new("demo"))
             .build(),
     )
 }

@@ -31,6 +31,16 @@ pub struct TrackLabels {
     pub track: String,
 }
 
+/// A metric's level: `level` is `warning` or `critical`, `bound` is `above` or `below` (a
+/// statistical metric's critical level is the value its statistic fails at, `above`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LevelLabels {
+    pub service: String,
+    pub metric: String,
+    pub level: String,
+    pub bound: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NamespaceLabels {
     pub namespace: String,
@@ -84,6 +94,8 @@ pub struct Metrics {
     pub service_state: Family<ServiceLabels, Gauge>,
     pub metric_value: Family<TrackLabels, Gauge<f64, AtomicU64>>,
     pub metric_level: Family<MetricLabels, Gauge>,
+    /// Each metric's warning and critical levels, so dashboards draw values against them.
+    pub metric_threshold: Family<LevelLabels, Gauge<f64, AtomicU64>>,
     pub evaluations: Family<ServiceLabels, Counter>,
     /// Observations the engine rejected (an input its policy's rules do not know): a bug between
     /// feeds and rules, never silently dropped.
@@ -96,6 +108,8 @@ pub struct Metrics {
     pub detection_to_mitigation: Histogram,
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub policies_loaded: Gauge,
+    /// 1 while `/readyz` would answer 200 (set at each scrape), so alerts see readiness.
+    pub ready: Gauge,
     pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
     pub evaluation_lag: Histogram,
     pub leases_held: Gauge,
@@ -135,6 +149,7 @@ impl Metrics {
             service_state: Family::default(),
             metric_value: Family::default(),
             metric_level: Family::default(),
+            metric_threshold: Family::default(),
             evaluations: Family::default(),
             engine_errors: Family::default(),
             query_duration: Histogram::new([
@@ -149,6 +164,7 @@ impl Metrics {
             ]),
             policy_reloads: Family::default(),
             policies_loaded: Gauge::default(),
+            ready: Gauge::default(),
             deployment_watch_synced: Family::default(),
             evaluation_lag: Histogram::new([
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -184,6 +200,11 @@ impl Metrics {
             "metric_level",
             "Level per metric: 0 ok, 1 warning, 2 critical, 3 inconclusive",
             self.metric_level.clone(),
+        );
+        registry.register(
+            "metric_threshold",
+            "Warning and critical level per metric (bound above or below); for a statistical metric, the value its statistic fails at",
+            self.metric_threshold.clone(),
         );
         registry.register(
             "evaluations",
@@ -234,6 +255,11 @@ impl Metrics {
             "policies_loaded",
             "Number of service policies currently active",
             self.policies_loaded.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while the daemon is ready (/readyz answers 200: policies loaded, Prometheus and Kubernetes reachable, not shutting down)",
+            self.ready.clone(),
         );
         registry.register(
             "deployment_watch_synced",
