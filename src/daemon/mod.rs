@@ -152,7 +152,7 @@ impl Daemon {
         for p in policies {
             let key = service_key(&p);
             let (runtime, kept) = match old.remove(&key) {
-                Some(s) if s.policy == p => (s, true),
+                Some(s) if *s.policy == p => (s, true),
                 _ => (ServiceRuntime::with_texts(p, &mut texts), false),
             };
             unchanged.push(kept);
@@ -163,7 +163,7 @@ impl Daemon {
             self.services
                 .iter()
                 .zip(unchanged)
-                .map(|(s, kept)| (&s.policy, kept)),
+                .map(|(s, kept)| (&*s.policy, kept)),
         );
         self.ctx
             .metrics

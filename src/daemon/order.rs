@@ -94,10 +94,10 @@ impl RollbackOrder {
 }
 
 impl Order {
-    pub fn new(policy: &Policy, action: Action, dry_run: bool) -> Self {
+    pub fn new(policy: &Arc<Policy>, action: Action, dry_run: bool) -> Self {
         Self {
             service: service_key(policy),
-            policy: Arc::new(policy.clone()),
+            policy: policy.clone(),
             action,
             dry_run,
         }

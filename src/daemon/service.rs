@@ -23,7 +23,8 @@ const READ_CONCURRENCY: usize = 16;
 pub struct ServiceRuntime {
     /// Read-only once the runtime exists: [`ServiceRuntime::requests`] was rendered from it (a
     /// reload builds a new runtime for a changed policy).
-    pub policy: Policy,
+    /// Shared with the orders made for it (a rollback order used to clone the whole policy).
+    pub policy: Arc<Policy>,
     /// Every query the policy needs per poll, rendered once per policy instead of per cycle.
     requests: Vec<Request>,
     pub engine: Engine,
@@ -75,7 +76,7 @@ impl ServiceRuntime {
                 .collect(),
             engine: Engine::new(&policy, ""),
             lifecycle: Lifecycle::new(policy.analysis.bake),
-            policy,
+            policy: Arc::new(policy),
             last_verdict: None,
             ordered: false,
             rollback: None,
@@ -163,7 +164,7 @@ async fn observe_releases(
     services: &mut [&mut ServiceRuntime],
     now: Millis,
 ) -> Vec<CycleOutcome> {
-    let policies: Vec<&Policy> = services.iter().map(|s| &s.policy).collect();
+    let policies: Vec<&Policy> = services.iter().map(|s| &*s.policy).collect();
     let mut reads = Vec::with_capacity(policies.len());
     for chunk in policies.chunks(READ_CONCURRENCY) {
         let batch = chunk.iter().map(|p| read_views(ctx, watches, p));

@@ -52,6 +52,8 @@ struct Env {
     ctx: Context,
     /// Shared with the actuator, which holds a place only while it works the API.
     permits: Arc<Semaphore>,
+    /// Book-keeping orders under way (last-known-good records), at most `max_concurrent`.
+    background: Semaphore,
     config: Actions,
     outcomes: mpsc::UnboundedSender<OrderOutcome>,
     guard: Option<FleetGuard>,
@@ -122,6 +124,7 @@ impl Supervisor {
             env: Arc::new(Env {
                 ctx,
                 permits,
+                background: Semaphore::new(config.max_concurrent.max(1)),
                 config,
                 outcomes,
                 guard: None,
@@ -213,6 +216,13 @@ impl Drop for Supervisor {
 
 async fn run_lane(env: Arc<Env>, lane: Arc<LaneState>) {
     while let Some(order) = lane.next() {
+        // Book-keeping orders (10,000 last-known-good records when a fleet is first seen) wait
+        // here, in a task of a few hundred bytes, not inside their order's future: only
+        // `max_concurrent` of them are ever under way, and rollbacks never queue behind them.
+        let _slot = match order.action {
+            Action::RecordKnownGood { .. } => env.background.acquire().await.ok(),
+            _ => None,
+        };
         // Boxed: the order's future is large and only lives while it runs.
         Box::pin(run_order(&env, order, &lane)).await;
     }
