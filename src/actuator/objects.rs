@@ -1,7 +1,7 @@
 //! The cluster objects a rollback reads, as plain JSON, and the few facts the plan needs from them.
 //!
 //! JSON rather than typed structs because the steps are JSON patches: the paths the plan checks are
-//! exactly the paths it patches, and a VirtualService (a CRD) has no typed model anyway.
+//! exactly the paths it patches, and VirtualServices and HTTPRoutes (CRDs) have no typed model anyway.
 
 use serde_json::Value;
 
@@ -12,7 +12,9 @@ pub struct Observed {
     pub canary: Value,
     /// ReplicaSets controlled by the stable Deployment.
     pub stable_replica_sets: Vec<Value>,
-    pub virtual_service: Value,
+    /// The object carrying the traffic split (VirtualService or HTTPRoute); `Null` in `replicas`
+    /// mode, which has none.
+    pub router: Value,
     /// HPAs in the namespace (the plan picks those targeting the stable or the canary).
     pub hpas: Vec<Value>,
 }
