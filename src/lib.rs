@@ -22,6 +22,7 @@ pub mod demo;
 pub mod diagnostic;
 pub mod ha;
 pub mod hash;
+pub mod import;
 pub mod kubeclient;
 pub mod lifecycle;
 pub mod lifeline;

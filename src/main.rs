@@ -41,6 +41,8 @@ enum Command {
     #[cfg(not(feature = "sim"))]
     #[command(hide = true, disable_help_flag = true)]
     Sim(cli::NotBuilt),
+    /// Write the backout policy equivalent to a Flagger Canary or an Argo AnalysisTemplate.
+    Import(cli::import::Args),
     /// Replay a policy over Prometheus history: every verdict change and when it would roll back.
     Backtest(cli::backtest::Args),
 }
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
             #[cfg(not(feature = "sim"))]
             Command::Sim(_) => cli::not_built("sim", "sim"),
             Command::Backtest(args) => cli::backtest::run(args).await,
+            Command::Import(args) => cli::import::run(args).await,
         }
     });
     match result {
