@@ -176,11 +176,9 @@ pub fn replay(
     let plan = QueryPlan::build(reqs.iter().cloned());
     let mut readers: Vec<Replayed<'_>> = plan
         .queries()
-        .map(|q| {
-            let split = reqs
-                .iter()
-                .find(|r| r.promql == q)
-                .and_then(|r| r.split.as_ref());
+        .enumerate()
+        .map(|(i, q)| {
+            let split = plan.split_of(i);
             Replayed::new(history.get(q).unwrap_or_default(), split, &policy.service)
         })
         .collect();

@@ -23,10 +23,10 @@ use crate::policy::Policy;
 use crate::telemetry::{Metrics, NamespaceLabels};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::Api;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::watch as signal;
 use tokio::task::JoinHandle;
@@ -49,8 +49,67 @@ pub enum WatchState {
     Failing(String),
 }
 
+/// One namespace's Deployments as the daemon reads them: the views, computed once per change.
+///
+/// Not kube-runtime's reflector store: that keeps every Deployment whole (pod template, managed
+/// fields, status; 4-5 KB each), 90 MB for the 20,000 Deployments of 10,000 services, to read five
+/// fields from. A view is ~150 bytes, and its template hash is computed when the object changes
+/// instead of at every evaluation.
+#[derive(Clone, Default)]
+struct ViewStore(Arc<RwLock<HashMap<String, Arc<DeploymentView>>>>);
+
+impl ViewStore {
+    fn get(&self, name: &str) -> Option<Arc<DeploymentView>> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(name).cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<DeploymentView>>> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Applies watch events to a [`ViewStore`] with the reflector's semantics: a relist (`Init` ..
+/// `InitDone`) is buffered and replaces the store at once, so deletions missed while the watch
+/// was down disappear and readers never see a half-listed namespace.
+struct ViewWriter {
+    store: ViewStore,
+    relist: Option<HashMap<String, Arc<DeploymentView>>>,
+}
+
+impl ViewWriter {
+    fn apply(&mut self, event: &watcher::Event<Deployment>) {
+        let entry = |d: &Deployment| {
+            let view = DeploymentView::from_deployment(d);
+            (view.name.clone(), Arc::new(view))
+        };
+        match event {
+            watcher::Event::Apply(d) => {
+                let (name, view) = entry(d);
+                self.store.write().insert(name, view);
+            }
+            watcher::Event::Delete(d) => {
+                let name = d.metadata.name.as_deref().unwrap_or_default();
+                self.store.write().remove(name);
+            }
+            watcher::Event::Init => self.relist = Some(HashMap::new()),
+            watcher::Event::InitApply(d) => {
+                let (name, view) = entry(d);
+                self.relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(name, view);
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = self.relist.take() {
+                    *self.store.write() = listed;
+                }
+            }
+        }
+    }
+}
+
 struct NamespaceWatch {
-    store: Store<Deployment>,
+    store: ViewStore,
     state: signal::Receiver<WatchState>,
     task: JoinHandle<()>,
 }
@@ -104,7 +163,11 @@ impl DeploymentWatches {
             if self.running.contains_key(ns) {
                 continue;
             }
-            let (writer_store, writer) = reflector::store::<Deployment>();
+            let writer_store = ViewStore::default();
+            let writer = ViewWriter {
+                store: writer_store.clone(),
+                relist: None,
+            };
             let (tx, rx) = signal::channel(WatchState::Starting);
             let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
             let task = runtime.spawn(follow_namespace(
@@ -138,7 +201,7 @@ impl DeploymentWatches {
     }
 
     /// The namespace's store, only while its watch is synced.
-    fn synced_store(&self, namespace: &str) -> Option<&Store<Deployment>> {
+    fn synced_store(&self, namespace: &str) -> Option<&ViewStore> {
         self.running
             .get(namespace)
             .filter(|w| *w.state.borrow() == WatchState::Synced)
@@ -157,7 +220,7 @@ impl Drop for DeploymentWatches {
 /// One namespace's watch, for as long as the daemon wants it.
 async fn follow_namespace(
     api: Api<Deployment>,
-    mut writer: reflector::store::Writer<Deployment>,
+    mut writer: ViewWriter,
     state: signal::Sender<WatchState>,
     metrics: Metrics,
     namespace: String,
@@ -174,7 +237,7 @@ async fn follow_namespace(
         let failure = loop {
             match events.next().await {
                 Some(Ok(ev)) => {
-                    writer.apply_watcher_event(&ev);
+                    writer.apply(&ev);
                     if matches!(ev, watcher::Event::InitDone) {
                         pause = RETRY_MIN;
                         gauge.set(1);
@@ -204,16 +267,14 @@ pub(super) async fn read_views(
     let Some(store) = watches.synced_store(&p.namespace) else {
         return get_views(&ctx.client, p).await;
     };
-    let get = |name: &str| store.get(&ObjectRef::new(name).within(&p.namespace));
-    let stable = get(&p.deployments.stable).ok_or_else(|| DaemonError::StableMissing {
-        namespace: p.namespace.clone(),
-        name: p.deployments.stable.clone(),
-    })?;
-    let canary = get(&p.deployments.canary);
-    Ok((
-        DeploymentView::from_deployment(&stable),
-        canary.as_deref().map(DeploymentView::from_deployment),
-    ))
+    let stable = store
+        .get(&p.deployments.stable)
+        .ok_or_else(|| DaemonError::StableMissing {
+            namespace: p.namespace.clone(),
+            name: p.deployments.stable.clone(),
+        })?;
+    let canary = store.get(&p.deployments.canary);
+    Ok((DeploymentView::clone(&stable), canary.as_deref().cloned()))
 }
 
 /// A policy's two Deployments, read with GETs now.
@@ -242,4 +303,54 @@ pub(super) async fn get_views(client: &kube::Client, p: &Policy) -> Result<Views
         DeploymentView::from_deployment(&stable),
         canary.as_ref().map(DeploymentView::from_deployment),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(name: &str, image: &str) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": {"deployment.kubernetes.io/revision": "3"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "app", "image": image}]}}}
+        }))
+        .unwrap_or_default()
+    }
+
+    fn writer() -> ViewWriter {
+        ViewWriter {
+            store: ViewStore::default(),
+            relist: None,
+        }
+    }
+
+    #[test]
+    fn changes_update_the_views_readers_see() {
+        let mut w = writer();
+        w.apply(&watcher::Event::Apply(deployment("web", "web:1")));
+        w.apply(&watcher::Event::Apply(deployment("web", "web:2")));
+        let view = w.store.get("web").map(|v| (v.image.clone(), v.revision));
+        assert_eq!(view, Some(("web:2".to_string(), Some(3))));
+        w.apply(&watcher::Event::Delete(deployment("web", "web:2")));
+        assert!(w.store.get("web").is_none());
+    }
+
+    #[test]
+    fn a_relist_replaces_the_store_only_when_complete() {
+        let mut w = writer();
+        w.apply(&watcher::Event::Apply(deployment("gone", "a:1")));
+        w.apply(&watcher::Event::Init);
+        w.apply(&watcher::Event::InitApply(deployment("web", "web:1")));
+        // Mid-relist, readers still see the last complete list.
+        assert!(w.store.get("gone").is_some() && w.store.get("web").is_none());
+        w.apply(&watcher::Event::InitDone);
+        // Deleted while the watch was down: gone with the relist.
+        assert!(w.store.get("gone").is_none());
+        assert_eq!(
+            w.store.get("web").map(|v| v.image.clone()),
+            Some("web:1".into())
+        );
+    }
 }

@@ -9,7 +9,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Placeholders every query may use, besides the policy's `vars`.
-pub const BUILTIN_VARS: &[&str] = &["service", "namespace", "track", "deployment", "window"];
+pub const BUILTIN_VARS: &[&str] = &[
+    "service",
+    "namespace",
+    "track",
+    "deployment",
+    "window",
+    "services",
+];
 
 /// `{{window}}` when a metric does not set `window`.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
@@ -32,6 +39,10 @@ pub enum SyntaxError {
     /// `{{...}}` whose inside is not a name.
     BadName(String),
 }
+
+/// `{{services}}` as the rendered query keeps it: identical for every service, so requests still
+/// batch; the query plan replaces it with the batch's services as a regex alternation.
+pub const SERVICES_PLACEHOLDER: &str = "{{services}}";
 
 /// Splits a query into text and `{{name}}` placeholders (whitespace inside braces is allowed).
 pub fn parse(query: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
@@ -114,6 +125,8 @@ pub fn render(policy: &Policy, query: &str, window: Duration, track: Track) -> S
                     Track::Stable => &policy.deployments.stable,
                 }),
                 "window" => out.push_str(&promql_duration(window)),
+                // Left for the query plan, which knows the batch (`source::plan`).
+                "services" => out.push_str(SERVICES_PLACEHOLDER),
                 other => match policy.vars.get(other) {
                     Some(value) => out.push_str(value),
                     None => {

@@ -17,19 +17,22 @@ use std::path::{Path, PathBuf};
 pub const SERVICES_PER_NAMESPACE: usize = 100;
 
 /// The shared templates. Queries mention neither `{{service}}` nor `{{track}}`: the answer
-/// vector is split by those labels, one query serving every service.
+/// vector is split by those labels, one query serving every service due in the same phase.
+/// `{{services}}` narrows each query to those services, so each of the interval's phases asks
+/// Prometheus for its tenth of the fleet rather than all of it.
 pub const TEMPLATES: &str = r#"# Batched templates for a synthetic fleet (backout::sim::fleet). One query per template per
 # cycle serves every service: the answer is split by the `service` and `track` labels.
+# `{{services}}` is replaced by the services due in that cycle (a regex alternation).
 
 [templates.error_ratio]
-query = 'sum by (service, track) (rate(http_requests_total{code=~"5.."}[{{window}}])) / sum by (service, track) (rate(http_requests_total[{{window}}]))'
+query = 'sum by (service, track) (rate(http_requests_total{service=~"{{services}}",code=~"5.."}[{{window}}])) / sum by (service, track) (rate(http_requests_total{service=~"{{services}}"}[{{window}}]))'
 window = "1m"
 warning = { above = 0.01 }
 critical = { above = 0.05 }
 for = "30s"
 
 [templates.p99_vs_stable]
-query = 'histogram_quantile(0.99, sum by (service, track, le) (rate(http_request_duration_seconds_bucket[{{window}}])))'
+query = 'histogram_quantile(0.99, sum by (service, track, le) (rate(http_request_duration_seconds_bucket{service=~"{{services}}"}[{{window}}])))'
 window = "1m"
 compare = "ratio"
 warning = { above = 1.2 }
@@ -37,11 +40,11 @@ critical = { above = 1.5 }
 for = "1m"
 
 [templates.errors_vs_stable.sequential]
-events = 'sum by (service, track) (http_requests_total{code=~"5.."})'
-total = 'sum by (service, track) (http_requests_total)'
+events = 'sum by (service, track) (http_requests_total{service=~"{{services}}",code=~"5.."})'
+total = 'sum by (service, track) (http_requests_total{service=~"{{services}}"})'
 
 [templates.slo_burn]
-query = 'sum by (service, track) (rate(http_requests_total{code=~"5.."}[{{window}}])) / sum by (service, track) (rate(http_requests_total[{{window}}]))'
+query = 'sum by (service, track) (rate(http_requests_total{service=~"{{services}}",code=~"5.."}[{{window}}])) / sum by (service, track) (rate(http_requests_total{service=~"{{services}}"}[{{window}}]))'
 burn_rate = { objective = 0.999 }
 "#;
 

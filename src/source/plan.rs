@@ -9,6 +9,7 @@
 
 use super::mapping::{self, MULTIPLE_SERIES};
 use super::{Series, SourceError};
+use crate::policy::template::SERVICES_PLACEHOLDER;
 use crate::policy::{Feed, Input, Policy};
 use crate::sample::{Observation, Track};
 use std::collections::HashMap;
@@ -137,7 +138,23 @@ impl QueryPlan {
             });
             queries[i].targets.push((r.key, r.split));
         }
+        for q in &mut queries {
+            if q.promql.contains(SERVICES_PLACEHOLDER) {
+                q.promql = q
+                    .promql
+                    .replace(SERVICES_PLACEHOLDER, &services_regex(&q.targets));
+            }
+        }
         Self { queries }
+    }
+
+    /// The split labels of query `i` (as [`QueryPlan::queries`] orders them), if it is batched.
+    pub fn split_of(&self, i: usize) -> Option<&SplitLabels> {
+        self.queries
+            .get(i)?
+            .targets
+            .iter()
+            .find_map(|(_, split)| split.as_ref())
     }
 
     /// The PromQL to send, in order; answers go to [`QueryPlan::split`] in the same order.
@@ -180,6 +197,28 @@ impl QueryPlan {
         }
         out
     }
+}
+
+/// The services a query is asked for, as the inside of a PromQL `=~"..."` matcher: sorted,
+/// distinct, regex metacharacters escaped (and the escape itself escaped for the string literal).
+/// A batched template with `{service=~"{{services}}"}` then returns only the services due in this
+/// cycle's phase, not the whole fleet at every phase.
+fn services_regex(targets: &[(Key, Option<SplitLabels>)]) -> String {
+    let services: std::collections::BTreeSet<&str> =
+        targets.iter().map(|(k, _)| k.service.as_str()).collect();
+    let mut out = String::new();
+    for (i, service) in services.into_iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        for c in service.chars() {
+            if r"\.+*?()|[]{}^$".contains(c) {
+                out.push_str(r"\\");
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A batched result indexed by (service, track) label values.

@@ -178,3 +178,23 @@ fn policy_requests_are_keyed_by_the_engine_input_they_feed() {
         ]
     );
 }
+
+#[test]
+fn services_placeholder_asks_only_for_the_batch_services() {
+    use crate::policy::{MetricSpec, Policy};
+    let template = r#"sum by (service, track) (rate(errors_total{service=~"{{services}}"}[1m]))"#;
+    let requests = ["web", "api.v2", "web"].iter().flat_map(|svc| {
+        let mut p = Policy::test().with_metric(MetricSpec::test("e").query(template));
+        p.service = svc.to_string();
+        policy_requests(&p)
+    });
+    let plan = QueryPlan::build(requests);
+    let queries: Vec<&str> = plan.queries().collect();
+    // Both services, both tracks: still one query, filtered to exactly this batch (a `.` in a
+    // name is a literal, escaped for the regex and again for the string).
+    assert_eq!(
+        queries,
+        [r#"sum by (service, track) (rate(errors_total{service=~"api\\.v2|web"}[1m]))"#]
+    );
+    assert!(plan.split_of(0).is_some());
+}
