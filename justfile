@@ -8,16 +8,18 @@ default: demo
 demo *ARGS:
     cargo run --quiet -- demo {{ARGS}}
 
-# Install test dependencies (Debian's prometheus, kubectl check) when missing.
+# Install test dependencies (Debian's prometheus, chromium for the web page test, kubectl check)
+# when missing.
 deps:
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
+        || ! command -v chromium >/dev/null; then
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
         $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus chromium
     fi
-    command -v kubectl >/dev/null || echo "note: kubectl not found; the kubectl faithfulness tests will be skipped"
+    command -v kubectl >/dev/null || echo "note: kubectl not found; the kubectl faithfulness tests will be skipped, and tests/deploy.rs (which renders deploy/ with kubectl kustomize) fails: install kubectl"
 
 # The whole test suite (unit, property, simulator, kubectl and real-Prometheus end-to-end tests).
 test: deps

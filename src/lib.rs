@@ -38,4 +38,5 @@ pub mod settings;
 pub mod sim;
 pub mod source;
 pub mod stats;
+pub mod status;
 pub mod telemetry;

@@ -43,6 +43,8 @@ enum Command {
     Sim(cli::NotBuilt),
     /// Write the backout policy equivalent to a Flagger Canary or an Argo AnalysisTemplate.
     Import(cli::import::Args),
+    /// Show what the daemon sees: every service, or one with its metrics against their levels.
+    Status(cli::status::Args),
     /// Replay a policy over Prometheus history: every verdict change and when it would roll back.
     Backtest(cli::backtest::Args),
 }
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
             Command::Sim(_) => cli::not_built("sim", "sim"),
             Command::Backtest(args) => cli::backtest::run(args).await,
             Command::Import(args) => cli::import::run(args).await,
+            Command::Status(args) => cli::status::run(args).await,
         }
     });
     match result {

@@ -231,6 +231,24 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }
+    // The status API tells the same story: the rollback, its reason and the plotted history.
+    let (code, body) = get(format!("http://{}/api/v1/services/demo/shop", w.admin)).await;
+    assert_eq!(code, 200, "{body}");
+    let shop: backout::status::ServiceDetail = serde_json::from_str(&body).unwrap();
+    let rollback = shop.status.last_rollback.as_ref().expect("last rollback");
+    assert_eq!(
+        rollback.state,
+        backout::status::RollbackState::Succeeded,
+        "{body}"
+    );
+    assert!(rollback.detail.contains(reason), "{body}");
+    assert_eq!(shop.status.phase, backout::status::PhaseName::RolledBack);
+    assert!(
+        shop.history
+            .iter()
+            .any(|s| s.track == "canary" && s.points.len() > 5),
+        "{body}"
+    );
     let audit = std::fs::read_to_string(w.dir.path().join("audit/audit.jsonl")).unwrap();
     assert_eq!(
         audit.matches("\"kind\":\"rollback_completed\"").count(),

@@ -11,6 +11,7 @@ pub mod rollback;
 pub mod run;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod status;
 pub mod validate;
 
 /// Stands in for a subcommand this binary was built without (`--no-default-features`, the daemon

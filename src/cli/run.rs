@@ -9,6 +9,7 @@ use backout::policy::{load_with, LoadOptions, Policy};
 use backout::settings::Settings;
 use backout::source::instrumented::Instrumented;
 use backout::source::prometheus::PrometheusSource;
+use backout::status::StatusBoard;
 use backout::telemetry::{tracing_setup, AdminServer, Health, Metrics, Outcome, ResultLabels};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let policies = load_counted(&settings, &metrics)?;
     let ownership = super::ha::ownership(&settings.ha);
     let ctx = context(&args, &settings, &metrics, &health, &ownership).await?;
+    let status = ctx.status.clone();
     let elector = super::ha::elector(&settings.ha, &ctx, &ownership);
     let guard = super::ha::fleet_guard(&settings, &ctx.client);
     // Each service runs at its own `analysis.interval` (settings.poll_interval is the default).
@@ -80,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(elector) = elector {
         tokio::spawn(elector.run(stop_rx.clone()));
     }
-    serve_admin(&settings, &metrics, &health, stop_rx.clone()).await?;
+    serve_admin(&settings, &metrics, &health, &status, stop_rx.clone()).await?;
     let (reload_rx, _watcher) = spawn_reloads(&settings, &metrics)?;
     spawn_shutdown(stop_tx)?;
     daemon.run(stop_rx, reload_rx).await;
@@ -143,19 +145,34 @@ async fn context(
     Ok(Context::builder(client, sampler, Arc::new(actuator), audit)
         .metrics(metrics.clone())
         .health(health.clone())
+        .status(StatusBoard::new(replica_name()))
         .dry_run(settings.dry_run)
         .build())
 }
 
-/// `/metrics`, `/healthz` and `/readyz` until `stop`.
+/// This replica's name for the status API: the pod (`POD_NAME`), else the host name.
+fn replica_name() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "backout".into())
+}
+
+/// `/metrics`, `/healthz`, `/readyz` and the status API and page until `stop`.
 async fn serve_admin(
     settings: &Settings,
     metrics: &Metrics,
     health: &Health,
+    status: &StatusBoard,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let admin = AdminServer::bind(settings.admin.listen, metrics.clone(), health.clone()).await?;
-    tracing::info!(addr = %admin.addr, "admin server (/metrics, /healthz, /readyz)");
+    let admin = AdminServer::bind(settings.admin.listen, metrics.clone(), health.clone())
+        .await?
+        .with_routes(backout::status::api::router(status.clone()));
+    tracing::info!(addr = %admin.addr, "admin server (/metrics, /healthz, /readyz, /api/v1/services, /)");
     tokio::spawn(admin.serve(async move {
         let _ = stop.changed().await;
     }));

@@ -10,6 +10,7 @@ use crate::actuator::Actuator;
 use crate::audit::AuditSink;
 use crate::clock::{Clock, SystemClock};
 use crate::notify::{LogNotifier, Notifier};
+use crate::status::StatusBoard;
 use crate::telemetry::{Health, Metrics};
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct Context {
     pub health: Health,
     pub clock: Arc<dyn Clock>,
     pub dry_run: bool,
+    /// What each service looks like now (the status API and the web page read it).
+    pub status: StatusBoard,
 }
 
 impl Context {
@@ -48,6 +51,7 @@ impl Context {
             health: Health::default(),
             clock: Arc::new(SystemClock),
             dry_run: false,
+            status: StatusBoard::default(),
         })
     }
 }
@@ -82,6 +86,12 @@ impl ContextBuilder {
 
     pub fn dry_run(mut self, dry_run: bool) -> Self {
         self.0.dry_run = dry_run;
+        self
+    }
+
+    /// The status board shared with whoever serves it (the admin server, a test).
+    pub fn status(mut self, status: StatusBoard) -> Self {
+        self.0.status = status;
         self
     }
 

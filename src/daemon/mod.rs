@@ -10,6 +10,7 @@
 //! ordered at most once per canary revision (the engine's verdict is sticky and the actuator
 //! refuses a second plan for the same revision).
 
+mod board;
 mod context;
 mod deployments;
 pub mod fleet_guard;
@@ -146,15 +147,23 @@ impl Daemon {
             .map(|s| (service_key(&s.policy), s))
             .collect();
         self.index.clear();
+        let mut unchanged = Vec::new();
         for p in policies {
             let key = service_key(&p);
-            let runtime = match old.remove(&key) {
-                Some(s) if s.policy == p => s,
-                _ => ServiceRuntime::new(p),
+            let (runtime, kept) = match old.remove(&key) {
+                Some(s) if s.policy == p => (s, true),
+                _ => (ServiceRuntime::new(p), false),
             };
+            unchanged.push(kept);
             self.index.insert(key, self.services.len());
             self.services.push(runtime);
         }
+        self.ctx.status.sync(
+            self.services
+                .iter()
+                .zip(unchanged)
+                .map(|(s, kept)| (&s.policy, kept)),
+        );
         self.ctx
             .metrics
             .policies_loaded
@@ -220,6 +229,8 @@ impl Daemon {
             .await;
         self.publish_kubernetes_readiness();
         self.ctx.health.set_role(&self.ownership.role());
+        let now = self.ctx.clock.now_millis();
+        board::record_cycle(&self.ctx.status, &self.ownership, now, &outcomes);
         for out in &outcomes {
             for ev in &out.events {
                 if let crate::lifecycle::ReleaseEvent::CanaryStarted { id, .. } = ev {
@@ -251,6 +262,7 @@ impl Daemon {
     }
 
     fn apply(&mut self, o: OrderOutcome) {
+        board::record_order(&self.ctx.status, self.ctx.clock.now_millis(), &o);
         let Some(&i) = self.index.get(&o.order.service) else {
             return;
         };

@@ -54,6 +54,9 @@ pub struct CycleOutcome {
     /// A rollback of this service that finished since its previous cycle.
     pub rollback: Option<RollbackReport>,
     pub error: Option<String>,
+    /// This evaluation's raw polls of value metrics, `(metric, track, value)` (the status board
+    /// plots them).
+    pub polls: Vec<(String, crate::sample::Track, f64)>,
 }
 
 impl ServiceRuntime {
@@ -179,6 +182,7 @@ fn advance_release(
         orders: Vec::new(),
         rollback: s.fresh_report.take(),
         error: None,
+        polls: Vec::new(),
     };
     match read {
         Ok((stable, canary)) => {
@@ -238,7 +242,7 @@ fn judge(
         publish_idle(ctx, s);
         return;
     };
-    feed_engine(ctx, s, observations, now);
+    out.polls = feed_engine(ctx, s, observations, now);
     let verdict = s.engine.evaluate(now, phase);
     publish(ctx, s, &verdict);
     if verdict.rollback && !s.ordered {
@@ -266,14 +270,16 @@ fn publish_idle(ctx: &Context, s: &ServiceRuntime) {
 
 /// Hands the engine this poll's answer to each of the service's requests (`Absent` when there
 /// is none), by the typed key it was asked under. An answer the engine rejects is a bug between
-/// the policy's feeds and its rules: counted and logged, and the cycle goes on.
+/// the policy's feeds and its rules: counted and logged, and the cycle goes on. Returns the
+/// values polled for value metrics.
 fn feed_engine(
     ctx: &Context,
     s: &mut ServiceRuntime,
     observations: &HashMap<Key, Observation>,
     now: Millis,
-) {
+) -> Vec<(String, crate::sample::Track, f64)> {
     let svc = &s.policy.service;
+    let mut polls = Vec::new();
     for r in &s.requests {
         let Key { input, track, .. } = &r.key;
         let obs = observations
@@ -289,6 +295,7 @@ fn feed_engine(
                     track: track.to_string(),
                 })
                 .set(*v);
+            polls.push((metric.clone(), *track, *v));
         }
         if let Err(err) = s.engine.observe_input(input, *track, Sample::new(now, obs)) {
             ctx.metrics
@@ -300,6 +307,7 @@ fn feed_engine(
             tracing::error!(service = %svc, input = %input.key(), %track, error = %err, "the engine rejected an observation");
         }
     }
+    polls
 }
 
 /// The rollback order for a rollback verdict. The daemon hands it to the supervisor if this

@@ -135,11 +135,17 @@ impl Poll {
         )
     }
 
-    /// One line per poll, for logs.
+    /// One line per poll, for logs. A metric whose level is pending or firing shows that level
+    /// and its timer (`p99_latency=2.425 [critical 4s/6s]`), not the health it keeps until its
+    /// `for` has elapsed.
     pub fn line(&self) -> String {
         let mut s = self.head();
         for m in &self.metrics {
-            s.push_str(&format!("  {}={} [{}]", m.name, m.value, m.health));
+            let state = match m.alert.as_str() {
+                "-" => m.health.to_string(),
+                alert => alert.to_string(),
+            };
+            s.push_str(&format!("  {}={} [{state}]", m.name, m.value));
         }
         if let Some(h) = self.verdict {
             s.push_str(&format!("  => {}", verdict_word(h)));
@@ -197,6 +203,54 @@ mod tests {
     fn levels_read_like_the_policy() {
         assert_eq!(level(Some(&Level::above(0.05))), "> 0.05");
         assert_eq!(level(None), "-");
+    }
+
+    #[test]
+    fn a_breach_prints_its_level_and_timer_not_healthy() {
+        use crate::decision::{Engine, Phase};
+        use crate::policy::MetricSpec;
+        use crate::sample::{Sample, Track};
+        use std::time::Duration;
+        let policy = Policy::test()
+            .with_interval(Duration::from_secs(2))
+            .with_warmup(Duration::ZERO)
+            .with_metric(
+                MetricSpec::test("p99_latency")
+                    .warning(Level::above(0.5))
+                    .critical(Level::above(1.0))
+                    .for_(Duration::from_secs(6)),
+            );
+        let mut engine = Engine::new(&policy, "2");
+        let mut lines = Vec::new();
+        for t in [0, 2_000, 4_000, 6_000] {
+            engine
+                .observe("p99_latency", Track::Canary, Sample::value(t, 2.425))
+                .unwrap();
+            let v = engine.evaluate(t, Phase::Canary { started_at: 0 });
+            let o = CycleOutcome {
+                service: "web".into(),
+                key: "default/web".into(),
+                release: Release::Idle,
+                verdict: Some(v),
+                events: Vec::new(),
+                orders: Vec::new(),
+                rollback: None,
+                error: None,
+                polls: Vec::new(),
+            };
+            lines.push(Poll::new(&o, &policy, t, 0.1).line());
+        }
+        assert!(
+            lines[2].contains("p99_latency=2.425 [critical 4s/6s]"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("p99_latency=2.425 [critical FIRING]"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines.iter().all(|l| !l.contains("[healthy]")), "{lines:?}");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 pub mod deadline;
 pub mod observe;
 pub mod ratelimit;
+pub mod rbac;
 pub mod request;
 
 use crate::telemetry::Metrics;

@@ -170,15 +170,8 @@ fn shipped_settings_files_load() {
     // The documented keys are the canonical ones: the example config and the deploy manifest's
     // embedded settings must keep loading.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest = std::fs::read_to_string(root.join("deploy/configmap.yaml")).unwrap();
-    let embedded: String = manifest
-        .split("backout.toml: |\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .take_while(|l| l.starts_with("    "))
-        .map(|l| format!("{}\n", &l[4..]))
-        .collect();
+    // The ConfigMap's settings (kustomize generates it from this file).
+    let embedded = std::fs::read_to_string(root.join("deploy/base/backout.toml")).unwrap();
     Jail::expect_with(|jail| {
         jail.create_file("deploy.toml", &embedded)?;
         let deploy = Settings::load(&jail.directory().join("deploy.toml")).unwrap();

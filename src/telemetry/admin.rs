@@ -33,6 +33,7 @@ pub fn router(metrics: Metrics, health: Health) -> Router {
 }
 
 async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.ready.set(i64::from(s.health.readiness().ready()));
     (
         [(
             header::CONTENT_TYPE,
@@ -85,6 +86,12 @@ impl AdminServer {
         })
     }
 
+    /// Adds routes served next to the admin ones (the status API and page, analysis endpoints).
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.router = self.router.merge(routes);
+        self
+    }
+
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         if let Err(err) = axum::serve(self.listener, self.router)
@@ -134,5 +141,6 @@ mod tests {
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
         assert!(body.contains("backout_policies_loaded"), "{body}");
+        assert!(body.contains("backout_ready 0"), "{body}");
     }
 }

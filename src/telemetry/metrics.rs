@@ -96,6 +96,8 @@ pub struct Metrics {
     pub detection_to_mitigation: Histogram,
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub policies_loaded: Gauge,
+    /// 1 while `/readyz` would answer 200 (set at each scrape), so alerts see readiness.
+    pub ready: Gauge,
     pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
     pub evaluation_lag: Histogram,
     pub leases_held: Gauge,
@@ -149,6 +151,7 @@ impl Metrics {
             ]),
             policy_reloads: Family::default(),
             policies_loaded: Gauge::default(),
+            ready: Gauge::default(),
             deployment_watch_synced: Family::default(),
             evaluation_lag: Histogram::new([
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -234,6 +237,11 @@ impl Metrics {
             "policies_loaded",
             "Number of service policies currently active",
             self.policies_loaded.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while the daemon is ready (/readyz answers 200: policies loaded, Prometheus and Kubernetes reachable, not shutting down)",
+            self.ready.clone(),
         );
         registry.register(
             "deployment_watch_synced",
