@@ -67,6 +67,14 @@ pub fn rollout_complete(deploy: &Value) -> bool {
     observed >= generation && updated >= want && total <= updated && available >= updated
 }
 
+/// The canary's share of the traffic when both tracks sit behind one Service without a router
+/// (`kind = "replicas"`): its share of the ready replicas. `None` when neither has a ready one.
+pub fn replica_share(stable: &Value, canary: &Value) -> Option<f64> {
+    let ready = |d: &Value| i64_at(d, "/status/readyReplicas").unwrap_or(0).max(0) as f64;
+    let (s, c) = (ready(stable), ready(canary));
+    (s + c > 0.0).then(|| c / (s + c))
+}
+
 /// Whether an HPA scales the named Deployment.
 pub fn hpa_targets(hpa: &Value, deployment: &str) -> bool {
     str_at(hpa, "/spec/scaleTargetRef/kind") == Some("Deployment")

@@ -296,6 +296,15 @@ fn pre_scale_stable(
     notes: &mut Vec<String>,
 ) {
     let by_replicas = policy.traffic.router() == TrafficKind::Replicas;
+    if let Some(share) = by_replicas
+        .then(|| objects::replica_share(&observed.stable, &observed.canary))
+        .flatten()
+    {
+        notes.push(format!(
+            "no router: the canary serves {:.0}% of the traffic (its share of the ready replicas)",
+            share * 100.0
+        ));
+    }
     let hpa = objects::hpa_targeting(&observed.hpas, &policy.deployments.stable);
     if hpa.is_none() && !by_replicas {
         return;
