@@ -256,3 +256,34 @@ async fn replicas_mode_stops_waiting_for_a_stable_that_never_gets_ready() {
         "{steps}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn http_route_dry_run_writes_nothing_and_shows_the_rule_diff() {
+    let sim = cluster::start(&Scenario::default().with_router(TrafficKind::GatewayApi)).await;
+    let before = get(&sim, "httproutes", "web").unwrap();
+    let mut req = request(None);
+    req.dry_run = true;
+    let report = actuator(&sim)
+        .rollback(&Policy::test_gateway(), req)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::DryRun);
+    assert_eq!(get(&sim, "httproutes", "web").unwrap(), before);
+    assert_eq!(sim.traffic().writes(), 0);
+    // The server validated the patch with dryRun=All, and the report shows the change.
+    assert!(sim
+        .traffic()
+        .log()
+        .iter()
+        .any(|(m, p)| m == "PATCH" && p.contains("httproutes/web") && p.contains("dryRun=All")));
+    let route = report
+        .steps
+        .iter()
+        .find(|s| s.step == "route_all_to_stable")
+        .unwrap();
+    let diff = serde_json::to_string(&route.diffs).unwrap();
+    assert!(
+        diff.contains("/spec/rules/1/backendRefs/0/weight") && diff.contains("100"),
+        "{diff}"
+    );
+}
