@@ -22,6 +22,8 @@ pub mod demo;
 pub mod diagnostic;
 pub mod ha;
 pub mod hash;
+pub mod import;
+pub mod judge;
 pub mod kubeclient;
 pub mod lifecycle;
 pub mod lifeline;

@@ -41,6 +41,8 @@ enum Command {
     #[cfg(not(feature = "sim"))]
     #[command(hide = true, disable_help_flag = true)]
     Sim(cli::NotBuilt),
+    /// Write the backout policy equivalent to a Flagger Canary or an Argo AnalysisTemplate.
+    Import(cli::import::Args),
     /// Show what the daemon sees: every service, or one with its metrics against their levels.
     Status(cli::status::Args),
     /// Replay a policy over Prometheus history: every verdict change and when it would roll back.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
             #[cfg(not(feature = "sim"))]
             Command::Sim(_) => cli::not_built("sim", "sim"),
             Command::Backtest(args) => cli::backtest::run(args).await,
+            Command::Import(args) => cli::import::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
         }
     });

@@ -235,3 +235,67 @@ async fn a_wrong_route_in_the_policy_fails_with_the_file_and_key() {
     );
     assert_eq!(sim.traffic().writes(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_command_on_a_gateway_api_policy_moves_the_http_route_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::default().with_router(backout::policy::TrafficKind::GatewayApi);
+    let sim = cluster::start(&scenario).await;
+    let kc = kubeconfig(dir.path(), &sim.url());
+    let policy = dir.path().join("web.toml");
+    std::fs::write(
+        &policy,
+        r#"service = "web"
+namespace = "default"
+
+[deployments]
+stable = "web"
+canary = "web-canary"
+
+[traffic]
+http_route = "web"
+rule = "split"
+stable = { service = "web" }
+canary = { service = "web-canary" }
+"#,
+    )
+    .unwrap();
+    let out = backout(&[
+        "rollback",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "completed");
+    let route = get(&sim, "httproutes", "web").unwrap();
+    let weights: Vec<i64> = route["spec"]["rules"][1]["backendRefs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["weight"].as_i64().unwrap())
+        .collect();
+    assert_eq!(weights, [100, 0]);
+    if kubectl_present() {
+        let seen = std::process::Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "get",
+                "httproute",
+                "web",
+                "-o",
+            ])
+            .arg("jsonpath={.spec.rules[?(@.name==\"split\")].backendRefs[*].weight}")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&seen.stdout), "100 0");
+    }
+}

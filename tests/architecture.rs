@@ -42,6 +42,7 @@ const PURE: &[&str] = &[
     "lifecycle",
     "policy",
     "diagnostic",
+    "import",
 ];
 
 /// Parts of a pure module's tree that do I/O, with what they do.
@@ -116,6 +117,7 @@ const RESERVED: &[(&str, &[&str], &str)] = &[
     ),
     ("backtest", &[], "the backtest is a command of the cli"),
     ("demo", &[], "the demo is a command of the cli"),
+    ("import", &[], "`backout import` is a command of the cli"),
     (
         "quality",
         &[],

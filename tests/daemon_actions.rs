@@ -259,3 +259,49 @@ async fn a_failed_rollback_is_retried_with_backoff_until_it_lands() {
     );
     w.sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_daemon_rolls_back_services_on_every_router_alike() {
+    use backout::policy::TrafficKind;
+    let policies = vec![
+        world::policy_on("mesh", TrafficKind::Istio),
+        world::policy_on("gateway", TrafficKind::GatewayApi),
+        world::policy_on("plain", TrafficKind::Replicas),
+    ];
+    let w = World::new(&policies, Duration::from_secs(5)).await;
+    let daemon = Daemon::new(w.context(), policies.clone());
+    let (stop, task) = start(daemon);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(
+        policies.iter().all(|p| !w.mitigated(p)),
+        "nothing is bad yet"
+    );
+    w.sampler.turn_bad(&["mesh", "gateway", "plain"]);
+    let watch = policies
+        .iter()
+        .map(|p| w.mitigated_at(p, Duration::from_secs(120)));
+    let at = futures::future::join_all(watch).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert!(at.iter().all(Option::is_some), "mitigated at {at:?}");
+    // The HTTPRoute's other rule is untouched; the plain service's stable took the canary's
+    // replica before the canary went (3 + 1).
+    let route = w
+        .sim
+        .object("gateway.networking.k8s.io", "httproutes", "prod", "gateway")
+        .unwrap();
+    assert_eq!(route["spec"]["rules"][0]["name"], "health");
+    assert_eq!(route["spec"]["rules"][1]["backendRefs"][0]["weight"], 100);
+    assert_eq!(
+        backout::demo::replicas(&w.sim, "prod", "plain"),
+        Some(4),
+        "pre-scaled"
+    );
+    let rolled: Vec<String> = w
+        .audit_of(AuditKind::RollbackCompleted)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(rolled.len(), 3, "{rolled:?}");
+    w.sim.shutdown().await;
+}

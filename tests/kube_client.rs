@@ -313,6 +313,7 @@ fn dest(host: &str) -> backout::policy::model::Destination {
     backout::policy::model::Destination {
         host: host.into(),
         subset: None,
+        service: None,
     }
 }
 

@@ -120,10 +120,12 @@ async fn real_kubectl_rolls_out_undoes_scales_and_patches() {
         &backout::policy::model::Destination {
             host: "web-stable".into(),
             subset: None,
+            service: None,
         },
         &backout::policy::model::Destination {
             host: "web-canary".into(),
             subset: None,
+            service: None,
         },
         90,
     ))
@@ -208,5 +210,120 @@ async fn real_kubectl_rolls_out_undoes_scales_and_patches() {
     assert_eq!(d["metadata"]["labels"]["tier"], "web");
     let hosts = ok(&kc, &["get", "vs", "web", "-o", "jsonpath={.spec.hosts}"]).await;
     assert!(hosts.contains("web.example"), "{hosts}");
+    sim.shutdown().await;
+}
+
+/// The Gateway API HTTPRoute as kubectl sees it: discovery (`kubectl get httproutes`, the
+/// server-side table), and the JSON patch backout sends, `test` ops and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_kubectl_gets_and_json_patches_gateway_api_http_routes() {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("SKIPPED: {KUBECTL} is not installed; this test needs the real kubectl");
+        return;
+    }
+    let sim = Simulator::start_with("127.0.0.1:0".parse().unwrap(), SimConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kc, "default").unwrap();
+    sim.seed(backout::sim::seed::http_route(
+        "default",
+        "web",
+        "web.example.com",
+        "split",
+        "web",
+        "web-canary",
+        90,
+    ))
+    .unwrap();
+
+    let table = ok(&kc, &["get", "httproutes"]).await;
+    assert!(
+        table.contains("HOSTNAMES") && table.contains("[web.example.com]"),
+        "{table}"
+    );
+    let full = ok(
+        &kc,
+        &[
+            "get",
+            "httproutes.gateway.networking.k8s.io",
+            "web",
+            "-o",
+            "name",
+        ],
+    )
+    .await;
+    assert_eq!(full.trim(), "httproute.gateway.networking.k8s.io/web");
+    let weights = "jsonpath={.spec.rules[1].backendRefs[*].weight}";
+    assert_eq!(
+        ok(&kc, &["get", "httproute", "web", "-o", weights]).await,
+        "90 10"
+    );
+
+    // What backout sends: tests on the rule's name, backend names and weights, then the weights.
+    let patch = r#"[{"op":"test","path":"/spec/rules/1/name","value":"split"},
+        {"op":"test","path":"/spec/rules/1/backendRefs/0/name","value":"web"},
+        {"op":"test","path":"/spec/rules/1/backendRefs/0/weight","value":90},
+        {"op":"replace","path":"/spec/rules/1/backendRefs/0/weight","value":100},
+        {"op":"test","path":"/spec/rules/1/backendRefs/1/name","value":"web-canary"},
+        {"op":"test","path":"/spec/rules/1/backendRefs/1/weight","value":10},
+        {"op":"replace","path":"/spec/rules/1/backendRefs/1/weight","value":0}]"#;
+    ok(
+        &kc,
+        &["patch", "httproute", "web", "--type=json", "-p", patch],
+    )
+    .await;
+    assert_eq!(
+        ok(&kc, &["get", "httproute", "web", "-o", weights]).await,
+        "100 0"
+    );
+    // The same patch again: its tests no longer hold, so it is refused and nothing changes.
+    let (again_ok, again) = kubectl(
+        &kc,
+        &["patch", "httproute", "web", "--type=json", "-p", patch],
+    )
+    .await;
+    assert!(!again_ok && again.contains("invalid"), "{again}");
+    let (neg_ok, neg) = kubectl(
+        &kc,
+        &[
+            "patch",
+            "httproute",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/rules/1/backendRefs/1/weight","value":-1}]"#,
+        ],
+    )
+    .await;
+    assert!(!neg_ok && neg.contains("backendRefs[1].weight"), "{neg}");
+    let (smp_ok, smp) = kubectl(
+        &kc,
+        &[
+            "patch",
+            "httproute",
+            "web",
+            "-p",
+            r#"{"spec":{"hostnames":["x"]}}"#,
+        ],
+    )
+    .await;
+    assert!(
+        !smp_ok && smp.contains("unknown format"),
+        "SMP on a CRD must be refused: {smp}"
+    );
+    let health = ok(
+        &kc,
+        &[
+            "get",
+            "httproute",
+            "web",
+            "-o",
+            "jsonpath={.spec.rules[0].name}",
+        ],
+    )
+    .await;
+    assert_eq!(health, "health");
     sim.shutdown().await;
 }

@@ -31,6 +31,7 @@ fn dest(host: &str) -> Destination {
     Destination {
         host: host.into(),
         subset: None,
+        service: None,
     }
 }
 

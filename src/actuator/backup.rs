@@ -6,6 +6,7 @@
 use super::objects::{self, Observed};
 use super::plan::ActionPlan;
 use super::progress::Progress;
+use super::steps::Target;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ pub enum BackupError {
 pub enum Kind {
     Deployment,
     VirtualService,
+    HttpRoute,
     Hpa,
 }
 
@@ -39,6 +41,7 @@ impl Kind {
         match self {
             Kind::Deployment => "deployment",
             Kind::VirtualService => "virtualservice",
+            Kind::HttpRoute => "httproute",
             Kind::Hpa => "hpa",
         }
     }
@@ -82,12 +85,20 @@ pub fn objects_to_save(plan: &ActionPlan, obs: &Observed) -> Vec<Saved> {
             name: plan.canary.clone(),
             object: objects::for_backup(&obs.canary),
         },
-        Saved {
-            kind: Kind::VirtualService,
-            name: plan.virtual_service.clone(),
-            object: objects::for_backup(&obs.virtual_service),
-        },
     ];
+    match super::split::target(&plan.traffic()) {
+        Some(Target::VirtualService(name)) => out.push(Saved {
+            kind: Kind::VirtualService,
+            name,
+            object: objects::for_backup(&obs.router),
+        }),
+        Some(Target::HttpRoute(name)) => out.push(Saved {
+            kind: Kind::HttpRoute,
+            name,
+            object: objects::for_backup(&obs.router),
+        }),
+        _ => {}
+    }
     for hpa in &obs.hpas {
         if objects::hpa_targets(hpa, &plan.stable) || objects::hpa_targets(hpa, &plan.canary) {
             out.push(Saved {
@@ -175,6 +186,7 @@ pub fn read_saved(cm: &Value) -> Result<Vec<Saved>, BackupError> {
         let kind = match prefix {
             "deployment" => Kind::Deployment,
             "virtualservice" => Kind::VirtualService,
+            "httproute" => Kind::HttpRoute,
             "hpa" => Kind::Hpa,
             _ => continue,
         };

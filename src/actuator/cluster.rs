@@ -23,6 +23,26 @@ pub fn virtual_service_resource(version: &str) -> ApiResource {
     }
 }
 
+/// Gateway API HTTPRoutes (`gateway.networking.k8s.io/v1`, GA since Gateway API 1.0).
+pub fn http_route_resource() -> ApiResource {
+    ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    }
+}
+
+/// What one observation reads: the two Deployments and the router object, if any.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub stable: String,
+    pub canary: String,
+    /// `VirtualService` or `HttpRoute`; `None` in `replicas` mode.
+    pub router: Option<Target>,
+}
+
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Client,
@@ -46,19 +66,25 @@ impl Cluster {
     fn vs(&self) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.namespace, &self.vs_resource)
     }
+    fn http_routes(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.namespace, &http_route_resource())
+    }
+    /// The API of a router target (`None` for Deployments and HPAs).
+    fn router_api(&self, target: &Target) -> Option<(Api<DynamicObject>, String)> {
+        match target {
+            Target::VirtualService(n) => Some((self.vs(), n.clone())),
+            Target::HttpRoute(n) => Some((self.http_routes(), n.clone())),
+            Target::Deployment(_) | Target::Hpa(_) => None,
+        }
+    }
     pub fn config_maps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     /// Read everything the plan looks at.
-    pub async fn observe(
-        &self,
-        stable: &str,
-        canary: &str,
-        vs: &str,
-    ) -> Result<Observed, kube::Error> {
-        let stable_obj = to_value(&self.deployments().get(stable).await?)?;
-        let canary_obj = to_value(&self.deployments().get(canary).await?)?;
+    pub async fn observe(&self, names: &Names) -> Result<Observed, kube::Error> {
+        let stable_obj = to_value(&self.deployments().get(&names.stable).await?)?;
+        let canary_obj = to_value(&self.deployments().get(&names.canary).await?)?;
         let selector = stable_obj
             .pointer("/spec/selector/matchLabels")
             .and_then(Value::as_object)
@@ -80,7 +106,10 @@ impl Cluster {
             .into_iter()
             .filter(|rs| objects::controlled_by(rs, &stable_obj))
             .collect();
-        let virtual_service = to_value(&self.vs().get(vs).await?)?;
+        let router = match names.router.as_ref().and_then(|t| self.router_api(t)) {
+            Some((api, name)) => to_value(&api.get(&name).await?)?,
+            None => Value::Null,
+        };
         let hpas = self
             .hpas()
             .list(&ListParams::default())
@@ -93,7 +122,7 @@ impl Cluster {
             stable: stable_obj,
             canary: canary_obj,
             stable_replica_sets: replica_sets,
-            virtual_service,
+            router,
             hpas,
         })
     }
@@ -118,6 +147,9 @@ impl Cluster {
                     Target::VirtualService(n) => {
                         self.vs().patch(n, &pp, &p).await?;
                     }
+                    Target::HttpRoute(n) => {
+                        self.http_routes().patch(n, &pp, &p).await?;
+                    }
                     Target::Hpa(n) => {
                         self.hpas().patch(n, &pp, &p).await?;
                     }
@@ -129,7 +161,7 @@ impl Cluster {
                     Target::Deployment(n) => {
                         self.deployments().patch_scale(n, &pp, &p).await?;
                     }
-                    Target::Hpa(n) | Target::VirtualService(n) => {
+                    Target::Hpa(n) | Target::VirtualService(n) | Target::HttpRoute(n) => {
                         return Err(kube::Error::Api(Box::new(kube::core::Status {
                             code: 400,
                             reason: "BadRequest".into(),
@@ -148,6 +180,7 @@ impl Cluster {
                     Target::Hpa(n) => self.hpas().delete(n, &dp).await.map(|_| ()),
                     Target::Deployment(n) => self.deployments().delete(n, &dp).await.map(|_| ()),
                     Target::VirtualService(n) => self.vs().delete(n, &dp).await.map(|_| ()),
+                    Target::HttpRoute(n) => self.http_routes().delete(n, &dp).await.map(|_| ()),
                 };
                 match result {
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -232,11 +265,15 @@ impl Cluster {
                     .patch(&name, &pp, &Patch::Json::<()>(p))
                     .await?;
             }
-            Kind::VirtualService => {
+            Kind::VirtualService | Kind::HttpRoute => {
                 let p = json!([{"op": "replace", "path": "/spec", "value": spec}]);
                 let p: json_patch::Patch =
                     serde_json::from_value(p).map_err(kube::Error::SerdeError)?;
-                self.vs().patch(&name, &pp, &Patch::Json::<()>(p)).await?;
+                let api = match kind {
+                    Kind::HttpRoute => self.http_routes(),
+                    _ => self.vs(),
+                };
+                api.patch(&name, &pp, &Patch::Json::<()>(p)).await?;
             }
             Kind::Hpa => {
                 if self.hpas().get_opt(&name).await?.is_some() {

@@ -1,7 +1,7 @@
 //! The executor's mechanics: retried API calls, the claim on a rollback, progress records, and
 //! one step's observe-check-write loop wrapped in its progress records, Event and span.
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, Names};
 use super::objects::Observed;
 use super::progress::{self, Progress, RunState};
 use super::report::{RollbackReport, StepOutcome, StepReport};
@@ -69,14 +69,13 @@ impl Actuator {
     pub(super) async fn observe(
         &self,
         c: &Cluster,
-        policy_or_plan: (&str, &str, &str),
+        names: &Names,
         backup: &str,
     ) -> Result<Observed, ActuatorError> {
-        let (s, k, v) = policy_or_plan;
         self.retrying(
-            "read stable, canary, ReplicaSets, VirtualService and HPAs",
+            "read stable, canary, ReplicaSets, router and HPAs",
             backup,
-            || c.observe(s, k, v),
+            || c.observe(names),
         )
         .await
     }
@@ -188,37 +187,22 @@ impl Actuator {
     ) -> Result<StepReport, ActuatorError> {
         let started_at = self.clock.now_millis();
         let began = tokio::time::Instant::now();
-        let names = (
-            plan.stable.as_str(),
-            plan.canary.as_str(),
-            plan.virtual_service.as_str(),
-        );
+        let names = plan_names(plan);
         let mut tally = Tally::default();
         let mut rounds = 0u32;
         loop {
             rounds += 1;
-            let obs = self.observe(c, names, backup_name).await?;
+            let obs = self.observe(c, &names, backup_name).await?;
             let todo = match steps::check(plan, step, &obs)? {
                 steps::StepCheck::Done(why) => {
-                    let outcome = if tally.writes.is_empty() {
-                        StepOutcome::AlreadySatisfied
-                    } else {
-                        StepOutcome::Changed
-                    };
-                    return Ok(StepReport {
-                        step: step.key(),
-                        outcome,
-                        detail: why,
-                        writes: tally.writes,
-                        diffs: Vec::new(),
-                        attempts: tally.failures + 1,
-                        started_at,
-                        elapsed_ms: self.clock.now_millis() - started_at,
-                    });
+                    return Ok(self.finished(step, tally, why, started_at))
                 }
                 steps::StepCheck::Todo(todo) => todo,
             };
             if todo.is_empty() {
+                if let Some(why) = self.capacity_gave_up(step, began) {
+                    return Ok(self.finished(step, tally, why, started_at));
+                }
                 self.settle(c, plan, &obs, began, backup_name).await?;
                 continue;
             }
@@ -232,6 +216,49 @@ impl Actuator {
             }
             self.write_missing(c, plan, step, todo, &mut tally, backup_name)
                 .await?;
+        }
+    }
+
+    /// The report of a step whose postcondition holds (or was given up on, see
+    /// [`Self::capacity_gave_up`]).
+    fn finished(
+        &self,
+        step: &Step,
+        tally: Tally,
+        why: String,
+        started_at: crate::sample::Millis,
+    ) -> StepReport {
+        let outcome = if tally.writes.is_empty() {
+            StepOutcome::AlreadySatisfied
+        } else {
+            StepOutcome::Changed
+        };
+        StepReport {
+            step: step.key(),
+            outcome,
+            detail: why,
+            writes: tally.writes,
+            diffs: Vec::new(),
+            attempts: tally.failures + 1,
+            started_at,
+            elapsed_ms: self.clock.now_millis() - started_at,
+        }
+    }
+
+    /// A pre-scale that waits for ready stable replicas (`replicas` mode) stops waiting after
+    /// `capacity_wait`: the capacity is there to spare users a dip, but a stable that cannot get
+    /// ready must not keep the bad canary serving. The step then ends with this reason.
+    fn capacity_gave_up(&self, step: &Step, began: tokio::time::Instant) -> Option<String> {
+        match step {
+            Step::PreScaleStable {
+                replicas,
+                ready: true,
+                ..
+            } if began.elapsed() >= self.config.capacity_wait => Some(format!(
+                "scaled the stable to {replicas} but not all were ready after {:?}; going on, since the canary must go",
+                self.config.capacity_wait
+            )),
+            _ => None,
         }
     }
 
@@ -304,6 +331,15 @@ impl Actuator {
             }
         }
         Ok(())
+    }
+}
+
+/// What a stored plan observes: its Deployments and its router object.
+pub(super) fn plan_names(plan: &ActionPlan) -> Names {
+    Names {
+        stable: plan.stable.clone(),
+        canary: plan.canary.clone(),
+        router: super::split::target(&plan.traffic()),
     }
 }
 

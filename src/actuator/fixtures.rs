@@ -1,7 +1,11 @@
 //! Cluster objects for tests, benches and the demo: a stable Deployment with revision history, a
 //! canary, a VirtualService with the split route between other routes, and HPAs. Lives in the
 //! library (like `Policy::test()`) so integration tests and benches share it. Matches
-//! `Policy::test()`: stable `web`, canary `web-canary`, VirtualService `web`, route `primary`.
+//! `Policy::test()`: stable `web`, canary `web-canary`, VirtualService `web`, route `primary`;
+//! with `with_router(GatewayApi)` it matches `Policy::test_gateway()` (HTTPRoute `web`, rule
+//! `split`), and with `with_router(Replicas)` `Policy::test_replicas()` (no router object).
+
+use crate::policy::TrafficKind;
 
 use serde_json::{json, Value};
 
@@ -18,6 +22,8 @@ pub struct Scenario {
     pub canary_hpa: bool,
     /// Stable mid-rollout (status lags spec): the plan must pause it.
     pub stable_progressing: bool,
+    /// Which router object [`Scenario::objects`] holds.
+    pub router: TrafficKind,
 }
 
 impl Default for Scenario {
@@ -31,6 +37,7 @@ impl Default for Scenario {
             stable_hpa_max: None,
             canary_hpa: false,
             stable_progressing: false,
+            router: TrafficKind::Istio,
         }
     }
 }
@@ -61,6 +68,11 @@ impl Scenario {
     pub fn with_hpas(mut self, stable_max: i64) -> Self {
         self.stable_hpa_max = Some(stable_max);
         self.canary_hpa = true;
+        self
+    }
+
+    pub fn with_router(mut self, router: TrafficKind) -> Self {
+        self.router = router;
         self
     }
 
@@ -165,6 +177,49 @@ impl Scenario {
         })
     }
 
+    /// The HTTPRoute: rule `split` (weights 80/20 by default, a header filter) between a
+    /// header-matched rule with a mirror filter and a rewritten legacy rule, all of which a
+    /// rollback must leave byte-identical.
+    pub fn http_route(&self) -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "web", "namespace": self.namespace, "resourceVersion": "1", "generation": 1},
+            "spec": {
+                "parentRefs": [{"name": "public-gw", "namespace": "gateways", "sectionName": "https"}],
+                "hostnames": ["web.example.com"],
+                "rules": [
+                    {"name": "debug-header",
+                     "matches": [{"headers": [{"name": "x-debug", "value": "1"}]}],
+                     "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "web-shadow", "port": 8080}}}],
+                     "backendRefs": [{"name": "web-canary", "port": 8080}],
+                     "timeouts": {"request": "5s"}},
+                    {"name": "split",
+                     "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                     "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-route", "value": "split"}]}}],
+                     "backendRefs": [
+                        {"name": "web", "port": 8080, "weight": self.weights.0,
+                         "filters": [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [{"name": "x-track", "value": "stable"}]}}]},
+                        {"name": "web-canary", "port": 8080, "weight": self.weights.1}
+                     ]},
+                    {"name": "legacy",
+                     "matches": [{"path": {"type": "PathPrefix", "value": "/v0/"}}],
+                     "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
+                     "backendRefs": [{"name": "web-legacy", "port": 8080, "weight": 100}]}
+                ]
+            }
+        })
+    }
+
+    /// The router object of [`Scenario::router`], if it has one.
+    pub fn router_object(&self) -> Option<Value> {
+        match self.router {
+            TrafficKind::Istio => Some(self.virtual_service()),
+            TrafficKind::GatewayApi => Some(self.http_route()),
+            TrafficKind::Replicas => None,
+        }
+    }
+
     fn hpa(&self, name: &str, target: &str, min: i64, max: i64) -> Value {
         json!({
             "apiVersion": "autoscaling/v2",
@@ -211,7 +266,7 @@ impl Scenario {
             1,
             self.canary_replicas,
         ));
-        out.push(self.virtual_service());
+        out.extend(self.router_object());
         if let Some(max) = self.stable_hpa_max {
             out.push(self.hpa("web", "web", 1, max));
         }
@@ -243,7 +298,7 @@ impl Scenario {
                 })
                 .cloned()
                 .collect(),
-            virtual_service: find("VirtualService", "web"),
+            router: self.router_object().unwrap_or(Value::Null),
             hpas: objs
                 .iter()
                 .filter(|o| o["kind"] == "HorizontalPodAutoscaler")

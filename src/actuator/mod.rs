@@ -10,6 +10,7 @@ mod events;
 mod execute;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
+pub mod http_routes;
 mod known_good;
 pub mod objects;
 pub mod pace;
@@ -20,11 +21,12 @@ mod resume;
 pub mod retry;
 pub mod routes;
 mod simulate;
+pub mod split;
 pub mod steps;
 mod trace;
 pub mod undo;
 
-pub use cluster::virtual_service_resource;
+pub use cluster::{http_route_resource, virtual_service_resource};
 pub use plan::{ActionPlan, Step, Trigger};
 pub use report::{Outcome, RollbackReport, StepOutcome, StepReport};
 pub use resume::InFlight;
@@ -55,7 +57,7 @@ pub enum ActuatorError {
         last: String,
         backup: String,
     },
-    #[error("verification failed after {waited:?}: {failures:?}. Escalate: look at the stable rollout and the VirtualService; backups are in ConfigMap {backup:?}")]
+    #[error("verification failed after {waited:?}: {failures:?}. Escalate: look at the stable rollout and the traffic router; backups are in ConfigMap {backup:?}")]
     VerifyFailed {
         waited: Duration,
         failures: Vec<String>,
@@ -88,6 +90,9 @@ pub struct ActuatorConfig {
     /// How long Verify waits for the rollout and the canary's pods to settle.
     pub verify_timeout: Duration,
     pub verify_poll: Duration,
+    /// How long a `replicas`-mode pre-scale waits for the stable's new replicas to be ready
+    /// before the canary is scaled down anyway.
+    pub capacity_wait: Duration,
     /// `v1` (Istio >= 1.22) or `v1beta1`.
     pub istio_version: String,
 }
@@ -98,6 +103,7 @@ impl Default for ActuatorConfig {
             retry: RetryPolicy::default(),
             verify_timeout: Duration::from_secs(300),
             verify_poll: Duration::from_secs(2),
+            capacity_wait: Duration::from_secs(120),
             istio_version: "v1".into(),
         }
     }
@@ -204,12 +210,12 @@ impl Actuator {
         let mut c = self.cluster(&policy.namespace);
         c.pace = pace::Pace::new(request.gate.clone());
         c.pace.hold().await;
-        let names = (
-            policy.deployments.stable.as_str(),
-            policy.deployments.canary.as_str(),
-            policy.traffic.virtual_service.as_str(),
-        );
-        let obs = self.observe(&c, names, "(none yet)").await?;
+        let names = cluster::Names {
+            stable: policy.deployments.stable.clone(),
+            canary: policy.deployments.canary.clone(),
+            router: split::target(&policy.traffic),
+        };
+        let obs = self.observe(&c, &names, "(none yet)").await?;
         let id = plan::rollback_id(policy, &obs.canary);
         let backup_name = backup::backup_name(&policy.service, &id);
         let existing = self

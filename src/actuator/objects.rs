@@ -1,7 +1,7 @@
 //! The cluster objects a rollback reads, as plain JSON, and the few facts the plan needs from them.
 //!
 //! JSON rather than typed structs because the steps are JSON patches: the paths the plan checks are
-//! exactly the paths it patches, and a VirtualService (a CRD) has no typed model anyway.
+//! exactly the paths it patches, and VirtualServices and HTTPRoutes (CRDs) have no typed model anyway.
 
 use serde_json::Value;
 
@@ -12,7 +12,9 @@ pub struct Observed {
     pub canary: Value,
     /// ReplicaSets controlled by the stable Deployment.
     pub stable_replica_sets: Vec<Value>,
-    pub virtual_service: Value,
+    /// The object carrying the traffic split (VirtualService or HTTPRoute); `Null` in `replicas`
+    /// mode, which has none.
+    pub router: Value,
     /// HPAs in the namespace (the plan picks those targeting the stable or the canary).
     pub hpas: Vec<Value>,
 }
@@ -63,6 +65,14 @@ pub fn rollout_complete(deploy: &Value) -> bool {
     let total = i64_at(deploy, "/status/replicas").unwrap_or(0);
     let available = i64_at(deploy, "/status/availableReplicas").unwrap_or(0);
     observed >= generation && updated >= want && total <= updated && available >= updated
+}
+
+/// The canary's share of the traffic when both tracks sit behind one Service without a router
+/// (`kind = "replicas"`): its share of the ready replicas. `None` when neither has a ready one.
+pub fn replica_share(stable: &Value, canary: &Value) -> Option<f64> {
+    let ready = |d: &Value| i64_at(d, "/status/readyReplicas").unwrap_or(0).max(0) as f64;
+    let (s, c) = (ready(stable), ready(canary));
+    (s + c > 0.0).then(|| c / (s + c))
 }
 
 /// Whether an HPA scales the named Deployment.

@@ -8,7 +8,7 @@
 
 use super::objects::{self, Observed};
 use super::undo::{self, UndoTarget};
-use crate::policy::{Destination, Policy};
+use crate::policy::{Destination, Policy, Traffic, TrafficKind};
 use crate::sample::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -61,8 +61,14 @@ pub enum Step {
     PauseStable,
     /// Give the stable the capacity for all traffic before traffic snaps back (Flagger 869/1694).
     PreScaleStable {
-        hpa: String,
+        /// The stable's HPA, whose floor is raised too (none in `replicas` mode without one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hpa: Option<String>,
         replicas: i32,
+        /// Done only once that many stable replicas are ready (`replicas` mode: scaling the canary
+        /// down is what moves the traffic, so the capacity must be there first).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ready: bool,
     },
     /// Named route: stable 100, every other destination 0.
     RouteAllToStable,
@@ -127,8 +133,19 @@ pub struct ActionPlan {
     pub service: String,
     pub stable: String,
     pub canary: String,
+    /// Which router carries the split (plans recorded before there was a choice are Istio's).
+    #[serde(default)]
+    pub router: TrafficKind,
+    /// Istio: the VirtualService and its route (empty for other routers).
     pub virtual_service: String,
     pub route: String,
+    /// Gateway API: the HTTPRoute and its rule, by name or position.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub http_route: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_index: Option<usize>,
     pub stable_destination: Destination,
     pub canary_destination: Destination,
     pub trigger: Trigger,
@@ -155,6 +172,22 @@ pub enum PlanError {
         track: &'static str,
         /// "host X, subset Y" as the policy names it.
         wanted: String,
+    },
+    #[error("{file}: traffic.http_route = {route:?}: {rule} (key traffic.rule / traffic.rule_index) is not in spec.rules; rules there: {found:?}. Fix the key or name the rule (`rules[].name`) in the HTTPRoute")]
+    RuleNotFound {
+        file: String,
+        route: String,
+        rule: String,
+        found: Vec<String>,
+    },
+    #[error("{file}: {at} has no Service backendRef named {wanted:?} (key traffic.{track}.service); its backendRefs: {found:?}. Fix traffic.{track}.service")]
+    BackendNotFound {
+        file: String,
+        /// `rule "split" of HTTPRoute "web"`.
+        at: String,
+        track: &'static str,
+        wanted: String,
+        found: Vec<String>,
     },
     #[error("Deployment {deployment:?} has no ReplicaSet with revision {revision}; revisions kept: {available:?}. Pass --to-revision with one of them (raise revisionHistoryLimit to keep more)")]
     RevisionNotFound {
@@ -203,12 +236,7 @@ pub fn build_plan(
     let mut notes = Vec::new();
 
     // Validate the route now, so a wrong policy fails before anything changes.
-    super::routes::locate(
-        &observed.virtual_service,
-        &policy.traffic,
-        &file,
-        &policy.traffic.virtual_service,
-    )?;
+    let split = super::split::Split::locate(&policy.traffic, &observed.router, &file)?;
 
     let stable = &observed.stable;
     let paused_by_us = !objects::is_paused(stable) && !objects::rollout_complete(stable);
@@ -218,7 +246,9 @@ pub fn build_plan(
 
     pre_scale_stable(policy, observed, &mut steps, &mut notes);
 
-    steps.push(Step::RouteAllToStable);
+    if split.is_some() {
+        steps.push(Step::RouteAllToStable);
+    }
     for hpa in objects::hpas_targeting(&observed.hpas, &policy.deployments.canary) {
         steps.push(Step::NeutraliseCanaryHpa {
             hpa: objects::name(hpa),
@@ -239,8 +269,12 @@ pub fn build_plan(
         service: policy.service.clone(),
         stable: policy.deployments.stable.clone(),
         canary: policy.deployments.canary.clone(),
+        router: policy.traffic.router(),
         virtual_service: policy.traffic.virtual_service.clone(),
         route: policy.traffic.route.clone(),
+        http_route: policy.traffic.http_route.clone(),
+        rule: policy.traffic.rule.clone(),
+        rule_index: policy.traffic.rule_index,
         stable_destination: policy.traffic.stable.clone(),
         canary_destination: policy.traffic.canary.clone(),
         trigger,
@@ -250,31 +284,51 @@ pub fn build_plan(
     })
 }
 
-/// `PreScaleStable` when an HPA scales the stable and it has fewer replicas than stable and
-/// canary ran together: the stable must carry all traffic before the route moves, and the HPA
-/// must not shrink it back. Otherwise a note says why the step is not needed.
+/// `PreScaleStable` when the stable has fewer replicas than stable and canary ran together and
+/// an HPA scales it (the stable must carry all traffic before the route moves, and the HPA must
+/// not shrink it back), or always in `replicas` mode (there, scaling the canary down is what
+/// moves the traffic, so the stable must have the capacity ready first). Otherwise a note says
+/// why the step is not needed.
 fn pre_scale_stable(
     policy: &Policy,
     observed: &Observed,
     steps: &mut Vec<Step>,
     notes: &mut Vec<String>,
 ) {
-    let Some(hpa) = objects::hpa_targeting(&observed.hpas, &policy.deployments.stable) else {
+    let by_replicas = policy.traffic.router() == TrafficKind::Replicas;
+    if let Some(share) = by_replicas
+        .then(|| objects::replica_share(&observed.stable, &observed.canary))
+        .flatten()
+    {
+        notes.push(format!(
+            "no router: the canary serves {:.0}% of the traffic (its share of the ready replicas)",
+            share * 100.0
+        ));
+    }
+    let hpa = objects::hpa_targeting(&observed.hpas, &policy.deployments.stable);
+    if hpa.is_none() && !by_replicas {
         return;
-    };
-    let name = objects::name(hpa);
-    let max = objects::i64_at(hpa, "/spec/maxReplicas").unwrap_or(i64::MAX);
+    }
+    let max = hpa
+        .and_then(|h| objects::i64_at(h, "/spec/maxReplicas"))
+        .unwrap_or(i64::MAX);
     let current = objects::i64_at(&observed.stable, "/spec/replicas").unwrap_or(1);
     let canary = objects::i64_at(&observed.canary, "/spec/replicas").unwrap_or(0);
     let needed = pre_scale_target(current, canary, max);
     if needed > current {
         steps.push(Step::PreScaleStable {
-            hpa: name,
-            replicas: needed as i32,
+            hpa: hpa.map(objects::name),
+            replicas: needed.min(i64::from(i32::MAX)) as i32,
+            ready: by_replicas,
         });
     } else {
         notes.push(format!(
-            "stable has {current} replicas, enough for all traffic (canary {canary}, HPA max {max})"
+            "stable has {current} replicas, enough for all traffic (canary {canary}, HPA max {})",
+            if max == i64::MAX {
+                "none".to_string()
+            } else {
+                max.to_string()
+            }
         ));
     }
 }
@@ -314,6 +368,23 @@ fn undo_stable(
     Ok(())
 }
 
+impl ActionPlan {
+    /// The policy's `[traffic]` table as recorded in the plan (steps and verification re-locate
+    /// the split with it on every observation).
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            kind: Some(self.router),
+            virtual_service: self.virtual_service.clone(),
+            route: self.route.clone(),
+            http_route: self.http_route.clone(),
+            rule: self.rule.clone(),
+            rule_index: self.rule_index,
+            stable: self.stable_destination.clone(),
+            canary: self.canary_destination.clone(),
+        }
+    }
+}
+
 /// Replicas the stable needs before it takes all traffic: what stable and canary ran together
 /// (they served all traffic between them), never less than now, capped at the HPA's maximum.
 pub fn pre_scale_target(stable: i64, canary: i64, hpa_max: i64) -> i64 {
@@ -321,110 +392,5 @@ pub fn pre_scale_target(stable: i64, canary: i64, hpa_max: i64) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::actuator::fixtures::Scenario;
-
-    fn keys(plan: &ActionPlan) -> Vec<String> {
-        plan.steps.iter().map(Step::key).collect()
-    }
-
-    #[test]
-    fn pre_scale_restores_what_both_tracks_ran_capped_at_the_hpa_max() {
-        assert_eq!(pre_scale_target(5, 5, 20), 10);
-        assert_eq!(pre_scale_target(5, 5, 8), 8);
-        assert_eq!(
-            pre_scale_target(12, 3, 10),
-            12,
-            "never scales the stable down"
-        );
-        assert_eq!(pre_scale_target(4, 0, 10), 4);
-    }
-
-    #[test]
-    fn plan_for_a_shrunk_progressing_stable_with_hpas_has_every_step_in_order() {
-        let s = Scenario::default().with_hpas(10).progressing();
-        let plan = build_plan(
-            &Policy::test(),
-            &s.observed(),
-            Some(1),
-            Trigger::default(),
-            7,
-        )
-        .unwrap();
-        assert_eq!(
-            keys(&plan),
-            [
-                "pause_stable",
-                "pre_scale_stable",
-                "route_all_to_stable",
-                "neutralise_canary_hpa.web-canary",
-                "scale_canary_to_zero",
-                "undo_stable",
-                "resume_stable",
-                "verify"
-            ]
-        );
-        assert!(matches!(
-            plan.steps[1],
-            Step::PreScaleStable { replicas: 5, .. }
-        ));
-        let Step::UndoStable(t) = &plan.steps[5] else {
-            panic!()
-        };
-        assert_eq!(t.template["spec"]["containers"][0]["image"], "web:1.0");
-        assert!(t.template["metadata"]["labels"]
-            .get("pod-template-hash")
-            .is_none());
-    }
-
-    #[test]
-    fn a_quiet_stable_without_hpa_and_without_recorded_revision_gets_only_the_canary_steps() {
-        let plan = build_plan(
-            &Policy::test(),
-            &Scenario::default().observed(),
-            None,
-            Trigger::default(),
-            0,
-        )
-        .unwrap();
-        assert_eq!(
-            keys(&plan),
-            ["route_all_to_stable", "scale_canary_to_zero", "verify"]
-        );
-        assert!(plan
-            .notes
-            .iter()
-            .any(|n| n.contains("no last known good revision")));
-    }
-
-    #[test]
-    fn rollback_id_follows_the_canary_template_only() {
-        let obs = Scenario::default().observed();
-        let id = rollback_id(&Policy::test(), &obs.canary);
-        let mut scaled = obs.canary.clone();
-        scaled["spec"]["replicas"] = 0.into();
-        scaled["metadata"]["resourceVersion"] = "99".into();
-        assert_eq!(
-            rollback_id(&Policy::test(), &scaled),
-            id,
-            "scaling must not change the id"
-        );
-        let mut new_image = obs.canary.clone();
-        new_image["spec"]["template"]["spec"]["containers"][0]["image"] = "web:2.1".into();
-        assert_ne!(
-            rollback_id(&Policy::test(), &new_image),
-            id,
-            "a new canary revision is a new rollback"
-        );
-        assert_eq!(id.len(), 16);
-    }
-
-    #[test]
-    fn trigger_message_carries_values_and_fits_an_event() {
-        let t = Trigger::manual("error_rate critical").with_value("error_rate", 0.07);
-        assert_eq!(t.message(), "error_rate critical [error_rate=0.07]");
-        let long = Trigger::manual(&"x".repeat(5000));
-        assert!(long.message().len() <= 900);
-    }
-}
+#[path = "plan_tests.rs"]
+mod tests;

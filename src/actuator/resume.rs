@@ -68,12 +68,8 @@ impl Actuator {
         let stored = backup::read_plan(&cm)?;
         let progress = Progress::from_annotations(&backup::annotations_of(&cm))
             .unwrap_or_else(|| Progress::new(&stored.id));
-        let names = (
-            stored.stable.as_str(),
-            stored.canary.as_str(),
-            stored.virtual_service.as_str(),
-        );
-        let obs = self.observe(&c, names, backup_name).await?;
+        let names = super::execute::plan_names(&stored);
+        let obs = self.observe(&c, &names, backup_name).await?;
         let current = plan::rollback_id(policy, &obs.canary);
         if current != stored.id {
             return Err(ActuatorError::Superseded {

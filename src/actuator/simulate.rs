@@ -26,7 +26,7 @@ fn object_mut<'a>(obs: &'a mut Observed, target: &Target) -> Option<&'a mut Valu
                 None
             }
         }
-        Target::VirtualService(_) => Some(&mut obs.virtual_service),
+        Target::VirtualService(_) | Target::HttpRoute(_) => Some(&mut obs.router),
         Target::Hpa(n) => obs.hpas.iter_mut().find(|h| super::objects::name(h) == *n),
     }
 }

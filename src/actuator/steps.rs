@@ -4,9 +4,8 @@
 
 use super::objects::{self, Observed};
 use super::plan::{ActionPlan, PlanError, Step};
-use super::routes;
+use super::split::{self, Split};
 use super::undo::{self, UndoTarget};
-use crate::policy::Traffic;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -16,6 +15,8 @@ use serde_json::{json, Value};
 pub enum Target {
     Deployment(String),
     VirtualService(String),
+    /// A Gateway API HTTPRoute.
+    HttpRoute(String),
     Hpa(String),
 }
 
@@ -57,15 +58,6 @@ pub enum StepCheck {
     Todo(Vec<Mutation>),
 }
 
-fn traffic(plan: &ActionPlan) -> Traffic {
-    Traffic {
-        virtual_service: plan.virtual_service.clone(),
-        route: plan.route.clone(),
-        stable: plan.stable_destination.clone(),
-        canary: plan.canary_destination.clone(),
-    }
-}
-
 fn find_hpa<'a>(obs: &'a Observed, name: &str) -> Option<&'a Value> {
     obs.hpas.iter().find(|h| objects::name(h) == name)
 }
@@ -80,7 +72,11 @@ pub fn check(plan: &ActionPlan, step: &Step, obs: &Observed) -> Result<StepCheck
     Ok(match step {
         Step::PauseStable => pause_stable(stable, obs, true),
         Step::ResumeStable => pause_stable(stable, obs, false),
-        Step::PreScaleStable { hpa, replicas } => pre_scale_stable(stable, obs, hpa, *replicas),
+        Step::PreScaleStable {
+            hpa,
+            replicas,
+            ready,
+        } => pre_scale_stable(stable, obs, hpa.as_deref(), *replicas, *ready),
         Step::RouteAllToStable => route_all_to_stable(plan, obs)?,
         Step::NeutraliseCanaryHpa { hpa } => match find_hpa(obs, hpa) {
             None => StepCheck::Done(format!("HPA {hpa:?} is gone (kept in the backup)")),
@@ -123,11 +119,19 @@ fn pause_stable(stable: Target, obs: &Observed, paused: bool) -> StepCheck {
 }
 
 /// `PreScaleStable`: raise the stable HPA's floor (so it cannot shrink the stable while it takes
-/// all the traffic) and the stable's replicas to `replicas`; never lowers either.
-fn pre_scale_stable(stable: Target, obs: &Observed, hpa: &str, replicas: i32) -> StepCheck {
+/// all the traffic) and the stable's replicas to `replicas`; never lowers either. With `ready`,
+/// done only once that many stable replicas are ready (nothing to write meanwhile: the executor
+/// polls, bounded by the verify timeout).
+fn pre_scale_stable(
+    stable: Target,
+    obs: &Observed,
+    hpa: Option<&str>,
+    replicas: i32,
+    ready: bool,
+) -> StepCheck {
     let want = i64::from(replicas);
     let mut todo = Vec::new();
-    if let Some(h) = find_hpa(obs, hpa) {
+    if let Some((hpa, h)) = hpa.and_then(|n| find_hpa(obs, n).map(|h| (n, h))) {
         match objects::i64_at(h, "/spec/minReplicas") {
             Some(min) if min >= want => {}
             // `test` makes the write fail instead of overwriting a floor someone changed since.
@@ -150,28 +154,37 @@ fn pre_scale_stable(stable: Target, obs: &Observed, hpa: &str, replicas: i32) ->
             replicas,
         });
     }
+    let ready_now = objects::i64_at(&obs.stable, "/status/readyReplicas").unwrap_or(0);
+    if todo.is_empty() && ready && ready_now < want {
+        // Scaled, not yet ready: wait (an empty list means "poll again").
+        return StepCheck::Todo(Vec::new());
+    }
     if todo.is_empty() {
-        StepCheck::Done(format!("stable has at least {replicas} replicas"))
+        let what = if ready { "ready " } else { "" };
+        StepCheck::Done(format!("stable has at least {replicas} {what}replicas"))
     } else {
         StepCheck::Todo(todo)
     }
 }
 
-/// `RouteAllToStable`: the plan's route in the VirtualService sends 100% to the stable.
+/// `RouteAllToStable`: the plan's route (VirtualService) or rule (HTTPRoute) sends everything to
+/// the stable.
 fn route_all_to_stable(plan: &ActionPlan, obs: &Observed) -> Result<StepCheck, PlanError> {
-    let file = String::from("(stored plan)");
-    let loc = routes::locate(
-        &obs.virtual_service,
-        &traffic(plan),
-        &file,
-        &plan.virtual_service,
-    )?;
-    Ok(if routes::all_to_stable(&loc) {
-        StepCheck::Done(format!("route {:?} sends 100% to stable", plan.route))
+    let traffic = plan.traffic();
+    let (Some(split), Some(target)) = (
+        Split::locate(&traffic, &obs.router, "(stored plan)")?,
+        split::target(&traffic),
+    ) else {
+        return Ok(StepCheck::Done(
+            "no router: traffic follows the ready replicas".into(),
+        ));
+    };
+    Ok(if split.all_to_stable() {
+        StepCheck::Done(format!("{} sends 100% to stable", traffic.split_name()))
     } else {
         StepCheck::Todo(vec![Mutation::Patch {
-            target: Target::VirtualService(plan.virtual_service.clone()),
-            patch: routes::route_patch(&loc, &plan.route),
+            target,
+            patch: split.patch(&traffic),
         }])
     })
 }
@@ -195,17 +208,15 @@ fn undo_stable(stable: Target, obs: &Observed, target: &UndoTarget) -> StepCheck
 /// Everything still wrong after the plan ran; empty means the rollback is done.
 pub fn verify(plan: &ActionPlan, obs: &Observed) -> Result<Vec<String>, PlanError> {
     let mut failures = Vec::new();
-    let loc = routes::locate(
-        &obs.virtual_service,
-        &traffic(plan),
-        "(stored plan)",
-        &plan.virtual_service,
-    )?;
-    if !routes::all_to_stable(&loc) {
-        failures.push(format!(
-            "route {:?} weights are {:?}, not 100% stable",
-            plan.route, loc.weights
-        ));
+    let traffic = plan.traffic();
+    if let Some(split) = Split::locate(&traffic, &obs.router, "(stored plan)")? {
+        if !split.all_to_stable() {
+            failures.push(format!(
+                "{} weights are {}, not 100% stable",
+                traffic.split_name(),
+                split.weights()
+            ));
+        }
     }
     let canary_spec = objects::i64_at(&obs.canary, "/spec/replicas").unwrap_or(1);
     let canary_running = objects::i64_at(&obs.canary, "/status/replicas").unwrap_or(0);

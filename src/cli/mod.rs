@@ -6,6 +6,7 @@ pub mod demo;
 pub mod explain;
 pub mod explain_live;
 mod ha;
+pub mod import;
 pub mod rollback;
 pub mod run;
 #[cfg(feature = "sim")]

@@ -171,8 +171,9 @@ async fn serve_admin(
 ) -> anyhow::Result<()> {
     let admin = AdminServer::bind(settings.admin.listen, metrics.clone(), health.clone())
         .await?
-        .with_routes(backout::status::api::router(status.clone()));
-    tracing::info!(addr = %admin.addr, "admin server (/metrics, /healthz, /readyz, /api/v1/services, /)");
+        .with_routes(backout::status::api::router(status.clone()))
+        .with_routes(backout::judge::api::router(status.clone()));
+    tracing::info!(addr = %admin.addr, "admin server (/metrics, /healthz, /readyz, /api/v1/services, /api/v1/analysis, /api/v1/flagger, /)");
     tokio::spawn(admin.serve(async move {
         let _ = stop.changed().await;
     }));

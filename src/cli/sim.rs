@@ -139,19 +139,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .take_while(|_| policies.len() <= LIST_AT_MOST)
     {
+        let router = match p.traffic.router_object() {
+            Some(name) => format!(
+                "{} {name} ({} 90/10)",
+                p.traffic.router().describe(),
+                p.traffic.split_name()
+            ),
+            None => "no router (traffic follows the ready replicas)".into(),
+        };
         println!(
-            "  seeded {}: deployments {}/{} and {}, virtualservice {} (route {} 90/10)",
+            "  seeded {}: deployments {}/{} and {}, {router}",
             p.source.display(),
             p.namespace,
             p.deployments.stable,
             p.deployments.canary,
-            p.traffic.virtual_service,
-            p.traffic.route
         );
     }
     println!("kubeconfig written to {}", args.kubeconfig.display());
     println!(
-        "try:  kubectl --kubeconfig {} get deploy,rs,vs -A",
+        "try:  kubectl --kubeconfig {} get deploy,rs,vs,httproutes -A",
         args.kubeconfig.display()
     );
     println!("stop with Ctrl-C");

@@ -19,22 +19,56 @@ impl Policy {
                 canary: "web-canary".into(),
             },
             traffic: Traffic {
+                kind: None,
                 virtual_service: "web".into(),
                 route: "primary".into(),
                 stable: Destination {
                     host: "web".into(),
                     subset: Some("stable".into()),
+                    service: None,
                 },
                 canary: Destination {
                     host: "web".into(),
                     subset: Some("canary".into()),
+                    service: None,
                 },
+                ..Traffic::default()
             },
             analysis: Analysis::default(),
             vars: Default::default(),
             metrics: Vec::new(),
             source: PathBuf::from("test.toml"),
         }
+    }
+
+    /// [`Policy::test`] routed by the Gateway API: HTTPRoute `web`, rule `split`, backendRefs
+    /// `web` (stable) and `web-canary`.
+    pub fn test_gateway() -> Self {
+        let mut p = Self::test();
+        p.traffic = Traffic {
+            http_route: "web".into(),
+            rule: Some("split".into()),
+            stable: Destination {
+                service: Some("web".into()),
+                ..Destination::default()
+            },
+            canary: Destination {
+                service: Some("web-canary".into()),
+                ..Destination::default()
+            },
+            ..Traffic::default()
+        };
+        p
+    }
+
+    /// [`Policy::test`] without a router: traffic follows the ready replicas.
+    pub fn test_replicas() -> Self {
+        let mut p = Self::test();
+        p.traffic = Traffic {
+            kind: Some(crate::policy::TrafficKind::Replicas),
+            ..Traffic::default()
+        };
+        p
     }
 
     pub fn with_service(mut self, service: &str, namespace: &str) -> Self {

@@ -10,6 +10,7 @@ pub mod load;
 pub mod model;
 mod schema;
 pub mod template;
+pub mod traffic;
 pub mod validate;
 
 pub use error::PolicyError;
@@ -18,6 +19,7 @@ pub use kinds::{BurnRateSpec, Kind, MannWhitneySpec, SequentialSpec};
 pub use load::{load, load_path, load_templates, load_with, LoadOptions};
 pub use model::*;
 pub use template::{render_query, render_traffic_query};
+pub use traffic::TrafficKind;
 
 #[cfg(test)]
 mod tests;

@@ -41,23 +41,48 @@ pub struct Deployments {
     pub canary: String,
 }
 
-/// Istio routing: which route of which VirtualService splits traffic between the tracks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where the traffic split lives: an Istio VirtualService route (`virtual_service`, `route`), a
+/// Gateway API HTTPRoute rule (`http_route`, `rule` or `rule_index`), or, with
+/// `kind = "replicas"`, no router at all (the ratio of ready replicas behind one Service). Which
+/// keys each kind needs is checked in `validate` (see `super::traffic`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Traffic {
+    /// Inferred when absent: `gateway_api` with `http_route`, else `istio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<super::traffic::TrafficKind>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub virtual_service: String,
-    /// Name of the `spec.http[]` route that carries the split.
+    /// Name of the `spec.http[]` route that carries the split (Istio).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub route: String,
+    /// Name of the Gateway API HTTPRoute carrying the split.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub http_route: String,
+    /// `spec.rules[].name` of the HTTPRoute rule carrying the split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Position in `spec.rules` of that rule, for routes whose rules have no names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_index: Option<usize>,
+    #[serde(default)]
     pub stable: Destination,
+    #[serde(default)]
     pub canary: Destination,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One track's destination: `host`/`subset` for Istio, `service` (a backendRef's name) for an
+/// HTTPRoute.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
+    /// Service name of the HTTPRoute `backendRefs` entry of this track.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// Timing of the analysis.

@@ -78,15 +78,21 @@ const DEPLOYMENTS: &[Field] = &[
 ];
 
 const DESTINATION: &[Field] = &[
-    Field::req("host", Shape::Str),
+    Field::opt("host", Shape::Str),
     Field::opt("subset", Shape::Str),
+    Field::opt("service", Shape::Str),
 ];
 
+/// Which keys each kind needs is checked semantically (`validate`, `super::traffic`).
 const TRAFFIC: &[Field] = &[
-    Field::req("virtual_service", Shape::Str),
-    Field::req("route", Shape::Str),
-    Field::req("stable", Shape::Table(DESTINATION)),
-    Field::req("canary", Shape::Table(DESTINATION)),
+    Field::opt("kind", Shape::Enum(super::traffic::KINDS)),
+    Field::opt("virtual_service", Shape::Str),
+    Field::opt("route", Shape::Str),
+    Field::opt("http_route", Shape::Str),
+    Field::opt("rule", Shape::Str),
+    Field::opt("rule_index", Shape::Count),
+    Field::opt("stable", Shape::Table(DESTINATION)),
+    Field::opt("canary", Shape::Table(DESTINATION)),
 ];
 
 const ANALYSIS: &[Field] = &[

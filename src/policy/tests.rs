@@ -457,3 +457,38 @@ fn a_large_directory_loads_in_file_order_with_every_problem() {
     let expected: Vec<String> = (0..300).map(|i| format!("svc-{i:03}")).collect();
     assert_eq!(services, expected);
 }
+
+const ISTIO_TRAFFIC: &str = r#"virtual_service = "checkout"
+route = "primary"
+stable = { host = "checkout", subset = "stable" }
+canary = { host = "checkout", subset = "canary" }
+"#;
+
+#[test]
+fn gateway_api_and_replicas_traffic_load_and_stray_or_missing_keys_are_named_with_lines() {
+    let gateway = HEAD.replace(
+        ISTIO_TRAFFIC,
+        "http_route = \"checkout\"\nrule = \"split\"\nstable = { service = \"checkout\" }\ncanary = { service = \"checkout-canary\" }\n",
+    );
+    let p = problems(&format!("{gateway}{METRIC}"));
+    assert!(p.is_empty(), "{p:?}");
+    let replicas = HEAD.replace(ISTIO_TRAFFIC, "kind = \"replicas\"\n");
+    assert!(problems(&format!("{replicas}{METRIC}")).is_empty());
+
+    let mixed = HEAD.replace(
+        ISTIO_TRAFFIC,
+        "kind = \"replicas\"\nhttp_route = \"checkout\"\n",
+    );
+    let p = problems(&format!("{mixed}{METRIC}"));
+    let stray = find(&p, "traffic.http_route");
+    assert_eq!(stray.line, Some(10));
+    assert!(
+        stray.message.contains("not used by kind = \"replicas\""),
+        "{stray}"
+    );
+    let no_rule = gateway.replace("rule = \"split\"\n", "");
+    let p = problems(&format!("{no_rule}{METRIC}"));
+    assert!(find(&p, "traffic.rule").hint.contains("rule_index"));
+    let bad_kind = HEAD.replace(ISTIO_TRAFFIC, "kind = \"linkerd\"\n");
+    find(&problems(&format!("{bad_kind}{METRIC}")), "traffic.kind");
+}

@@ -345,6 +345,9 @@ fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
             ));
         }
     }
+    if def.is("gateway.networking.k8s.io", "httproutes") {
+        http_route_weights(def, name, obj)?;
+    }
     if def.is("networking.istio.io", "virtualservices") {
         let routes = obj.pointer("/spec/http").and_then(Value::as_array);
         for (i, r) in routes.into_iter().flatten().enumerate() {
@@ -364,6 +367,28 @@ fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
                             "Invalid value: must be an integer between 0 and 100",
                         ));
                     }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The HTTPRoute CRD's schema on weights: `backendRefs[].weight` is an integer in
+/// 0..=1,000,000 (a string or a negative weight is rejected with the field named).
+fn http_route_weights(def: &ResourceDef, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let rules = obj.pointer("/spec/rules").and_then(Value::as_array);
+    for (i, r) in rules.into_iter().flatten().enumerate() {
+        let refs = r.get("backendRefs").and_then(Value::as_array);
+        for (j, b) in refs.into_iter().flatten().enumerate() {
+            if let Some(w) = b.get("weight") {
+                if !w.as_i64().is_some_and(|w| (0..=1_000_000).contains(&w)) {
+                    return Err(ApiError::invalid(
+                        def,
+                        name,
+                        &format!("spec.rules[{i}].backendRefs[{j}].weight"),
+                        "Invalid value: must be an integer between 0 and 1000000",
+                    ));
                 }
             }
         }

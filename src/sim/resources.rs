@@ -161,6 +161,20 @@ pub static RESOURCES: &[ResourceDef] = &[
         custom: true,
         generation: true,
     },
+    // Gateway API (standard channel): served at v1 and, as the CRD still does, v1beta1.
+    ResourceDef {
+        group: "gateway.networking.k8s.io",
+        versions: &["v1", "v1beta1"],
+        plural: "httproutes",
+        singular: "httproute",
+        kind: "HTTPRoute",
+        namespaced: true,
+        short_names: &[],
+        verbs: ALL_VERBS,
+        subresources: &[Subresource::Status],
+        custom: true,
+        generation: true,
+    },
 ];
 
 impl ResourceDef {

@@ -7,6 +7,7 @@ use super::objects::Stamp;
 use super::resources::{by_plural, ResourceDef};
 use super::{SimError, SimHandle};
 use crate::policy::model::{Destination, Policy};
+use crate::policy::TrafficKind;
 use serde_json::{json, Value};
 
 /// A Deployment manifest: labels `app=<app>`, `track=<track>`, one container `app`.
@@ -63,6 +64,37 @@ pub fn virtual_service(
                 {"name": "health", "match": [{"uri": {"exact": "/healthz"}}],
                  "route": [{"destination": {"host": stable.host.clone()}}]},
                 {"name": route, "route": [destination(stable, stable_weight), destination(canary, 100 - stable_weight)]}
+            ]
+        }
+    })
+}
+
+/// A Gateway API HTTPRoute whose rule `rule` splits `stable_weight`/`100 - stable_weight` between
+/// the Services `stable` and `canary`, plus an unrelated `/healthz` rule first (rollbacks must
+/// leave it untouched).
+pub fn http_route(
+    namespace: &str,
+    name: &str,
+    hostname: &str,
+    rule: &str,
+    stable: &str,
+    canary: &str,
+    stable_weight: i64,
+) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "hostnames": [hostname],
+            "rules": [
+                {"name": "health", "matches": [{"path": {"type": "Exact", "value": "/healthz"}}],
+                 "backendRefs": [{"name": stable, "port": 8080}]},
+                {"name": rule, "backendRefs": [
+                    {"name": stable, "port": 8080, "weight": stable_weight},
+                    {"name": canary, "port": 8080, "weight": 100 - stable_weight}
+                ]}
             ]
         }
     })
@@ -160,7 +192,8 @@ impl SimHandle {
     }
 
     /// Everything a policy points at: stable and canary Deployments (`app=<service>`,
-    /// `track=stable|canary`) and the VirtualService with its route split 90/10.
+    /// `track=stable|canary`) and the router (VirtualService or HTTPRoute) with its split 90/10;
+    /// no router in `replicas` mode.
     pub fn seed_policy(&self, policy: &Policy) -> Result<(), SimError> {
         let ns = &policy.namespace;
         let d = &policy.deployments;
@@ -181,15 +214,27 @@ impl SimHandle {
             1,
         ))?;
         let t = &policy.traffic;
-        self.seed(virtual_service(
-            ns,
-            &t.virtual_service,
-            &policy.service,
-            &t.route,
-            &t.stable,
-            &t.canary,
-            90,
-        ))?;
+        match t.router() {
+            TrafficKind::Istio => self.seed(virtual_service(
+                ns,
+                &t.virtual_service,
+                &policy.service,
+                &t.route,
+                &t.stable,
+                &t.canary,
+                90,
+            ))?,
+            TrafficKind::GatewayApi => self.seed(http_route(
+                ns,
+                &t.http_route,
+                &policy.service,
+                t.rule.as_deref().unwrap_or("split"),
+                t.stable.service.as_deref().unwrap_or_default(),
+                t.canary.service.as_deref().unwrap_or_default(),
+                90,
+            ))?,
+            TrafficKind::Replicas => Value::Null,
+        };
         Ok(())
     }
 

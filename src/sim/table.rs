@@ -1,6 +1,6 @@
 //! Server-side printing: `kubectl get` asks for `as=Table` and prints the columns the server
 //! sends. Columns follow the apiserver's printers (Deployments, ReplicaSets, HPAs, ConfigMaps)
-//! and Istio's CRD printer columns for VirtualServices.
+//! and the CRDs' printer columns for VirtualServices (Istio) and HTTPRoutes (Gateway API).
 
 use super::resources::ResourceDef;
 use serde_json::{json, Value};
@@ -85,6 +85,11 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
             col("Hosts", "string", 0),
             col("Age", "date", 0),
         ],
+        ("gateway.networking.k8s.io", "httproutes") => vec![
+            col("Name", "string", 0),
+            col("Hostnames", "string", 0),
+            col("Age", "date", 0),
+        ],
         ("autoscaling", "horizontalpodautoscalers") => vec![
             col("Name", "string", 0),
             col("Reference", "string", 0),
@@ -150,6 +155,14 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
             json!(format!(
                 "[{}]",
                 joined(o, "/spec/hosts", None).replace(',', " ")
+            )),
+            json!(a),
+        ],
+        ("gateway.networking.k8s.io", "httproutes") => vec![
+            json!(name),
+            json!(format!(
+                "[{}]",
+                joined(o, "/spec/hostnames", None).replace(',', " ")
             )),
             json!(a),
         ],

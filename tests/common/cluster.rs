@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use backout::actuator::fixtures::Scenario;
+use backout::policy::{Policy, TrafficKind};
 use backout::sim::{SimConfig, SimHandle, Simulator};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -42,6 +43,7 @@ fn group_of(plural: &str) -> &'static str {
     match plural {
         "deployments" | "replicasets" => "apps",
         "virtualservices" => "networking.istio.io",
+        "httproutes" => "gateway.networking.k8s.io",
         "horizontalpodautoscalers" => "autoscaling",
         _ => "",
     }
@@ -118,9 +120,35 @@ pub async fn end_state(sim: &SimHandle) -> Value {
         "replica_sets": replica_sets,
         "hpas": hpas,
         "virtual_service": get(sim, "virtualservices", "web").map(|v| v["spec"].clone()),
+        "http_route": get(sim, "httproutes", "web").map(|v| v["spec"].clone()),
         "backups": backups,
     })
 }
+
+/// The policy matching a `Scenario` with this router (see `Scenario::with_router`).
+pub fn policy_for(router: TrafficKind) -> Policy {
+    match router {
+        TrafficKind::Istio => Policy::test(),
+        TrafficKind::GatewayApi => Policy::test_gateway(),
+        TrafficKind::Replicas => Policy::test_replicas(),
+    }
+}
+
+/// The router object's path under the API (what fault rules and logs match), if it has one.
+pub fn router_path(router: TrafficKind) -> Option<&'static str> {
+    match router {
+        TrafficKind::Istio => Some("virtualservices/web"),
+        TrafficKind::GatewayApi => Some("httproutes/web"),
+        TrafficKind::Replicas => None,
+    }
+}
+
+/// Every router the actuator drives; tests of the actuator's guarantees run once per router.
+pub const ROUTERS: [TrafficKind; 3] = [
+    TrafficKind::Istio,
+    TrafficKind::GatewayApi,
+    TrafficKind::Replicas,
+];
 
 /// Highest revision among the stable's ReplicaSets: one undo makes it 4 in the default scenario;
 /// a repeated undo would make it 5 (and toggle the template back).

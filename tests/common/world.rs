@@ -9,7 +9,7 @@ use backout::daemon::{Context, Daemon, Sampler};
 use backout::demo::{canary_weight, replicas};
 use backout::notify::{Notice, Notifier, NotifyError};
 use backout::policy::model::{Level, MetricSpec};
-use backout::policy::{Input, Policy};
+use backout::policy::{Input, Policy, TrafficKind};
 use backout::sample::{Millis, Observation, Track};
 use backout::sim::{SimConfig, SimHandle, Simulator};
 use backout::source::plan::{Key, Request};
@@ -111,6 +111,43 @@ pub fn policy(service: &str) -> Policy {
     p
 }
 
+/// [`policy`] on another router: a Gateway API HTTPRoute `<service>` (rule `split`, backends
+/// `<service>` and `<service>-canary`), or none (`replicas`).
+pub fn policy_on(service: &str, router: TrafficKind) -> Policy {
+    let mut p = policy(service);
+    match router {
+        TrafficKind::Istio => {}
+        TrafficKind::GatewayApi => {
+            p.traffic = Policy::test_gateway().traffic;
+            p.traffic.http_route = service.into();
+            p.traffic.stable.service = Some(service.into());
+            p.traffic.canary.service = Some(format!("{service}-canary"));
+        }
+        TrafficKind::Replicas => p.traffic = Policy::test_replicas().traffic,
+    }
+    p
+}
+
+/// The canary's weight in the policy's HTTPRoute rule.
+fn http_route_canary_weight(sim: &SimHandle, p: &Policy) -> Option<i64> {
+    let t = &p.traffic;
+    let route = sim.object(
+        "gateway.networking.k8s.io",
+        "httproutes",
+        &p.namespace,
+        &t.http_route,
+    )?;
+    let rule = route["spec"]["rules"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"].as_str() == t.rule.as_deref())?
+        .clone();
+    rule["backendRefs"].as_array()?.iter().find_map(|b| {
+        (b["name"].as_str() == t.canary.service.as_deref())
+            .then(|| b["weight"].as_i64().unwrap_or(1))
+    })
+}
+
 pub struct World {
     pub sim: SimHandle,
     pub sampler: Arc<Scripted>,
@@ -168,10 +205,14 @@ impl World {
             .build()
     }
 
-    /// Traffic all on stable and the canary scaled to zero.
+    /// Traffic all on stable (whichever router splits it) and the canary scaled to zero.
     pub fn mitigated(&self, p: &Policy) -> bool {
-        canary_weight(&self.sim, p) == Some(0)
-            && replicas(&self.sim, &p.namespace, &p.deployments.canary) == Some(0)
+        let routed_away = match p.traffic.router() {
+            TrafficKind::Istio => canary_weight(&self.sim, p) == Some(0),
+            TrafficKind::GatewayApi => http_route_canary_weight(&self.sim, p) == Some(0),
+            TrafficKind::Replicas => true,
+        };
+        routed_away && replicas(&self.sim, &p.namespace, &p.deployments.canary) == Some(0)
     }
 
     /// Polls every 500 ms of virtual time until `p` is mitigated; virtual ms since `origin`.

@@ -58,10 +58,6 @@ impl Validator<'_> {
             ("namespace", &p.namespace),
             ("deployments.stable", &p.deployments.stable),
             ("deployments.canary", &p.deployments.canary),
-            ("traffic.virtual_service", &p.traffic.virtual_service),
-            ("traffic.route", &p.traffic.route),
-            ("traffic.stable.host", &p.traffic.stable.host),
-            ("traffic.canary.host", &p.traffic.canary.host),
         ];
         for (key, value) in required {
             if value.trim().is_empty() {
@@ -71,6 +67,9 @@ impl Validator<'_> {
                     format!("set `{key}` to the Kubernetes object's name"),
                 );
             }
+        }
+        for (key, message, hint) in crate::policy::traffic::problems(&p.traffic) {
+            self.push(&key, message, hint);
         }
         if !p.deployments.stable.is_empty() && p.deployments.stable == p.deployments.canary {
             self.push(
