@@ -401,6 +401,7 @@ async fn every_request_is_granted_and_every_grant_is_used() {
     restore_and_start_a_new_canary(&w).await;
     w.healthy_for(4).await;
     w.roll_back(0.3).await;
+    roll_back_a_gateway_api_service(&w);
     let mut used = accesses(&w.sim.traffic().log());
     let mut unused = declared();
     for a in &used {
@@ -428,6 +429,52 @@ async fn every_request_is_granted_and_every_grant_is_used() {
 
 /// `backout rollback --restore` from the first rollback's backup (the HPA re-created, traffic
 /// back on the canary), then a new canary revision.
+/// A service routed by a Gateway API HTTPRoute, rolled back with `backout rollback`: the
+/// HTTPRoute grant is exercised by the same actuator the daemon runs.
+fn roll_back_a_gateway_api_service(w: &daemon::World) {
+    use backout::sim::seed;
+    w.sim
+        .seed(seed::deployment("demo", "web", "web", "stable", "web:1", 2))
+        .unwrap();
+    w.sim
+        .seed(seed::deployment(
+            "demo",
+            "web-canary",
+            "web",
+            "canary",
+            "web:2",
+            1,
+        ))
+        .unwrap();
+    w.sim
+        .seed(seed::http_route(
+            "demo",
+            "web",
+            "web.demo",
+            "split",
+            "web",
+            "web-canary",
+            90,
+        ))
+        .unwrap();
+    let policy = w.dir.path().join("web-gateway.toml");
+    let text = "service = \"web\"\nnamespace = \"demo\"\n\n[deployments]\nstable = \"web\"\ncanary = \"web-canary\"\n\n[traffic]\nhttp_route = \"web\"\nrule = \"split\"\nstable = { service = \"web\" }\ncanary = { service = \"web-canary\" }\n";
+    std::fs::write(&policy, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backout"))
+        .args(["rollback", "--policy"])
+        .arg(&policy)
+        .arg("--kubeconfig")
+        .arg(w.dir.path().join("kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "backout rollback (Gateway API): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn restore_and_start_a_new_canary(w: &daemon::World) {
     let backup = w
         .sim

@@ -64,6 +64,14 @@ pub const GRANTS: &[Grant] = &[
     },
     Grant {
         scope: Scope::Cluster,
+        group: "gateway.networking.k8s.io",
+        resource: "httproutes",
+        names: &[],
+        verbs: &["get", "patch"],
+        why: "route all traffic to the stable on a Gateway API route (one rule, JSON patch with test ops)",
+    },
+    Grant {
+        scope: Scope::Cluster,
         group: "autoscaling",
         resource: "horizontalpodautoscalers",
         names: &[],
