@@ -17,6 +17,13 @@ deps:
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus
     fi
+    # The notification tests deliver to a real Alertmanager (Debian's package installs it as
+    # /usr/bin/prometheus-alertmanager).
+    if ! command -v prometheus-alertmanager >/dev/null; then
+        SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus-alertmanager
+    fi
     command -v kubectl >/dev/null || echo "note: kubectl not found; the kubectl faithfulness tests will be skipped"
 
 # The whole test suite (unit, property, simulator, kubectl and real-Prometheus end-to-end tests).

@@ -4,6 +4,8 @@
 
 #[path = "common/prometheus.rs"]
 mod prometheus;
+#[path = "common/receiver.rs"]
+mod receiver;
 
 use backout::clock::SystemClock;
 use backout::demo::exporter;
@@ -35,6 +37,8 @@ struct World {
     prom: Prometheus,
     dir: tempfile::TempDir,
     admin: String,
+    /// The on-call Slack channel of `[notify]` (a local receiver).
+    slack: receiver::Receiver,
 }
 
 async fn world() -> World {
@@ -66,15 +70,19 @@ async fn world() -> World {
         .unwrap();
     let prom = Prometheus::scraping(&[exp]).await.unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
+    let slack = receiver::Receiver::start().await;
+    let slack_url = dir.path().join("slack-url");
+    std::fs::write(&slack_url, slack.url("services/T0/B0/secret")).unwrap();
     std::fs::write(
         dir.path().join("backout.toml"),
         format!(
-            "policy_dir = {:?}\naudit_dir = {:?}\n[prometheus]\nurl = {:?}\n[admin]\nlisten = {:?}\n[kubernetes]\nkubeconfig = {:?}\n[reload]\nwatch = true\n",
+            "policy_dir = {:?}\naudit_dir = {:?}\n[prometheus]\nurl = {:?}\n[admin]\nlisten = {:?}\n[kubernetes]\nkubeconfig = {:?}\n[reload]\nwatch = true\n[notify]\ndefault = [\"oncall-slack\"]\n[notify.channels.oncall-slack]\nkind = \"slack\"\nurl_file = {:?}\n",
             policies,
             dir.path().join("audit"),
             prom.url,
             admin,
-            kubeconfig
+            kubeconfig,
+            slack_url
         ),
     )
     .unwrap();
@@ -85,6 +93,7 @@ async fn world() -> World {
         prom,
         dir,
         admin,
+        slack,
     }
 }
 
@@ -236,6 +245,25 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
         audit.matches("\"kind\":\"rollback_completed\"").count(),
         1,
         "{audit}"
+    );
+    // The on-call channel got runbook 001's start and resolution notices, in order.
+    let slack = w
+        .slack
+        .wait_for("services/T0/B0/secret", 2, Duration::from_secs(10))
+        .await;
+    let texts: Vec<&str> = slack.iter().map(|b| b["text"].as_str().unwrap()).collect();
+    assert!(
+        texts[0].starts_with("🚨 INCIDENT: Production Rollback Initiated"),
+        "{texts:?}"
+    );
+    assert!(texts[0].contains("Service: shop"), "{texts:?}");
+    assert!(
+        texts[1].starts_with("✅ RESOLVED: Production Rollback Complete"),
+        "{texts:?}"
+    );
+    eprintln!(
+        "notifications received by the Slack stand-in:\n{}",
+        texts.join("\n---\n")
     );
 }
 

@@ -5,6 +5,8 @@ use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::FileAudit;
 use backout::clock::SystemClock;
 use backout::daemon::{Context, Daemon, PolicyReload, PrometheusSampler};
+use backout::notify::dispatch::Recorders;
+use backout::notify::{Dispatcher, LogNotifier, Notifier};
 use backout::policy::{load_with, LoadOptions, Policy};
 use backout::settings::Settings;
 use backout::source::instrumented::Instrumented;
@@ -40,11 +42,19 @@ async fn kube_client(
     Ok(backout::kubeclient::connect(path.map(PathBuf::as_path), &limits, metrics).await?)
 }
 
+/// Loads the policies; a policy routing notices to a channel backout.toml does not define is
+/// rejected like any other mistake in it.
 fn load_policies(settings: &Settings) -> Result<Vec<Policy>, backout::policy::PolicyError> {
     let opts = LoadOptions {
         default_interval: settings.poll_interval,
     };
-    load_with(std::slice::from_ref(&settings.policy_dir), &opts)
+    let policies = load_with(std::slice::from_ref(&settings.policy_dir), &opts)?;
+    let problems = settings.notify.check_routes(&policies);
+    if problems.is_empty() {
+        Ok(policies)
+    } else {
+        Err(backout::policy::PolicyError::Invalid { problems })
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -140,11 +150,36 @@ async fn context(
             instance: std::env::var("POD_NAME").ok(),
         });
     let audit = Arc::new(FileAudit::new(&settings.audit_dir)?);
+    let notifier = notifier(settings, metrics, audit.clone())
+        .with_context(|| format!("[notify] in {}", args.config.display()))?;
     Ok(Context::builder(client, sampler, Arc::new(actuator), audit)
+        .notifier(notifier)
         .metrics(metrics.clone())
         .health(health.clone())
         .dry_run(settings.dry_run)
         .build())
+}
+
+/// The `[notify]` channels, each with its delivery task; only the log without channels.
+fn notifier(
+    settings: &Settings,
+    metrics: &Metrics,
+    audit: Arc<FileAudit>,
+) -> anyhow::Result<Arc<dyn Notifier>> {
+    if settings.notify.channels.is_empty() {
+        return Ok(Arc::new(LogNotifier));
+    }
+    let recorders = Recorders {
+        audit,
+        metrics: metrics.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let names: Vec<&String> = settings.notify.channels.keys().collect();
+    tracing::info!(channels = ?names, default = ?settings.notify.default, "notification channels");
+    Ok(Arc::new(Dispatcher::start(
+        settings.notify.clone(),
+        recorders,
+    )?))
 }
 
 /// `/metrics`, `/healthz` and `/readyz` until `stop`.

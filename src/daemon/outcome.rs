@@ -9,8 +9,10 @@ use crate::actuator::report::Outcome as ActOutcome;
 use crate::actuator::RollbackReport;
 use crate::audit::{AuditKind, Check, IncidentReport};
 use crate::lifecycle::DeploymentView;
-use crate::notify::Notice;
+use crate::notify::{Envelope, Notice};
+use crate::policy::Policy;
 use crate::telemetry::{Outcome, RollbackLabels, StepLabels};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -53,19 +55,22 @@ pub enum Event {
 pub struct Versions {
     pub from: String,
     pub to: String,
+    /// The rollback id (the incident's key in notices); empty until known.
+    pub incident: String,
 }
 
 impl Versions {
     pub fn of(stable: &DeploymentView, canary: Option<&DeploymentView>, lkg: Option<i64>) -> Self {
         Self {
             from: canary
-                .map(|c| format!("canary {} revision {:?}", c.image, c.revision))
+                .map(|c| format!("canary {} (revision {})", c.image, revision(c.revision)))
                 .unwrap_or_default(),
             to: format!(
-                "stable {} (revision {:?})",
+                "stable {} (revision {})",
                 stable.image,
-                lkg.map(|r| r as u64).or(stable.revision)
+                revision(lkg.map(|r| r as u64).or(stable.revision))
             ),
+            incident: String::new(),
         }
     }
 
@@ -73,8 +78,14 @@ impl Versions {
         Self {
             from: format!("the rollback recorded in ConfigMap {backup}"),
             to: "its planned end state".into(),
+            incident: String::new(),
         }
     }
+}
+
+/// A revision number as people write it; `?` before the controller has set one.
+fn revision(r: Option<u64>) -> String {
+    r.map(|r| r.to_string()).unwrap_or_else(|| "?".into())
 }
 
 /// Publishes every outcome, then hands it to the evaluation loop (`to_daemon`).
@@ -84,13 +95,29 @@ pub async fn fan_out(
     to_daemon: mpsc::UnboundedSender<OrderOutcome>,
 ) {
     let mut fleet = FleetNotice::default();
+    let mut incidents: HashMap<String, String> = HashMap::new();
     while let Some(o) = outcomes.recv().await {
         if let Event::Held { max, per, .. } = &o.event {
             fleet.held(&ctx, &o, *max, *per).await;
         }
-        publish(&ctx, &o).await;
+        let incident = incident_of_outcome(&mut incidents, &o);
+        publish(&ctx, &o, &incident).await;
         let _ = to_daemon.send(o);
     }
+}
+
+/// The incident key of a service's notices: the rollback id, learnt from the first attempt
+/// (or, for a resumed rollback, from its report) and kept for the failures that follow.
+fn incident_of_outcome(incidents: &mut HashMap<String, String>, o: &OrderOutcome) -> String {
+    let known = match &o.event {
+        Event::Started { versions } => Some(versions.incident.clone()),
+        Event::RolledBack { report, .. } => Some(report.rollback_id.clone()),
+        _ => None,
+    };
+    if let Some(id) = known.filter(|id| !id.is_empty()) {
+        incidents.insert(o.order.service.clone(), id);
+    }
+    incidents.get(&o.order.service).cloned().unwrap_or_default()
 }
 
 /// One notice per fleet-wide hold, not one per held service.
@@ -121,7 +148,7 @@ impl FleetNotice {
             max,
             per_s: per.as_secs(),
         };
-        send(ctx, notice).await;
+        send(ctx, None, notice, "").await;
     }
 }
 
@@ -152,7 +179,7 @@ fn rollback_of(o: &OrderOutcome, report: Option<&RollbackReport>) -> RollbackOrd
     }
 }
 
-async fn publish(ctx: &Context, o: &OrderOutcome) {
+async fn publish(ctx: &Context, o: &OrderOutcome, incident: &str) {
     let p = &o.order.policy;
     match &o.event {
         Event::Started { versions } => {
@@ -174,19 +201,19 @@ async fn publish(ctx: &Context, o: &OrderOutcome) {
                 to_version: versions.to.clone(),
                 dry_run: o.order.dry_run,
             };
-            send(ctx, notice).await;
+            send(ctx, Some(p), notice, incident).await;
         }
         Event::RolledBack { report, .. } if report.outcome == ActOutcome::AlreadyCompleted => {
             // Finished earlier (by us before a restart, or another replica): recorded then.
             tracing::info!(service = %p.service, rollback = %report.rollback_id, "already rolled back");
         }
         Event::RolledBack { report, versions } => {
-            rolled_back(ctx, o, report, versions).await;
+            rolled_back(ctx, o, report, versions, incident).await;
         }
         Event::KnownGood => {
             tracing::debug!(service = %p.service, "last known good revision recorded");
         }
-        Event::Failed { error, retry_in } => failed(ctx, o, error, *retry_in).await,
+        Event::Failed { error, retry_in } => failed(ctx, o, error, *retry_in, incident).await,
         Event::Held {
             in_window,
             max,
@@ -240,7 +267,13 @@ fn observe_rollback(ctx: &Context, o: &OrderOutcome, r: &RollbackOrder, outcome:
         .inc();
 }
 
-async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v: &Versions) {
+async fn rolled_back(
+    ctx: &Context,
+    o: &OrderOutcome,
+    report: &RollbackReport,
+    v: &Versions,
+    incident: &str,
+) {
     let p = &o.order.policy;
     let r = rollback_of(o, Some(report));
     for step in &report.steps {
@@ -261,8 +294,8 @@ async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v
             .detection_to_mitigation
             .observe((report.finished_at - r.detected_at).max(0) as f64 / 1000.0);
     }
-    let incident = incident_of(o, report, &r, v);
-    if let Err(err) = ctx.audit.incident(&incident) {
+    let record = incident_of(o, report, &r, v);
+    if let Err(err) = ctx.audit.incident(&record) {
         tracing::error!(error = %err, "cannot write the incident report");
     }
     audit(
@@ -281,7 +314,7 @@ async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v
         to_version: v.to.clone(),
         verified: true,
     };
-    send(ctx, notice).await;
+    send(ctx, Some(p), notice, incident).await;
 }
 
 /// The incident report of a finished rollback: timeline, verification, versions.
@@ -333,7 +366,13 @@ fn incident_of(
     }
 }
 
-async fn failed(ctx: &Context, o: &OrderOutcome, error: &str, retry_in: Option<Duration>) {
+async fn failed(
+    ctx: &Context,
+    o: &OrderOutcome,
+    error: &str,
+    retry_in: Option<Duration>,
+    incident: &str,
+) {
     let p = &o.order.policy;
     let next = match retry_in {
         Some(d) => format!("retrying in {}", humantime::format_duration(d)),
@@ -365,12 +404,19 @@ async fn failed(ctx: &Context, o: &OrderOutcome, error: &str, retry_in: Option<D
             at: ctx.clock.now_millis(),
             error: msg,
         };
-        send(ctx, notice).await;
+        send(ctx, Some(p), notice, incident).await;
     }
 }
 
-async fn send(ctx: &Context, notice: Notice) {
-    if let Err(err) = ctx.notifier.send(&notice).await {
+/// Hands `notice` to the notifier, routed by the policy's `notify` (else the default route).
+/// The dispatcher only queues it: a notice never waits on a receiver.
+async fn send(ctx: &Context, policy: Option<&Policy>, notice: Notice, incident: &str) {
+    let envelope = Envelope {
+        notice,
+        route: policy.and_then(|p| p.notify.clone()),
+        incident: incident.to_string(),
+    };
+    if let Err(err) = ctx.notifier.deliver(envelope).await {
         tracing::warn!(error = %err, "notification failed");
     }
 }

@@ -6,13 +6,14 @@
 //! Every outcome goes back over one channel (see `outcome`), never to the evaluation loop's
 //! stack, so a rollback whose Verify waits minutes delays nobody else's evaluation.
 
-use super::deployments::get_views;
+use super::deployments::get_deployments;
 use super::fleet_guard::{Admission, FleetGuard};
 use super::order::{Action, Order};
 use super::outcome::{Event, OrderOutcome, Versions};
 use super::{Context, DaemonError};
 use crate::actuator::{ActuatorError, RollbackRequest};
 use crate::lifecycle::CanaryId;
+use crate::lifecycle::DeploymentView;
 use crate::settings::Actions;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -289,13 +290,22 @@ async fn execute(env: &Env, order: &Order, attempt: u32) -> Result<Done, OrderEr
     match &order.action {
         Action::Rollback(r) => {
             // Fresh GETs, not the watch store: the undo target must not come from a lagging cache.
-            let (stable, canary) = get_views(&ctx.client, p).await?;
+            let (stable_obj, canary_obj) = get_deployments(&ctx.client, p).await?;
+            let stable = DeploymentView::from_deployment(&stable_obj);
+            let canary = canary_obj.as_ref().map(DeploymentView::from_deployment);
             let lkg = if r.in_bake {
                 stable.last_known_good.map(|rev| rev as i64)
             } else {
                 None
             };
-            let versions = Versions::of(&stable, canary.as_ref(), lkg);
+            let mut versions = Versions::of(&stable, canary.as_ref(), lkg);
+            // The actuator's id for this canary revision: the incident's key in every notice
+            // (PagerDuty's dedup key), known before the first step runs.
+            versions.incident = canary_obj
+                .as_ref()
+                .and_then(|c| serde_json::to_value(c).ok())
+                .map(|c| crate::actuator::plan::rollback_id(p, &c))
+                .unwrap_or_default();
             if attempt == 1 {
                 let started = Event::Started {
                     versions: versions.clone(),

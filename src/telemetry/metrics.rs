@@ -53,6 +53,14 @@ pub struct StepLabels {
     pub step: String,
 }
 
+/// `backout_notifications_total`: `outcome` is `sent`, `failed` (retries spent) or `dropped`
+/// (queue full, or a channel that is not configured).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub channel: String,
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: Outcome,
@@ -106,6 +114,8 @@ pub struct Metrics {
     pub kubernetes_requests: Family<crate::kubeclient::request::RequestOutcomeLabels, Counter>,
     /// Kubernetes API latency to the response headers, by verb and resource.
     pub kubernetes_request_duration: Family<crate::kubeclient::request::RequestLabels, Histogram>,
+    /// Notification deliveries by channel and final outcome (`crate::notify::dispatch`).
+    pub notifications: Family<NotificationLabels, Counter>,
 }
 
 /// Up to the default 10 s request deadline and beyond, for a raised `request_timeout`.
@@ -159,9 +169,11 @@ impl Metrics {
             lease_transitions: Counter::default(),
             kubernetes_requests: Family::default(),
             kubernetes_request_duration: Family::new_with_constructor(kubernetes_histogram),
+            notifications: Family::default(),
         };
         m.register_evaluation(&mut registry);
         m.register_operation(&mut registry);
+        m.register_response(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             ..m
@@ -274,6 +286,15 @@ impl Metrics {
             "kubernetes_request_duration_seconds",
             "Kubernetes API latency until the response headers (for a watch: until it opened), by verb and resource",
             self.kubernetes_request_duration.clone(),
+        );
+    }
+
+    /// The series about what follows a rollback: notifications.
+    fn register_response(&self, registry: &mut Registry) {
+        registry.register(
+            "notifications",
+            "Notification deliveries by channel and outcome (sent, failed after retries, dropped)",
+            self.notifications.clone(),
         );
     }
 
