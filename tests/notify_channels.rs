@@ -29,6 +29,7 @@ fn started() -> Notice {
         from_version: "canary rag-api:1.3.0 (revision 4)".into(),
         to_version: "stable rag-api:1.2.3 (revision 3)".into(),
         dry_run: false,
+        mode: "rollback".into(),
     }
 }
 
@@ -50,6 +51,7 @@ fn resolved() -> Notice {
         from_version: "canary rag-api:1.3.0 (revision 4)".into(),
         to_version: "stable rag-api:1.2.3 (revision 3)".into(),
         verified: true,
+        mode: "rollback".into(),
     }
 }
 
@@ -326,6 +328,7 @@ labels = {{ team = "rag", severity = "page" }}
             from_version,
             to_version,
             dry_run,
+            mode,
             ..
         } => Notice::RollbackStarted {
             service,
@@ -335,6 +338,7 @@ labels = {{ team = "rag", severity = "page" }}
             from_version,
             to_version,
             dry_run,
+            mode,
         },
         Notice::RollbackResolved {
             service,
@@ -342,6 +346,7 @@ labels = {{ team = "rag", severity = "page" }}
             from_version,
             to_version,
             verified,
+            mode,
             ..
         } => Notice::RollbackResolved {
             service,
@@ -351,6 +356,7 @@ labels = {{ team = "rag", severity = "page" }}
             from_version,
             to_version,
             verified,
+            mode,
         },
         other => other,
     };

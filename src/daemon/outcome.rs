@@ -200,6 +200,7 @@ async fn publish(ctx: &Context, o: &OrderOutcome, incident: &str) {
                 from_version: versions.from.clone(),
                 to_version: versions.to.clone(),
                 dry_run: o.order.dry_run,
+                mode: p.action.name().to_string(),
             };
             send(ctx, Some(p), notice, incident).await;
         }
@@ -313,6 +314,7 @@ async fn rolled_back(
         from_version: v.from.clone(),
         to_version: v.to.clone(),
         verified: true,
+        mode: p.action.name().to_string(),
     };
     send(ctx, Some(p), notice, incident).await;
 }

@@ -14,6 +14,7 @@ use super::{Context, DaemonError};
 use crate::actuator::{ActuatorError, RollbackRequest};
 use crate::lifecycle::CanaryId;
 use crate::lifecycle::DeploymentView;
+use crate::policy::ActionMode;
 use crate::settings::Actions;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -293,11 +294,7 @@ async fn execute(env: &Env, order: &Order, attempt: u32) -> Result<Done, OrderEr
             let (stable_obj, canary_obj) = get_deployments(&ctx.client, p).await?;
             let stable = DeploymentView::from_deployment(&stable_obj);
             let canary = canary_obj.as_ref().map(DeploymentView::from_deployment);
-            let lkg = if r.in_bake {
-                stable.last_known_good.map(|rev| rev as i64)
-            } else {
-                None
-            };
+            let lkg = undo_target(r.in_bake, p.action, stable.last_known_good);
             let mut versions = Versions::of(&stable, canary.as_ref(), lkg);
             // The actuator's id for this canary revision: the incident's key in every notice
             // (PagerDuty's dedup key), known before the first step runs.
@@ -343,6 +340,17 @@ async fn execute(env: &Env, order: &Order, attempt: u32) -> Result<Done, OrderEr
     }
 }
 
+/// The stable revision a rollback returns the stable to: its last known good one, and only in
+/// the bake window (a canary's rollback leaves the stable alone). `contain` never undoes the
+/// stable: its plan only routes to it and scales the canary to zero.
+fn undo_target(in_bake: bool, mode: ActionMode, last_known_good: Option<u64>) -> Option<i64> {
+    if in_bake && mode != ActionMode::Contain {
+        last_known_good.map(|rev| rev as i64)
+    } else {
+        None
+    }
+}
+
 impl Actions {
     /// The wait before attempt `attempt + 1`: doubling from `retry_initial`, capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
@@ -350,5 +358,18 @@ impl Actions {
         self.retry_initial
             .saturating_mul(factor)
             .min(self.retry_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_rollback_in_bake_undoes_the_stable_and_contain_never_does() {
+        assert_eq!(undo_target(true, ActionMode::Rollback, Some(3)), Some(3));
+        assert_eq!(undo_target(false, ActionMode::Rollback, Some(3)), None);
+        assert_eq!(undo_target(true, ActionMode::Contain, Some(3)), None);
+        assert_eq!(undo_target(true, ActionMode::Notify, Some(3)), Some(3));
     }
 }

@@ -229,6 +229,7 @@ mod tests {
             from_version: "canary web:2".into(),
             to_version: "stable web:1".into(),
             verified: true,
+            mode: "rollback".into(),
         }
     }
 
@@ -282,6 +283,7 @@ mod tests {
             from_version: String::new(),
             to_version: String::new(),
             dry_run: false,
+            mode: "rollback".into(),
         };
         let e = env(started);
         assert!(call(&t, &e, &e.notice.text()).is_none());

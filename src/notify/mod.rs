@@ -35,6 +35,9 @@ pub enum Notice {
         from_version: String,
         to_version: String,
         dry_run: bool,
+        /// The policy's `action`: `rollback`, `contain` or `notify` (shadow mode).
+        #[serde(default = "rollback")]
+        mode: String,
     },
     RollbackResolved {
         service: String,
@@ -44,6 +47,8 @@ pub enum Notice {
         from_version: String,
         to_version: String,
         verified: bool,
+        #[serde(default = "rollback")]
+        mode: String,
     },
     RollbackFailed {
         service: String,
@@ -59,6 +64,27 @@ pub enum Notice {
         max: u32,
         per_s: u64,
     },
+}
+
+fn rollback() -> String {
+    "rollback".into()
+}
+
+/// The `{{action}}` sentence: what was done, by the policy's `action` mode.
+fn action_text(mode: &str, from: &str, to: &str, done: bool) -> String {
+    match (mode, done) {
+        ("contain", false) => format!(
+            "Containing: all traffic to {to}, {from} scaled to zero (the stable is not undone)"
+        ),
+        ("contain", true) => format!(
+            "Contained: all traffic to {to}, {from} scaled to zero (the stable was not undone)"
+        ),
+        ("notify", _) => {
+            format!("[shadow mode: nothing changed] would roll back from {from} to {to}")
+        }
+        (_, false) => format!("Rolling back from {from} to {to}"),
+        (_, true) => format!("Rolled back from {from} to {to}"),
+    }
 }
 
 /// Where a notice stands in an incident's life: what PagerDuty and Alertmanager do with it.
@@ -154,8 +180,10 @@ impl Notice {
                 from_version,
                 to_version,
                 dry_run,
+                mode,
                 ..
             } => {
+                v.push(("action", action_text(mode, from_version, to_version, false)));
                 v.push(("reason", reasons.join("; ")));
                 v.push(("from", from_version.clone()));
                 v.push(("to", to_version.clone()));
@@ -170,8 +198,10 @@ impl Notice {
                 from_version,
                 to_version,
                 verified,
+                mode,
                 ..
             } => {
+                v.push(("action", action_text(mode, from_version, to_version, true)));
                 v.push(("started", format_time(*started)));
                 v.push(("resolved", format_time(*resolved)));
                 v.push((
@@ -256,6 +286,7 @@ mod tests {
             from_version: "revision 4".into(),
             to_version: "revision 3".into(),
             dry_run,
+            mode: "rollback".into(),
         }
     }
 

@@ -13,7 +13,7 @@ Environment: {{namespace}}
 Service: {{service}}
 Time: {{time}}
 Reason: {{reason}}
-Action: Rolling back from {{from}} to {{to}}
+Action: {{action}}
 
 Status: In Progress
 
@@ -28,7 +28,7 @@ Time Started: {{started}}
 Time Resolved: {{resolved}}
 Duration: {{duration}}
 
-Action Taken: Rolled back from {{from}} to {{to}}
+Action Taken: {{action}}
 Root Cause: Under Investigation
 Verification: {{verification}}
 
