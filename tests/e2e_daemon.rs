@@ -45,7 +45,13 @@ async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("shop.toml"), backout::demo::POLICY).unwrap();
+    // The demo policy with an RTO and a short recovery verification (the runbooks' 10 minutes
+    // would outlast the test).
+    let policy_text = format!(
+        "rto = \"5m\"\n{}\n[verify]\nwindow = \"5s\"\n",
+        backout::demo::POLICY
+    );
+    std::fs::write(policies.join("shop.toml"), policy_text).unwrap();
     let policy = load_path(&policies.join("shop.toml")).unwrap().remove(0);
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
         .await
@@ -247,9 +253,11 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
         "{audit}"
     );
     // The on-call channel got runbook 001's start and resolution notices, in order.
+    // The on-call channel got runbook 001's start, an update once the plan completed, and the
+    // resolution once the stable alone stayed healthy for `verify.window`, with the RTO.
     let slack = w
         .slack
-        .wait_for("services/T0/B0/secret", 2, Duration::from_secs(10))
+        .wait_for("services/T0/B0/secret", 3, Duration::from_secs(30))
         .await;
     let texts: Vec<&str> = slack.iter().map(|b| b["text"].as_str().unwrap()).collect();
     assert!(
@@ -258,9 +266,15 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
     );
     assert!(texts[0].contains("Service: shop"), "{texts:?}");
     assert!(
-        texts[1].starts_with("✅ RESOLVED: Production Rollback Complete"),
+        texts[1].starts_with("UPDATE: Rollback Complete, Verifying Recovery"),
         "{texts:?}"
     );
+    assert!(
+        texts[2].starts_with("✅ RESOLVED: Production Rollback Complete"),
+        "{texts:?}"
+    );
+    assert!(texts[2].contains("Recovery: recovered at +"), "{texts:?}");
+    assert!(texts[2].contains("(target 5m: met)"), "{texts:?}");
     eprintln!(
         "notifications received by the Slack stand-in:\n{}",
         texts.join("\n---\n")

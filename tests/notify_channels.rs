@@ -52,6 +52,8 @@ fn resolved() -> Notice {
         to_version: "stable rag-api:1.2.3 (revision 3)".into(),
         verified: true,
         mode: "rollback".into(),
+        recovery: "recovered at +35.0 s after the rollback completed".into(),
+        rto: "1m 35s (target 5m: met)".into(),
     }
 }
 
@@ -347,6 +349,8 @@ labels = {{ team = "rag", severity = "page" }}
             to_version,
             verified,
             mode,
+            recovery,
+            rto,
             ..
         } => Notice::RollbackResolved {
             service,
@@ -357,6 +361,8 @@ labels = {{ team = "rag", severity = "page" }}
             to_version,
             verified,
             mode,
+            recovery,
+            rto,
         },
         other => other,
     };

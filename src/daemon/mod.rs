@@ -15,6 +15,8 @@ mod deployments;
 pub mod fleet_guard;
 pub mod order;
 pub mod outcome;
+pub mod recovery;
+mod resolution;
 mod sampler;
 pub mod schedule;
 mod service;
@@ -221,6 +223,9 @@ impl Daemon {
         self.publish_kubernetes_readiness();
         self.ctx.health.set_role(&self.ownership.role());
         for out in &outcomes {
+            for o in &out.recovery {
+                self.supervisor.report(o.clone());
+            }
             for ev in &out.events {
                 if let crate::lifecycle::ReleaseEvent::CanaryStarted { id, .. } = ev {
                     self.supervisor.canary_changed(&out.key, id);

@@ -3,6 +3,8 @@
 //! forwards them to the evaluation loop, which only updates its per-service state.
 
 use super::order::{Action, Order, RollbackOrder};
+use super::recovery::{Progress, Recovery};
+use super::resolution::{self, Reports};
 use super::service::audit;
 use super::Context;
 use crate::actuator::report::Outcome as ActOutcome;
@@ -47,6 +49,11 @@ pub enum Event {
         in_window: usize,
         max: u32,
         per: Duration,
+    },
+    /// Recovery verification (by the evaluation loop) settled something.
+    Recovery {
+        progress: Progress,
+        state: Box<Recovery>,
     },
 }
 
@@ -96,12 +103,30 @@ pub async fn fan_out(
 ) {
     let mut fleet = FleetNotice::default();
     let mut incidents: HashMap<String, String> = HashMap::new();
+    let mut reports = Reports::new();
     while let Some(o) = outcomes.recv().await {
         if let Event::Held { max, per, .. } = &o.event {
             fleet.held(&ctx, &o, *max, *per).await;
         }
         let incident = incident_of_outcome(&mut incidents, &o);
-        publish(&ctx, &o, &incident).await;
+        match &o.event {
+            Event::Recovery { progress, state } => {
+                let note = resolution::Note {
+                    o: &o,
+                    progress,
+                    state,
+                    incident: &incident,
+                };
+                resolution::publish(&ctx, note, &mut reports).await;
+            }
+            Event::RolledBack { report, versions }
+                if report.outcome != ActOutcome::AlreadyCompleted =>
+            {
+                let record = rolled_back(&ctx, &o, report, versions, &incident).await;
+                reports.insert(o.order.service.clone(), (record, versions.clone()));
+            }
+            _ => publish(&ctx, &o, &incident).await,
+        }
         let _ = to_daemon.send(o);
     }
 }
@@ -208,8 +233,8 @@ async fn publish(ctx: &Context, o: &OrderOutcome, incident: &str) {
             // Finished earlier (by us before a restart, or another replica): recorded then.
             tracing::info!(service = %p.service, rollback = %report.rollback_id, "already rolled back");
         }
-        Event::RolledBack { report, versions } => {
-            rolled_back(ctx, o, report, versions, incident).await;
+        Event::RolledBack { .. } | Event::Recovery { .. } => {
+            // Published by `fan_out` itself (they keep the incident report for what follows).
         }
         Event::KnownGood => {
             tracing::debug!(service = %p.service, "last known good revision recorded");
@@ -268,13 +293,15 @@ fn observe_rollback(ctx: &Context, o: &OrderOutcome, r: &RollbackOrder, outcome:
         .inc();
 }
 
+/// Publishes a finished plan; returns its incident report, which recovery verification
+/// completes later.
 async fn rolled_back(
     ctx: &Context,
     o: &OrderOutcome,
     report: &RollbackReport,
     v: &Versions,
     incident: &str,
-) {
+) -> IncidentReport {
     let p = &o.order.policy;
     let r = rollback_of(o, Some(report));
     for step in &report.steps {
@@ -306,17 +333,18 @@ async fn rolled_back(
         format!("{:?}", report.outcome),
         serde_json::to_value(report).unwrap_or_default(),
     );
-    let notice = Notice::RollbackResolved {
+    let notice = Notice::RollbackCompleted {
         service: p.service.clone(),
         namespace: p.namespace.clone(),
-        started: r.detected_at,
-        resolved: report.finished_at,
+        at: report.finished_at,
         from_version: v.from.clone(),
         to_version: v.to.clone(),
-        verified: true,
         mode: p.action.name().to_string(),
+        dry_run: o.order.dry_run,
+        window_s: p.verify.window.as_secs(),
     };
     send(ctx, Some(p), notice, incident).await;
+    record
 }
 
 /// The incident report of a finished rollback: timeline, verification, versions.
@@ -365,6 +393,11 @@ fn incident_of(
         verification,
         dry_run: o.order.dry_run,
         outcome: format!("{:?}", report.outcome),
+        recovery: o
+            .order
+            .dry_run
+            .then(|| "not verified: nothing was changed (dry run)".to_string()),
+        rto: None,
     }
 }
 
@@ -412,7 +445,7 @@ async fn failed(
 
 /// Hands `notice` to the notifier, routed by the policy's `notify` (else the default route).
 /// The dispatcher only queues it: a notice never waits on a receiver.
-async fn send(ctx: &Context, policy: Option<&Policy>, notice: Notice, incident: &str) {
+pub(super) async fn send(ctx: &Context, policy: Option<&Policy>, notice: Notice, incident: &str) {
     let envelope = Envelope {
         notice,
         route: policy.and_then(|p| p.notify.clone()),

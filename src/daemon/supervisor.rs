@@ -114,6 +114,12 @@ impl Supervisor {
         }
     }
 
+    /// Publishes an outcome that did not come from a lane (recovery verification) through the
+    /// same fan-out, in order with the lanes' outcomes; never waits.
+    pub fn report(&self, outcome: OrderOutcome) {
+        let _ = self.env.outcomes.send(outcome);
+    }
+
     /// A new canary revision of `service` is running: retries for older canaries stop.
     pub fn canary_changed(&mut self, service: &str, id: &CanaryId) {
         self.lane(service).canary.send_replace(Some(id.clone()));

@@ -230,6 +230,8 @@ mod tests {
             to_version: "stable web:1".into(),
             verified: true,
             mode: "rollback".into(),
+            recovery: String::new(),
+            rto: String::new(),
         }
     }
 

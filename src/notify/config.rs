@@ -114,6 +114,8 @@ pub struct Templates {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escalation: Option<String>,
@@ -122,6 +124,7 @@ pub struct Templates {
 /// The event names a channel's `events` may list.
 pub const EVENTS: &[&str] = &[
     "started",
+    "completed",
     "resolved",
     "failed",
     "escalation",
@@ -142,6 +145,7 @@ const CHANNEL: &[Field] = &[
 
 const TEMPLATES: &[Field] = &[
     Field::opt("started", Shape::Str),
+    Field::opt("completed", Shape::Str),
     Field::opt("resolved", Shape::Str),
     Field::opt("escalation", Shape::Str),
 ];
@@ -308,7 +312,7 @@ impl Channel {
                 out.push((
                     "events",
                     format!("unknown event {ev:?}"),
-                    "use some of: started, resolved, failed, escalation, fleet_held, known_bad_version",
+                    "use some of: started, completed, resolved, failed, escalation, fleet_held, known_bad_version",
                 ));
             }
         }

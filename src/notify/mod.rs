@@ -49,12 +49,38 @@ pub enum Notice {
         verified: bool,
         #[serde(default = "rollback")]
         mode: String,
+        /// `recovered at +42.0 s after the rollback` (empty: not verified on metrics).
+        #[serde(default)]
+        recovery: String,
+        /// `1m 30s (target 5m: met)`; empty without one.
+        #[serde(default)]
+        rto: String,
     },
     RollbackFailed {
         service: String,
         namespace: String,
         at: Millis,
         error: String,
+    },
+    /// The plan completed; recovery is now being verified on the metrics.
+    RollbackCompleted {
+        service: String,
+        namespace: String,
+        at: Millis,
+        from_version: String,
+        to_version: String,
+        mode: String,
+        dry_run: bool,
+        /// `verify.window` in seconds.
+        window_s: u64,
+    },
+    /// A human must take over: why, and the measurement or error behind it.
+    Escalation {
+        service: String,
+        namespace: String,
+        at: Millis,
+        reason: String,
+        detail: String,
     },
     /// More canaries want a rollback than the fleet guard allows in its window.
     FleetHeld {
@@ -64,6 +90,14 @@ pub enum Notice {
         max: u32,
         per_s: u64,
     },
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
 }
 
 fn rollback() -> String {
@@ -107,6 +141,8 @@ impl Notice {
             Notice::RollbackStarted { .. } => "started",
             Notice::RollbackResolved { .. } => "resolved",
             Notice::RollbackFailed { .. } => "failed",
+            Notice::RollbackCompleted { .. } => "completed",
+            Notice::Escalation { .. } => "escalation",
             Notice::FleetHeld { .. } => "fleet_held",
         }
     }
@@ -115,8 +151,8 @@ impl Notice {
         match self {
             Notice::RollbackStarted { .. } => Phase::Open,
             Notice::RollbackResolved { .. } => Phase::Resolve,
-            Notice::RollbackFailed { .. } => Phase::Escalate,
-            Notice::FleetHeld { .. } => Phase::Info,
+            Notice::RollbackFailed { .. } | Notice::Escalation { .. } => Phase::Escalate,
+            Notice::RollbackCompleted { .. } | Notice::FleetHeld { .. } => Phase::Info,
         }
     }
 
@@ -131,6 +167,12 @@ impl Notice {
             }
             | Notice::RollbackFailed {
                 service, namespace, ..
+            }
+            | Notice::RollbackCompleted {
+                service, namespace, ..
+            }
+            | Notice::Escalation {
+                service, namespace, ..
             } => (namespace.clone(), service.clone()),
             Notice::FleetHeld { .. } => (String::new(), String::new()),
         }
@@ -141,6 +183,8 @@ impl Notice {
         match self {
             Notice::RollbackStarted { at, .. }
             | Notice::RollbackFailed { at, .. }
+            | Notice::RollbackCompleted { at, .. }
+            | Notice::Escalation { at, .. }
             | Notice::FleetHeld { at, .. } => *at,
             Notice::RollbackResolved { resolved, .. } => *resolved,
         }
@@ -159,7 +203,10 @@ impl Notice {
         let template = match self {
             Notice::RollbackStarted { .. } => pick(&templates.started, template::STARTED),
             Notice::RollbackResolved { .. } => pick(&templates.resolved, template::RESOLVED),
-            Notice::RollbackFailed { .. } => pick(&templates.escalation, template::ESCALATION),
+            Notice::RollbackFailed { .. } | Notice::Escalation { .. } => {
+                pick(&templates.escalation, template::ESCALATION)
+            }
+            Notice::RollbackCompleted { .. } => pick(&templates.completed, template::COMPLETED),
             Notice::FleetHeld { .. } => template::FLEET_HELD.to_string(),
         };
         template::render(&template, &self.vars())
@@ -199,8 +246,12 @@ impl Notice {
                 to_version,
                 verified,
                 mode,
+                recovery,
+                rto,
                 ..
             } => {
+                v.push(("recovery", or_dash(recovery)));
+                v.push(("rto", or_dash(rto)));
                 v.push(("action", action_text(mode, from_version, to_version, true)));
                 v.push(("started", format_time(*started)));
                 v.push(("resolved", format_time(*resolved)));
@@ -223,6 +274,33 @@ impl Notice {
             Notice::RollbackFailed { error, .. } => {
                 v.push(("reason", "the rollback failed".to_string()));
                 v.push(("detail", error.clone()));
+            }
+            Notice::Escalation { reason, detail, .. } => {
+                v.push(("reason", reason.clone()));
+                v.push(("detail", detail.clone()));
+            }
+            Notice::RollbackCompleted {
+                from_version,
+                to_version,
+                mode,
+                dry_run,
+                window_s,
+                ..
+            } => {
+                v.push(("action", action_text(mode, from_version, to_version, true)));
+                v.push(("from", from_version.clone()));
+                v.push(("to", to_version.clone()));
+                v.push((
+                    "verifying",
+                    if *dry_run {
+                        "nothing was changed (dry run): no recovery to verify".to_string()
+                    } else {
+                        format!(
+                            "the stable alone is judged for {} (metrics under warning and not worse than before the incident)",
+                            humantime::format_duration(std::time::Duration::from_secs(*window_s))
+                        )
+                    },
+                ));
             }
             Notice::FleetHeld {
                 services,

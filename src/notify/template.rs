@@ -31,10 +31,21 @@ Duration: {{duration}}
 Action Taken: {{action}}
 Root Cause: Under Investigation
 Verification: {{verification}}
+Recovery: {{recovery}}
+RTO: {{rto}}
 
 Next Steps:
 - [ ] Post-incident review to be scheduled
 - [ ] Fix to be deployed after review";
+
+/// The plan completed: an update while recovery is verified (runbook 001: "Updates to follow").
+pub const COMPLETED: &str = "UPDATE: Rollback Complete, Verifying Recovery
+
+Environment: {{namespace}}
+Service: {{service}}
+Time: {{time}}
+Action Taken: {{action}}
+Verifying: {{verifying}}";
 
 /// Runbook 003, "Escalation": a human must take over.
 pub const ESCALATION: &str = "🔥 ESCALATION: {{namespace}}/{{service}} needs a human now

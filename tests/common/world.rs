@@ -33,6 +33,8 @@ impl Clock for TokioClock {
 pub struct Scripted {
     pub origin: Instant,
     bad: Mutex<HashSet<String>>,
+    /// Services whose stable fails 50% too (a rollback that does not restore them).
+    bad_stable: Mutex<HashSet<String>>,
     calls: Mutex<Vec<(u64, BTreeSet<String>)>>,
 }
 
@@ -41,8 +43,14 @@ impl Scripted {
         Scripted {
             origin,
             bad: Mutex::new(HashSet::new()),
+            bad_stable: Mutex::new(HashSet::new()),
             calls: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn turn_stable_bad(&self, services: &[&str]) {
+        let mut bad = self.bad_stable.lock().unwrap();
+        bad.extend(services.iter().map(|s| s.to_string()));
     }
 
     /// Services evaluated at or after `since_ms` (virtual ms since `origin`).
@@ -80,6 +88,7 @@ impl Sampler for Scripted {
         Box::pin(async move {
             let at = self.origin.elapsed().as_millis() as u64;
             let bad = self.bad.lock().unwrap().clone();
+            let bad_stable = self.bad_stable.lock().unwrap().clone();
             let services = requests.iter().map(|r| r.key.service.clone()).collect();
             self.calls.lock().unwrap().push((at, services));
             requests
@@ -88,6 +97,8 @@ impl Sampler for Scripted {
                     let v = if r.key.input == Input::Traffic {
                         50.0
                     } else if r.key.track == Track::Canary && bad.contains(&r.key.service) {
+                        0.5
+                    } else if r.key.track == Track::Stable && bad_stable.contains(&r.key.service) {
                         0.5
                     } else {
                         0.001
@@ -135,11 +146,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         World {
             sim,
-            sampler: Arc::new(Scripted {
-                origin: Instant::now(),
-                bad: Mutex::new(HashSet::new()),
-                calls: Mutex::new(Vec::new()),
-            }),
+            sampler: Arc::new(Scripted::new(Instant::now())),
             audit_dir: dir.path().to_path_buf(),
             notices: Arc::new(Recorded::default()),
             _dir: dir,
