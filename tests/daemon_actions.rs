@@ -293,7 +293,7 @@ async fn shadow_mode_decides_reports_and_notifies_but_changes_nothing() {
         "{}",
         reports[0]
     );
-    let notices = w.notices.0.lock().unwrap();
+    let notices = w.notices.0.lock().unwrap().clone();
     let texts: Vec<String> = notices.iter().map(|n| n.text()).collect();
     assert!(
         texts[0].contains("[shadow mode: nothing changed] would roll back from canary"),

@@ -96,9 +96,9 @@ impl Sampler for Scripted {
                 .map(|r| {
                     let v = if r.key.input == Input::Traffic {
                         50.0
-                    } else if r.key.track == Track::Canary && bad.contains(&r.key.service) {
-                        0.5
-                    } else if r.key.track == Track::Stable && bad_stable.contains(&r.key.service) {
+                    } else if (r.key.track == Track::Canary && bad.contains(&r.key.service))
+                        || (r.key.track == Track::Stable && bad_stable.contains(&r.key.service))
+                    {
                         0.5
                     } else {
                         0.001
