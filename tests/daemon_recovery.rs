@@ -134,3 +134,85 @@ async fn a_rollback_that_does_not_restore_the_service_escalates() {
     );
     w.sim.shutdown().await;
 }
+
+/// Runbook 003: "escalate immediately if the rollback fails after 2 attempts", on a timed path;
+/// the recovery that follows calls the rest of the path off and resolves it where it paged.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_failing_twice_escalates_on_the_timed_path_and_recovery_resolves_it() {
+    let mut web = policy("web");
+    web.verify.window = Duration::from_secs(60);
+    web.notify = Some(vec!["oncall".into()]);
+    web.escalation = vec![
+        step("0s", &["devops-lead"]),
+        step("1m", &["pagerduty"]),
+        step("10m", &["cto"]),
+    ];
+    let w = World::new(std::slice::from_ref(&web), Duration::from_secs(1)).await;
+    // Each attempt tries the route patch 8 times: attempts 1 and 2 fail, attempt 3 lands.
+    w.sim
+        .faults()
+        .server_errors(Some("PATCH"), "/virtualservices/web", 503, 20);
+    let actions = backout::settings::Actions {
+        retry_initial: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let ctx = w.context();
+    let metrics = ctx.metrics.clone();
+    let (stop, task) = start(Daemon::with_actions(ctx, vec![web.clone()], actions));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    w.sampler.turn_bad(&["web"]);
+    tokio::time::sleep(Duration::from_secs(900)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let sent = w.notices.1.lock().unwrap().clone();
+    let log: Vec<(&str, Vec<String>)> = sent
+        .iter()
+        .map(|e| {
+            let mut to = e.route.clone().unwrap_or_default();
+            to.extend(e.also.clone());
+            (e.notice.event(), to)
+        })
+        .collect();
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        log,
+        vec![
+            ("started", names(&["oncall"])),
+            ("failed", names(&["oncall"])),
+            ("escalation", names(&["devops-lead"])),
+            ("completed", names(&["oncall"])),
+            ("escalation", names(&["pagerduty"])),
+            ("resolved", names(&["oncall", "devops-lead", "pagerduty"])),
+        ],
+        "{sent:#?}"
+    );
+    // The steps fired at their offsets from the escalation's start.
+    let at = |i: usize| sent[i].notice.at();
+    assert_eq!(at(4) - at(2), 60_000);
+    assert!(sent[4]
+        .notice
+        .text()
+        .contains("[escalation step 2 of 3, +1m]"));
+    // Every notice of the incident carries the rollback id (PagerDuty's dedup key).
+    let id = &sent[0].incident;
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(sent.iter().all(|e| &e.incident == id), "{sent:#?}");
+    let m = metrics.encode();
+    assert!(
+        m.contains("backout_escalations_total{reason=\"rollback_failed\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("backout_recoveries_total{service=\"web\",outcome=\"recovered\"} 1"),
+        "{m}"
+    );
+    w.sim.shutdown().await;
+}
+
+fn step(after: &str, channels: &[&str]) -> backout::policy::EscalationStep {
+    backout::policy::EscalationStep {
+        after: humantime::parse_duration(after).unwrap(),
+        channels: channels.iter().map(|s| s.to_string()).collect(),
+    }
+}

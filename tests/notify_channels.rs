@@ -34,11 +34,12 @@ fn started() -> Notice {
 }
 
 fn failed() -> Notice {
-    Notice::RollbackFailed {
+    Notice::Escalation {
         service: "rag-api".into(),
         namespace: "production".into(),
         at: T0 + 30_000,
-        error: "rollback attempt 1 failed (retrying in 30s): forbidden".into(),
+        reason: "the rollback failed".into(),
+        detail: "rollback attempt 2 failed (retrying in 1m): forbidden".into(),
     }
 }
 
@@ -61,6 +62,7 @@ fn envelope(notice: Notice, route: &[&str]) -> Envelope {
     Envelope {
         notice,
         route: Some(route.iter().map(|s| s.to_string()).collect()),
+        also: Vec::new(),
         incident: "9f3c1a2b4d5e6f70".into(),
     }
 }
@@ -225,7 +227,7 @@ url = "{hook}"
     }
     let trail = notified(&s.audit);
     assert!(trail.iter().any(|d| d["channel"] == "pagerduty-p0"
-        && d["event"] == "failed"
+        && d["event"] == "escalation"
         && d["outcome"] == "sent"));
     // Secrets never reach the audit trail.
     let text = std::fs::read_to_string(&s.audit).unwrap();

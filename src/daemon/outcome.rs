@@ -4,7 +4,7 @@
 
 use super::order::{Action, Order, RollbackOrder};
 use super::recovery::{Progress, Recovery};
-use super::resolution::{self, Reports};
+use super::resolution::{self, Responder};
 use super::service::audit;
 use super::Context;
 use crate::actuator::report::Outcome as ActOutcome;
@@ -12,6 +12,7 @@ use crate::actuator::RollbackReport;
 use crate::audit::{AuditKind, Check, IncidentReport};
 use crate::lifecycle::DeploymentView;
 use crate::notify::{Envelope, Notice};
+use crate::policy::response::DEFAULT_ATTEMPTS;
 use crate::policy::Policy;
 use crate::telemetry::{Outcome, RollbackLabels, StepLabels};
 use std::collections::HashMap;
@@ -103,7 +104,7 @@ pub async fn fan_out(
 ) {
     let mut fleet = FleetNotice::default();
     let mut incidents: HashMap<String, String> = HashMap::new();
-    let mut reports = Reports::new();
+    let mut responder = Responder::default();
     while let Some(o) = outcomes.recv().await {
         if let Event::Held { max, per, .. } = &o.event {
             fleet.held(&ctx, &o, *max, *per).await;
@@ -117,13 +118,23 @@ pub async fn fan_out(
                     state,
                     incident: &incident,
                 };
-                resolution::publish(&ctx, note, &mut reports).await;
+                responder.recovery(&ctx, note).await;
             }
             Event::RolledBack { report, versions }
                 if report.outcome != ActOutcome::AlreadyCompleted =>
             {
                 let record = rolled_back(&ctx, &o, report, versions, &incident).await;
-                reports.insert(o.order.service.clone(), (record, versions.clone()));
+                responder.rolled_back(&o, record, versions);
+            }
+            Event::Failed { error, retry_in } => {
+                if let Some(detail) = failed(&ctx, &o, error, *retry_in, &incident).await {
+                    let why = resolution::Why {
+                        reason: "rollback_failed",
+                        summary: "the rollback failed",
+                        detail: &detail,
+                    };
+                    responder.escalate(&ctx, &o, &incident, why).await;
+                }
             }
             _ => publish(&ctx, &o, &incident).await,
         }
@@ -239,7 +250,9 @@ async fn publish(ctx: &Context, o: &OrderOutcome, incident: &str) {
         Event::KnownGood => {
             tracing::debug!(service = %p.service, "last known good revision recorded");
         }
-        Event::Failed { error, retry_in } => failed(ctx, o, error, *retry_in, incident).await,
+        Event::Failed { .. } => {
+            // Published by `fan_out` itself (it may start an escalation).
+        }
         Event::Held {
             in_window,
             max,
@@ -401,13 +414,15 @@ fn incident_of(
     }
 }
 
+/// Publishes a failed attempt; returns the escalation detail once the policy's
+/// `rollback_attempts` attempts have failed.
 async fn failed(
     ctx: &Context,
     o: &OrderOutcome,
     error: &str,
     retry_in: Option<Duration>,
     incident: &str,
-) {
+) -> Option<String> {
     let p = &o.order.policy;
     let next = match retry_in {
         Some(d) => format!("retrying in {}", humantime::format_duration(d)),
@@ -420,7 +435,7 @@ async fn failed(
     );
     if let Action::RecordKnownGood { .. } = o.order.action {
         tracing::error!(service = %p.service, "{msg}");
-        return;
+        return None;
     }
     observe_rollback(ctx, o, &rollback_of(o, None), Outcome::failure);
     tracing::error!(service = %p.service, attempt = o.attempt, "rollback FAILED: a human must take over; {msg}");
@@ -431,16 +446,19 @@ async fn failed(
         msg.clone(),
         serde_json::json!({"attempt": o.attempt, "retry_in_s": retry_in.map(|d| d.as_secs())}),
     );
-    // One page, not one per retry: the first failure, and the last when it is given up.
-    if o.attempt == 1 || retry_in.is_none() {
+    // Chat hears of the first failure; a human is paged (escalation) when the rollback has
+    // failed `rollback_attempts` whole-plan attempts (runbook 003: "fails after 2 attempts").
+    if o.attempt == 1 {
         let notice = Notice::RollbackFailed {
             service: p.service.clone(),
             namespace: p.namespace.clone(),
             at: ctx.clock.now_millis(),
-            error: msg,
+            error: msg.clone(),
         };
         send(ctx, Some(p), notice, incident).await;
     }
+    let attempts = p.rollback_attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    (o.attempt == attempts).then_some(msg)
 }
 
 /// Hands `notice` to the notifier, routed by the policy's `notify` (else the default route).
@@ -449,6 +467,7 @@ pub(super) async fn send(ctx: &Context, policy: Option<&Policy>, notice: Notice,
     let envelope = Envelope {
         notice,
         route: policy.and_then(|p| p.notify.clone()),
+        also: Vec::new(),
         incident: incident.to_string(),
     };
     if let Err(err) = ctx.notifier.deliver(envelope).await {

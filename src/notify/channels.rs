@@ -207,16 +207,18 @@ mod tests {
         Envelope {
             notice,
             route: None,
+            also: Vec::new(),
             incident: "0123456789abcdef".into(),
         }
     }
 
     fn failed() -> Notice {
-        Notice::RollbackFailed {
+        Notice::Escalation {
             service: "web".into(),
             namespace: "prod".into(),
             at: 1_800_000_000_000,
-            error: "rollback attempt 2 failed (not retried): forbidden".into(),
+            reason: "the rollback failed".into(),
+            detail: "rollback attempt 2 failed (retrying in 1m): forbidden".into(),
         }
     }
 

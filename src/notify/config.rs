@@ -232,12 +232,23 @@ impl NotifyConfig {
     pub fn check_routes(&self, policies: &[Policy]) -> Vec<Problem> {
         let mut out = Vec::new();
         for p in policies {
-            for name in p.notify.iter().flatten() {
+            let steps = p.escalation.iter().enumerate().flat_map(|(i, st)| {
+                st.channels
+                    .iter()
+                    .map(move |c| (format!("escalation[{i}].channels"), c))
+            });
+            let named = p
+                .notify
+                .iter()
+                .flatten()
+                .map(|c| ("notify".to_string(), c))
+                .chain(steps);
+            for (key, name) in named {
                 if !self.channels.contains_key(name) {
                     out.push(
                         Problem::new(
                             &p.source,
-                            "notify",
+                            key,
                             format!("no channel named {name:?} in backout.toml"),
                         )
                         .hint(self.define_hint(name)),
@@ -415,9 +426,14 @@ url_file = "/nonexistent/backout-url"
         let c = parse("[channels.oncall]\nkind = \"webhook\"\nurl = \"http://x\"\n");
         let mut p = Policy::test();
         p.notify = Some(vec!["oncall".into(), "pagerduty-p0".into()]);
+        p.escalation = vec![crate::policy::EscalationStep {
+            after: std::time::Duration::ZERO,
+            channels: vec!["cto-phone".into()],
+        }];
         let problems = c.check_routes(&[p]);
-        assert_eq!(problems.len(), 1);
+        assert_eq!(problems.len(), 2);
         assert_eq!(problems[0].key, "notify");
         assert!(problems[0].message.contains("pagerduty-p0"));
+        assert_eq!(problems[1].key, "escalation[0].channels");
     }
 }

@@ -116,7 +116,12 @@ impl Dispatcher {
     fn enqueue(&self, envelope: Envelope) {
         let text = Arc::new(envelope.notice.text_with(&self.config.templates));
         tracing::warn!(notice = %text, incident = %envelope.incident, "notification");
-        let route: Vec<String> = self.config.route(envelope.route.as_deref()).to_vec();
+        let mut route: Vec<String> = self.config.route(envelope.route.as_deref()).to_vec();
+        for ch in &envelope.also {
+            if !route.contains(ch) {
+                route.push(ch.clone());
+            }
+        }
         let envelope = Arc::new(envelope);
         for name in route {
             let Some(queue) = self.queues.get(&name) else {
@@ -154,6 +159,7 @@ impl Notifier for Dispatcher {
         self.enqueue(Envelope {
             notice: notice.clone(),
             route: None,
+            also: Vec::new(),
             incident: String::new(),
         });
         Box::pin(async { Ok(()) })

@@ -151,8 +151,12 @@ impl Notice {
         match self {
             Notice::RollbackStarted { .. } => Phase::Open,
             Notice::RollbackResolved { .. } => Phase::Resolve,
-            Notice::RollbackFailed { .. } | Notice::Escalation { .. } => Phase::Escalate,
-            Notice::RollbackCompleted { .. } | Notice::FleetHeld { .. } => Phase::Info,
+            Notice::Escalation { .. } => Phase::Escalate,
+            // A failed attempt is retried: chat hears of it, nobody is paged until the
+            // policy's `rollback_attempts` have failed (then an `Escalation` follows).
+            Notice::RollbackFailed { .. }
+            | Notice::RollbackCompleted { .. }
+            | Notice::FleetHeld { .. } => Phase::Info,
         }
     }
 
@@ -324,6 +328,8 @@ impl Notice {
 pub struct Envelope {
     pub notice: Notice,
     pub route: Option<Vec<String>>,
+    /// Channels beyond the route (those an escalation paged get its resolution).
+    pub also: Vec<String>,
     pub incident: String,
 }
 

@@ -7,7 +7,7 @@ use backout::audit::{AuditKind, FileAudit};
 use backout::clock::Clock;
 use backout::daemon::{Context, Daemon, Sampler};
 use backout::demo::{canary_weight, replicas};
-use backout::notify::{Notice, Notifier, NotifyError};
+use backout::notify::{Envelope, Notice, Notifier, NotifyError};
 use backout::policy::model::{Level, MetricSpec};
 use backout::policy::{Input, Policy};
 use backout::sample::{Millis, Observation, Track};
@@ -219,13 +219,19 @@ pub fn start(
     (stop_tx, task)
 }
 
-/// Every notice sent, in order.
+/// Every notice sent, in order; and every routed one with its route (`1`).
 #[derive(Default)]
-pub struct Recorded(pub Mutex<Vec<Notice>>);
+pub struct Recorded(pub Mutex<Vec<Notice>>, pub Mutex<Vec<Envelope>>);
 
 impl Notifier for Recorded {
     fn send(&self, notice: &Notice) -> BoxFuture<'_, Result<(), NotifyError>> {
         self.0.lock().unwrap().push(notice.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn deliver(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), NotifyError>> {
+        self.0.lock().unwrap().push(envelope.notice.clone());
+        self.1.lock().unwrap().push(envelope);
         Box::pin(async { Ok(()) })
     }
 }
