@@ -41,6 +41,8 @@ pub enum AuditKind {
     Notified,
     /// The stable alone stayed healthy for `verify.window` after the rollback.
     RecoveryVerified,
+    /// A completed rollback's canary recorded as a bad version; or one rolled out again.
+    BadVersion,
     /// A human is paged: the rollback failed, made things worse, or did not restore the service.
     Escalated,
 }

@@ -43,6 +43,8 @@ enum Command {
     Sim(cli::NotBuilt),
     /// Replay a policy over Prometheus history: every verdict change and when it would roll back.
     Backtest(cli::backtest::Args),
+    /// Versions rolled back and remembered as bad: `list`, `forget IMAGE`.
+    BadVersions(cli::bad_versions::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
             #[cfg(not(feature = "sim"))]
             Command::Sim(_) => cli::not_built("sim", "sim"),
             Command::Backtest(args) => cli::backtest::run(args).await,
+            Command::BadVersions(args) => cli::bad_versions::run(args).await,
         }
     });
     match result {

@@ -91,6 +91,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::spawn(elector.run(stop_rx.clone()));
     }
     serve_admin(&settings, &metrics, &health, stop_rx.clone()).await?;
+    if let Some(store) = daemon.ctx.bad_versions.clone() {
+        tokio::spawn(refresh_bad_versions(store, stop_rx.clone()));
+    }
     let (reload_rx, _watcher) = spawn_reloads(&settings, &metrics)?;
     spawn_shutdown(stop_tx)?;
     daemon.run(stop_rx, reload_rx).await;
@@ -150,14 +153,34 @@ async fn context(
             instance: std::env::var("POD_NAME").ok(),
         });
     let audit = Arc::new(FileAudit::new(&settings.audit_dir)?);
+    // Bad versions live next to the Leases and the fleet guard: backout's own namespace.
+    let own_namespace = super::ha::config(&settings.ha).namespace;
     let notifier = notifier(settings, metrics, audit.clone())
         .with_context(|| format!("[notify] in {}", args.config.display()))?;
     Ok(Context::builder(client, sampler, Arc::new(actuator), audit)
         .notifier(notifier)
+        .bad_versions(&own_namespace)
         .metrics(metrics.clone())
         .health(health.clone())
         .dry_run(settings.dry_run)
         .build())
+}
+
+/// Keeps the daemon's copy of the bad versions in step with the ConfigMap (another replica's
+/// records, `backout bad-versions forget`), every 30 s until `stop`.
+async fn refresh_bad_versions(
+    store: backout::daemon::bad_versions::BadVersions,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(err) = store.refresh().await {
+            tracing::warn!(error = %err, "cannot read the bad versions; keeping the last copy");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// The `[notify]` channels, each with its delivery task; only the log without channels.

@@ -25,6 +25,8 @@ pub struct Context {
     pub health: Health,
     pub clock: Arc<dyn Clock>,
     pub dry_run: bool,
+    /// Versions completed rollbacks took out (`None`: not remembered).
+    pub bad_versions: Option<super::bad_versions::BadVersions>,
 }
 
 impl Context {
@@ -48,6 +50,7 @@ impl Context {
             health: Health::default(),
             clock: Arc::new(SystemClock),
             dry_run: false,
+            bad_versions: None,
         })
     }
 }
@@ -82,6 +85,15 @@ impl ContextBuilder {
 
     pub fn dry_run(mut self, dry_run: bool) -> Self {
         self.0.dry_run = dry_run;
+        self
+    }
+
+    /// Remembers bad versions in a ConfigMap of `namespace` (backout's own).
+    pub fn bad_versions(mut self, namespace: &str) -> Self {
+        self.0.bad_versions = Some(super::bad_versions::BadVersions::new(
+            self.0.client.clone(),
+            namespace,
+        ));
         self
     }
 

@@ -10,6 +10,7 @@
 //! ordered at most once per canary revision (the engine's verdict is sticky and the actuator
 //! refuses a second plan for the same revision).
 
+pub mod bad_versions;
 mod context;
 mod deployments;
 pub mod fleet_guard;

@@ -65,6 +65,9 @@ pub struct Versions {
     pub to: String,
     /// The rollback id (the incident's key in notices); empty until known.
     pub incident: String,
+    /// The canary's pod-template hash and images: what a completed rollback records as bad.
+    pub canary_hash: String,
+    pub canary_images: Vec<String>,
 }
 
 impl Versions {
@@ -79,6 +82,8 @@ impl Versions {
                 revision(lkg.map(|r| r as u64).or(stable.revision))
             ),
             incident: String::new(),
+            canary_hash: canary.map(|c| c.template_hash.clone()).unwrap_or_default(),
+            canary_images: Vec::new(),
         }
     }
 
@@ -86,7 +91,7 @@ impl Versions {
         Self {
             from: format!("the rollback recorded in ConfigMap {backup}"),
             to: "its planned end state".into(),
-            incident: String::new(),
+            ..Default::default()
         }
     }
 }
@@ -124,6 +129,9 @@ pub async fn fan_out(
                 if report.outcome != ActOutcome::AlreadyCompleted =>
             {
                 let record = rolled_back(&ctx, &o, report, versions, &incident).await;
+                if report.outcome == ActOutcome::Completed && !o.order.dry_run {
+                    remember_bad(&ctx, &o, report, versions);
+                }
                 responder.rolled_back(&o, record, versions);
             }
             Event::Failed { error, retry_in } => {
@@ -186,6 +194,44 @@ impl FleetNotice {
         };
         send(ctx, None, notice, "").await;
     }
+}
+
+/// Records the rolled-back canary as a bad version, in a task of its own (a slow API server
+/// delays no notice).
+fn remember_bad(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v: &Versions) {
+    let Some(store) = ctx.bad_versions.clone() else {
+        return;
+    };
+    if v.canary_hash.is_empty() {
+        return; // a bake rollback: the stable went back, no canary to remember
+    }
+    let p = o.order.policy.clone();
+    let (hash, entry) = (
+        v.canary_hash.clone(),
+        crate::daemon::bad_versions::BadVersion {
+            service: o.order.service.clone(),
+            images: v.canary_images.clone(),
+            reason: report.trigger.summary.clone(),
+            at: report.finished_at,
+            incident: report.rollback_id.clone(),
+        },
+    );
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let images = entry.images.join(", ");
+        match store.record(&hash, entry).await {
+            Ok(()) => audit(
+                &ctx,
+                &p,
+                AuditKind::BadVersion,
+                format!("recorded as a bad version: template {hash} ({images})"),
+                serde_json::json!({"bad_version": hash, "images": images}),
+            ),
+            Err(err) => {
+                tracing::error!(service = %p.service, error = %err, "cannot record the bad version")
+            }
+        }
+    });
 }
 
 /// The rollback's own record, or one made up for a resumed rollback from its report.

@@ -304,6 +304,10 @@ async fn execute(env: &Env, order: &Order, attempt: u32) -> Result<Done, OrderEr
             let mut versions = Versions::of(&stable, canary.as_ref(), lkg);
             // The actuator's id for this canary revision: the incident's key in every notice
             // (PagerDuty's dedup key), known before the first step runs.
+            versions.canary_images = canary_obj
+                .as_ref()
+                .map(super::bad_versions::images_of)
+                .unwrap_or_default();
             versions.incident = canary_obj
                 .as_ref()
                 .and_then(|c| serde_json::to_value(c).ok())

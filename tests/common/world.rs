@@ -63,6 +63,13 @@ impl Scripted {
             .collect()
     }
 
+    pub fn turn_good(&self, services: &[&str]) {
+        let mut bad = self.bad.lock().unwrap();
+        for s in services {
+            bad.remove(*s);
+        }
+    }
+
     pub fn turn_bad(&self, services: &[&str]) {
         let mut bad = self.bad.lock().unwrap();
         bad.extend(services.iter().map(|s| s.to_string()));
@@ -172,6 +179,7 @@ impl World {
         Context::builder(client, self.sampler.clone(), actuator, audit)
             .notifier(self.notices.clone())
             .clock(clock)
+            .bad_versions("backout")
             .build()
     }
 
