@@ -6,7 +6,8 @@
 //! warning level (critical when it has no warning; metrics compared with the canary have no
 //! absolute level on the stable) and not worse than the stable's own readings before the
 //! incident (the median of its samples before the first bad evidence, with a tolerance of 20% of
-//! it or 10% of the level, whichever is larger). The service has recovered at the start of the
+//! it or 10% of the level, whichever is larger); missing data is not clean unless the metric says
+//! `no_data = "ignore"`. The service has recovered at the start of the
 //! first clean streak that lasts `window`; RTO is first bad evidence -> that instant.
 
 use crate::policy::{Level, MetricSpec, Policy};
@@ -37,6 +38,8 @@ struct Gate {
     baseline: Option<f64>,
     /// The reading that triggered the rollback, when this metric was among the reasons.
     before: Option<f64>,
+    /// `no_data = "ignore"`: a poll without this metric's data can still be clean.
+    optional: bool,
 }
 
 /// The stable's recent readings per value metric (for baselines).
@@ -110,6 +113,7 @@ impl Recovery {
                 level: absolute_level(m),
                 baseline: history.median_before(&m.name, first_bad),
                 before: trigger.iter().find(|(k, _)| *k == m.name).map(|(_, v)| *v),
+                optional: m.no_data == Some(crate::policy::NoData::Ignore),
             })
             .collect();
         Self {
@@ -151,7 +155,7 @@ impl Recovery {
         }
         let clean = self.gates.iter().all(|g| match readings.get(&g.metric) {
             Some(v) => g.clean(*v),
-            None => false,
+            None => g.optional,
         });
         self.clean_since = if clean {
             self.clean_since.or(Some(now))
