@@ -9,6 +9,14 @@
 //! The daemon keeps a copy in memory for the evaluation loop (read without waiting) and
 //! refreshes it from the ConfigMap, so `backout bad-versions forget` reaches every replica.
 
+use super::order::{Action, Order, RollbackOrder};
+use super::outcome::{OrderOutcome, Versions};
+use super::service::audit;
+use super::Context;
+use crate::actuator::RollbackReport;
+use crate::audit::AuditKind;
+use crate::lifecycle::{DeploymentView, ReleaseEvent};
+use crate::policy::Policy;
 use crate::sample::Millis;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
@@ -205,4 +213,96 @@ pub fn images_of(d: &k8s_openapi::api::apps::v1::Deployment) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+// ---- the daemon's side: recording after a rollback, refusing a redeploy ----
+
+/// Records the rolled-back canary as a bad version, in a task of its own (a slow API server
+/// delays no notice).
+pub(super) fn remember(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v: &Versions) {
+    let Some(store) = ctx.bad_versions.clone() else {
+        return;
+    };
+    if v.canary_hash.is_empty() {
+        return; // a bake rollback: the stable went back, no canary to remember
+    }
+    let p = o.order.policy.clone();
+    let (hash, entry) = (
+        v.canary_hash.clone(),
+        BadVersion {
+            service: o.order.service.clone(),
+            images: v.canary_images.clone(),
+            reason: report.trigger.summary.clone(),
+            at: report.finished_at,
+            incident: report.rollback_id.clone(),
+        },
+    );
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let images = entry.images.join(", ");
+        match store.record(&hash, entry).await {
+            Ok(()) => audit(
+                &ctx,
+                &p,
+                AuditKind::BadVersion,
+                format!("recorded as a bad version: template {hash} ({images})"),
+                serde_json::json!({"bad_version": hash, "images": images}),
+            ),
+            Err(err) => {
+                tracing::error!(service = %p.service, error = %err, "cannot record the bad version")
+            }
+        }
+    });
+}
+
+/// A release rolling out a recorded bad version (the canary's, or the stable's own template or
+/// image): the rollback order, at once, reason `known_bad_version`. A redeploy with a new image
+/// and template is judged normally.
+pub(super) fn known_bad(
+    ctx: &Context,
+    policy: &Policy,
+    ev: &ReleaseEvent,
+    stable: &DeploymentView,
+    now: Millis,
+) -> Option<Order> {
+    let store = ctx.bad_versions.as_ref()?;
+    let (canary, hash, image) = match ev {
+        ReleaseEvent::CanaryStarted { id, image } => {
+            (Some(id.clone()), id.template_hash.as_str(), image.as_str())
+        }
+        ReleaseEvent::StableChanged { .. } => {
+            (None, stable.template_hash.as_str(), stable.image.as_str())
+        }
+        _ => return None,
+    };
+    let (recorded, bad) = store.lookup(hash, image)?;
+    let summary = format!(
+        "known_bad_version: {} was rolled back from {} at {} (incident {}: {}); template {recorded}",
+        if image.is_empty() { hash } else { image },
+        bad.service,
+        crate::audit::format_time(bad.at),
+        bad.incident,
+        bad.reason
+    );
+    tracing::error!(service = %policy.service, "{summary}");
+    audit(
+        ctx,
+        policy,
+        AuditKind::BadVersion,
+        summary.clone(),
+        serde_json::json!({"template": recorded, "incident": bad.incident}),
+    );
+    let order = RollbackOrder {
+        in_bake: canary.is_none(),
+        canary,
+        trigger: crate::actuator::Trigger {
+            summary: summary.clone(),
+            values: Default::default(),
+        },
+        reasons: vec![summary],
+        first_metric: "known_bad_version".into(),
+        detected_at: now,
+        decided_at: now,
+    };
+    Some(Order::new(policy, Action::Rollback(order), ctx.dry_run))
 }

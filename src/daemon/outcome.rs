@@ -130,7 +130,7 @@ pub async fn fan_out(
             {
                 let record = rolled_back(&ctx, &o, report, versions, &incident).await;
                 if report.outcome == ActOutcome::Completed && !o.order.dry_run {
-                    remember_bad(&ctx, &o, report, versions);
+                    super::bad_versions::remember(&ctx, &o, report, versions);
                 }
                 responder.rolled_back(&o, record, versions);
             }
@@ -194,44 +194,6 @@ impl FleetNotice {
         };
         send(ctx, None, notice, "").await;
     }
-}
-
-/// Records the rolled-back canary as a bad version, in a task of its own (a slow API server
-/// delays no notice).
-fn remember_bad(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v: &Versions) {
-    let Some(store) = ctx.bad_versions.clone() else {
-        return;
-    };
-    if v.canary_hash.is_empty() {
-        return; // a bake rollback: the stable went back, no canary to remember
-    }
-    let p = o.order.policy.clone();
-    let (hash, entry) = (
-        v.canary_hash.clone(),
-        crate::daemon::bad_versions::BadVersion {
-            service: o.order.service.clone(),
-            images: v.canary_images.clone(),
-            reason: report.trigger.summary.clone(),
-            at: report.finished_at,
-            incident: report.rollback_id.clone(),
-        },
-    );
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let images = entry.images.join(", ");
-        match store.record(&hash, entry).await {
-            Ok(()) => audit(
-                &ctx,
-                &p,
-                AuditKind::BadVersion,
-                format!("recorded as a bad version: template {hash} ({images})"),
-                serde_json::json!({"bad_version": hash, "images": images}),
-            ),
-            Err(err) => {
-                tracing::error!(service = %p.service, error = %err, "cannot record the bad version")
-            }
-        }
-    });
 }
 
 /// The rollback's own record, or one made up for a resumed rollback from its report.

@@ -267,7 +267,9 @@ fn advance_release(
                 if let Some(order) = handle_release_event(ctx, s, ev) {
                     out.orders.push(order);
                 }
-                if let Some(order) = known_bad(ctx, s, ev, &stable, now) {
+                if let Some(order) =
+                    super::bad_versions::known_bad(ctx, &s.policy, ev, &stable, now)
+                {
                     out.orders.push(order);
                 }
             }
@@ -405,58 +407,6 @@ fn feed_engine(
 fn order_rollback(ctx: &Context, s: &ServiceRuntime, verdict: &Verdict) -> Order {
     let order = RollbackOrder::from_verdict(verdict, s.lifecycle.stage());
     Order::new(&s.policy, Action::Rollback(order), ctx.dry_run)
-}
-
-/// A release rolling out a recorded bad version (the canary's, or the stable's own template or
-/// image): the rollback order, at once, reason `known_bad_version`. A redeploy with a new image
-/// and template is judged normally.
-fn known_bad(
-    ctx: &Context,
-    s: &ServiceRuntime,
-    ev: &ReleaseEvent,
-    stable: &crate::lifecycle::DeploymentView,
-    now: Millis,
-) -> Option<Order> {
-    let store = ctx.bad_versions.as_ref()?;
-    let (canary, hash, image) = match ev {
-        ReleaseEvent::CanaryStarted { id, image } => {
-            (Some(id.clone()), id.template_hash.as_str(), image.as_str())
-        }
-        ReleaseEvent::StableChanged { .. } => {
-            (None, stable.template_hash.as_str(), stable.image.as_str())
-        }
-        _ => return None,
-    };
-    let (recorded, bad) = store.lookup(hash, image)?;
-    let summary = format!(
-        "known_bad_version: {} was rolled back from {} at {} (incident {}: {}); template {recorded}",
-        if image.is_empty() { hash } else { image },
-        bad.service,
-        crate::audit::format_time(bad.at),
-        bad.incident,
-        bad.reason
-    );
-    tracing::error!(service = %s.policy.service, "{summary}");
-    audit(
-        ctx,
-        &s.policy,
-        AuditKind::BadVersion,
-        summary.clone(),
-        serde_json::json!({"template": recorded, "incident": bad.incident}),
-    );
-    let order = RollbackOrder {
-        in_bake: canary.is_none(),
-        canary,
-        trigger: crate::actuator::Trigger {
-            summary: summary.clone(),
-            values: Default::default(),
-        },
-        reasons: vec![summary],
-        first_metric: "known_bad_version".into(),
-        detected_at: now,
-        decided_at: now,
-    };
-    Some(Order::new(&s.policy, Action::Rollback(order), ctx.dry_run))
 }
 
 /// Audits a release event; returns the order it calls for, if any.
