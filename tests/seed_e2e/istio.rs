@@ -17,7 +17,18 @@ pub struct Track {
     pub gauges: Vec<(String, f64)>,
 }
 
+/// Which instrumentation the service has.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Style {
+    /// Istio's `istio_requests_total` and request-duration histogram (milliseconds).
+    Istio,
+    /// The app's own `http_requests_total{namespace,deployment,status}` and
+    /// `http_request_duration_seconds`, with cAdvisor memory and kube-state restarts.
+    Http,
+}
+
 pub struct History {
+    pub style: Style,
     pub namespace: String,
     pub start_ms: i64,
     pub every_ms: i64,
@@ -54,6 +65,98 @@ impl History {
 
     pub fn openmetrics(&self) -> String {
         let mut out = String::new();
+        match self.style {
+            Style::Istio => self.istio(&mut out),
+            Style::Http => self.http(&mut out),
+        }
+        self.kube(&mut out);
+        out.push_str("# EOF\n");
+        out
+    }
+
+    fn http(&self, out: &mut String) {
+        let ts = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+        let base = |t: &Track| {
+            format!(
+                "namespace=\"{}\",deployment=\"{}\"",
+                self.namespace, t.deployment
+            )
+        };
+        let _ = writeln!(out, "# TYPE http_requests counter");
+        for track in &self.tracks {
+            for status in ["200", "500"] {
+                for t in self.times() {
+                    let (req, err) = track.counts(self.start_ms, t);
+                    let v = if status == "200" { req - err } else { err };
+                    let _ = writeln!(
+                        out,
+                        "http_requests_total{{{},status=\"{status}\"}} {v} {}",
+                        base(track),
+                        ts(t)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
+        for track in &self.tracks {
+            for t in self.times() {
+                let (req, _) = track.counts(self.start_ms, t);
+                let b = base(track);
+                for (le, n) in [("0.05", 0.0), ("0.1", req), ("0.25", req), ("+Inf", req)] {
+                    let _ = writeln!(
+                        out,
+                        "http_request_duration_seconds_bucket{{{b},le=\"{le}\"}} {n} {}",
+                        ts(t)
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_count{{{b}}} {req} {}",
+                    ts(t)
+                );
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_sum{{{b}}} {} {}",
+                    req * 0.075,
+                    ts(t)
+                );
+            }
+        }
+        let pod = |t: &Track| {
+            format!(
+                "namespace=\"{}\",pod=\"{}-5d8f7b9c6-x2k4p\"",
+                self.namespace, t.deployment
+            )
+        };
+        let _ = writeln!(out, "# TYPE kube_pod_container_status_restarts counter");
+        for track in &self.tracks {
+            for t in self.times() {
+                let _ = writeln!(
+                    out,
+                    "kube_pod_container_status_restarts_total{{{}}} 0 {}",
+                    pod(track),
+                    ts(t)
+                );
+            }
+        }
+        for (name, labels, v) in [
+            (
+                "container_memory_working_set_bytes",
+                ",container=\"app\"",
+                5.0e8,
+            ),
+            ("kube_pod_info", "", 1.0),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for track in &self.tracks {
+                for t in self.times() {
+                    let _ = writeln!(out, "{name}{{{}{labels}}} {v} {}", pod(track), ts(t));
+                }
+            }
+        }
+    }
+
+    fn istio(&self, out: &mut String) {
         let ts = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
         let _ = writeln!(out, "# TYPE istio_requests counter");
         for track in &self.tracks {
@@ -96,6 +199,11 @@ impl History {
                 );
             }
         }
+    }
+
+    /// kube-state-metrics readiness and the tracks' extra gauges.
+    fn kube(&self, out: &mut String) {
+        let ts = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
         let _ = writeln!(out, "# TYPE kube_pod_status_ready gauge");
         for track in &self.tracks {
             for t in self.times() {
@@ -133,7 +241,5 @@ impl History {
                 }
             }
         }
-        out.push_str("# EOF\n");
-        out
     }
 }

@@ -17,12 +17,16 @@ mod prometheus;
 mod receiver;
 
 mod istio;
+mod llm_orchestrator;
 mod rag_api;
 
+use backout::audit::{AuditKind, FileAudit};
 use backout::source::{MetricSource, QueryPlan, Request};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Prometheus queried at the daemon's clock (the incident is history).
 pub struct PromAt {
@@ -49,4 +53,28 @@ impl backout::daemon::Sampler for PromAt {
 
 pub fn shared<T>(t: T) -> Arc<T> {
     Arc::new(t)
+}
+
+/// Waits (real time) until the audit trail has `n` records of `kind`.
+pub async fn audited(trail: &Path, kind: AuditKind, n: usize) -> bool {
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        let count = FileAudit::read_trail(trail)
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.kind == kind)
+            .count();
+        if count >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+pub fn audited_now(trail: &Path, kind: AuditKind) -> bool {
+    FileAudit::read_trail(trail)
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.kind == kind)
 }

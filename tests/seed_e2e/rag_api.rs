@@ -5,10 +5,10 @@
 //! with its timeline, and the broken version refused when it comes back.
 
 use crate::alertmanager::Alertmanager;
-use crate::istio::{History, Track};
+use crate::istio::{History, Style, Track};
 use crate::prometheus::Prometheus;
 use crate::receiver::Receiver;
-use crate::PromAt;
+use crate::{audited, audited_now, PromAt};
 use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::{AuditKind, FileAudit};
 use backout::clock::ManualClock;
@@ -55,23 +55,6 @@ fn channels(dir: &Path, slack: &Receiver, am: &Alertmanager) -> NotifyConfig {
     cfg
 }
 
-/// Waits (real time) until the audit trail has `n` records of `kind`.
-async fn audited(trail: &Path, kind: AuditKind, n: usize) -> bool {
-    let until = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < until {
-        let count = FileAudit::read_trail(trail)
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.kind == kind)
-            .count();
-        if count >= n {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runbook_001_rag_api_rolled_back_notified_recovered_and_remembered() {
     let began = Instant::now();
@@ -93,6 +76,7 @@ async fn runbook_001_rag_api_rolled_back_notified_recovered_and_remembered() {
         ..healthy("rag-api-canary", 10.0)
     };
     let history = History {
+        style: Style::Istio,
         namespace: "production".into(),
         start_ms: start,
         every_ms: 10_000,
@@ -309,11 +293,4 @@ async fn runbook_001_rag_api_rolled_back_notified_recovered_and_remembered() {
     );
     eprintln!("seed 001 end to end in {:?}", began.elapsed());
     sim.shutdown().await;
-}
-
-fn audited_now(trail: &Path, kind: AuditKind) -> bool {
-    FileAudit::read_trail(trail)
-        .unwrap_or_default()
-        .iter()
-        .any(|r| r.kind == kind)
 }
