@@ -105,3 +105,66 @@ async fn a_rolled_back_image_is_remembered_and_rolled_back_at_once_when_redeploy
     task.await.unwrap();
     w.sim.shutdown().await;
 }
+
+/// `backout bad-versions list | forget IMAGE` against the cluster, as an operator runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_forgets_bad_versions() {
+    let sim = backout::sim::Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig, "backout").unwrap();
+    let store = BadVersions::new(sim.in_process_client(), "backout");
+    let bad = |image: &str| backout::daemon::bad_versions::BadVersion {
+        service: "prod/web".into(),
+        images: vec![image.into()],
+        reason: "errors critical on canary".into(),
+        at: 1_800_000_000_000,
+        incident: "118eb5638591f590".into(),
+    };
+    store
+        .record("3f1c9a0d2b7e4c55", bad("web:1.1.0"))
+        .await
+        .unwrap();
+    store
+        .record("9a9a9a9a9a9a9a9a", bad("web:1.3.0"))
+        .await
+        .unwrap();
+    let run = |args: &[&str]| {
+        let kc = kubeconfig.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_backout"))
+                    .arg("bad-versions")
+                    .args(&args)
+                    .arg("--namespace")
+                    .arg("backout")
+                    .arg("--kubeconfig")
+                    .arg(&kc)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = run(&["list"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("3f1c9a0d2b7e4c55  web:1.1.0  prod/web  2027-01-15 08:00:00.000 UTC  incident 118eb5638591f590"), "{text}");
+    assert!(text.contains("web:1.3.0"), "{text}");
+    let out = run(&["forget", "web:1.1.0"]).await;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("forgot 1 bad version(s) with web:1.1.0"));
+    let left = store.refresh().await.unwrap();
+    assert_eq!(left.keys().collect::<Vec<_>>(), ["9a9a9a9a9a9a9a9a"]);
+    let out = run(&["forget", "web:9.9.9"]).await;
+    assert_eq!(out.status.code(), Some(1), "nothing to forget is an error");
+    sim.shutdown().await;
+}
