@@ -19,6 +19,13 @@ deps:
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus chromium
     fi
+    # The notification tests deliver to a real Alertmanager (Debian's package installs it as
+    # /usr/bin/prometheus-alertmanager).
+    if ! command -v prometheus-alertmanager >/dev/null; then
+        SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus-alertmanager
+    fi
     command -v kubectl >/dev/null || echo "note: kubectl not found; the kubectl faithfulness tests will be skipped, and tests/deploy.rs (which renders deploy/ with kubectl kustomize) fails: install kubectl"
 
 # The whole test suite (unit, property, simulator, kubectl and real-Prometheus end-to-end tests).

@@ -39,6 +39,12 @@ pub enum AuditKind {
     /// The fleet guard held a rollback: too many in the window, likely a shared cause.
     RollbackHeld,
     Notified,
+    /// The stable alone stayed healthy for `verify.window` after the rollback.
+    RecoveryVerified,
+    /// A completed rollback's canary recorded as a bad version; or one rolled out again.
+    BadVersion,
+    /// A human is paged: the rollback failed, made things worse, or did not restore the service.
+    Escalated,
 }
 
 /// One line of `audit.jsonl`.
@@ -150,6 +156,13 @@ pub struct IncidentReport {
     pub verification: Vec<Check>,
     pub dry_run: bool,
     pub outcome: String,
+    /// Recovery verified on the metrics: `recovered at +42s` or `not recovered`; unset while
+    /// verifying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<String>,
+    /// First bad evidence -> recovery, against the policy's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<String>,
 }
 
 pub fn format_time(ms: Millis) -> String {
@@ -194,6 +207,15 @@ impl IncidentReport {
             }
         ));
         s.push_str(&format!("- **Outcome**: {}\n", self.outcome));
+        s.push_str(&format!(
+            "- **Recovery**: {}\n",
+            self.recovery
+                .as_deref()
+                .unwrap_or("being verified on the metrics")
+        ));
+        if let Some(rto) = &self.rto {
+            s.push_str(&format!("- **RTO**: {rto}\n"));
+        }
         s.push_str("- **Root Cause**: under investigation; the triggering signals were:\n");
         for r in &self.reasons {
             s.push_str(&format!("  - {r}\n"));
@@ -247,6 +269,8 @@ mod tests {
             }],
             dry_run: false,
             outcome: "rolled back".into(),
+            recovery: Some("recovered at +42.0 s".into()),
+            rto: Some("1m 30s (target 5m: met)".into()),
         }
     }
 
@@ -286,6 +310,8 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| traffic | pass |"), "{md}");
+        assert!(md.contains("- **Recovery**: recovered at +42.0 s"), "{md}");
+        assert!(md.contains("- **RTO**: 1m 30s (target 5m: met)"), "{md}");
         assert!(md.contains("2023-11-14 22:13:20.000 UTC"), "{md}");
     }
 }

@@ -47,6 +47,8 @@ enum Command {
     Status(cli::status::Args),
     /// Replay a policy over Prometheus history: every verdict change and when it would roll back.
     Backtest(cli::backtest::Args),
+    /// Versions rolled back and remembered as bad: `list`, `forget IMAGE`.
+    BadVersions(cli::bad_versions::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
             Command::Backtest(args) => cli::backtest::run(args).await,
             Command::Import(args) => cli::import::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
+            Command::BadVersions(args) => cli::bad_versions::run(args).await,
         }
     });
     match result {

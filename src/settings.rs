@@ -62,6 +62,8 @@ pub struct Settings {
     pub actions: Actions,
     pub ha: Ha,
     pub fleet: Fleet,
+    /// Notification channels, the default route and templates (docs/notifications.md).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +204,7 @@ impl Default for Settings {
             actions: Actions::default(),
             ha: Ha::default(),
             fleet: Fleet::default(),
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }
@@ -265,6 +268,7 @@ const SCHEMA: &[Field] = &[
             Field::opt("namespace", Shape::Str),
         ]),
     ),
+    Field::opt("notify", Shape::Table(crate::notify::config::FIELDS)),
 ];
 
 impl Settings {
@@ -339,6 +343,9 @@ impl Settings {
                 issue.message,
                 issue.hint,
             );
+        }
+        for issue in self.notify.issues() {
+            bad(&format!("notify.{}", issue.key), issue.message, &issue.hint);
         }
         if self.poll_interval.is_zero() {
             bad(

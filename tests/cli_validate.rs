@@ -119,3 +119,66 @@ fn explain_of_a_broken_policy_fails_with_the_problem() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`service`"));
 }
+
+#[test]
+fn notification_channels_are_checked_against_the_policies_that_route_to_them() {
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let policy = format!(
+        "notify = [\"oncall-slack\", \"pagerduty-p0\"]\n{}",
+        std::fs::read_to_string(root.join("config/examples/rag-api.toml")).unwrap()
+    );
+    std::fs::write(dir.join("rag-api.toml"), policy).unwrap();
+    std::fs::copy(
+        root.join("config/examples/templates.toml"),
+        dir.join("templates.toml"),
+    )
+    .unwrap();
+    let settings = top.path().join("backout.toml");
+    std::fs::write(
+        &settings,
+        "[notify]\ndefault = [\"oncall-slack\"]\n[notify.channels.oncall-slack]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\n",
+    )
+    .unwrap();
+    let out = backout(&[
+        "validate",
+        "--settings",
+        settings.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    // The Slack URL is a secret: refused inline, with the fix.
+    assert!(text.contains("notify.channels.oncall-slack.url"), "{text}");
+    assert!(text.contains("url_file"), "{text}");
+
+    // With the URL in a file, only the undefined channel is left, named in the policy file.
+    let url = top.path().join("slack-url");
+    std::fs::write(&url, "https://hooks.slack.com/services/T/B/X\n").unwrap();
+    std::fs::write(
+        &settings,
+        format!(
+            "[notify]\ndefault = [\"oncall-slack\"]\n[notify.channels.oncall-slack]\nkind = \"slack\"\nurl_file = {:?}\n",
+            url.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = backout(&[
+        "validate",
+        "--settings",
+        settings.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("rag-api.toml"), "{text}");
+    assert!(
+        text.contains("`notify`") || text.contains("notify:"),
+        "{text}"
+    );
+    assert!(text.contains("no channel named \"pagerduty-p0\""), "{text}");
+    assert!(text.contains("[notify.channels.pagerduty-p0]"), "{text}");
+    assert!(text.contains("1 problem(s) found"), "{text}");
+}

@@ -305,3 +305,45 @@ async fn the_daemon_rolls_back_services_on_every_router_alike() {
     assert_eq!(rolled.len(), 3, "{rolled:?}");
     w.sim.shutdown().await;
 }
+
+/// `action = "notify"` (shadow mode): the bad canary is decided on, reported and notified,
+/// and nothing in the cluster changes.
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_decides_reports_and_notifies_but_changes_nothing() {
+    let mut web = policy("web");
+    web.action = backout::policy::ActionMode::Notify;
+    let w = World::new(std::slice::from_ref(&web), Duration::from_secs(1)).await;
+    w.sampler.turn_bad(&["web"]);
+    let (stop, task) = start(Daemon::new(w.context(), vec![web.clone()]));
+    // Long enough for a rollback to have been decided and (were it real) completed.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    assert!(!w.mitigated(&web), "shadow mode changed the cluster");
+    assert_eq!(backout::demo::canary_weight(&w.sim, &web), Some(10));
+    let trail = FileAudit::read_trail(&w.audit_dir.join("audit.jsonl")).unwrap();
+    let completed: Vec<_> = trail
+        .iter()
+        .filter(|r| r.kind == AuditKind::RollbackCompleted)
+        .collect();
+    assert_eq!(completed.len(), 1, "decided once");
+    assert_eq!(completed[0].message, "DryRun");
+    let reports: Vec<_> = std::fs::read_dir(w.audit_dir.join("incidents"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 1);
+    assert!(
+        reports[0].contains("dry run: nothing was changed"),
+        "{}",
+        reports[0]
+    );
+    let notices = w.notices.0.lock().unwrap().clone();
+    let texts: Vec<String> = notices.iter().map(|n| n.text()).collect();
+    assert!(
+        texts[0].contains("[shadow mode: nothing changed] would roll back from canary"),
+        "{texts:#?}"
+    );
+    w.sim.shutdown().await;
+}

@@ -4,6 +4,8 @@
 
 #[path = "common/prometheus.rs"]
 mod prometheus;
+#[path = "common/receiver.rs"]
+mod receiver;
 
 use backout::clock::SystemClock;
 use backout::demo::exporter;
@@ -35,13 +37,21 @@ struct World {
     prom: Prometheus,
     dir: tempfile::TempDir,
     admin: String,
+    /// The on-call Slack channel of `[notify]` (a local receiver).
+    slack: receiver::Receiver,
 }
 
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("shop.toml"), backout::demo::POLICY).unwrap();
+    // The demo policy with an RTO and a short recovery verification (the runbooks' 10 minutes
+    // would outlast the test).
+    let policy_text = format!(
+        "rto = \"5m\"\n{}\n[verify]\nwindow = \"5s\"\n",
+        backout::demo::POLICY
+    );
+    std::fs::write(policies.join("shop.toml"), policy_text).unwrap();
     let policy = load_path(&policies.join("shop.toml")).unwrap().remove(0);
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
         .await
@@ -66,15 +76,19 @@ async fn world() -> World {
         .unwrap();
     let prom = Prometheus::scraping(&[exp]).await.unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
+    let slack = receiver::Receiver::start().await;
+    let slack_url = dir.path().join("slack-url");
+    std::fs::write(&slack_url, slack.url("services/T0/B0/secret")).unwrap();
     std::fs::write(
         dir.path().join("backout.toml"),
         format!(
-            "policy_dir = {:?}\naudit_dir = {:?}\n[prometheus]\nurl = {:?}\n[admin]\nlisten = {:?}\n[kubernetes]\nkubeconfig = {:?}\n[reload]\nwatch = true\n",
+            "policy_dir = {:?}\naudit_dir = {:?}\n[prometheus]\nurl = {:?}\n[admin]\nlisten = {:?}\n[kubernetes]\nkubeconfig = {:?}\n[reload]\nwatch = true\n[notify]\ndefault = [\"oncall-slack\"]\n[notify.channels.oncall-slack]\nkind = \"slack\"\nurl_file = {:?}\n",
             policies,
             dir.path().join("audit"),
             prom.url,
             admin,
-            kubeconfig
+            kubeconfig,
+            slack_url
         ),
     )
     .unwrap();
@@ -85,6 +99,7 @@ async fn world() -> World {
         prom,
         dir,
         admin,
+        slack,
     }
 }
 
@@ -254,6 +269,33 @@ async fn healthy_canary_is_left_alone_and_an_error_spike_is_rolled_back() {
         audit.matches("\"kind\":\"rollback_completed\"").count(),
         1,
         "{audit}"
+    );
+    // The on-call channel got runbook 001's start and resolution notices, in order.
+    // The on-call channel got runbook 001's start, an update once the plan completed, and the
+    // resolution once the stable alone stayed healthy for `verify.window`, with the RTO.
+    let slack = w
+        .slack
+        .wait_for("services/T0/B0/secret", 3, Duration::from_secs(30))
+        .await;
+    let texts: Vec<&str> = slack.iter().map(|b| b["text"].as_str().unwrap()).collect();
+    assert!(
+        texts[0].starts_with("🚨 INCIDENT: Production Rollback Initiated"),
+        "{texts:?}"
+    );
+    assert!(texts[0].contains("Service: shop"), "{texts:?}");
+    assert!(
+        texts[1].starts_with("UPDATE: Rollback Complete, Verifying Recovery"),
+        "{texts:?}"
+    );
+    assert!(
+        texts[2].starts_with("✅ RESOLVED: Production Rollback Complete"),
+        "{texts:?}"
+    );
+    assert!(texts[2].contains("Recovery: recovered at +"), "{texts:?}");
+    assert!(texts[2].contains("(target 5m: met)"), "{texts:?}");
+    eprintln!(
+        "notifications received by the Slack stand-in:\n{}",
+        texts.join("\n---\n")
     );
 }
 

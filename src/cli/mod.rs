@@ -1,6 +1,7 @@
 //! Subcommands. Each file holds one command's `Args` and `run`; they belong to the binary crate.
 
 pub mod backtest;
+pub mod bad_versions;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod explain;

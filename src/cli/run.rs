@@ -5,6 +5,8 @@ use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::FileAudit;
 use backout::clock::SystemClock;
 use backout::daemon::{Context, Daemon, PolicyReload, PrometheusSampler};
+use backout::notify::dispatch::Recorders;
+use backout::notify::{Dispatcher, LogNotifier, Notifier};
 use backout::policy::{load_with, LoadOptions, Policy};
 use backout::settings::Settings;
 use backout::source::instrumented::Instrumented;
@@ -41,11 +43,19 @@ async fn kube_client(
     Ok(backout::kubeclient::connect(path.map(PathBuf::as_path), &limits, metrics).await?)
 }
 
+/// Loads the policies; a policy routing notices to a channel backout.toml does not define is
+/// rejected like any other mistake in it.
 fn load_policies(settings: &Settings) -> Result<Vec<Policy>, backout::policy::PolicyError> {
     let opts = LoadOptions {
         default_interval: settings.poll_interval,
     };
-    load_with(std::slice::from_ref(&settings.policy_dir), &opts)
+    let policies = load_with(std::slice::from_ref(&settings.policy_dir), &opts)?;
+    let problems = settings.notify.check_routes(&policies);
+    if problems.is_empty() {
+        Ok(policies)
+    } else {
+        Err(backout::policy::PolicyError::Invalid { problems })
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -83,6 +93,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::spawn(elector.run(stop_rx.clone()));
     }
     serve_admin(&settings, &metrics, &health, &status, stop_rx.clone()).await?;
+    if let Some(store) = daemon.ctx.bad_versions.clone() {
+        tokio::spawn(refresh_bad_versions(store, stop_rx.clone()));
+    }
     let (reload_rx, _watcher) = spawn_reloads(&settings, &metrics)?;
     spawn_shutdown(stop_tx)?;
     daemon.run(stop_rx, reload_rx).await;
@@ -142,7 +155,13 @@ async fn context(
             instance: std::env::var("POD_NAME").ok(),
         });
     let audit = Arc::new(FileAudit::new(&settings.audit_dir)?);
+    // Bad versions live next to the Leases and the fleet guard: backout's own namespace.
+    let own_namespace = super::ha::config(&settings.ha).namespace;
+    let notifier = notifier(settings, metrics, audit.clone())
+        .with_context(|| format!("[notify] in {}", args.config.display()))?;
     Ok(Context::builder(client, sampler, Arc::new(actuator), audit)
+        .notifier(notifier)
+        .bad_versions(&own_namespace)
         .metrics(metrics.clone())
         .health(health.clone())
         .status(StatusBoard::new(replica_name()))
@@ -159,6 +178,45 @@ fn replica_name() -> String {
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "backout".into())
+}
+
+/// Keeps the daemon's copy of the bad versions in step with the ConfigMap (another replica's
+/// records, `backout bad-versions forget`), every 30 s until `stop`.
+async fn refresh_bad_versions(
+    store: backout::daemon::bad_versions::BadVersions,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(err) = store.refresh().await {
+            tracing::warn!(error = %err, "cannot read the bad versions; keeping the last copy");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The `[notify]` channels, each with its delivery task; only the log without channels.
+fn notifier(
+    settings: &Settings,
+    metrics: &Metrics,
+    audit: Arc<FileAudit>,
+) -> anyhow::Result<Arc<dyn Notifier>> {
+    if settings.notify.channels.is_empty() {
+        return Ok(Arc::new(LogNotifier));
+    }
+    let recorders = Recorders {
+        audit,
+        metrics: metrics.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let names: Vec<&String> = settings.notify.channels.keys().collect();
+    tracing::info!(channels = ?names, default = ?settings.notify.default, "notification channels");
+    Ok(Arc::new(Dispatcher::start(
+        settings.notify.clone(),
+        recorders,
+    )?))
 }
 
 /// `/metrics`, `/healthz`, `/readyz` and the status API and page until `stop`.

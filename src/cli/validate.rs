@@ -21,17 +21,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
     let mut summary = Vec::new();
     let mut opts = policy::LoadOptions::default();
+    let mut notify = None;
     if let Some(path) = &args.settings {
         match Settings::load(path) {
             Ok(settings) => {
                 opts.default_interval = settings.poll_interval;
                 summary.push(format!("settings {}", path.display()));
+                notify = Some(settings.notify);
             }
             Err(e) => problems.extend(e.problems().iter().cloned()),
         }
     }
     match policy::load_with(&args.paths, &opts) {
         Ok(policies) => {
+            // With the settings, every channel a policy routes or escalates to must exist.
+            if let Some(n) = &notify {
+                problems.extend(n.check_routes(&policies));
+            }
             let metrics: usize = policies.iter().map(|p| p.metrics.len()).sum();
             summary.insert(
                 0,

@@ -28,6 +28,8 @@ pub struct Context {
     pub dry_run: bool,
     /// What each service looks like now (the status API and the web page read it).
     pub status: StatusBoard,
+    /// Versions completed rollbacks took out (`None`: not remembered).
+    pub bad_versions: Option<super::bad_versions::BadVersions>,
 }
 
 impl Context {
@@ -52,6 +54,7 @@ impl Context {
             clock: Arc::new(SystemClock),
             dry_run: false,
             status: StatusBoard::default(),
+            bad_versions: None,
         })
     }
 }
@@ -92,6 +95,15 @@ impl ContextBuilder {
     /// The status board shared with whoever serves it (the admin server, a test).
     pub fn status(mut self, status: StatusBoard) -> Self {
         self.0.status = status;
+        self
+    }
+
+    /// Remembers bad versions in a ConfigMap of `namespace` (backout's own).
+    pub fn bad_versions(mut self, namespace: &str) -> Self {
+        self.0.bad_versions = Some(super::bad_versions::BadVersions::new(
+            self.0.client.clone(),
+            namespace,
+        ));
         self
     }
 

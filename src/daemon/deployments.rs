@@ -279,6 +279,18 @@ pub(super) async fn read_views(
 
 /// A policy's two Deployments, read with GETs now.
 pub(super) async fn get_views(client: &kube::Client, p: &Policy) -> Result<Views, DaemonError> {
+    let (stable, canary) = get_deployments(client, p).await?;
+    Ok((
+        DeploymentView::from_deployment(&stable),
+        canary.as_ref().map(DeploymentView::from_deployment),
+    ))
+}
+
+/// The stable and (if it exists) the canary Deployment objects, with fresh GETs.
+pub(super) async fn get_deployments(
+    client: &kube::Client,
+    p: &Policy,
+) -> Result<(Deployment, Option<Deployment>), DaemonError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), &p.namespace);
     let failed = |name: &str, source| DaemonError::Kube {
         namespace: p.namespace.clone(),
@@ -299,10 +311,7 @@ pub(super) async fn get_views(client: &kube::Client, p: &Policy) -> Result<Views
         .get_opt(&p.deployments.canary)
         .await
         .map_err(|e| failed(&p.deployments.canary, e))?;
-    Ok((
-        DeploymentView::from_deployment(&stable),
-        canary.as_ref().map(DeploymentView::from_deployment),
-    ))
+    Ok((stable, canary))
 }
 
 #[cfg(test)]

@@ -11,11 +11,14 @@
 //! refuses a second plan for the same revision).
 
 mod board;
+pub mod bad_versions;
 mod context;
 mod deployments;
 pub mod fleet_guard;
 pub mod order;
 pub mod outcome;
+pub mod recovery;
+mod resolution;
 mod sampler;
 pub mod schedule;
 mod service;
@@ -233,6 +236,9 @@ impl Daemon {
         let now = self.ctx.clock.now_millis();
         board::record_cycle(&self.ctx.status, &self.ownership, now, &outcomes);
         for out in &outcomes {
+            for o in &out.recovery {
+                self.supervisor.report(o.clone());
+            }
             for ev in &out.events {
                 if let crate::lifecycle::ReleaseEvent::CanaryStarted { id, .. } = ev {
                     self.supervisor.canary_changed(&out.key, id);

@@ -8,7 +8,7 @@ use super::service::reason_lines;
 use crate::actuator::Trigger;
 use crate::decision::Verdict;
 use crate::lifecycle::{CanaryId, Release};
-use crate::policy::Policy;
+use crate::policy::{ActionMode, Policy};
 use crate::sample::Millis;
 use std::sync::Arc;
 
@@ -94,12 +94,14 @@ impl RollbackOrder {
 }
 
 impl Order {
+    /// An order; a policy in shadow mode (`action = "notify"`) makes every order of it a dry
+    /// run: decided, reported and notified, nothing changed.
     pub fn new(policy: &Arc<Policy>, action: Action, dry_run: bool) -> Self {
         Self {
             service: service_key(policy),
             policy: policy.clone(),
             action,
-            dry_run,
+            dry_run: dry_run || policy.action == ActionMode::Notify,
         }
     }
 

@@ -3,14 +3,19 @@
 //! forwards them to the evaluation loop, which only updates its per-service state.
 
 use super::order::{Action, Order, RollbackOrder};
+use super::recovery::{Progress, Recovery};
+use super::resolution::{self, Responder};
 use super::service::audit;
 use super::Context;
 use crate::actuator::report::Outcome as ActOutcome;
 use crate::actuator::RollbackReport;
 use crate::audit::{AuditKind, Check, IncidentReport};
 use crate::lifecycle::DeploymentView;
-use crate::notify::Notice;
+use crate::notify::{Envelope, Notice};
+use crate::policy::response::DEFAULT_ATTEMPTS;
+use crate::policy::Policy;
 use crate::telemetry::{Outcome, RollbackLabels, StepLabels};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -46,6 +51,11 @@ pub enum Event {
         max: u32,
         per: Duration,
     },
+    /// Recovery verification (by the evaluation loop) settled something.
+    Recovery {
+        progress: Progress,
+        state: Box<Recovery>,
+    },
 }
 
 /// From what to what a rollback goes, as people write it in the incident channel.
@@ -53,19 +63,27 @@ pub enum Event {
 pub struct Versions {
     pub from: String,
     pub to: String,
+    /// The rollback id (the incident's key in notices); empty until known.
+    pub incident: String,
+    /// The canary's pod-template hash and images: what a completed rollback records as bad.
+    pub canary_hash: String,
+    pub canary_images: Vec<String>,
 }
 
 impl Versions {
     pub fn of(stable: &DeploymentView, canary: Option<&DeploymentView>, lkg: Option<i64>) -> Self {
         Self {
             from: canary
-                .map(|c| format!("canary {} revision {:?}", c.image, c.revision))
+                .map(|c| format!("canary {} (revision {})", c.image, revision(c.revision)))
                 .unwrap_or_default(),
             to: format!(
-                "stable {} (revision {:?})",
+                "stable {} (revision {})",
                 stable.image,
-                lkg.map(|r| r as u64).or(stable.revision)
+                revision(lkg.map(|r| r as u64).or(stable.revision))
             ),
+            incident: String::new(),
+            canary_hash: canary.map(|c| c.template_hash.clone()).unwrap_or_default(),
+            canary_images: Vec::new(),
         }
     }
 
@@ -73,8 +91,14 @@ impl Versions {
         Self {
             from: format!("the rollback recorded in ConfigMap {backup}"),
             to: "its planned end state".into(),
+            ..Default::default()
         }
     }
+}
+
+/// A revision number as people write it; `?` before the controller has set one.
+fn revision(r: Option<u64>) -> String {
+    r.map(|r| r.to_string()).unwrap_or_else(|| "?".into())
 }
 
 /// Publishes every outcome, then hands it to the evaluation loop (`to_daemon`).
@@ -84,13 +108,60 @@ pub async fn fan_out(
     to_daemon: mpsc::UnboundedSender<OrderOutcome>,
 ) {
     let mut fleet = FleetNotice::default();
+    let mut incidents: HashMap<String, String> = HashMap::new();
+    let mut responder = Responder::default();
     while let Some(o) = outcomes.recv().await {
         if let Event::Held { max, per, .. } = &o.event {
             fleet.held(&ctx, &o, *max, *per).await;
         }
-        publish(&ctx, &o).await;
+        let incident = incident_of_outcome(&mut incidents, &o);
+        match &o.event {
+            Event::Recovery { progress, state } => {
+                let note = resolution::Note {
+                    o: &o,
+                    progress,
+                    state,
+                    incident: &incident,
+                };
+                responder.recovery(&ctx, note).await;
+            }
+            Event::RolledBack { report, versions }
+                if report.outcome != ActOutcome::AlreadyCompleted =>
+            {
+                let record = rolled_back(&ctx, &o, report, versions, &incident).await;
+                if report.outcome == ActOutcome::Completed && !o.order.dry_run {
+                    super::bad_versions::remember(&ctx, &o, report, versions);
+                }
+                responder.rolled_back(&o, record, versions);
+            }
+            Event::Failed { error, retry_in } => {
+                if let Some(detail) = failed(&ctx, &o, error, *retry_in, &incident).await {
+                    let why = resolution::Why {
+                        reason: "rollback_failed",
+                        summary: "the rollback failed",
+                        detail: &detail,
+                    };
+                    responder.escalate(&ctx, &o, &incident, why).await;
+                }
+            }
+            _ => publish(&ctx, &o, &incident).await,
+        }
         let _ = to_daemon.send(o);
     }
+}
+
+/// The incident key of a service's notices: the rollback id, learnt from the first attempt
+/// (or, for a resumed rollback, from its report) and kept for the failures that follow.
+fn incident_of_outcome(incidents: &mut HashMap<String, String>, o: &OrderOutcome) -> String {
+    let known = match &o.event {
+        Event::Started { versions } => Some(versions.incident.clone()),
+        Event::RolledBack { report, .. } => Some(report.rollback_id.clone()),
+        _ => None,
+    };
+    if let Some(id) = known.filter(|id| !id.is_empty()) {
+        incidents.insert(o.order.service.clone(), id);
+    }
+    incidents.get(&o.order.service).cloned().unwrap_or_default()
 }
 
 /// One notice per fleet-wide hold, not one per held service.
@@ -121,7 +192,7 @@ impl FleetNotice {
             max,
             per_s: per.as_secs(),
         };
-        send(ctx, notice).await;
+        send(ctx, None, notice, "").await;
     }
 }
 
@@ -152,7 +223,7 @@ fn rollback_of(o: &OrderOutcome, report: Option<&RollbackReport>) -> RollbackOrd
     }
 }
 
-async fn publish(ctx: &Context, o: &OrderOutcome) {
+async fn publish(ctx: &Context, o: &OrderOutcome, incident: &str) {
     let p = &o.order.policy;
     match &o.event {
         Event::Started { versions } => {
@@ -173,20 +244,23 @@ async fn publish(ctx: &Context, o: &OrderOutcome) {
                 from_version: versions.from.clone(),
                 to_version: versions.to.clone(),
                 dry_run: o.order.dry_run,
+                mode: p.action.name().to_string(),
             };
-            send(ctx, notice).await;
+            send(ctx, Some(p), notice, incident).await;
         }
         Event::RolledBack { report, .. } if report.outcome == ActOutcome::AlreadyCompleted => {
             // Finished earlier (by us before a restart, or another replica): recorded then.
             tracing::info!(service = %p.service, rollback = %report.rollback_id, "already rolled back");
         }
-        Event::RolledBack { report, versions } => {
-            rolled_back(ctx, o, report, versions).await;
+        Event::RolledBack { .. } | Event::Recovery { .. } => {
+            // Published by `fan_out` itself (they keep the incident report for what follows).
         }
         Event::KnownGood => {
             tracing::debug!(service = %p.service, "last known good revision recorded");
         }
-        Event::Failed { error, retry_in } => failed(ctx, o, error, *retry_in).await,
+        Event::Failed { .. } => {
+            // Published by `fan_out` itself (it may start an escalation).
+        }
         Event::Held {
             in_window,
             max,
@@ -240,7 +314,15 @@ fn observe_rollback(ctx: &Context, o: &OrderOutcome, r: &RollbackOrder, outcome:
         .inc();
 }
 
-async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v: &Versions) {
+/// Publishes a finished plan; returns its incident report, which recovery verification
+/// completes later.
+async fn rolled_back(
+    ctx: &Context,
+    o: &OrderOutcome,
+    report: &RollbackReport,
+    v: &Versions,
+    incident: &str,
+) -> IncidentReport {
     let p = &o.order.policy;
     let r = rollback_of(o, Some(report));
     for step in &report.steps {
@@ -261,8 +343,8 @@ async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v
             .detection_to_mitigation
             .observe((report.finished_at - r.detected_at).max(0) as f64 / 1000.0);
     }
-    let incident = incident_of(o, report, &r, v);
-    if let Err(err) = ctx.audit.incident(&incident) {
+    let record = incident_of(o, report, &r, v);
+    if let Err(err) = ctx.audit.incident(&record) {
         tracing::error!(error = %err, "cannot write the incident report");
     }
     audit(
@@ -272,16 +354,18 @@ async fn rolled_back(ctx: &Context, o: &OrderOutcome, report: &RollbackReport, v
         format!("{:?}", report.outcome),
         serde_json::to_value(report).unwrap_or_default(),
     );
-    let notice = Notice::RollbackResolved {
+    let notice = Notice::RollbackCompleted {
         service: p.service.clone(),
         namespace: p.namespace.clone(),
-        started: r.detected_at,
-        resolved: report.finished_at,
+        at: report.finished_at,
         from_version: v.from.clone(),
         to_version: v.to.clone(),
-        verified: true,
+        mode: p.action.name().to_string(),
+        dry_run: o.order.dry_run,
+        window_s: p.verify.window.as_secs(),
     };
-    send(ctx, notice).await;
+    send(ctx, Some(p), notice, incident).await;
+    record
 }
 
 /// The incident report of a finished rollback: timeline, verification, versions.
@@ -330,10 +414,23 @@ fn incident_of(
         verification,
         dry_run: o.order.dry_run,
         outcome: format!("{:?}", report.outcome),
+        recovery: o
+            .order
+            .dry_run
+            .then(|| "not verified: nothing was changed (dry run)".to_string()),
+        rto: None,
     }
 }
 
-async fn failed(ctx: &Context, o: &OrderOutcome, error: &str, retry_in: Option<Duration>) {
+/// Publishes a failed attempt; returns the escalation detail once the policy's
+/// `rollback_attempts` attempts have failed.
+async fn failed(
+    ctx: &Context,
+    o: &OrderOutcome,
+    error: &str,
+    retry_in: Option<Duration>,
+    incident: &str,
+) -> Option<String> {
     let p = &o.order.policy;
     let next = match retry_in {
         Some(d) => format!("retrying in {}", humantime::format_duration(d)),
@@ -346,7 +443,7 @@ async fn failed(ctx: &Context, o: &OrderOutcome, error: &str, retry_in: Option<D
     );
     if let Action::RecordKnownGood { .. } = o.order.action {
         tracing::error!(service = %p.service, "{msg}");
-        return;
+        return None;
     }
     observe_rollback(ctx, o, &rollback_of(o, None), Outcome::failure);
     tracing::error!(service = %p.service, attempt = o.attempt, "rollback FAILED: a human must take over; {msg}");
@@ -357,20 +454,31 @@ async fn failed(ctx: &Context, o: &OrderOutcome, error: &str, retry_in: Option<D
         msg.clone(),
         serde_json::json!({"attempt": o.attempt, "retry_in_s": retry_in.map(|d| d.as_secs())}),
     );
-    // One page, not one per retry: the first failure, and the last when it is given up.
-    if o.attempt == 1 || retry_in.is_none() {
+    // Chat hears of the first failure; a human is paged (escalation) when the rollback has
+    // failed `rollback_attempts` whole-plan attempts (runbook 003: "fails after 2 attempts").
+    if o.attempt == 1 {
         let notice = Notice::RollbackFailed {
             service: p.service.clone(),
             namespace: p.namespace.clone(),
             at: ctx.clock.now_millis(),
-            error: msg,
+            error: msg.clone(),
         };
-        send(ctx, notice).await;
+        send(ctx, Some(p), notice, incident).await;
     }
+    let attempts = p.rollback_attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    (o.attempt == attempts).then_some(msg)
 }
 
-async fn send(ctx: &Context, notice: Notice) {
-    if let Err(err) = ctx.notifier.send(&notice).await {
+/// Hands `notice` to the notifier, routed by the policy's `notify` (else the default route).
+/// The dispatcher only queues it: a notice never waits on a receiver.
+pub(super) async fn send(ctx: &Context, policy: Option<&Policy>, notice: Notice, incident: &str) {
+    let envelope = Envelope {
+        notice,
+        route: policy.and_then(|p| p.notify.clone()),
+        also: Vec::new(),
+        incident: incident.to_string(),
+    };
+    if let Err(err) = ctx.notifier.deliver(envelope).await {
         tracing::warn!(error = %err, "notification failed");
     }
 }

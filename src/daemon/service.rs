@@ -3,6 +3,7 @@
 use super::deployments::{read_views, DeploymentWatches, Views};
 use super::order::{Action, Order, RollbackOrder};
 use super::outcome::{Event, OrderOutcome};
+use super::recovery::{Recovery, StableHistory};
 use super::schedule::service_key;
 use super::Context;
 use crate::actuator::RollbackReport;
@@ -10,7 +11,7 @@ use crate::audit::{AuditKind, AuditRecord};
 use crate::decision::{Engine, Health, Phase, Verdict};
 use crate::lifecycle::{Lifecycle, Release, ReleaseEvent};
 use crate::policy::{Input, Policy};
-use crate::sample::{Millis, Observation, Sample};
+use crate::sample::{Millis, Observation, Sample, Track};
 use crate::source::plan::{policy_requests, Key, Request};
 use crate::telemetry::{state_code, MetricLabels, ServiceLabels, TrackLabels};
 use std::collections::{HashMap, HashSet};
@@ -40,6 +41,10 @@ pub struct ServiceRuntime {
     /// judged over every service's last read, not over one batch: with services evaluated in
     /// phases, a per-batch flag would flap whenever one namespace or policy cannot be read.
     pub deployments_read: Option<bool>,
+    /// The stable's recent readings (the pre-incident baseline of recovery verification).
+    history: StableHistory,
+    /// The last rollback's recovery, verified each cycle until it is recovered.
+    pub recovery: Option<(Recovery, Order)>,
 }
 
 /// What a cycle did for one service (the demo and tests read it; the daemon logs it).
@@ -55,6 +60,8 @@ pub struct CycleOutcome {
     pub orders: Vec<Order>,
     /// A rollback of this service that finished since its previous cycle.
     pub rollback: Option<RollbackReport>,
+    /// What recovery verification settled this cycle, for the outcome fan-out.
+    pub recovery: Vec<OrderOutcome>,
     pub error: Option<String>,
     /// This evaluation's raw polls of value metrics, `(metric, track, value)` (the status board
     /// plots them).
@@ -82,6 +89,8 @@ impl ServiceRuntime {
             rollback: None,
             fresh_report: None,
             deployments_read: None,
+            history: StableHistory::default(),
+            recovery: None,
         }
     }
 
@@ -99,9 +108,78 @@ impl ServiceRuntime {
     /// Takes in what the supervisor reports about this service's orders.
     pub(super) fn settle(&mut self, o: OrderOutcome) {
         if let Event::RolledBack { report, .. } = o.event {
+            if report.outcome == crate::actuator::report::Outcome::Completed && !o.order.dry_run {
+                self.verify_recovery(&o.order, &report);
+            }
             self.rollback = Some((*report).clone());
             self.fresh_report = Some(*report);
         }
+    }
+
+    /// Starts judging the stable alone after a completed plan (see `recovery`).
+    fn verify_recovery(&mut self, order: &Order, report: &RollbackReport) {
+        let first_bad = match &order.action {
+            Action::Rollback(r) => r.detected_at,
+            _ => report.started_at,
+        };
+        let trigger: Vec<(String, f64)> = report
+            .trigger
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let recovery = Recovery::start(
+            &self.policy,
+            &self.history,
+            report.rollback_id.clone(),
+            first_bad,
+            report.finished_at,
+            &trigger,
+        );
+        self.recovery = Some((recovery, order.clone()));
+    }
+
+    /// Advances recovery verification with this poll's stable readings.
+    fn advance_recovery(
+        &mut self,
+        observations: &HashMap<Key, Observation>,
+        now: Millis,
+    ) -> Vec<OrderOutcome> {
+        let Some((recovery, order)) = self.recovery.as_mut() else {
+            return Vec::new();
+        };
+        let readings: HashMap<String, f64> = self
+            .requests
+            .iter()
+            .filter(|r| r.key.track == Track::Stable)
+            .filter_map(|r| match (&r.key.input, observations.get(&r.key)) {
+                (Input::Value { metric }, Some(Observation::Value(v))) => {
+                    Some((metric.clone(), *v))
+                }
+                _ => None,
+            })
+            .collect();
+        let progress = recovery.observe(now, &readings);
+        let out = progress
+            .into_iter()
+            .map(|progress| OrderOutcome {
+                order: order.clone(),
+                attempt: 0,
+                event: Event::Recovery {
+                    progress,
+                    state: Box::new(recovery.clone()),
+                },
+            })
+            .collect();
+        if recovery.finished() {
+            self.recovery = None;
+        }
+        out
+    }
+
+    /// Whether this cycle must sample the stable for recovery verification.
+    fn verifying(&self) -> bool {
+        self.recovery.is_some()
     }
 
     /// The requests this service makes per poll, each keyed by the engine input it feeds.
@@ -192,6 +270,7 @@ fn advance_release(
         events: Vec::new(),
         orders: Vec::new(),
         rollback: s.fresh_report.take(),
+        recovery: Vec::new(),
         error: None,
         polls: Vec::new(),
     };
@@ -201,6 +280,11 @@ fn advance_release(
             out.events = s.lifecycle.observe(&stable, canary.as_ref(), now);
             for ev in &out.events {
                 if let Some(order) = handle_release_event(ctx, s, ev) {
+                    out.orders.push(order);
+                }
+                if let Some(order) =
+                    super::bad_versions::known_bad(ctx, &s.policy, ev, &stable, now)
+                {
                     out.orders.push(order);
                 }
             }
@@ -222,11 +306,22 @@ async fn sample(
     services: &[&mut ServiceRuntime],
     now: Millis,
 ) -> HashMap<Key, Observation> {
-    let requests: Vec<Request> = services
-        .iter()
-        .filter(|s| phase_of(s.lifecycle.stage()).is_some())
-        .flat_map(|s| s.requests.iter().cloned())
-        .collect();
+    let mut requests: Vec<Request> = Vec::new();
+    for s in services {
+        if phase_of(s.lifecycle.stage()).is_some() {
+            requests.extend(s.requests.iter().cloned());
+        } else if s.verifying() {
+            // Rolled back: only the stable's values, for recovery verification.
+            requests.extend(
+                s.requests
+                    .iter()
+                    .filter(|r| {
+                        r.key.track == Track::Stable && matches!(r.key.input, Input::Value { .. })
+                    })
+                    .cloned(),
+            );
+        }
+    }
     if requests.is_empty() {
         return HashMap::new();
     }
@@ -249,6 +344,7 @@ fn judge(
     observations: &HashMap<Key, Observation>,
     now: Millis,
 ) {
+    out.recovery = s.advance_recovery(observations, now);
     let Some(phase) = phase_of(s.lifecycle.stage()) else {
         publish_idle(ctx, s);
         return;
@@ -299,6 +395,9 @@ fn feed_engine(
             .cloned()
             .unwrap_or(Observation::Absent);
         if let (Input::Value { metric }, Observation::Value(v)) = (input, &obs) {
+            if *track == Track::Stable {
+                s.history.record(metric, now, *v);
+            }
             ctx.metrics
                 .metric_value
                 .get_or_create(&TrackLabels {

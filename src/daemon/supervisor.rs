@@ -6,13 +6,15 @@
 //! Every outcome goes back over one channel (see `outcome`), never to the evaluation loop's
 //! stack, so a rollback whose Verify waits minutes delays nobody else's evaluation.
 
-use super::deployments::get_views;
+use super::deployments::get_deployments;
 use super::fleet_guard::{Admission, FleetGuard};
 use super::order::{Action, Order};
 use super::outcome::{Event, OrderOutcome, Versions};
 use super::{Context, DaemonError};
 use crate::actuator::{ActuatorError, RollbackRequest};
 use crate::lifecycle::CanaryId;
+use crate::lifecycle::DeploymentView;
+use crate::policy::ActionMode;
 use crate::settings::Actions;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -169,6 +171,12 @@ impl Supervisor {
         if start {
             lane.task = Some(tokio::spawn(run_lane(env, lane.state.clone())));
         }
+    }
+
+    /// Publishes an outcome that did not come from a lane (recovery verification) through the
+    /// same fan-out, in order with the lanes' outcomes; never waits.
+    pub fn report(&self, outcome: OrderOutcome) {
+        let _ = self.env.outcomes.send(outcome);
     }
 
     /// A new canary revision of `service` is running: retries for older canaries stop.
@@ -347,13 +355,22 @@ async fn execute(env: &Env, order: &Order, attempt: u32) -> Result<Done, OrderEr
     match &order.action {
         Action::Rollback(r) => {
             // Fresh GETs, not the watch store: the undo target must not come from a lagging cache.
-            let (stable, canary) = get_views(&ctx.client, p).await?;
-            let lkg = if r.in_bake {
-                stable.last_known_good.map(|rev| rev as i64)
-            } else {
-                None
-            };
-            let versions = Versions::of(&stable, canary.as_ref(), lkg);
+            let (stable_obj, canary_obj) = get_deployments(&ctx.client, p).await?;
+            let stable = DeploymentView::from_deployment(&stable_obj);
+            let canary = canary_obj.as_ref().map(DeploymentView::from_deployment);
+            let lkg = undo_target(r.in_bake, p.action, stable.last_known_good);
+            let mut versions = Versions::of(&stable, canary.as_ref(), lkg);
+            // The actuator's id for this canary revision: the incident's key in every notice
+            // (PagerDuty's dedup key), known before the first step runs.
+            versions.canary_images = canary_obj
+                .as_ref()
+                .map(super::bad_versions::images_of)
+                .unwrap_or_default();
+            versions.incident = canary_obj
+                .as_ref()
+                .and_then(|c| serde_json::to_value(c).ok())
+                .map(|c| crate::actuator::plan::rollback_id(p, &c))
+                .unwrap_or_default();
             if attempt == 1 {
                 let started = Event::Started {
                     versions: versions.clone(),
@@ -391,6 +408,17 @@ async fn execute(env: &Env, order: &Order, attempt: u32) -> Result<Done, OrderEr
     }
 }
 
+/// The stable revision a rollback returns the stable to: its last known good one, and only in
+/// the bake window (a canary's rollback leaves the stable alone). `contain` never undoes the
+/// stable: its plan only routes to it and scales the canary to zero.
+fn undo_target(in_bake: bool, mode: ActionMode, last_known_good: Option<u64>) -> Option<i64> {
+    if in_bake && mode != ActionMode::Contain {
+        last_known_good.map(|rev| rev as i64)
+    } else {
+        None
+    }
+}
+
 impl Actions {
     /// The wait before attempt `attempt + 1`: doubling from `retry_initial`, capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
@@ -398,5 +426,18 @@ impl Actions {
         self.retry_initial
             .saturating_mul(factor)
             .min(self.retry_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_rollback_in_bake_undoes_the_stable_and_contain_never_does() {
+        assert_eq!(undo_target(true, ActionMode::Rollback, Some(3)), Some(3));
+        assert_eq!(undo_target(false, ActionMode::Rollback, Some(3)), None);
+        assert_eq!(undo_target(true, ActionMode::Contain, Some(3)), None);
+        assert_eq!(undo_target(true, ActionMode::Notify, Some(3)), Some(3));
     }
 }

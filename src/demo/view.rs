@@ -237,6 +237,7 @@ mod tests {
                 rollback: None,
                 error: None,
                 polls: Vec::new(),
+                recovery: Vec::new(),
             };
             lines.push(Poll::new(&o, &policy, t, 0.1).line());
         }

@@ -28,6 +28,8 @@ pub enum Shape {
     StrMap,
     /// A table of tables with free keys (`[templates.<name>]`).
     TableMap(&'static [Field]),
+    /// An array of strings (`notify = ["oncall", "pagerduty"]`).
+    StrList,
 }
 
 /// One allowed key.
@@ -211,6 +213,13 @@ impl Ctx<'_> {
             }
             (Shape::TableMap(_), _) => out
                 .push(wrong("a table of tables").hint(format!("write entries as [{path}.<name>]"))),
+            (Shape::StrList, Node::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.value(&format!("{path}[{i}]"), item, Shape::Str, out);
+                }
+            }
+            (Shape::StrList, _) => out
+                .push(wrong("an array of strings").hint("write it as [\"a\", \"b\"]".to_string())),
         }
     }
 }

@@ -37,6 +37,12 @@ impl Policy {
             analysis: Analysis::default(),
             vars: Default::default(),
             metrics: Vec::new(),
+            notify: None,
+            action: Default::default(),
+            rto: None,
+            rollback_attempts: None,
+            verify: Default::default(),
+            escalation: Vec::new(),
             source: PathBuf::from("test.toml"),
         }
     }

@@ -8,6 +8,7 @@ pub mod feed;
 pub mod kinds;
 pub mod load;
 pub mod model;
+pub mod response;
 mod schema;
 pub mod template;
 pub mod traffic;
@@ -18,6 +19,7 @@ pub use feed::{feeds, Feed, Input};
 pub use kinds::{BurnRateSpec, Kind, MannWhitneySpec, SequentialSpec};
 pub use load::{load, load_path, load_templates, load_with, LoadOptions};
 pub use model::*;
+pub use response::{ActionMode, EscalationStep, Verify};
 pub use template::{render_query, render_traffic_query};
 pub use traffic::TrafficKind;
 

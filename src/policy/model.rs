@@ -27,6 +27,28 @@ pub struct Policy {
     pub vars: std::collections::BTreeMap<String, String>,
     #[serde(rename = "metric", default)]
     pub metrics: Vec<MetricSpec>,
+    /// Notification channels (names from `[notify.channels]` in backout.toml); unset: the
+    /// default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<String>>,
+    /// What a rollback verdict does (`rollback`, `contain`, `notify`; see `response`).
+    #[serde(default)]
+    pub action: super::response::ActionMode,
+    /// Recovery time objective: first bad evidence to recovery verified on the metrics.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rto: Option<Duration>,
+    /// Whole-plan attempts before a failing rollback escalates (unset: 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_attempts: Option<u32>,
+    #[serde(default)]
+    pub verify: super::response::Verify,
+    /// Timed escalation path (runbook 003), started by a failed, worsening or slow recovery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation: Vec<super::response::EscalationStep>,
     /// File the policy was loaded from; filled by the loader, used in every message.
     #[serde(skip)]
     pub source: PathBuf,

@@ -113,6 +113,12 @@ pub const POLICY: &[Field] = &[
     Field::opt("analysis", Shape::Table(ANALYSIS)),
     Field::opt("vars", Shape::StrMap),
     Field::opt("metric", Shape::TableArray(METRIC)),
+    Field::opt("notify", Shape::StrList),
+    Field::opt("action", Shape::Enum(super::response::ACTIONS)),
+    Field::opt("rto", Shape::Duration),
+    Field::opt("rollback_attempts", Shape::Count),
+    Field::opt("verify", Shape::Table(super::response::VERIFY)),
+    Field::opt("escalation", Shape::TableArray(super::response::ESCALATION)),
 ];
 
 /// `templates.toml`.

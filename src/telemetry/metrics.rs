@@ -63,6 +63,21 @@ pub struct StepLabels {
     pub step: String,
 }
 
+/// `backout_notifications_total`: `outcome` is `sent`, `failed` (retries spent) or `dropped`
+/// (queue full, or a channel that is not configured).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub channel: String,
+    pub outcome: String,
+}
+
+/// `backout_recoveries_total`: `outcome` is `recovered` or `not_recovered`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecoveryLabels {
+    pub service: String,
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: Outcome,
@@ -120,6 +135,16 @@ pub struct Metrics {
     pub kubernetes_requests: Family<crate::kubeclient::request::RequestOutcomeLabels, Counter>,
     /// Kubernetes API latency to the response headers, by verb and resource.
     pub kubernetes_request_duration: Family<crate::kubeclient::request::RequestLabels, Histogram>,
+    /// Notification deliveries by channel and final outcome (`crate::notify::dispatch`).
+    pub notifications: Family<NotificationLabels, Counter>,
+    /// Recovery verified on the metrics after a rollback, or not within `restore_within`.
+    pub recoveries: Family<RecoveryLabels, Counter>,
+    /// The last incident's RTO per service (first bad evidence -> recovery verified).
+    pub rto_seconds: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
+    /// The policy's `rto` target, for alerts comparing the two.
+    pub rto_target_seconds: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
+    /// Escalations started, by reason: `rollback_failed`, `not_recovered`, `worse_after_rollback`.
+    pub escalations: Family<ReasonLabels, Counter>,
 }
 
 /// Up to the default 10 s request deadline and beyond, for a raised `request_timeout`.
@@ -175,9 +200,15 @@ impl Metrics {
             lease_transitions: Counter::default(),
             kubernetes_requests: Family::default(),
             kubernetes_request_duration: Family::new_with_constructor(kubernetes_histogram),
+            notifications: Family::default(),
+            recoveries: Family::default(),
+            rto_seconds: Family::default(),
+            rto_target_seconds: Family::default(),
+            escalations: Family::default(),
         };
         m.register_evaluation(&mut registry);
         m.register_operation(&mut registry);
+        m.register_response(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             ..m
@@ -300,6 +331,35 @@ impl Metrics {
             "kubernetes_request_duration_seconds",
             "Kubernetes API latency until the response headers (for a watch: until it opened), by verb and resource",
             self.kubernetes_request_duration.clone(),
+        );
+    }
+
+    /// The series about what follows a rollback: notifications.
+    fn register_response(&self, registry: &mut Registry) {
+        registry.register(
+            "notifications",
+            "Notification deliveries by channel and outcome (sent, failed after retries, dropped)",
+            self.notifications.clone(),
+        );
+        registry.register(
+            "recoveries",
+            "Recoveries after a rollback, verified on the stable's metrics (recovered) or not within restore_within (not_recovered)",
+            self.recoveries.clone(),
+        );
+        registry.register(
+            "rto_seconds",
+            "The last incident's recovery time per service: first bad evidence to recovery verified",
+            self.rto_seconds.clone(),
+        );
+        registry.register(
+            "rto_target_seconds",
+            "The policy's rto target per service",
+            self.rto_target_seconds.clone(),
+        );
+        registry.register(
+            "escalations",
+            "Escalations started, by reason (rollback_failed, not_recovered, worse_after_rollback)",
+            self.escalations.clone(),
         );
     }
 

@@ -7,7 +7,7 @@ use backout::audit::{AuditKind, FileAudit};
 use backout::clock::Clock;
 use backout::daemon::{Context, Daemon, Sampler};
 use backout::demo::{canary_weight, replicas};
-use backout::notify::{Notice, Notifier, NotifyError};
+use backout::notify::{Envelope, Notice, Notifier, NotifyError};
 use backout::policy::model::{Level, MetricSpec};
 use backout::policy::{Input, Policy, TrafficKind};
 use backout::sample::{Millis, Observation, Track};
@@ -33,6 +33,8 @@ impl Clock for TokioClock {
 pub struct Scripted {
     pub origin: Instant,
     bad: Mutex<HashSet<String>>,
+    /// Services whose stable fails 50% too (a rollback that does not restore them).
+    bad_stable: Mutex<HashSet<String>>,
     calls: Mutex<Vec<(u64, BTreeSet<String>)>>,
 }
 
@@ -41,8 +43,14 @@ impl Scripted {
         Scripted {
             origin,
             bad: Mutex::new(HashSet::new()),
+            bad_stable: Mutex::new(HashSet::new()),
             calls: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn turn_stable_bad(&self, services: &[&str]) {
+        let mut bad = self.bad_stable.lock().unwrap();
+        bad.extend(services.iter().map(|s| s.to_string()));
     }
 
     /// Services evaluated at or after `since_ms` (virtual ms since `origin`).
@@ -53,6 +61,13 @@ impl Scripted {
             .filter(|(t, _)| *t >= since_ms)
             .flat_map(|(_, s)| s.iter().cloned())
             .collect()
+    }
+
+    pub fn turn_good(&self, services: &[&str]) {
+        let mut bad = self.bad.lock().unwrap();
+        for s in services {
+            bad.remove(*s);
+        }
     }
 
     pub fn turn_bad(&self, services: &[&str]) {
@@ -80,6 +95,7 @@ impl Sampler for Scripted {
         Box::pin(async move {
             let at = self.origin.elapsed().as_millis() as u64;
             let bad = self.bad.lock().unwrap().clone();
+            let bad_stable = self.bad_stable.lock().unwrap().clone();
             let services = requests.iter().map(|r| r.key.service.clone()).collect();
             self.calls.lock().unwrap().push((at, services));
             requests
@@ -87,7 +103,9 @@ impl Sampler for Scripted {
                 .map(|r| {
                     let v = if r.key.input == Input::Traffic {
                         50.0
-                    } else if r.key.track == Track::Canary && bad.contains(&r.key.service) {
+                    } else if (r.key.track == Track::Canary && bad.contains(&r.key.service))
+                        || (r.key.track == Track::Stable && bad_stable.contains(&r.key.service))
+                    {
                         0.5
                     } else {
                         0.001
@@ -172,11 +190,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         World {
             sim,
-            sampler: Arc::new(Scripted {
-                origin: Instant::now(),
-                bad: Mutex::new(HashSet::new()),
-                calls: Mutex::new(Vec::new()),
-            }),
+            sampler: Arc::new(Scripted::new(Instant::now())),
             audit_dir: dir.path().to_path_buf(),
             notices: Arc::new(Recorded::default()),
             _dir: dir,
@@ -202,6 +216,7 @@ impl World {
         Context::builder(client, self.sampler.clone(), actuator, audit)
             .notifier(self.notices.clone())
             .clock(clock)
+            .bad_versions("backout")
             .build()
     }
 
@@ -253,13 +268,19 @@ pub fn start(
     (stop_tx, task)
 }
 
-/// Every notice sent, in order.
+/// Every notice sent, in order; and every routed one with its route (`1`).
 #[derive(Default)]
-pub struct Recorded(pub Mutex<Vec<Notice>>);
+pub struct Recorded(pub Mutex<Vec<Notice>>, pub Mutex<Vec<Envelope>>);
 
 impl Notifier for Recorded {
     fn send(&self, notice: &Notice) -> BoxFuture<'_, Result<(), NotifyError>> {
         self.0.lock().unwrap().push(notice.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn deliver(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), NotifyError>> {
+        self.0.lock().unwrap().push(envelope.notice.clone());
+        self.1.lock().unwrap().push(envelope);
         Box::pin(async { Ok(()) })
     }
 }

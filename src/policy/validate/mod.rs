@@ -25,6 +25,12 @@ pub fn validate(policy: &Policy, spans: &SpanMap) -> Vec<Problem> {
     v.analysis();
     v.vars();
     v.metrics();
+    let at = |key: &str, message: String, hint: &str| {
+        Problem::new(&policy.source, key, message)
+            .at(spans.line_of(key))
+            .hint(hint)
+    };
+    v.out.extend(super::response::check(policy, &at));
     v.out
 }
 
