@@ -27,7 +27,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The ConfigMap's name.
-pub const CONFIG_MAP: &str = "backout-bad-versions";
+pub const CONFIG_MAP: &str = crate::kubeclient::rbac::BAD_VERSIONS_CONFIGMAP;
 /// Deadline of each read or write.
 const DEADLINE: Duration = Duration::from_secs(10);
 /// Conflicting writes retried before giving up.

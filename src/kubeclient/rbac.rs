@@ -29,6 +29,9 @@ pub struct Grant {
 /// The fleet guard's counting ConfigMap in backout's namespace.
 pub const FLEET_GUARD_CONFIGMAP: &str = "backout-fleet-guard";
 
+/// The versions completed rollbacks took out, in backout's namespace.
+pub const BAD_VERSIONS_CONFIGMAP: &str = "backout-bad-versions";
+
 pub const GRANTS: &[Grant] = &[
     Grant {
         scope: Scope::Cluster,
@@ -106,9 +109,9 @@ pub const GRANTS: &[Grant] = &[
         scope: Scope::OwnNamespace,
         group: "",
         resource: "configmaps",
-        names: &[FLEET_GUARD_CONFIGMAP],
+        names: &[FLEET_GUARD_CONFIGMAP, BAD_VERSIONS_CONFIGMAP],
         verbs: &["get", "update"],
-        why: "the fleet guard's rollback count",
+        why: "the fleet guard's rollback count, and the bad versions completed rollbacks recorded",
     },
     Grant {
         scope: Scope::OwnNamespace,
