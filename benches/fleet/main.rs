@@ -16,6 +16,7 @@ mod exporter;
 mod kubeproxy;
 mod measure;
 mod mitigation;
+mod probe;
 mod report;
 mod run;
 mod stage;

@@ -27,6 +27,9 @@ pub struct Results {
     pub kube_rollbacks_daemon: Option<f64>,
     pub kube_rollbacks_proxy: Option<f64>,
     pub lag_steady: Option<(f64, f64)>,
+    /// Prometheus alone, before the daemon starts: median seconds of each distinct batched
+    /// query for one phase's services (a tenth of the fleet).
+    pub prom_alone: Option<Vec<f64>>,
     /// Prometheus query latency (the daemon's histogram) p50/p99 over the steady window.
     pub query_steady: Option<(f64, f64)>,
     pub lag_rollbacks: Option<(f64, f64)>,
@@ -45,6 +48,17 @@ fn secs(d: Duration) -> String {
 
 fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map_or_else(|| "n/a".to_string(), f)
+}
+
+fn alone(v: Option<&[f64]>) -> String {
+    match v {
+        Some(secs) if !secs.is_empty() => {
+            let each: Vec<String> = secs.iter().map(|s| format!("{s:.3}")).collect();
+            let sum: f64 = secs.iter().sum();
+            format!("{} s (sum {sum:.3} s)", each.join(" / "))
+        }
+        _ => "not measured".into(),
+    }
 }
 
 fn lag(v: Option<(f64, f64)>) -> String {
@@ -150,6 +164,11 @@ fn steady_rows(r: &Results) -> Vec<(&'static str, String, &'static str)> {
         (
             "Prometheus query latency p50 / p99 (steady, `backout_query_duration_seconds`)",
             lag(r.query_steady),
+            "",
+        ),
+        (
+            "Prometheus alone, before the daemon: one phase's queries (median of 3 each; sum)",
+            alone(r.prom_alone.as_deref()),
             "",
         ),
     ]

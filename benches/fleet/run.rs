@@ -4,6 +4,7 @@ use crate::exporter::FleetExporter;
 use crate::kubeproxy::KubeProxy;
 use crate::measure::{self, Scrape};
 use crate::mitigation::{self, Target};
+use crate::probe;
 use crate::report::{self, Results};
 use crate::stage::{self, Daemon, DaemonConfig};
 use crate::Args;
@@ -143,6 +144,10 @@ async fn stage_world(args: &Args, start: Instant, r: &mut Results) -> anyhow::Re
         &format!("simulator up at {} after {up:.1} s", sim.url),
     );
     prom.wait_for_scrapes(2, Duration::from_secs(120)).await?;
+    match probe::phase_queries(&prom.url, &services).await {
+        Ok(secs) => r.prom_alone = Some(secs),
+        Err(e) => say(start, &format!("Prometheus-alone probe failed: {e:#}")),
+    }
     let proxy = KubeProxy::start(&sim.url, &sim.kubeconfig, root.path()).await?;
     let admin_port = backout::promserver::free_port()?;
     let config = stage::write_settings(
