@@ -43,12 +43,21 @@ pub fn millis_to_seconds(ms: Millis) -> i64 {
 
 /// An instant query answer as series. A scalar (e.g. `0/0`) is a single series without labels.
 pub fn instant_series(data: &Data) -> Result<Vec<Series>, SourceError> {
+    into_instant_series(data.clone())
+}
+
+/// [`instant_series`] taking the answer: the label strings move into the series instead of
+/// being copied (a batched answer at 10,000 services holds 20,000 label sets).
+pub fn into_instant_series(data: Data) -> Result<Vec<Series>, SourceError> {
     match data {
         Data::Vector(v) => Ok(v
-            .iter()
-            .map(|s| Series {
-                labels: labels(s.metric()),
-                value: s.sample().value(),
+            .into_iter()
+            .map(|s| {
+                let (metric, sample) = s.into_inner();
+                Series {
+                    labels: metric.into_iter().collect(),
+                    value: sample.value(),
+                }
             })
             .collect()),
         Data::Scalar(s) => Ok(vec![Series {

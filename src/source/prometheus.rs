@@ -117,7 +117,7 @@ impl PrometheusSource {
             q = q.header(AUTHORIZATION, h);
         }
         let res = q.post().await.map_err(|e| mapping::classify(&e))?;
-        mapping::instant_series(res.data())
+        mapping::into_instant_series(res.into_inner().0)
     }
 
     async fn range_query(
