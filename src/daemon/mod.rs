@@ -10,8 +10,8 @@
 //! ordered at most once per canary revision (the engine's verdict is sticky and the actuator
 //! refuses a second plan for the same revision).
 
-mod board;
 pub mod bad_versions;
+mod board;
 mod context;
 mod deployments;
 pub mod fleet_guard;

@@ -16,6 +16,8 @@ mod prometheus;
 #[path = "../common/receiver.rs"]
 mod receiver;
 
+mod function_gemma;
+mod harness;
 mod istio;
 mod llm_orchestrator;
 mod rag_api;
