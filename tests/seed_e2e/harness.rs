@@ -166,7 +166,8 @@ impl Run {
         }
         assert!(
             audited_now(&self.trail, AuditKind::RecoveryVerified),
-            "recovery never verified"
+            "recovery never verified; audit trail:\n{}",
+            std::fs::read_to_string(&self.trail).unwrap_or_default()
         );
         rolled_back_at.expect("the bad canary was never rolled back")
     }

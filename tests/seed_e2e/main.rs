@@ -16,6 +16,7 @@ mod prometheus;
 #[path = "../common/receiver.rs"]
 mod receiver;
 
+mod devops_agent;
 mod function_gemma;
 mod harness;
 mod istio;
