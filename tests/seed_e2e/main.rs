@@ -20,6 +20,7 @@ mod devops_agent;
 mod function_gemma;
 mod harness;
 mod istio;
+mod kailash_kaizen;
 mod llm_orchestrator;
 mod rag_api;
 
