@@ -8,6 +8,7 @@ mod world;
 
 use backout::audit::{AuditKind, FileAudit};
 use backout::daemon::Daemon;
+use backout::demo::canary_weight;
 use backout::policy::Policy;
 use backout::settings::Actions;
 use backout::sim::SimHandle;
@@ -344,6 +345,97 @@ async fn shadow_mode_decides_reports_and_notifies_but_changes_nothing() {
     assert!(
         texts[0].contains("[shadow mode: nothing changed] would roll back from canary"),
         "{texts:#?}"
+    );
+    w.sim.shutdown().await;
+}
+
+/// Promotes `web` (a new stable template, the canary scaled to zero, the route left at 90/10),
+/// turns the stable bad inside its bake window and returns the stable's template annotations
+/// once the rollback completed, with the notices' texts.
+async fn bad_promotion(
+    mode: backout::policy::ActionMode,
+) -> (World, Policy, serde_json::Value, Vec<String>) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let mut web = policy("web");
+    web.action = mode;
+    let w = World::new(std::slice::from_ref(&web), Duration::from_secs(1)).await;
+    let (stop, task) = start(Daemon::new(w.context(), vec![web.clone()]));
+    // First sight: the stable is recorded as the last known good revision.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let deployments: kube::Api<Deployment> =
+        kube::Api::namespaced(w.sim.in_process_client(), "prod");
+    let promote =
+        serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"ci/build": "2"}}}}});
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Strategic(promote))
+        .await
+        .unwrap();
+    let scale = serde_json::json!({"spec": {"replicas": 0}});
+    deployments
+        .patch(
+            "web-canary",
+            &PatchParams::default(),
+            &Patch::Strategic(scale),
+        )
+        .await
+        .unwrap();
+    // The new stable revision is seen: its 15-minute bake window opens.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(
+        canary_weight(&w.sim, &web),
+        Some(10),
+        "route left as it was"
+    );
+    w.sampler.turn_stable_bad(&["web"]);
+    let until = Instant::now() + Duration::from_secs(120);
+    while w.audit_of(AuditKind::RollbackCompleted).is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(w.audit_of(AuditKind::RollbackCompleted).len(), 1);
+    let stable = w.sim.object("apps", "deployments", "prod", "web").unwrap();
+    let annotations = stable["spec"]["template"]["metadata"]["annotations"].clone();
+    let texts = w
+        .notices
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| n.text())
+        .collect();
+    (w, web, annotations, texts)
+}
+
+/// `action = "contain"` (a one-way migration): a promoted release going bad in its bake window
+/// is contained (all traffic to the stable, canary at zero) and the stable is NOT undone; the
+/// same incident under `action = "rollback"` undoes it, so the scenario is a real bake rollback.
+#[tokio::test(start_paused = true)]
+async fn contain_in_the_bake_window_routes_to_stable_and_never_undoes_it() {
+    use backout::policy::ActionMode;
+    let (w, web, kept, texts) = bad_promotion(ActionMode::Contain).await;
+    assert_eq!(canary_weight(&w.sim, &web), Some(0));
+    assert_eq!(
+        backout::demo::replicas(&w.sim, "prod", "web-canary"),
+        Some(0)
+    );
+    assert_eq!(kept["ci/build"], "2", "the stable was undone: {kept}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Action: Containing: all traffic to stable")
+                && t.contains("(the stable is not undone)")),
+        "{texts:#?}"
+    );
+    w.sim.shutdown().await;
+
+    let (w, web, undone, _) = bad_promotion(ActionMode::Rollback).await;
+    assert_eq!(canary_weight(&w.sim, &web), Some(0));
+    assert!(
+        undone.get("ci/build").is_none(),
+        "action = rollback returns the stable to its last known good template: {undone}"
     );
     w.sim.shutdown().await;
 }

@@ -10,7 +10,7 @@
 //! `no_data = "ignore"`. The service has recovered at the start of the
 //! first clean streak that lasts `window`; RTO is first bad evidence -> that instant.
 
-use crate::policy::{Level, MetricSpec, Policy};
+use crate::policy::{Kind, Level, MetricSpec, Policy};
 use crate::sample::Millis;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -107,7 +107,10 @@ impl Recovery {
         let gates = policy
             .metrics
             .iter()
-            .filter(|m| m.sequential.is_none())
+            // Sequential tests count canary against stable; a burn rate is read over hours-long
+            // windows (still full of the incident long after a recovery) and is not a single
+            // value on the stable: neither says whether the stable alone is healthy now.
+            .filter(|m| !matches!(m.kind(), Kind::Sequential | Kind::BurnRate))
             .map(|m| Gate {
                 metric: m.name.clone(),
                 level: absolute_level(m),
@@ -303,6 +306,25 @@ mod tests {
             }]
         );
         assert!(r.finished());
+    }
+
+    #[test]
+    fn a_burn_rate_metric_does_not_hold_recovery_back() {
+        // Its stable reading never arrives as a value (devops-agent.toml's slo_burn_rate).
+        let mut spec = MetricSpec::test("slo_burn");
+        spec.burn_rate = Some(crate::policy::BurnRateSpec {
+            objective: 0.999,
+            rules: None,
+        });
+        let p = policy().with_metric(spec);
+        let mut r = Recovery::start(&p, &history(0.002), "id".into(), 0, 0, &[]);
+        assert_eq!(r.metrics().collect::<Vec<_>>(), ["errors"]);
+        assert!(r.observe(10_000, &reading(0.002)).is_empty());
+        let p = r.observe(70_000, &reading(0.002));
+        assert!(
+            matches!(p[..], [Progress::Recovered { at: 10_000, .. }]),
+            "{p:?}"
+        );
     }
 
     #[test]

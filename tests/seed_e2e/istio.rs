@@ -15,6 +15,8 @@ pub struct Track {
     pub bad_errors: f64,
     /// Extra gauges (name, value).
     pub gauges: Vec<(String, f64)>,
+    /// From then on every request takes 100-250 ms instead of 50-100 ms (p95 about 2.5x).
+    pub slow_from: Option<i64>,
 }
 
 /// Which instrumentation the service has.
@@ -37,6 +39,25 @@ pub struct History {
 }
 
 impl Track {
+    /// A healthy track: 0.2% errors, fast, no gauges.
+    pub fn healthy(deployment: &str, rps: f64) -> Track {
+        Track {
+            deployment: deployment.into(),
+            rps,
+            errors: 0.002,
+            bad_from: None,
+            bad_errors: 0.0,
+            gauges: vec![],
+            slow_from: None,
+        }
+    }
+
+    /// Cumulative requests answered fast (under 100 ms) at `t`.
+    fn fast(&self, start: i64, t: i64) -> f64 {
+        let until = self.slow_from.map_or(t, |s| s.min(t));
+        self.rps * (until - start).max(0) as f64 / 1000.0
+    }
+
     /// Cumulative (requests, errors) at `t`.
     fn counts(&self, start: i64, t: i64) -> (f64, f64) {
         let secs = |ms: i64| ms.max(0) as f64 / 1000.0;
@@ -128,17 +149,6 @@ impl History {
                 self.namespace, t.deployment
             )
         };
-        let _ = writeln!(out, "# TYPE kube_pod_container_status_restarts counter");
-        for track in &self.tracks {
-            for t in self.times() {
-                let _ = writeln!(
-                    out,
-                    "kube_pod_container_status_restarts_total{{{}}} 0 {}",
-                    pod(track),
-                    ts(t)
-                );
-            }
-        }
         for (name, labels, v) in [
             (
                 "container_memory_working_set_bytes",
@@ -173,13 +183,14 @@ impl History {
                 }
             }
         }
-        // Every request answered in 50-100 ms: p99 about 0.1 s.
+        // Every request answered in 50-100 ms (p99 about 0.1 s), 100-250 ms once slow.
         let _ = writeln!(out, "# TYPE istio_request_duration_milliseconds histogram");
         for track in &self.tracks {
             for t in self.times() {
                 let (req, _) = track.counts(self.start_ms, t);
+                let fast = track.fast(self.start_ms, t).min(req);
                 let base = self.base(track);
-                for (le, n) in [("50", 0.0), ("100", req), ("250", req), ("+Inf", req)] {
+                for (le, n) in [("50", 0.0), ("100", fast), ("250", req), ("+Inf", req)] {
                     let _ = writeln!(
                         out,
                         "istio_request_duration_milliseconds_bucket{{{base},le=\"{le}\"}} {n} {}",
@@ -194,16 +205,28 @@ impl History {
                 let _ = writeln!(
                     out,
                     "istio_request_duration_milliseconds_sum{{{base}}} {} {}",
-                    req * 75.0,
+                    fast * 75.0 + (req - fast) * 175.0,
                     ts(t)
                 );
             }
         }
     }
 
-    /// kube-state-metrics readiness and the tracks' extra gauges.
+    /// kube-state-metrics readiness and restarts (none), and the tracks' extra gauges.
     fn kube(&self, out: &mut String) {
         let ts = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+        let _ = writeln!(out, "# TYPE kube_pod_container_status_restarts counter");
+        for track in &self.tracks {
+            for t in self.times() {
+                let _ = writeln!(
+                    out,
+                    "kube_pod_container_status_restarts_total{{namespace=\"{}\",pod=\"{}-5d8f7b9c6-x2k4p\"}} 0 {}",
+                    self.namespace,
+                    track.deployment,
+                    ts(t)
+                );
+            }
+        }
         let _ = writeln!(out, "# TYPE kube_pod_status_ready gauge");
         for track in &self.tracks {
             for t in self.times() {

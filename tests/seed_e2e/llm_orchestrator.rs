@@ -62,14 +62,7 @@ async fn runbook_003_llm_orchestrator_rollback_failing_twice_escalates_then_reco
     let wall = backout::clock::Clock::now_millis(&backout::clock::SystemClock);
     let start = wall - wall % 10_000 - 60 * MIN;
     let onset = start + 15 * MIN;
-    let track = |deployment: &str, rps: f64| Track {
-        deployment: deployment.into(),
-        rps,
-        errors: 0.002,
-        bad_from: None,
-        bad_errors: 0.0,
-        gauges: vec![],
-    };
+    let track = Track::healthy;
     // "Symptoms: High error rate (> 5%)": 12% on the canary.
     let canary = Track {
         bad_from: Some(onset),

@@ -16,7 +16,11 @@ mod prometheus;
 #[path = "../common/receiver.rs"]
 mod receiver;
 
+mod devops_agent;
+mod function_gemma;
+mod harness;
 mod istio;
+mod kailash_kaizen;
 mod llm_orchestrator;
 mod rag_api;
 

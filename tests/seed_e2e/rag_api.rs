@@ -62,12 +62,8 @@ async fn runbook_001_rag_api_rolled_back_notified_recovered_and_remembered() {
     let start = wall - wall % 10_000 - 70 * MIN;
     let onset = start + 15 * MIN;
     let healthy = |deployment: &str, rps: f64| Track {
-        deployment: deployment.into(),
-        rps,
-        errors: 0.002,
-        bad_from: None,
-        bad_errors: 0.0,
         gauges: vec![("rag_retrieval_ndcg".into(), 0.8)],
+        ..Track::healthy(deployment, rps)
     };
     // Decision Matrix: error rate 8% is over "Critical (Rollback) > 5%".
     let canary = Track {
