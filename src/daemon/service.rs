@@ -360,6 +360,7 @@ fn level_code(h: Health) -> i64 {
         Health::Warning => 1,
         Health::Critical => 2,
         Health::Inconclusive => 3,
+        Health::Shared => 4,
     }
 }
 

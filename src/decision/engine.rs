@@ -3,13 +3,14 @@
 use super::counter::{ArmCounters, EVENTS, TOTAL};
 use super::rule::{self, millis, Breach, Inputs, Outcome, Rule, Test};
 use super::sequential;
+use super::shared;
 use super::state::{Health, MetricState};
 use super::statistic;
 use super::verdict::{self, MetricStatus, Phase, Reason, Stage, Verdict};
 use super::window::Window;
 use super::DecisionError;
 use crate::policy::feed::burn_windows;
-use crate::policy::{Input, Level, Policy};
+use crate::policy::{Input, Level, OnShared, Policy};
 use crate::sample::{Millis, Sample, Track};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,8 @@ struct Slot {
     marks: sequential::Marks,
     /// Burn-rate metrics: error-ratio polls per rule window, per track.
     ratios: Vec<(Duration, [Window; 2])>,
+    /// The metric's PromQL window in ms: what one value summarises (shared-cause counts).
+    query_window: Millis,
 }
 
 /// A sticky rollback decision.
@@ -46,6 +49,11 @@ struct Judging<'a> {
     warmup_until: Millis,
     /// The subject's requests per second (traffic floors).
     traffic: &'a Window,
+    /// Both tracks' requests per second (canary, stable): shared-cause counts.
+    both_traffic: [&'a Window; 2],
+    /// What a shared-cause breach does, and the margin its test allows.
+    on_shared: OnShared,
+    margin: f64,
     now: Millis,
 }
 
@@ -81,16 +89,32 @@ impl Slot {
             Phase::Bake { .. } => None,
         };
         let outcome = match &self.rule.test {
-            None => rule::evaluate(
-                &self.rule,
-                Inputs {
-                    subject: at.subject,
-                    series: &self.series[track_index(at.subject)],
-                    baseline,
-                    traffic: at.traffic,
-                },
-                at.now,
-            ),
+            None => {
+                let own = rule::evaluate(
+                    &self.rule,
+                    Inputs {
+                        subject: at.subject,
+                        series: &self.series[track_index(at.subject)],
+                        baseline,
+                        traffic: at.traffic,
+                    },
+                    at.now,
+                );
+                // Only a judged canary has a stable to share a cause with; bake is unchanged.
+                match baseline {
+                    Some(stable) => shared::Check {
+                        rule: &self.rule,
+                        stable,
+                        traffic: at.both_traffic,
+                        window: self.query_window,
+                        margin: at.margin,
+                        on_shared: at.on_shared,
+                        now: at.now,
+                    }
+                    .apply(own),
+                    None => own,
+                }
+            }
             Some(Test::Sequential {
                 config,
                 warmup_alpha,
@@ -133,6 +157,10 @@ pub struct Engine {
     phase: Option<Phase>,
     latch: Option<Latch>,
     inconclusive_since: Option<Millis>,
+    on_shared: OnShared,
+    /// The margin of the shared-cause test: the policy's first sequential metric's, else the
+    /// sequential default (1.2).
+    shared_margin: f64,
 }
 
 fn track_index(t: Track) -> usize {
@@ -161,7 +189,10 @@ impl Engine {
                         .collect(),
                     _ => Vec::new(),
                 };
+                let query_window =
+                    millis(crate::policy::defaults::effective(spec, policy.analysis.interval).window);
                 Slot {
+                    query_window,
                     series: [Window::new(retain), Window::new(retain)],
                     rule,
                     state: MetricState::default(),
@@ -185,6 +216,12 @@ impl Engine {
             phase: None,
             latch: None,
             inconclusive_since: None,
+            on_shared: policy.analysis.on_shared,
+            shared_margin: policy
+                .metrics
+                .iter()
+                .find_map(|m| m.sequential.as_ref().map(|s| s.config().margin))
+                .unwrap_or_else(|| crate::stats::sequential::SequentialConfig::default().margin),
         }
     }
 
@@ -296,6 +333,9 @@ impl Engine {
             subject,
             warmup_until,
             traffic: &self.traffic[track_index(subject)],
+            both_traffic: [&self.traffic[0], &self.traffic[1]],
+            on_shared: self.on_shared,
+            margin: self.shared_margin,
             now,
         };
         let (statuses, breached): (Vec<_>, Vec<_>) = self

@@ -10,6 +10,7 @@ mod counter;
 mod engine;
 pub mod rule;
 mod sequential;
+pub mod shared;
 pub mod state;
 mod statistic;
 pub mod verdict;

@@ -167,6 +167,9 @@ pub enum Reading {
     Counting {
         from: Millis,
     },
+    /// The canary breached a level the stable breaches too, and is not significantly worse
+    /// than it (`decision::shared`): a shared cause, not the canary's regression.
+    Shared(Box<super::shared::SharedCause>),
 }
 
 /// What a metric read at one evaluation, in a few words: the text of reasons, backtests and
@@ -202,6 +205,7 @@ impl std::fmt::Display for Reading {
             Reading::Counting { from } => {
                 write!(f, "counting starts at {} (end of warm-up)", rfc3339(*from))
             }
+            Reading::Shared(cause) => write!(f, "{cause}"),
         }
     }
 }
@@ -229,6 +233,9 @@ pub enum Breach {
     Inconclusive,
     /// The metric is left out of this verdict (`no_data = "ignore"`, or no baseline in bake).
     Ignored,
+    /// A critical breach the stable shares, the canary not worse (`on_shared = "hold"`): no
+    /// rollback, no promotion.
+    Shared,
 }
 
 /// Result of one rule evaluation.

@@ -57,6 +57,11 @@ impl Policy {
         self.analysis.warmup = warmup;
         self
     }
+
+    pub fn with_on_shared(mut self, on_shared: OnShared) -> Self {
+        self.analysis.on_shared = on_shared;
+        self
+    }
 }
 
 impl MetricSpec {

@@ -96,7 +96,10 @@ const ANALYSIS: &[Field] = &[
     Field::opt("no_data_deadline", Shape::Duration),
     Field::opt("traffic_query", Shape::Str),
     Field::opt("fleet_guard", Shape::Bool),
+    Field::opt("on_shared", Shape::Enum(ON_SHARED)),
 ];
+
+const ON_SHARED: &[&str] = &["hold", "rollback"];
 
 /// A policy file.
 pub const POLICY: &[Field] = &[
