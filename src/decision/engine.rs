@@ -118,7 +118,7 @@ impl Slot {
             Some(Test::Sequential {
                 config,
                 warmup_alpha,
-                restart_every,
+                horizon,
             }) => match at.phase {
                 Phase::Bake { .. } => rule::ignored(rule::Reading::NoBaseline),
                 Phase::Canary { .. } => {
@@ -126,7 +126,7 @@ impl Slot {
                         config,
                         warmup_alpha: *warmup_alpha,
                         warmup_until: at.warmup_until,
-                        restart_every: *restart_every,
+                        horizon: *horizon,
                     };
                     return seq.evaluate(&self.rule, &self.counters, &mut self.marks, at.now);
                 }

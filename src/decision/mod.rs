@@ -19,7 +19,7 @@ pub mod window;
 pub use crate::stats::threshold_text;
 pub use engine::Engine;
 pub use rule::{Breach, Missing, Outcome, Reading, Rule, Test};
-pub use sequential::{main_alpha, RESTART_SHARE};
+pub use sequential::{detector_alpha, main_alpha, DETECTOR_SHARE};
 pub use state::{Alert, Health, MetricState};
 pub use verdict::{MetricStatus, Phase, Reason, Stage, Verdict};
 pub use window::Window;

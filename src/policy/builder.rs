@@ -147,7 +147,7 @@ impl MetricSpec {
             min_exposure: None,
             pass_ratio: None,
             warmup_alpha: None,
-            restart_every: None,
+            horizon: None,
         });
         self
     }

@@ -21,7 +21,7 @@ const SEQUENTIAL: &[Field] = &[
     Field::opt("min_exposure", Shape::Float),
     Field::opt("pass_ratio", Shape::Float),
     Field::opt("warmup_alpha", Shape::Float),
-    Field::opt("restart_every", Shape::Duration),
+    Field::opt("horizon", Shape::Duration),
 ];
 
 const BURN_RULE: &[Field] = &[
