@@ -39,6 +39,8 @@ pub enum AuditKind {
     /// The fleet guard held a rollback: too many in the window, likely a shared cause.
     RollbackHeld,
     Notified,
+    /// A canary breach the stable shares, the canary not worse: held, not rolled back.
+    SharedCause,
 }
 
 /// One line of `audit.jsonl`.

@@ -51,6 +51,14 @@ pub enum Notice {
         max: u32,
         per_s: u64,
     },
+    /// A canary level is breached on both tracks and the canary is not worse: a shared cause,
+    /// held instead of rolled back (`analysis.on_shared`). One per episode.
+    SharedCause {
+        service: String,
+        namespace: String,
+        at: Millis,
+        reasons: Vec<String>,
+    },
 }
 
 impl Notice {
@@ -79,6 +87,11 @@ impl Notice {
             Notice::RollbackFailed { service, namespace, at, error } => format!(
                 "ESCALATION: rollback of {namespace}/{service} FAILED at {}: {error}\nA human must take over (runbook: escalate when a rollback fails).",
                 format_time(*at),
+            ),
+            Notice::SharedCause { service, namespace, at, reasons } => format!(
+                "SHARED CAUSE: {namespace}/{service}: both tracks breach; the canary is not worse. No rollback (on_shared = \"hold\"); promotion held\nTime: {}\nReason: {}\nAction: check the dependencies both tracks share",
+                format_time(*at),
+                reasons.join("; "),
             ),
         }
     }

@@ -106,7 +106,7 @@ impl Slot {
                         rule: &self.rule,
                         stable,
                         traffic: at.both_traffic,
-                        window: self.query_window,
+                        window: counted(self.query_window, at),
                         margin: at.margin,
                         on_shared: at.on_shared,
                         now: at.now,
@@ -132,13 +132,87 @@ impl Slot {
                 }
             },
             Some(Test::BurnRate(cfg)) => {
-                statistic::burn_rate(&self.rule, cfg, &self.ratios, at.subject, at.now)
+                let own = statistic::burn_rate(&self.rule, cfg, &self.ratios, at.subject, at.now);
+                match at.phase {
+                    Phase::Canary { .. } => self.shared_burn(cfg, own, at),
+                    Phase::Bake { .. } => own,
+                }
             }
             Some(Test::MannWhitney(cfg)) => {
                 statistic::mann_whitney(&self.rule, cfg, &self.series, baseline.is_some(), at.now)
             }
         };
         (outcome, at.warmup_until)
+    }
+
+    /// A canary burn-rate breach the stable's burn rate shares (`decision::shared`), judged on
+    /// the error ratios over the first rule's long window.
+    fn shared_burn(
+        &self,
+        cfg: &crate::stats::burn_rate::BurnConfig,
+        own: Outcome,
+        at: &Judging,
+    ) -> Outcome {
+        if own.breach != Breach::Critical {
+            return own;
+        }
+        // The stable's burn within the margin, as for threshold levels (`decision::shared`).
+        let windows: Vec<crate::stats::burn_rate::WindowRatio> = self
+            .ratios
+            .iter()
+            .map(|(w, series)| crate::stats::burn_rate::WindowRatio {
+                window: *w,
+                error_ratio: rule::read(
+                    &series[track_index(Track::Stable)],
+                    crate::policy::Stat::Last,
+                    0,
+                    self.rule.stale_after,
+                    at.now,
+                )
+                .ok()
+                .map(|r| r * at.margin),
+            })
+            .collect();
+        let stable_fires = crate::stats::burn_rate::evaluate(cfg, &windows).outcome
+            == crate::stats::sequential::Outcome::Fail;
+        let Some(long) = cfg.rules.first().map(|r| r.long) else {
+            return own;
+        };
+        let ratios = self
+            .ratios
+            .iter()
+            .find(|r| r.0 == long)
+            .map_or([None, None], |(_, w)| {
+                [Track::Canary, Track::Stable].map(|t| {
+                    rule::read(
+                        &w[track_index(t)],
+                        crate::policy::Stat::Last,
+                        0,
+                        self.rule.stale_after,
+                        at.now,
+                    )
+                    .ok()
+                })
+            });
+        shared::Check {
+            rule: &self.rule,
+            stable: &self.series[track_index(Track::Stable)],
+            traffic: at.both_traffic,
+            window: counted(millis(long), at),
+            margin: at.margin,
+            on_shared: at.on_shared,
+            now: at.now,
+        }
+        .apply_burn(own, stable_fires, ratios)
+    }
+}
+
+/// The part of a query window the canary has existed for: a `rate()` over an hour of a canary
+/// five minutes old summarises five minutes of requests (shared-cause counts).
+fn counted(window: Millis, at: &Judging) -> Millis {
+    match at.phase {
+        Phase::Canary { started_at } => window.min(at.now.saturating_sub(started_at).max(1)),
+        Phase::Bake { .. } => window,
     }
 }
 
@@ -189,8 +263,9 @@ impl Engine {
                         .collect(),
                     _ => Vec::new(),
                 };
-                let query_window =
-                    millis(crate::policy::defaults::effective(spec, policy.analysis.interval).window);
+                let query_window = millis(
+                    crate::policy::defaults::effective(spec, policy.analysis.interval).window,
+                );
                 Slot {
                     query_window,
                     series: [Window::new(retain), Window::new(retain)],

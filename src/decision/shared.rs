@@ -4,8 +4,10 @@
 //! exactly as the stable's would: rolling the canary back fixes nothing, misattributes the
 //! incident, and across a fleet rolls back every canary at once. A breach is **shared** when
 //! 1. the metric is a threshold with an `above` critical level and no `compare` (a comparison
-//!    with the stable already cancels what both tracks share),
-//! 2. the stable's value, read the same way over the same window, breaches the same level, and
+//!    with the stable already cancels what both tracks share), or an SLO burn rate,
+//! 2. the stable's value, read the same way over the same window, breaches the same level
+//!    within the margin (`margin * stable` breaches it: a stable at 4.9% under a 5% level
+//!    explains a canary at 5.1% as much as a stable at 5.1% does), and
 //! 3. a one-sided test on the counts behind the two values does NOT show the canary worse than
 //!    the stable by more than the policy's margin.
 //!
@@ -71,9 +73,34 @@ impl Check<'_> {
     /// `outcome` (the canary's) turned into a shared breach when the stable shares it and the
     /// canary is not worse; otherwise unchanged.
     pub fn apply(&self, outcome: Outcome) -> Outcome {
-        let Some(cause) = self.cause(&outcome) else {
+        match self.cause(&outcome) {
+            Some(cause) => self.shared(outcome, cause),
+            None => outcome,
+        }
+    }
+
+    /// A burn-rate breach of the canary (`outcome`) when the stable's burn rate fires too
+    /// (`stable_fires`): the counts are the two tracks' error ratios over `self.window` (the
+    /// first rule's long window), `ratios` (canary, stable).
+    pub fn apply_burn(
+        &self,
+        outcome: Outcome,
+        stable_fires: bool,
+        ratios: [Option<f64>; 2],
+    ) -> Outcome {
+        if outcome.breach != Breach::Critical || !stable_fires {
+            return outcome;
+        }
+        let [Some(canary), Some(stable)] = ratios else {
             return outcome;
         };
+        match self.counts_test(canary, stable) {
+            Some(cause) => self.shared(outcome, cause),
+            None => outcome,
+        }
+    }
+
+    fn shared(&self, outcome: Outcome, cause: SharedCause) -> Outcome {
         Outcome {
             breach: match self.on_shared {
                 OnShared::Hold => Breach::Shared,
@@ -90,15 +117,28 @@ impl Check<'_> {
             return None;
         }
         let level = outcome.threshold.filter(|l| l.above.is_some())?;
-        let Reading::Value { subject: canary, .. } = outcome.reading else {
+        let Reading::Value {
+            subject: canary, ..
+        } = outcome.reading
+        else {
             return None;
         };
         let read = |w: &Window, stat, over| rule::read(w, stat, over, rule.stale_after, self.now);
         let stable = read(self.stable, rule.stat, rule.stat_window).ok()?;
-        if !level.breached_by(stable) {
+        // The stable breaches the level within the margin: the policy calls a canary up to
+        // `margin` times the stable "not worse", so a canary breach the stable's own rate
+        // explains (a stable at 4.9% under a 5% level, noise around it) is shared too.
+        if !level.breached_by(stable * self.margin) {
             return None;
         }
-        let [c_rps, s_rps] = self.traffic.map(|w| read(w, Stat::Last, 0).ok());
+        self.counts_test(canary, stable)
+    }
+
+    /// The test on the counts behind `canary` and `stable` (module docs): the cause when the
+    /// canary is not worse, `None` when it is or when there are no counts.
+    fn counts_test(&self, canary: f64, stable: f64) -> Option<SharedCause> {
+        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
+        let [c_rps, s_rps] = self.traffic.map(|w| read(w).ok());
         let secs = self.window as f64 / 1000.0;
         let (c_req, s_req) = (c_rps? * secs, s_rps? * secs);
         if !(c_req > 0.0 && s_req > 0.0 && canary >= 0.0 && stable >= 0.0) {

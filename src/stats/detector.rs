@@ -127,7 +127,11 @@ impl Detector {
 
     /// ln of the statistic: the grid average of the Shiryaev-Roberts sums.
     pub fn log_statistic(&self) -> f64 {
-        let max = self.log_sr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let max = self
+            .log_sr
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         if max == f64::NEG_INFINITY {
             return f64::NEG_INFINITY;
         }
