@@ -21,6 +21,10 @@
 //! makes the test more ready to call the canary worse, never less: the error it can make there
 //! is the old rollback, not a hidden regression.
 //!
+//! Only counts with power count: if a canary at twice the margin over the stable would not be
+//! significant with these requests (a canary seconds old, a trickle of traffic), there is no
+//! shared verdict and the breach stands.
+//!
 //! Why a lenient level (0.05 per poll) and a fresh test at every poll: the two mistakes are not
 //! alike. Calling a shared breach "worse" rolls back as before; calling a worse canary "shared"
 //! hides a regression, so the test is run at every poll and any one poll that shows the canary
@@ -145,6 +149,19 @@ impl Check<'_> {
             return None;
         }
         let (c_ev, s_ev) = (canary * c_req, stable * s_req);
+        // "Not worse" must mean the counts could have shown worse: a canary at twice the
+        // margin over the stable must be significant with these requests, else the breach
+        // stands (a canary seconds old, or a trickle of traffic, proves nothing either way).
+        let power = worse_p_value(
+            2.0 * self.margin * stable * c_req,
+            s_ev,
+            c_req,
+            s_req,
+            self.margin,
+        )?;
+        if power > SHARED_ALPHA {
+            return None;
+        }
         let p_value = worse_p_value(c_ev, s_ev, c_req, s_req, self.margin)?;
         (p_value > SHARED_ALPHA).then_some(SharedCause {
             canary,
