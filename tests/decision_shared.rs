@@ -38,7 +38,7 @@ fn ticks(run: &mut Run, n: usize, canary: f64, stable: f64) -> Vec<Verdict> {
 #[test]
 fn both_tracks_breaching_with_the_canary_not_worse_is_shared_and_holds() {
     let mut run = Run::no_warmup(threshold_policy());
-    let healthy = ticks(&mut run, 3, 0.005, 0.005);
+    let healthy = ticks(&mut run, 12, 0.005, 0.005);
     assert!(healthy.iter().all(|v| v.health == Health::Healthy));
     // A dependency fails for 10 minutes: both tracks at 10% errors.
     let incident = ticks(&mut run, 60, 0.10, 0.10);
@@ -78,6 +78,18 @@ fn a_worse_canary_still_rolls_back_while_the_stable_breaches_too() {
     let fired = vs.iter().find(|v| v.rollback).expect("a rollback");
     assert_eq!(fired.at, 60 * SEC);
     assert!(matches!(fired.reasons[0].reading, Reading::Value { .. }));
+}
+
+#[test]
+fn a_canary_seconds_old_has_no_counts_to_be_shared_with() {
+    // Both tracks at 10% from the first poll: 30 canary requests cannot show a canary twice
+    // the margin worse, so the first polls are plain breaches (pending under `for`); once the
+    // window holds a minute of requests the breach is shared.
+    let mut run = Run::no_warmup(threshold_policy());
+    let vs = ticks(&mut run, 12, 0.10, 0.10);
+    assert_eq!(status(&vs[0], "errors").breach, Breach::Critical);
+    assert_eq!(vs.last().unwrap().health, Health::Shared);
+    assert!(vs.iter().all(|v| !v.rollback));
 }
 
 #[test]
