@@ -21,7 +21,8 @@
 //! makes the test more ready to call the canary worse, never less: the error it can make there
 //! is the old rollback, not a hidden regression.
 //!
-//! Only counts with power count: if a canary at twice the margin over the stable would not be
+//! A metric that reads exactly the same value on both tracks is not split by track (a
+//! release-wide count): no shared verdict. Only counts with power count: if a canary at twice the margin over the stable would not be
 //! significant with these requests (a canary seconds old, a trickle of traffic), there is no
 //! shared verdict and the breach stands.
 //!
@@ -141,6 +142,13 @@ impl Check<'_> {
     /// The test on the counts behind `canary` and `stable` (module docs): the cause when the
     /// canary is not worse, `None` when it is or when there are no counts.
     fn counts_test(&self, canary: f64, stable: f64) -> Option<SharedCause> {
+        // Two tracks reading exactly the same value is a query that is not split by track (a
+        // release-wide count such as user complaints): it cannot say where a cause lies, so
+        // the breach stands as the policy wrote it.
+        #[allow(clippy::float_cmp)]
+        if canary == stable {
+            return None;
+        }
         let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
         let [c_rps, s_rps] = self.traffic.map(|w| read(w).ok());
         let secs = self.window as f64 / 1000.0;
