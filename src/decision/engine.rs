@@ -31,6 +31,8 @@ struct Slot {
     ratios: Vec<(Duration, [Window; 2])>,
     /// The metric's PromQL window in ms: what one value summarises (shared-cause counts).
     query_window: Millis,
+    /// Whether its query tells the tracks apart (`shared::per_track`).
+    per_track: bool,
 }
 
 /// A sticky rollback decision.
@@ -109,6 +111,7 @@ impl Slot {
                         window: counted(self.query_window, at),
                         margin: at.margin,
                         on_shared: at.on_shared,
+                        per_track: self.per_track,
                         now: at.now,
                     }
                     .apply(own),
@@ -201,6 +204,7 @@ impl Slot {
             window: counted(millis(long), at),
             margin: at.margin,
             on_shared: at.on_shared,
+            per_track: self.per_track,
             now: at.now,
         }
         .apply_burn(own, stable_fires, ratios)
@@ -268,6 +272,7 @@ impl Engine {
                 );
                 Slot {
                     query_window,
+                    per_track: shared::per_track(spec.query.as_deref()),
                     series: [Window::new(retain), Window::new(retain)],
                     rule,
                     state: MetricState::default(),

@@ -21,8 +21,9 @@
 //! makes the test more ready to call the canary worse, never less: the error it can make there
 //! is the old rollback, not a hidden regression.
 //!
-//! A metric that reads exactly the same value on both tracks is not split by track (a
-//! release-wide count): no shared verdict. Only counts with power count: if a canary at twice the margin over the stable would not be
+//! A metric whose query is not split by track (no `track` label or `{{track}}` /
+//! `{{deployment}}` in it: a release-wide count such as user complaints reads the same on both
+//! tracks) cannot say where a cause lies: no shared verdict. Only counts with power count: if a canary at twice the margin over the stable would not be
 //! significant with these requests (a canary seconds old, a trickle of traffic), there is no
 //! shared verdict and the breach stands.
 //!
@@ -71,7 +72,15 @@ pub struct Check<'a> {
     pub window: Millis,
     pub margin: f64,
     pub on_shared: OnShared,
+    /// Whether the metric's query tells the tracks apart ([`per_track`]).
+    pub per_track: bool,
     pub now: Millis,
+}
+
+/// Whether a query is split by track: it names the `track` label (a `{{track}}` matcher, or a
+/// batched `by (service, track)`) or the track's `{{deployment}}`.
+pub fn per_track(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.contains("track") || q.contains("{{deployment}}"))
 }
 
 impl Check<'_> {
@@ -142,11 +151,7 @@ impl Check<'_> {
     /// The test on the counts behind `canary` and `stable` (module docs): the cause when the
     /// canary is not worse, `None` when it is or when there are no counts.
     fn counts_test(&self, canary: f64, stable: f64) -> Option<SharedCause> {
-        // Two tracks reading exactly the same value is a query that is not split by track (a
-        // release-wide count such as user complaints): it cannot say where a cause lies, so
-        // the breach stands as the policy wrote it.
-        #[allow(clippy::float_cmp)]
-        if canary == stable {
+        if !self.per_track {
             return None;
         }
         let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
