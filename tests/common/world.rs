@@ -33,6 +33,8 @@ impl Clock for TokioClock {
 pub struct Scripted {
     pub origin: Instant,
     bad: Mutex<HashSet<String>>,
+    /// Services whose stable fails like a bad canary (a dependency both tracks share).
+    shared: Mutex<HashSet<String>>,
     calls: Mutex<Vec<(u64, BTreeSet<String>)>>,
 }
 
@@ -41,6 +43,7 @@ impl Scripted {
         Scripted {
             origin,
             bad: Mutex::new(HashSet::new()),
+            shared: Mutex::new(HashSet::new()),
             calls: Mutex::new(Vec::new()),
         }
     }
@@ -58,6 +61,13 @@ impl Scripted {
     pub fn turn_bad(&self, services: &[&str]) {
         let mut bad = self.bad.lock().unwrap();
         bad.extend(services.iter().map(|s| s.to_string()));
+    }
+
+    /// Both tracks of `services` fail like a bad canary: a shared dependency down.
+    pub fn turn_shared_bad(&self, services: &[&str]) {
+        self.turn_bad(services);
+        let mut shared = self.shared.lock().unwrap();
+        shared.extend(services.iter().map(|s| s.to_string()));
     }
 
     /// Virtual ms (since `origin`) of each evaluation of `service`.
@@ -80,6 +90,7 @@ impl Sampler for Scripted {
         Box::pin(async move {
             let at = self.origin.elapsed().as_millis() as u64;
             let bad = self.bad.lock().unwrap().clone();
+            let shared = self.shared.lock().unwrap().clone();
             let services = requests.iter().map(|r| r.key.service.clone()).collect();
             self.calls.lock().unwrap().push((at, services));
             requests
@@ -87,7 +98,9 @@ impl Sampler for Scripted {
                 .map(|r| {
                     let v = if r.key.input == Input::Traffic {
                         50.0
-                    } else if r.key.track == Track::Canary && bad.contains(&r.key.service) {
+                    } else if (r.key.track == Track::Canary || shared.contains(&r.key.service))
+                        && bad.contains(&r.key.service)
+                    {
                         0.5
                     } else {
                         0.001
@@ -135,11 +148,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         World {
             sim,
-            sampler: Arc::new(Scripted {
-                origin: Instant::now(),
-                bad: Mutex::new(HashSet::new()),
-                calls: Mutex::new(Vec::new()),
-            }),
+            sampler: Arc::new(Scripted::new(Instant::now())),
             audit_dir: dir.path().to_path_buf(),
             notices: Arc::new(Recorded::default()),
             _dir: dir,
