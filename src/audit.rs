@@ -45,6 +45,8 @@ pub enum AuditKind {
     BadVersion,
     /// A human is paged: the rollback failed, made things worse, or did not restore the service.
     Escalated,
+    /// A canary breach the stable shares, the canary not worse: held, not rolled back.
+    SharedCause,
 }
 
 /// One line of `audit.jsonl`.

@@ -302,3 +302,102 @@ async fn a_day_at_ten_seconds_replays_in_seconds() {
 async fn a_week_at_ten_seconds_is_fetched_in_chunks() {
     time_a_backtest(7).await;
 }
+
+/// The runbooks' rule (5% errors over 1 minute, held 1 minute) with the traffic query the
+/// shared-cause test takes its counts from, and the recommended sequential test next to it.
+fn threshold_policy(service: &str) -> String {
+    policy(service).replace(
+        "interval = \"10s\"\nwarmup = \"1m\"\n",
+        "interval = \"10s\"\nwarmup = \"1m\"\n\
+         traffic_query = 'sum by (service, track) (rate(http_requests_total[{{window}}]))'\n",
+    )
+}
+
+/// Rollback instant of a `--json` backtest, or `None`, with every change's health.
+fn replay(file: &str, from: i64, to: i64, url: &str) -> (Option<i64>, Vec<(i64, String)>) {
+    let lines = json_lines(&backtest(
+        file,
+        &rfc3339(from),
+        &rfc3339(to),
+        url,
+        &["--json"],
+    ));
+    let (summary, changes) = lines.split_last().expect("a summary line");
+    let healths = changes
+        .iter()
+        .map(|c| {
+            let at = c["at"].as_i64().unwrap_or_default();
+            (at, c["health"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    (summary["rollback"]["at"].as_i64(), healths)
+}
+
+#[tokio::test]
+async fn a_shared_dependency_incident_is_shared_not_rolled_back_and_a_late_step_is_caught() {
+    // 3 h 10 min of history. `dep`: both tracks fail 10% from 40 minutes in, for the rest of
+    // the history (the runbooks' 5% level is crossed on the canary AND the stable).
+    // `early` and `late`: the canary alone goes from 0.5% to 2.5% errors (x5), 5 minutes and
+    // 2 h 40 min into its analysis.
+    let minutes = 190;
+    let start = now_on_grid() - (minutes + 10) * MIN;
+    let from = start + 5 * MIN;
+    let to = start + minutes * MIN;
+    let shared_onset = from + 40 * MIN;
+    let (early_onset, late_onset) = (from + 5 * MIN, from + 160 * MIN);
+    let dep = Incident::healthy("dep", start, minutes).both_fail_from(shared_onset, 0.10);
+    let early = Incident::healthy("early", start, minutes).canary_fails_from(early_onset, 0.025);
+    let late = Incident::healthy("late", start, minutes).canary_fails_from(late_onset, 0.025);
+    let prom = Prometheus::builder()
+        .backfill(openmetrics(&[dep, early, late]))
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |service: &str| write_policy(dir.path(), service, &threshold_policy(service));
+
+    let (rollback, healths) = replay(&file("dep"), from, to, &prom.url);
+    assert_eq!(rollback, None, "a shared incident rolled back: {healths:?}");
+    let shared_at = healths
+        .iter()
+        .find(|(_, h)| h == "shared")
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("no shared verdict: {healths:?}\n{}", prom.log()));
+    assert!(
+        shared_at > shared_onset && shared_at <= shared_onset + 2 * MIN,
+        "shared {} s after the onset",
+        (shared_at - shared_onset) / 1000
+    );
+    let text = stdout_of(&backtest(
+        &file("dep"),
+        &rfc3339(from),
+        &rfc3339(to),
+        &prom.url,
+        &[],
+    ));
+    assert!(
+        text.contains("error_ratio shared")
+            && text.contains("both tracks breach; the canary is not worse"),
+        "{text}"
+    );
+    // The same incident under `on_shared = "rollback"`: rolled back, as the runbooks would.
+    let rolling =
+        threshold_policy("dep").replace("traffic_query", "on_shared = \"rollback\"\ntraffic_query");
+    let rolling = write_policy(dir.path(), "dep-rolling", &rolling);
+    assert!(replay(&rolling, from, to, &prom.url).0.is_some());
+
+    // The late step is caught by the change detector about as fast as the early one by the
+    // test from warm-up: the 2 h 40 min of healthy history before it do not dilute it.
+    let delay = |service: &str, onset: i64| {
+        let (at, healths) = replay(&file(service), from, to, &prom.url);
+        let at = at.unwrap_or_else(|| panic!("{service}: no rollback: {healths:?}"));
+        assert!(at > onset, "{service}: rolled back before the onset");
+        (at - onset) / 1000
+    };
+    let (early_s, late_s) = (delay("early", early_onset), delay("late", late_onset));
+    eprintln!("x5 step: early {early_s} s, late {late_s} s after the onset");
+    assert!(
+        late_s as f64 <= 1.25 * early_s as f64 + 30.0,
+        "late {late_s} s against early {early_s} s"
+    );
+}

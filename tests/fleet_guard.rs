@@ -63,3 +63,53 @@ async fn thirty_canaries_bad_in_the_same_minute_five_rolled_back_the_rest_held_o
     assert_eq!(held_events, 24, "{events:?}");
     w.sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_dependency_down_is_held_with_one_notice_an_audit_record_and_a_count() {
+    // Both tracks of `web` fail half their requests; `api`'s canary alone does.
+    let mut policies = vec![policy("web"), policy("api")];
+    for p in &mut policies {
+        p.analysis.traffic_query = Some("sum(rate(requests_total[{{window}}]))".into());
+    }
+    let w = World::new(&policies, Duration::from_secs(1)).await;
+    let ctx = w.context();
+    let metrics = ctx.metrics.clone();
+    let (stop, task) = start(Daemon::new(ctx, policies.clone()));
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    w.sampler.turn_shared_bad(&["web"]);
+    w.sampler.turn_bad(&["api"]);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    assert!(!w.mitigated(&policies[0]), "a shared cause was rolled back");
+    assert!(
+        w.mitigated(&policies[1]),
+        "a bad canary was not rolled back"
+    );
+    let shared: Vec<Notice> = w
+        .notices
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|n| matches!(n, Notice::SharedCause { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert!(
+        shared[0]
+            .text()
+            .contains("both tracks breach; the canary is not worse"),
+        "{}",
+        shared[0].text()
+    );
+    let audited = w.audit_of(AuditKind::SharedCause);
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0].0, "web");
+    let text = metrics.encode();
+    assert!(
+        text.contains("backout_shared_total{service=\"web\"} 1"),
+        "{text}"
+    );
+}

@@ -7,6 +7,7 @@
 
 use backout::quality::bench::{markdown, run};
 use backout::quality::judges::{Judge, DEFAULT_POLL_SECS, DEFAULT_WARMUP_SECS};
+use backout::quality::policies;
 use backout::quality::scenario::catalogue;
 use backout::stats::sequential::SequentialConfig;
 use clap::Parser;
@@ -39,6 +40,12 @@ struct Args {
     /// Also run backout with this warm-up alpha (0 disables the warm-up test).
     #[arg(long)]
     warmup_alpha: Option<f64>,
+    /// Only the judges whose name contains this (the table's other rows are left out).
+    #[arg(long)]
+    judges: Option<String>,
+    /// Where the example policies are (judged next to the built-in rules).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples"))]
+    examples: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -55,7 +62,17 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let started = std::time::Instant::now();
-    let mut judges = Judge::all();
+    let examples = match policies::examples(&args.examples) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!(
+                "error: the example policies in {}: {e}",
+                args.examples.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let mut judges = Judge::with_policies(examples);
     let tuned = args.alpha.is_some()
         || args.margin.is_some()
         || args.poll.is_some()
@@ -85,6 +102,9 @@ fn main() -> ExitCode {
             warmup_secs,
             warmup_alpha: args.warmup_alpha,
         });
+    }
+    if let Some(only) = &args.judges {
+        judges.retain(|j| j.name().contains(only.as_str()));
     }
     let reports = run(&scenarios, &judges, args.runs, threads);
     print!("{}", markdown(&reports));

@@ -2,7 +2,7 @@
 //! defaults filled) and the PromQL it will send for each track, so nothing is a surprise.
 
 use anyhow::Context;
-use backout::decision::{main_alpha, threshold_text, Rule, Test, RESTART_SHARE};
+use backout::decision::{detector_alpha, main_alpha, threshold_text, Rule, Test};
 use backout::policy::{self, feeds, Input, Policy};
 use backout::sample::{duration, Track};
 use std::fmt::Write as _;
@@ -103,8 +103,8 @@ fn describe(r: &Rule) -> String {
         Some(Test::Sequential {
             config,
             warmup_alpha,
-            restart_every,
-        }) => describe_sequential(r, config, *warmup_alpha, *restart_every),
+            horizon,
+        }) => describe_sequential(r, config, *warmup_alpha, *horizon),
         Some(Test::BurnRate(cfg)) => format!(
             "`{}` (burn_rate): statistic = error ratio / (1 - {}), the objective's error budget; rolls back when {}{}",
             r.name,
@@ -160,20 +160,23 @@ fn describe_sequential(
     r: &Rule,
     config: &backout::stats::sequential::SequentialConfig,
     warmup_alpha: f64,
-    restart_every: Option<i64>,
+    horizon: Option<i64>,
 ) -> String {
-    let alpha = main_alpha(config.alpha, restart_every);
-    let shared = if restart_every.is_some() {
+    let alpha = main_alpha(config.alpha, horizon);
+    let shared = if horizon.is_some() {
         format!(" of {}", config.alpha)
     } else {
         String::new()
     };
-    let restarts = match restart_every {
-        Some(every) => format!(
-            ", or on counts since a restart every {} (restart j at alpha {} * {} / (j(j+1)))",
-            humantime::format_duration(duration(every)),
-            config.alpha,
-            RESTART_SHARE
+    let restarts = match horizon {
+        Some(h) => format!(
+            ", or when the change detector on the newest counts reaches {} (alpha {} for canaries up to {})",
+            threshold_text(backout::stats::detector::threshold(
+                h,
+                detector_alpha(config.alpha)
+            )),
+            detector_alpha(config.alpha),
+            humantime::format_duration(duration(h)),
         ),
         None => String::new(),
     };

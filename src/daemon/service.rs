@@ -10,6 +10,7 @@ use crate::actuator::RollbackReport;
 use crate::audit::{AuditKind, AuditRecord};
 use crate::decision::{Engine, Health, Phase, Verdict};
 use crate::lifecycle::{Lifecycle, Release, ReleaseEvent};
+use crate::notify::Notice;
 use crate::policy::{Input, Policy};
 use crate::sample::{Millis, Observation, Sample, Track};
 use crate::source::plan::{policy_requests, Key, Request};
@@ -227,8 +228,14 @@ pub async fn cycle(
     let now = ctx.clock.now_millis();
     let mut outcomes = observe_releases(ctx, watches, services, now).await;
     let observations = sample(ctx, services, now).await;
+    let mut notices = Vec::new();
     for (s, out) in services.iter_mut().zip(outcomes.iter_mut()) {
-        judge(ctx, s, out, &observations, now);
+        notices.extend(judge(ctx, s, out, &observations, now));
+    }
+    for notice in notices {
+        if let Err(err) = ctx.notifier.send(&notice).await {
+            tracing::warn!(error = %err, "notification failed");
+        }
     }
     outcomes
 }
@@ -335,30 +342,65 @@ async fn sample(
     obs
 }
 
-/// Step 3: engine, verdict, order for one service. A service not under analysis only publishes
-/// its state.
+/// Step 3: engine, verdict, order for one service; the notice of a shared cause that starts
+/// now. A service not under analysis only publishes its state.
 fn judge(
     ctx: &Context,
     s: &mut ServiceRuntime,
     out: &mut CycleOutcome,
     observations: &HashMap<Key, Observation>,
     now: Millis,
-) {
+) -> Option<Notice> {
     out.recovery = s.advance_recovery(observations, now);
     let Some(phase) = phase_of(s.lifecycle.stage()) else {
         publish_idle(ctx, s);
-        return;
+        return None;
     };
     out.polls = feed_engine(ctx, s, observations, now);
     let verdict = s.engine.evaluate(now, phase);
     publish(ctx, s, &verdict);
     super::board::publish_levels(&ctx.metrics, &s.policy, &verdict);
+    let notice = shared_cause(ctx, s, &verdict);
     if verdict.rollback && !s.ordered {
         out.orders.push(order_rollback(ctx, s, &verdict));
     }
     s.last_verdict = Some(verdict.clone());
     out.verdict = Some(verdict);
     out.release = s.lifecycle.stage().clone();
+    notice
+}
+
+/// A shared-cause episode starting at this verdict (the previous one was not shared): counted,
+/// audited, and one notice; rolling the canary back would not fix a dependency both tracks use.
+fn shared_cause(ctx: &Context, s: &ServiceRuntime, v: &Verdict) -> Option<Notice> {
+    let was_shared = s.last_verdict.as_ref().map(|l| l.health) == Some(Health::Shared);
+    if v.health != Health::Shared || was_shared {
+        return None;
+    }
+    let p = &s.policy;
+    ctx.metrics
+        .shared
+        .get_or_create(&ServiceLabels {
+            service: p.service.clone(),
+        })
+        .inc();
+    let reasons = reason_lines(v);
+    let msg =
+        "both tracks breach; the canary is not worse: no rollback, promotion held".to_string();
+    tracing::warn!(service = %p.service, reasons = ?reasons, "{msg}");
+    audit(
+        ctx,
+        p,
+        AuditKind::SharedCause,
+        msg,
+        serde_json::to_value(&v.reasons).unwrap_or_default(),
+    );
+    Some(Notice::SharedCause {
+        service: p.service.clone(),
+        namespace: p.namespace.clone(),
+        at: v.at,
+        reasons,
+    })
 }
 
 /// The state gauge of a service that is not under analysis: healthy, or rolled back.
@@ -479,6 +521,7 @@ fn level_code(h: Health) -> i64 {
         Health::Warning => 1,
         Health::Critical => 2,
         Health::Inconclusive => 3,
+        Health::Shared => state_code::SHARED,
     }
 }
 

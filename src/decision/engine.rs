@@ -3,13 +3,14 @@
 use super::counter::{ArmCounters, EVENTS, TOTAL};
 use super::rule::{self, millis, Breach, Inputs, Outcome, Rule, Test};
 use super::sequential;
+use super::shared;
 use super::state::{Health, MetricState};
 use super::statistic;
 use super::verdict::{self, MetricStatus, Phase, Reason, Stage, Verdict};
 use super::window::Window;
 use super::DecisionError;
 use crate::policy::feed::burn_windows;
-use crate::policy::{Input, Level, Policy};
+use crate::policy::{Input, Level, OnShared, Policy};
 use crate::sample::{Millis, Sample, Track};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,10 @@ struct Slot {
     marks: sequential::Marks,
     /// Burn-rate metrics: error-ratio polls per rule window, per track.
     ratios: Vec<(Duration, [Window; 2])>,
+    /// The metric's PromQL window in ms: what one value summarises (shared-cause counts).
+    query_window: Millis,
+    /// Whether its query tells the tracks apart (`shared::per_track`).
+    per_track: bool,
 }
 
 /// A sticky rollback decision.
@@ -46,6 +51,11 @@ struct Judging<'a> {
     warmup_until: Millis,
     /// The subject's requests per second (traffic floors).
     traffic: &'a Window,
+    /// Both tracks' requests per second (canary, stable): shared-cause counts.
+    both_traffic: [&'a Window; 2],
+    /// What a shared-cause breach does, and the margin its test allows.
+    on_shared: OnShared,
+    margin: f64,
     now: Millis,
 }
 
@@ -81,20 +91,37 @@ impl Slot {
             Phase::Bake { .. } => None,
         };
         let outcome = match &self.rule.test {
-            None => rule::evaluate(
-                &self.rule,
-                Inputs {
-                    subject: at.subject,
-                    series: &self.series[track_index(at.subject)],
-                    baseline,
-                    traffic: at.traffic,
-                },
-                at.now,
-            ),
+            None => {
+                let own = rule::evaluate(
+                    &self.rule,
+                    Inputs {
+                        subject: at.subject,
+                        series: &self.series[track_index(at.subject)],
+                        baseline,
+                        traffic: at.traffic,
+                    },
+                    at.now,
+                );
+                // Only a judged canary has a stable to share a cause with; bake is unchanged.
+                match baseline {
+                    Some(stable) => shared::Check {
+                        rule: &self.rule,
+                        stable,
+                        traffic: at.both_traffic,
+                        window: counted(self.query_window, at),
+                        margin: at.margin,
+                        on_shared: at.on_shared,
+                        per_track: self.per_track,
+                        now: at.now,
+                    }
+                    .apply(own),
+                    None => own,
+                }
+            }
             Some(Test::Sequential {
                 config,
                 warmup_alpha,
-                restart_every,
+                horizon,
             }) => match at.phase {
                 Phase::Bake { .. } => rule::ignored(rule::Reading::NoBaseline),
                 Phase::Canary { .. } => {
@@ -102,19 +129,94 @@ impl Slot {
                         config,
                         warmup_alpha: *warmup_alpha,
                         warmup_until: at.warmup_until,
-                        restart_every: *restart_every,
+                        horizon: *horizon,
                     };
                     return seq.evaluate(&self.rule, &self.counters, &mut self.marks, at.now);
                 }
             },
             Some(Test::BurnRate(cfg)) => {
-                statistic::burn_rate(&self.rule, cfg, &self.ratios, at.subject, at.now)
+                let own = statistic::burn_rate(&self.rule, cfg, &self.ratios, at.subject, at.now);
+                match at.phase {
+                    Phase::Canary { .. } => self.shared_burn(cfg, own, at),
+                    Phase::Bake { .. } => own,
+                }
             }
             Some(Test::MannWhitney(cfg)) => {
                 statistic::mann_whitney(&self.rule, cfg, &self.series, baseline.is_some(), at.now)
             }
         };
         (outcome, at.warmup_until)
+    }
+
+    /// A canary burn-rate breach the stable's burn rate shares (`decision::shared`), judged on
+    /// the error ratios over the first rule's long window.
+    fn shared_burn(
+        &self,
+        cfg: &crate::stats::burn_rate::BurnConfig,
+        own: Outcome,
+        at: &Judging,
+    ) -> Outcome {
+        if own.breach != Breach::Critical {
+            return own;
+        }
+        // The stable's burn within the margin, as for threshold levels (`decision::shared`).
+        let windows: Vec<crate::stats::burn_rate::WindowRatio> = self
+            .ratios
+            .iter()
+            .map(|(w, series)| crate::stats::burn_rate::WindowRatio {
+                window: *w,
+                error_ratio: rule::read(
+                    &series[track_index(Track::Stable)],
+                    crate::policy::Stat::Last,
+                    0,
+                    self.rule.stale_after,
+                    at.now,
+                )
+                .ok()
+                .map(|r| r * at.margin),
+            })
+            .collect();
+        let stable_fires = crate::stats::burn_rate::evaluate(cfg, &windows).outcome
+            == crate::stats::sequential::Outcome::Fail;
+        let Some(long) = cfg.rules.first().map(|r| r.long) else {
+            return own;
+        };
+        let ratios = self
+            .ratios
+            .iter()
+            .find(|r| r.0 == long)
+            .map_or([None, None], |(_, w)| {
+                [Track::Canary, Track::Stable].map(|t| {
+                    rule::read(
+                        &w[track_index(t)],
+                        crate::policy::Stat::Last,
+                        0,
+                        self.rule.stale_after,
+                        at.now,
+                    )
+                    .ok()
+                })
+            });
+        shared::Check {
+            rule: &self.rule,
+            stable: &self.series[track_index(Track::Stable)],
+            traffic: at.both_traffic,
+            window: counted(millis(long), at),
+            margin: at.margin,
+            on_shared: at.on_shared,
+            per_track: self.per_track,
+            now: at.now,
+        }
+        .apply_burn(own, stable_fires, ratios)
+    }
+}
+
+/// The part of a query window the canary has existed for: a `rate()` over an hour of a canary
+/// five minutes old summarises five minutes of requests (shared-cause counts).
+fn counted(window: Millis, at: &Judging) -> Millis {
+    match at.phase {
+        Phase::Canary { started_at } => window.min(at.now.saturating_sub(started_at).max(1)),
+        Phase::Bake { .. } => window,
     }
 }
 
@@ -133,6 +235,10 @@ pub struct Engine {
     phase: Option<Phase>,
     latch: Option<Latch>,
     inconclusive_since: Option<Millis>,
+    on_shared: OnShared,
+    /// The margin of the shared-cause test: the policy's first sequential metric's, else the
+    /// sequential default (1.2).
+    shared_margin: f64,
 }
 
 fn track_index(t: Track) -> usize {
@@ -161,7 +267,12 @@ impl Engine {
                         .collect(),
                     _ => Vec::new(),
                 };
+                let query_window = millis(
+                    crate::policy::defaults::effective(spec, policy.analysis.interval).window,
+                );
                 Slot {
+                    query_window,
+                    per_track: shared::per_track(spec.query.as_deref()),
                     series: [Window::new(retain), Window::new(retain)],
                     rule,
                     state: MetricState::default(),
@@ -185,6 +296,12 @@ impl Engine {
             phase: None,
             latch: None,
             inconclusive_since: None,
+            on_shared: policy.analysis.on_shared,
+            shared_margin: policy
+                .metrics
+                .iter()
+                .find_map(|m| m.sequential.as_ref().map(|s| s.config().margin))
+                .unwrap_or_else(|| crate::stats::sequential::SequentialConfig::default().margin),
         }
     }
 
@@ -296,6 +413,9 @@ impl Engine {
             subject,
             warmup_until,
             traffic: &self.traffic[track_index(subject)],
+            both_traffic: [&self.traffic[0], &self.traffic[1]],
+            on_shared: self.on_shared,
+            margin: self.shared_margin,
             now,
         };
         let (statuses, breached): (Vec<_>, Vec<_>) = self

@@ -42,12 +42,12 @@ pub struct Rule {
 pub enum Test {
     /// Canary vs stable on counts since counting started (the end of warm-up); during warm-up
     /// only a Bayes factor of `1 / warmup_alpha` on counts since the start fires (0: never).
-    /// With `restart_every`, fresh tests also start periodically so a late regression is not
-    /// diluted by the healthy hours before it (alpha is shared, see `decision::sequential`).
+    /// With a `horizon`, a change detector also runs so a late regression is not diluted by
+    /// the healthy hours before it (alpha is shared, see `decision::sequential`).
     Sequential {
         config: SequentialConfig,
         warmup_alpha: f64,
-        restart_every: Option<Millis>,
+        horizon: Option<Millis>,
     },
     /// The judged track's error ratio against its SLO over several windows.
     BurnRate(BurnConfig),
@@ -95,7 +95,7 @@ impl Rule {
                 Kind::Sequential => spec.sequential.as_ref().map(|s| Test::Sequential {
                     config: s.config(),
                     warmup_alpha: s.warmup_alpha(),
-                    restart_every: Some(millis(s.restart_every())).filter(|ms| *ms > 0),
+                    horizon: Some(millis(s.horizon())).filter(|ms| *ms > 0),
                 }),
                 Kind::BurnRate => spec.burn_rate.as_ref().map(|b| Test::BurnRate(b.config())),
                 Kind::MannWhitney => spec
@@ -167,6 +167,9 @@ pub enum Reading {
     Counting {
         from: Millis,
     },
+    /// The canary breached a level the stable breaches too, and is not significantly worse
+    /// than it (`decision::shared`): a shared cause, not the canary's regression.
+    Shared(Box<super::shared::SharedCause>),
 }
 
 /// What a metric read at one evaluation, in a few words: the text of reasons, backtests and
@@ -202,6 +205,7 @@ impl std::fmt::Display for Reading {
             Reading::Counting { from } => {
                 write!(f, "counting starts at {} (end of warm-up)", rfc3339(*from))
             }
+            Reading::Shared(cause) => write!(f, "{cause}"),
         }
     }
 }
@@ -229,6 +233,9 @@ pub enum Breach {
     Inconclusive,
     /// The metric is left out of this verdict (`no_data = "ignore"`, or no baseline in bake).
     Ignored,
+    /// A critical breach the stable shares, the canary not worse (`on_shared = "hold"`): no
+    /// rollback, no promotion.
+    Shared,
 }
 
 /// Result of one rule evaluation.

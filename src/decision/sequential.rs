@@ -1,58 +1,54 @@
 //! The sequential count test as the engine runs it over a canary phase: where its counts
-//! start (the end of warm-up, and periodic restarts), the stricter warm-up test before that,
-//! and the tightest pass bound reached so far.
+//! start (the end of warm-up), the stricter warm-up test before that, the change detector that
+//! catches late regressions, and the tightest pass bound reached so far.
 //!
-//! Restarts: counts since the end of warm-up dilute a regression that starts hours into a long
-//! canary (the healthy hours before it are evidence the other way). Every `restart_every` a
-//! fresh test starts on counts from then on. To keep the whole family's false-rollback bound at
-//! `alpha` (a union bound, valid at every poll), the test from the end of warm-up gets
-//! `alpha * (1 - RESTART_SHARE)` and restart `j` (j = 1, 2, ...) gets
-//! `alpha * RESTART_SHARE / (j * (j + 1))`, which sum to `RESTART_SHARE * alpha`. Only the two
-//! newest restarts are evaluated: not looking at a test can only remove false rollbacks.
+//! Late regressions: counts since the end of warm-up dilute a regression that starts hours into
+//! a long canary (the healthy hours before it are evidence the other way). The change detector
+//! (`stats::detector`, a mixture Shiryaev-Roberts e-detector with a start every minute) sees
+//! the same counts poll by poll and its delay does not grow with the healthy time before the
+//! change. Alpha is shared by a union bound: the test from warm-up gets
+//! `alpha * (1 - DETECTOR_SHARE)` (valid however long the canary runs) and the detector
+//! `alpha * DETECTOR_SHARE` for canaries up to `horizon` (past it, its bound grows linearly).
 //! The warm-up test is one more member: the whole bound is `alpha + warmup_alpha`.
 
 use super::counter::{arm_counts, snapshot, ArmCounters};
 use super::rule::{breach_of, ignored, inconclusive, missing, Breach, Outcome, Reading, Rule};
-use crate::sample::{duration, Millis, Track};
+use crate::sample::{Millis, Track};
+use crate::stats::detector::{self, Detector, Increment, BLOCK_MS};
 use crate::stats::sequential::{
     self, ArmCounts, Counts, KnownBound, Outcome as TestOutcome, SequentialConfig,
 };
+use crate::stats::threshold_text;
 
-/// Share of alpha spent on restarts when they are on. Small, so the main test, which decides
-/// every canary of ordinary length, loses almost nothing (0.01 nat of evidence at 1%; at 10% the
-/// 0.1 nat moved the x5 benchmark's median by two polls). Restarts pay instead (restart 1 fires at
-/// 2e4 for alpha 0.01), which costs seconds on a regression that is hours late, where dilution
-/// cost minutes.
-pub const RESTART_SHARE: f64 = 0.01;
+/// Share of alpha the change detector gets when it is on. A quarter: the test from warm-up, which
+/// decides every canary of ordinary length, loses ln(4/3) = 0.29 nats (threshold 133 instead of
+/// 100 at alpha 0.01); the detector's threshold already pays for a day of starts
+/// (ln(1441 / 0.0025) = 13.3 nats), where a larger share would buy back little (half: 12.6).
+pub const DETECTOR_SHARE: f64 = 0.25;
 
-/// How many of the newest restarts are evaluated.
-const LIVE_RESTARTS: usize = 2;
-
-/// Alpha of the test from the end of warm-up: all of `alpha` unless restarts share it
-/// (`restart_every` is `None` when they are off; `Rule::from_spec` maps 0 to `None`).
-pub fn main_alpha(alpha: f64, restart_every: Option<Millis>) -> f64 {
-    if restart_every.is_some() {
-        alpha * (1.0 - RESTART_SHARE)
+/// Alpha of the test from the end of warm-up: all of `alpha` unless the detector shares it
+/// (`horizon` is `None` when it is off; `Rule::from_spec` maps 0 to `None`).
+pub fn main_alpha(alpha: f64, horizon: Option<Millis>) -> f64 {
+    if horizon.is_some() {
+        alpha * (1.0 - DETECTOR_SHARE)
     } else {
         alpha
     }
 }
 
-/// Alpha of restart `j` (1-based) of a test with `alpha`.
-pub fn restart_alpha(alpha: f64, j: u32) -> f64 {
-    debug_assert!(
-        j >= 1,
-        "restart indices start at 1; 0 is the test from warm-up"
-    );
-    let j = f64::from(j.max(1));
-    alpha * RESTART_SHARE / (j * (j + 1.0))
+/// Alpha of the change detector over its horizon.
+pub fn detector_alpha(alpha: f64) -> f64 {
+    alpha * DETECTOR_SHARE
 }
 
-/// A test started `index` restart periods after counting began, on counts from `origin`.
-#[derive(Debug, Clone, Copy)]
-pub struct Restart {
-    pub index: u32,
-    pub origin: [ArmCounts; 2],
+/// The change detector of one metric and where its last poll left the counts.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub detector: Detector,
+    /// Both tracks' counts at the previous poll it folded in.
+    pub previous: [ArmCounts; 2],
+    /// The block (minutes since counting started) of its newest start.
+    pub block: Option<i64>,
 }
 
 /// Where the sequential counts start, per canary phase, and what the phase has established.
@@ -62,9 +58,9 @@ pub struct Marks {
     pub start: Option<[ArmCounts; 2]>,
     /// At the first evaluation after warm-up (for the test proper), and when.
     pub counting: Option<([ArmCounts; 2], Millis)>,
-    /// The newest restarts, oldest first.
-    pub restarts: Vec<Restart>,
-    /// The tightest pass bound the test proper has reached since counting or the last restart.
+    /// The change detector, from the first evaluation after warm-up.
+    pub watch: Option<Watch>,
+    /// The tightest pass bound the test proper has reached since counting started.
     pub bound: Option<KnownBound>,
 }
 
@@ -73,8 +69,8 @@ pub struct Sequential<'a> {
     pub config: &'a SequentialConfig,
     pub warmup_alpha: f64,
     pub warmup_until: Millis,
-    /// `None`: no restarts (never `Some(0)`).
-    pub restart_every: Option<Millis>,
+    /// The change detector's horizon; `None`: no detector (never `Some(0)`).
+    pub horizon: Option<Millis>,
 }
 
 impl Sequential<'_> {
@@ -141,8 +137,9 @@ impl Sequential<'_> {
         }
     }
 
-    /// After warm-up: the test proper, then the live restarts; the first failure wins,
-    /// otherwise the test proper speaks (only it may pass: it has the most data).
+    /// After warm-up: the change detector folds in this poll, then the test proper speaks; a
+    /// detector alarm wins when the test proper has not failed (only the test proper may pass:
+    /// it has the most data).
     fn counting(
         &self,
         rule: &Rule,
@@ -152,23 +149,11 @@ impl Sequential<'_> {
         since: Millis,
         now: Millis,
     ) -> Outcome {
-        if let Some(every) = self.restart_every {
-            let due =
-                u32::try_from(now.saturating_sub(since).max(0) / every.max(1)).unwrap_or(u32::MAX);
-            if due >= 1 && marks.restarts.last().is_none_or(|r| r.index < due) {
-                marks.restarts.push(Restart {
-                    index: due,
-                    origin: snapshot(counters),
-                });
-                if marks.restarts.len() > LIVE_RESTARTS {
-                    marks.restarts.remove(0);
-                }
-                // A pass is re-earned every period: the canary may have changed since it passed.
-                marks.bound = None;
-            }
-        }
+        let alarm = self
+            .horizon
+            .and_then(|h| self.watch(rule, counters, marks, origin, since, now, h));
         let main = SequentialConfig {
-            alpha: main_alpha(self.config.alpha, self.restart_every),
+            alpha: main_alpha(self.config.alpha, self.horizon),
             pass_alpha: Some(self.config.alpha),
             ..self.config.clone()
         };
@@ -185,30 +170,82 @@ impl Sequential<'_> {
         if o.breach == Breach::Critical || matches!(o.reading, Reading::Missing { .. }) {
             return o;
         }
-        let every = self.restart_every.unwrap_or(0);
-        for r in &marks.restarts {
-            let cfg = SequentialConfig {
-                alpha: restart_alpha(self.config.alpha, r.index),
-                // Restarts only ever fail; infinite exposure skips the pass bounds' bisection.
-                min_exposure: f64::INFINITY,
-                ..self.config.clone()
-            };
-            let (mut fresh, _) =
-                sequential(rule, &cfg, counters, Some(&r.origin), since, now, None);
-            if fresh.breach == Breach::Critical {
-                if let Reading::Test { explanation, .. } = &mut fresh.reading {
-                    explanation.push_str(&format!(
-                        " (restart {} on counts from {} after warm-up)",
-                        r.index,
-                        humantime::format_duration(duration(
-                            every.saturating_mul(i64::from(r.index))
-                        ))
-                    ));
-                }
-                return fresh;
-            }
+        let Some((value, fail_at)) = alarm else {
+            return o;
+        };
+        let Reading::Test {
+            counts,
+            explanation,
+            ..
+        } = o.reading
+        else {
+            return o;
+        };
+        Outcome {
+            breach: Breach::Critical,
+            threshold: None,
+            reading: Reading::Test {
+                statistic: "change_detector".into(),
+                value,
+                fail_at,
+                outcome: TestOutcome::Fail,
+                counts,
+                explanation: format!(
+                    "change detector {value:.3e} >= {}: the canary turned more than {}x worse \
+                     than the stable within the last minutes (since warm-up: {explanation})",
+                    threshold_text(fail_at),
+                    self.config.margin
+                ),
+            },
         }
-        o
+    }
+
+    /// Folds this poll's new counts into the change detector; its statistic and threshold
+    /// when it alarms. A poll without fresh counts is skipped (the next one carries them).
+    #[allow(clippy::too_many_arguments)]
+    fn watch(
+        &self,
+        rule: &Rule,
+        counters: &[ArmCounters; 2],
+        marks: &mut Marks,
+        origin: [ArmCounts; 2],
+        since: Millis,
+        now: Millis,
+        horizon: Millis,
+    ) -> Option<(f64, f64)> {
+        let mut current = [ArmCounts::default(); 2];
+        for (i, track) in [Track::Canary, Track::Stable].into_iter().enumerate() {
+            current[i] = arm_counts(&counters[i], track, now, rule.stale_after).ok()?;
+        }
+        let watch = marks.watch.get_or_insert_with(|| Watch {
+            detector: Detector::new(self.config.margin),
+            previous: origin,
+            block: None,
+        });
+        let delta = |i: usize| {
+            let total = (current[i].total - watch.previous[i].total).max(0.0);
+            let events = (current[i].events - watch.previous[i].events).clamp(0.0, total);
+            (events, total)
+        };
+        let ((canary_events, canary_total), (stable_events, stable_total)) = (delta(0), delta(1));
+        let block = now.saturating_sub(since).max(0) / BLOCK_MS;
+        let start = watch.block.is_none_or(|b| block > b);
+        if start {
+            watch.block = Some(block);
+        }
+        watch.detector.update(
+            Increment {
+                canary_events,
+                canary_total,
+                stable_events,
+                stable_total,
+            },
+            start,
+        );
+        watch.previous = current;
+        let fail_at = detector::threshold(horizon, detector_alpha(self.config.alpha));
+        let log_stat = watch.detector.log_statistic();
+        (log_stat >= fail_at.ln()).then(|| (log_stat.exp(), fail_at))
     }
 }
 
@@ -279,16 +316,15 @@ mod tests {
     use crate::sample::{Observation, Sample};
 
     #[test]
-    fn the_main_test_and_the_restarts_share_alpha_exactly() {
+    fn the_main_test_and_the_detector_share_alpha_exactly() {
         let alpha = 0.01;
-        let restarts: f64 = (1..100_000).map(|j| restart_alpha(alpha, j)).sum();
-        let total = main_alpha(alpha, Some(3_600_000)) + restarts;
-        assert!(total <= alpha && total > alpha * 0.999_999, "{total}");
+        let total = main_alpha(alpha, Some(86_400_000)) + detector_alpha(alpha);
+        assert!((total - alpha).abs() < 1e-15, "{total}");
         assert_eq!(main_alpha(alpha, None), alpha);
     }
 
     #[test]
-    fn restarts_begin_on_the_period_and_only_the_newest_two_live() {
+    fn the_detector_starts_once_a_minute_and_sees_every_poll_once() {
         let policy = Policy::test().with_metric(MetricSpec::test("e").sequential("a", "b"));
         let rule = Rule::from_spec(&policy.metrics[0], &policy.analysis);
         let cfg = SequentialConfig::default();
@@ -296,28 +332,25 @@ mod tests {
             config: &cfg,
             warmup_alpha: 0.0,
             warmup_until: 0,
-            restart_every: Some(600_000),
+            horizon: Some(86_400_000),
         };
         let mut counters: [ArmCounters; 2] = Default::default();
         let mut marks = Marks::default();
-        let mut live = Vec::new();
-        // A poll a minute for 40 minutes; counting starts at the first poll.
-        for k in 0..=40_i64 {
-            let now = k * 60_000;
+        // A poll every 10 s for 10 minutes; counting starts at the first poll.
+        for k in 0..=60_i64 {
+            let now = k * 10_000;
             for (i, arm) in counters.iter_mut().enumerate() {
-                let total = k as f64 * if i == 0 { 100.0 } else { 900.0 };
+                let total = k as f64 * if i == 0 { 10.0 } else { 90.0 };
                 arm[TOTAL].push(Sample::new(now, Observation::Value(total)));
                 arm[EVENTS].push(Sample::new(now, Observation::Value(total * 0.005)));
             }
-            seq.evaluate(&rule, &counters, &mut marks, now);
-            live.push(marks.restarts.iter().map(|r| r.index).collect::<Vec<_>>());
+            let (o, _) = seq.evaluate(&rule, &counters, &mut marks, now);
+            assert_ne!(o.breach, Breach::Critical, "at {now}");
         }
-        assert!(live[9].is_empty(), "{:?}", live[9]);
-        assert_eq!(live[10], [1]);
-        assert_eq!(live[20], [1, 2]);
-        assert_eq!(live[30], [2, 3]);
-        assert_eq!(live[40], [3, 4]);
-        // Restart 1 counts from minute 10: its origin is the counters then.
-        assert_eq!(marks.restarts[0].origin[0].total, 3000.0);
+        let watch = marks.watch.as_ref().unwrap();
+        // Minutes 0..=10: eleven starts; the last poll's counts are the previous ones.
+        assert_eq!(watch.detector.starts(), 11);
+        assert_eq!(watch.previous[0].total, 600.0);
+        assert_eq!(watch.previous[1].events, 5400.0 * 0.005);
     }
 }

@@ -135,6 +135,9 @@ pub enum Health {
     Inconclusive,
     /// A warning level has fired: blocks promotion, never causes a rollback.
     Warning,
+    /// A critical level is breached on both tracks and the canary is not worse (a shared
+    /// cause): blocks promotion, never causes a rollback (`on_shared = "hold"`).
+    Shared,
     /// A critical level has fired: rollback.
     Critical,
 }
@@ -182,6 +185,7 @@ impl MetricState {
             match breach {
                 Breach::Inconclusive => Health::Inconclusive,
                 Breach::Ignored => Health::Ignored,
+                Breach::Shared => Health::Shared,
                 Breach::Clear | Breach::Warning | Breach::Critical => Health::Healthy,
             }
         }
@@ -198,7 +202,11 @@ fn signals(b: Breach) -> (Signal, Signal) {
         Breach::Clear => (Signal::Clear, Signal::Clear),
         Breach::Warning => (Signal::Breach, Signal::Clear),
         Breach::Critical => (Signal::Breach, Signal::Breach),
-        Breach::Inconclusive | Breach::Ignored => (Signal::Unknown, Signal::Unknown),
+        // A shared breach is not the canary's own: it does not count towards `for` (a pending
+        // level restarts) and is no evidence of recovery either.
+        Breach::Inconclusive | Breach::Ignored | Breach::Shared => {
+            (Signal::Unknown, Signal::Unknown)
+        }
     }
 }
 
@@ -276,7 +284,8 @@ mod tests {
 
     #[test]
     fn health_precedence() {
-        assert!(Health::Critical > Health::Warning);
+        assert!(Health::Critical > Health::Shared);
+        assert!(Health::Shared > Health::Warning);
         assert!(Health::Warning > Health::Inconclusive);
         assert!(Health::Inconclusive > Health::Healthy);
         assert!(Health::Healthy > Health::Ignored);

@@ -106,6 +106,7 @@ impl std::fmt::Display for Health {
             Health::Healthy => "healthy",
             Health::Inconclusive => "inconclusive",
             Health::Warning => "warning",
+            Health::Shared => "shared",
             Health::Critical => "critical",
         })
     }
@@ -188,8 +189,9 @@ pub(crate) fn reasons<'a>(
                 metric: s.metric.clone(),
                 track,
                 health: s.health,
-                observed: match s.reading {
-                    Reading::Value { value, .. } => Some(value),
+                observed: match &s.reading {
+                    Reading::Value { value, .. } => Some(*value),
+                    Reading::Shared(cause) => Some(cause.canary),
                     _ => None,
                 },
                 reading: s.reading.clone(),

@@ -62,6 +62,7 @@ fn verdict_word(h: Health) -> &'static str {
         Health::Critical => "CRITICAL",
         Health::Warning => "warning",
         Health::Inconclusive => "inconclusive",
+        Health::Shared => "shared",
         Health::Healthy | Health::Ignored => "healthy",
     }
 }

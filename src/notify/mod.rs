@@ -82,6 +82,14 @@ pub enum Notice {
         reason: String,
         detail: String,
     },
+    /// A canary level is breached on both tracks and the canary is not worse: a shared cause,
+    /// held instead of rolled back (`analysis.on_shared`). One per episode.
+    SharedCause {
+        service: String,
+        namespace: String,
+        at: Millis,
+        reasons: Vec<String>,
+    },
     /// More canaries want a rollback than the fleet guard allows in its window.
     FleetHeld {
         at: Millis,
@@ -144,6 +152,7 @@ impl Notice {
             Notice::RollbackCompleted { .. } => "completed",
             Notice::Escalation { .. } => "escalation",
             Notice::FleetHeld { .. } => "fleet_held",
+            Notice::SharedCause { .. } => "shared_cause",
         }
     }
 
@@ -156,7 +165,8 @@ impl Notice {
             // policy's `rollback_attempts` have failed (then an `Escalation` follows).
             Notice::RollbackFailed { .. }
             | Notice::RollbackCompleted { .. }
-            | Notice::FleetHeld { .. } => Phase::Info,
+            | Notice::FleetHeld { .. }
+            | Notice::SharedCause { .. } => Phase::Info,
         }
     }
 
@@ -177,6 +187,9 @@ impl Notice {
             }
             | Notice::Escalation {
                 service, namespace, ..
+            }
+            | Notice::SharedCause {
+                service, namespace, ..
             } => (namespace.clone(), service.clone()),
             Notice::FleetHeld { .. } => (String::new(), String::new()),
         }
@@ -189,7 +202,8 @@ impl Notice {
             | Notice::RollbackFailed { at, .. }
             | Notice::RollbackCompleted { at, .. }
             | Notice::Escalation { at, .. }
-            | Notice::FleetHeld { at, .. } => *at,
+            | Notice::FleetHeld { at, .. }
+            | Notice::SharedCause { at, .. } => *at,
             Notice::RollbackResolved { resolved, .. } => *resolved,
         }
     }
@@ -212,6 +226,7 @@ impl Notice {
             }
             Notice::RollbackCompleted { .. } => pick(&templates.completed, template::COMPLETED),
             Notice::FleetHeld { .. } => template::FLEET_HELD.to_string(),
+            Notice::SharedCause { .. } => template::SHARED_CAUSE.to_string(),
         };
         template::render(&template, &self.vars())
     }
@@ -282,6 +297,9 @@ impl Notice {
             Notice::Escalation { reason, detail, .. } => {
                 v.push(("reason", reason.clone()));
                 v.push(("detail", detail.clone()));
+            }
+            Notice::SharedCause { reasons, .. } => {
+                v.push(("reason", reasons.join("; ")));
             }
             Notice::RollbackCompleted {
                 from_version,

@@ -63,6 +63,11 @@ Limit: {{max}} rollbacks per {{per_s}} s across the fleet
 Held: {{held}}
 Action: check shared dependencies and Prometheus; roll a service back by hand with `backout rollback` if it is really bad";
 
+pub const SHARED_CAUSE: &str = "SHARED CAUSE: {{namespace}}/{{service}}: both tracks breach; the canary is not worse. No rollback (on_shared = \"hold\"); promotion held
+Time: {{time}}
+Reason: {{reason}}
+Action: check the dependencies both tracks share";
+
 /// Replaces every `{{name}}` of `vars` in `template`; unknown names stay as written.
 pub fn render(template: &str, vars: &[(&str, String)]) -> String {
     let mut out = String::with_capacity(template.len() + 128);

@@ -97,6 +97,11 @@ impl Policy {
         self.analysis.warmup = warmup;
         self
     }
+
+    pub fn with_on_shared(mut self, on_shared: OnShared) -> Self {
+        self.analysis.on_shared = on_shared;
+        self
+    }
 }
 
 impl MetricSpec {
@@ -182,7 +187,7 @@ impl MetricSpec {
             min_exposure: None,
             pass_ratio: None,
             warmup_alpha: None,
-            restart_every: None,
+            horizon: None,
         });
         self
     }

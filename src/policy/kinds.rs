@@ -43,23 +43,24 @@ pub struct SequentialSpec {
     /// The rate ratio's upper bound must reach this to pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_ratio: Option<f64>,
-    /// A fresh test starts this often after warm-up, so a regression hours into a long canary
-    /// is judged on recent counts instead of being diluted by the healthy hours before it;
-    /// default 1h, `0s` disables (then the whole alpha goes to the test from warm-up).
+    /// The change detector (`stats::detector`) catches a regression hours into a long canary
+    /// as fast as one at its start; it gets a quarter of alpha for canaries up to this long (beyond,
+    /// its bound grows linearly). Default 24h; `0s` turns it off (then the whole alpha goes to
+    /// the test from warm-up).
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
-    pub restart_every: Option<Duration>,
+    pub horizon: Option<Duration>,
 }
 
-/// Default `restart_every`: longer than most canaries, so ordinary analyses never restart.
-pub const DEFAULT_RESTART_EVERY: Duration = Duration::from_secs(3600);
+/// Default `horizon`: a day covers canaries that are left running overnight.
+pub const DEFAULT_HORIZON: Duration = Duration::from_secs(24 * 3600);
 
 impl SequentialSpec {
-    pub fn restart_every(&self) -> Duration {
-        self.restart_every.unwrap_or(DEFAULT_RESTART_EVERY)
+    pub fn horizon(&self) -> Duration {
+        self.horizon.unwrap_or(DEFAULT_HORIZON)
     }
 
     pub fn warmup_alpha(&self) -> f64 {

@@ -131,6 +131,22 @@ pub struct Analysis {
     /// whose rollback must never wait (it is the shared dependency itself) opts out.
     #[serde(default = "yes")]
     pub fleet_guard: bool,
+    /// What a shared-cause breach does: a canary threshold breached while the stable breaches
+    /// the same level and the canary is not significantly worse (docs/decision.md). Rolling the
+    /// canary back does not fix a failing dependency, so by default it holds.
+    #[serde(default)]
+    pub on_shared: OnShared,
+}
+
+/// What a `shared` verdict does (`analysis.on_shared`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnShared {
+    /// No rollback: the breach holds the canary (no promotion) and is reported as shared.
+    #[default]
+    Hold,
+    /// Roll back anyway, as if the stable were fine (the reason still says it was shared).
+    Rollback,
 }
 
 fn yes() -> bool {
@@ -146,6 +162,7 @@ impl Default for Analysis {
             no_data_deadline: Duration::from_secs(10 * 60),
             traffic_query: None,
             fleet_guard: true,
+            on_shared: OnShared::Hold,
         }
     }
 }

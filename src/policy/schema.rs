@@ -21,7 +21,7 @@ const SEQUENTIAL: &[Field] = &[
     Field::opt("min_exposure", Shape::Float),
     Field::opt("pass_ratio", Shape::Float),
     Field::opt("warmup_alpha", Shape::Float),
-    Field::opt("restart_every", Shape::Duration),
+    Field::opt("horizon", Shape::Duration),
 ];
 
 const BURN_RULE: &[Field] = &[
@@ -102,7 +102,10 @@ const ANALYSIS: &[Field] = &[
     Field::opt("no_data_deadline", Shape::Duration),
     Field::opt("traffic_query", Shape::Str),
     Field::opt("fleet_guard", Shape::Bool),
+    Field::opt("on_shared", Shape::Enum(ON_SHARED)),
 ];
+
+const ON_SHARED: &[&str] = &["hold", "rollback"];
 
 /// A policy file.
 pub const POLICY: &[Field] = &[

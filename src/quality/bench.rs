@@ -9,7 +9,7 @@ use serde::Serialize;
 /// One judge on one scenario.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cell {
-    pub judge: &'static str,
+    pub judge: String,
     pub runs: usize,
     /// Runs rolled back at any time (the false-rollback count on healthy scenarios).
     pub rollbacks: usize,
@@ -43,10 +43,13 @@ fn simulate(
     for r in runs {
         let run = generate(s, seed(idx, r));
         for (j, judge) in judges.iter().enumerate() {
+            // A rollback before the onset of a bad scenario is a false rollback: the bad
+            // canary it should have caught never ran, so it counts as never detected.
             out[j].push(
                 judge
                     .first_rollback(&run)
-                    .map(|t| t.saturating_sub(run.onset_secs)),
+                    .filter(|t| s.healthy || *t >= run.onset_secs)
+                    .map(|t| t - run.onset_secs.min(t)),
             );
         }
     }

@@ -3,14 +3,15 @@
 //! Each judge polls on its own schedule and returns when it would have rolled back (seconds
 //! after the canary started), or `None` if it never did within the run.
 
-use super::promql::{instant, rate, sum};
-use super::scenario::{Counter, Effect, Run, Scenario, RUN_SECS};
+use super::policies::{self, window_ratio};
+use super::promql::{instant, sum};
+use super::scenario::{Counter, Effect, Run, Scenario, DAY_SECS, RUN_SECS};
 use crate::decision::{Engine, Phase};
 use crate::policy::{Input, MetricSpec, Policy};
 use crate::sample::{Millis, Observation, Sample, Track};
+use crate::stats::detector::BLOCK_MS;
 use crate::stats::mann_whitney::hodges_lehmann;
 use crate::stats::sequential::SequentialConfig;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// backout's defaults: the daemon's default `analysis.interval` and `analysis.warmup`.
@@ -18,8 +19,11 @@ pub const DEFAULT_POLL_SECS: u64 = 10;
 pub const DEFAULT_WARMUP_SECS: u64 = 60;
 
 /// The rules compared by the benchmark.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Judge {
+    /// A policy as users write it, run by the real engine on what the scenario can answer
+    /// (`quality::policies`): the examples and the recommended policy.
+    Policy { name: String, policy: Box<Policy> },
     /// backout: the sequential test on error and slow-request counts, polled every `poll_secs`;
     /// no data holds.
     Backout {
@@ -43,8 +47,9 @@ pub enum Judge {
     /// error counts (same poll, warm-up, alpha and margin). For a simple alternative the SPRT
     /// needs the fewest events of any test with the same error bound, so its row is the ceiling
     /// for every valid sequential test on these data. It runs only on error steps above the
-    /// margin, where there is an effect to be told. It is not told the onset: every error step
-    /// in the catalogue starts with the canary (a later onset would need the LLR reset there).
+    /// margin, where there is an effect to be told. It is not told the onset: on a late onset it
+    /// is the CUSUM told the effect, with the change detector's guarantee (a start per minute,
+    /// false alarms at most alpha within a day) but the whole alpha.
     Ceiling {
         config: SequentialConfig,
         poll_secs: u64,
@@ -73,6 +78,21 @@ impl Judge {
         ]
     }
 
+    /// The judges plus the recommended policy and `examples` (name, policy).
+    pub fn with_policies(examples: Vec<(String, Policy)>) -> Vec<Judge> {
+        let mut all = Judge::all();
+        let mut users = vec![Judge::Policy {
+            name: "recommended (levels + sequential)".into(),
+            policy: Box::new(policies::recommended()),
+        }];
+        users.extend(examples.into_iter().map(|(name, p)| Judge::Policy {
+            name: format!("example: {name}"),
+            policy: Box::new(p),
+        }));
+        all.splice(1..1, users);
+        all
+    }
+
     pub fn ceiling_default() -> Self {
         Judge::Ceiling {
             config: SequentialConfig::default(),
@@ -82,18 +102,26 @@ impl Judge {
         }
     }
 
-    /// Whether this judge has a row for the scenario: the ceiling needs a known effect.
+    /// Whether this judge has a row for the scenario: the ceiling needs a known effect; Kayenta
+    /// re-ranks every minute since the start at each judgement (quadratic in the run's length)
+    /// and the example policies re-read hours-long windows, so neither runs on runs longer than
+    /// `RUN_SECS`.
     pub fn applies(&self, s: &Scenario) -> bool {
         match self {
             Judge::Ceiling { config, .. } => {
                 !s.missing_data && matches!(s.effect, Effect::ErrorStep(f) if f > config.margin)
             }
+            Judge::Kayenta => s.run_secs <= RUN_SECS,
+            // The examples' burn-rate windows (up to 6 h) re-read hours of scrapes at every
+            // poll; their targets are about 60-minute scenarios (shared incidents).
+            Judge::Policy { name, .. } if name.starts_with("example") => s.run_secs <= RUN_SECS,
             _ => true,
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        match self {
+    pub fn name(&self) -> String {
+        let name = match self {
+            Judge::Policy { name, .. } => return name.clone(),
             Judge::Backout { .. } if *self == Judge::backout_default() => "backout",
             Judge::Backout { .. } => "backout (variant)",
             Judge::Flagger => "Flagger",
@@ -103,12 +131,14 @@ impl Judge {
                 "ceiling: SPRT told the effect"
             }
             Judge::Ceiling { .. } => "ceiling (variant)",
-        }
+        };
+        name.into()
     }
 
     /// When this judge would have rolled the run back.
     pub fn first_rollback(&self, run: &Run) -> Option<u64> {
         match self {
+            Judge::Policy { policy, .. } => policies::first_rollback(policy, run),
             Judge::Backout {
                 config,
                 poll_secs,
@@ -131,8 +161,8 @@ impl Judge {
     }
 }
 
-fn polls(every: u64) -> impl Iterator<Item = u64> {
-    (1..=RUN_SECS / every).map(move |i| i * every)
+fn polls(every: u64, run_secs: u64) -> impl Iterator<Item = u64> {
+    (1..=run_secs / every).map(move |i| i * every)
 }
 
 /// The policy the benchmark runs for backout: what a user writes for errors and slow
@@ -176,7 +206,7 @@ fn backout(run: &Run, policy: &Policy) -> Option<u64> {
     let mut engine = Engine::new(policy, "canary");
     let phase = Phase::Canary { started_at: 0 };
     let ms = |secs: u64| Millis::try_from(secs * 1000).unwrap_or(Millis::MAX);
-    (0..=RUN_SECS / every).map(|i| i * every).find(|&at| {
+    (0..=run.run_secs / every).map(|i| i * every).find(|&at| {
         for track in Track::ALL {
             let total = sum(run.series(track, Counter::Requests).map(|s| instant(s, at)));
             for (name, c) in [("errors", Counter::Errors), ("slow", Counter::Slow)] {
@@ -224,7 +254,16 @@ fn ceiling(
     let every = poll_secs.max(1);
     let mut previous: Option<[f64; 4]> = None;
     let (mut warmup_llr, mut llr) = (0.0, 0.0);
-    (0..=RUN_SECS / every).map(|i| i * every).find(|&at| {
+    // A late onset: the CUSUM told the effect, restarted at most once a minute, at the change
+    // detector's threshold for a day with the whole alpha.
+    let late = run.onset_secs > 0;
+    let cusum_threshold = crate::stats::detector::threshold(
+        Millis::try_from(DAY_SECS * 1000).unwrap_or(Millis::MAX),
+        cfg.alpha,
+    )
+    .ln();
+    let mut block = None;
+    (0..=run.run_secs / every).map(|i| i * every).find(|&at| {
         let now = [
             count(Track::Canary, Counter::Errors, at),
             count(Track::Canary, Counter::Requests, at),
@@ -248,6 +287,15 @@ fn ceiling(
             }
         }
         previous = Some(now);
+        if late {
+            let minute = Millis::try_from(at * 1000).unwrap_or(Millis::MAX) / BLOCK_MS;
+            if block.is_none_or(|b| minute > b) {
+                block = Some(minute);
+                llr = f64::max(llr, 0.0);
+            }
+            llr += step;
+            return at > warmup_secs && llr >= cusum_threshold;
+        }
         if at < warmup_secs {
             warmup_llr += step;
             warmup_llr >= warmup_threshold
@@ -264,19 +312,12 @@ fn ceiling(
 /// Share of events among requests over the last minute, as `sum(rate(..[1m]))` ratios give it.
 /// `None` is an empty or NaN result.
 fn minute_ratio(run: &Run, track: Track, metric: Counter, at: u64) -> Option<f64> {
-    let req = sum(run
-        .series(track, Counter::Requests)
-        .map(|s| rate(s, at, 60)))?;
-    // Flagger's and Argo's success-rate queries divide the non-5xx rate by the total rate, so
-    // a not-yet-created error series is simply no errors.
-    let events = sum(run.series(track, metric).map(|s| rate(s, at, 60))).unwrap_or(0.0);
-    let ratio = events / req;
-    ratio.is_finite().then_some(ratio.min(1.0))
+    window_ratio(run, track, metric, at, 60)
 }
 
 fn flagger(run: &Run) -> Option<u64> {
     let mut failed = 0;
-    polls(60).find(|&at| {
+    polls(60, run.run_secs).find(|&at| {
         let ok = minute_ratio(run, Track::Canary, Counter::Errors, at)
             .is_some_and(|r| 100.0 * (1.0 - r) >= 99.0);
         if !ok {
@@ -288,8 +329,8 @@ fn flagger(run: &Run) -> Option<u64> {
 
 fn argo(run: &Run) -> Option<u64> {
     let (mut failures, mut consecutive_errors) = (0, 0);
-    polls(60).find(
-        |&at| match minute_ratio(run, Track::Canary, Counter::Errors, at) {
+    polls(60, run.run_secs).find(|&at| {
+        match minute_ratio(run, Track::Canary, Counter::Errors, at) {
             None => {
                 consecutive_errors += 1;
                 consecutive_errors > 4
@@ -301,8 +342,8 @@ fn argo(run: &Run) -> Option<u64> {
                 }
                 failures > 3
             }
-        },
-    )
+        }
+    })
 }
 
 enum Class {
@@ -331,12 +372,12 @@ fn kayenta_classify(canary: &[f64], stable: &[f64]) -> Class {
 }
 
 fn kayenta(run: &Run) -> Option<u64> {
-    polls(300).find(|&at| {
+    polls(300, run.run_secs).find(|&at| {
         let mut classified = 0;
         let mut passed = 0;
         for metric in [Counter::Errors, Counter::Slow] {
             let samples = |track| -> Vec<f64> {
-                polls(60)
+                polls(60, run.run_secs)
                     .take_while(|m| *m <= at)
                     .filter_map(|m| minute_ratio(run, track, metric, m))
                     .collect()
@@ -368,6 +409,7 @@ mod tests {
             effect,
             missing_data: false,
             onset_secs: 0,
+            run_secs: RUN_SECS,
         }
     }
 
@@ -431,6 +473,24 @@ mod tests {
             let run = generate(&scenario(20.0, effect, true), seed);
             assert_eq!(Judge::backout_default().first_rollback(&run), None);
             // An absolute success-rate rule cannot tell the two apart.
+            assert!(Judge::Flagger.first_rollback(&run).is_some());
+        }
+    }
+
+    #[test]
+    fn shared_incidents_crossing_the_levels_do_not_roll_back_the_recommended_policy() {
+        let effect = Effect::SharedIncident {
+            factor: 20.0,
+            from: 1200,
+            to: 1800,
+        };
+        let recommended = Judge::with_policies(Vec::new())
+            .into_iter()
+            .find(|j| j.name().starts_with("recommended"))
+            .unwrap();
+        for seed in 0..5 {
+            let run = generate(&scenario(20.0, effect, true), seed);
+            assert_eq!(recommended.first_rollback(&run), None, "seed {seed}");
             assert!(Judge::Flagger.first_rollback(&run).is_some());
         }
     }

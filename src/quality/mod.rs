@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod draw;
 pub mod judges;
+pub mod policies;
 pub mod promql;
 pub mod scenario;

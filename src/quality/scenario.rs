@@ -14,8 +14,11 @@ use rand::{Rng, SeedableRng};
 
 /// Seconds between scrapes.
 pub const SCRAPE_SECS: u64 = 15;
-/// Length of every run after the canary starts (and the window a detection must fall in).
+/// Length of a run after the canary starts, unless the scenario is longer (late onsets, day-long
+/// canaries), and the window after the onset a detection must fall in.
 pub const RUN_SECS: u64 = 3600;
+/// A day: the long A/A scenario's length and the change detector's default horizon.
+pub const DAY_SECS: u64 = 86_400;
 /// Share of traffic the canary receives.
 pub const CANARY_SHARE: f64 = 0.1;
 const CANARY_PODS: usize = 1;
@@ -57,6 +60,8 @@ pub struct Run {
     pub pods: Vec<PodSeries>,
     /// When the canary became bad (seconds after start); meaningless for healthy scenarios.
     pub onset_secs: u64,
+    /// Seconds after the canary started that the run covers.
+    pub run_secs: u64,
     /// The true canary error multiplier of an error-step scenario: only the ceiling judge,
     /// which exists to show what no real rule can beat, is told it.
     pub error_step: Option<f64>,
@@ -109,6 +114,8 @@ pub struct Scenario {
     /// Scrape gaps, a canary target down for 10 minutes, and restarts (counter resets).
     pub missing_data: bool,
     pub onset_secs: u64,
+    /// Length of the run (`RUN_SECS`, or onset + `RUN_SECS` for late onsets, or a day).
+    pub run_secs: u64,
 }
 
 impl Scenario {
@@ -121,6 +128,18 @@ impl Scenario {
             effect,
             missing_data: false,
             onset_secs: 0,
+            run_secs: RUN_SECS,
+        }
+    }
+
+    /// The same scenario with its effect starting `onset` seconds in, watched for `RUN_SECS`
+    /// after it.
+    fn late(self, name: &'static str, onset: u64) -> Self {
+        Self {
+            name,
+            onset_secs: onset,
+            run_secs: onset + RUN_SECS,
+            ..self
         }
     }
 }
@@ -164,6 +183,11 @@ pub fn catalogue() -> Vec<Scenario> {
                 secs: 60,
             },
         ),
+        Scenario {
+            baseline_error: None,
+            run_secs: DAY_SECS,
+            ..Scenario::new("healthy A/A, 24 h", true, LogUniform(0.5, 100.0), Nothing)
+        },
         Scenario::new(
             "shared-dependency incident",
             true,
@@ -174,10 +198,28 @@ pub fn catalogue() -> Vec<Scenario> {
                 to: 1800,
             },
         ),
+        // Both tracks at 10% errors for 10 minutes: every runbook's 5% level is crossed on
+        // the canary AND the stable.
+        Scenario::new(
+            "shared incident, levels crossed (x20)",
+            true,
+            Fixed(20.0),
+            SharedIncident {
+                factor: 20.0,
+                from: 1200,
+                to: 1800,
+            },
+        ),
         Scenario::new("errors x1.5, 20 rps", false, Fixed(20.0), ErrorStep(1.5)),
         Scenario::new("errors x2, 20 rps", false, Fixed(20.0), ErrorStep(2.0)),
         Scenario::new("errors x2, 60 rps", false, Fixed(60.0), ErrorStep(2.0)),
         Scenario::new("errors x5, 20 rps", false, Fixed(20.0), ErrorStep(5.0)),
+        Scenario::new("", false, Fixed(20.0), ErrorStep(5.0))
+            .late("errors x5, 20 rps, onset +20 min", 1200),
+        Scenario::new("", false, Fixed(20.0), ErrorStep(5.0))
+            .late("errors x5, 20 rps, onset +3 h", 3 * 3600),
+        Scenario::new("", false, Fixed(20.0), ErrorStep(5.0))
+            .late("errors x5, 20 rps, onset +20 h", 20 * 3600),
         Scenario::new("errors x20, 10 rps", false, Fixed(10.0), ErrorStep(20.0)),
         Scenario::new("errors x20, 100 rps", false, Fixed(100.0), ErrorStep(20.0)),
         Scenario::new(
@@ -210,7 +252,7 @@ pub fn generate(s: &Scenario, seed: u64) -> Run {
         .baseline_error
         .unwrap_or_else(|| [0.001, 0.005, 0.02][rng.random_range(0..3)]);
     let phase = rng.random::<f64>() * 86400.0;
-    let steps = (RUN_SECS / SCRAPE_SECS) as usize;
+    let steps = (s.run_secs / SCRAPE_SECS) as usize;
     let mut pods: Vec<Pod> = Vec::new();
     for (track, count) in [(Track::Canary, CANARY_PODS), (Track::Stable, STABLE_PODS)] {
         for _ in 0..count {
@@ -294,6 +336,7 @@ pub fn generate(s: &Scenario, seed: u64) -> Run {
     Run {
         pods: pods.into_iter().map(|p| p.series).collect(),
         onset_secs: s.onset_secs,
+        run_secs: s.run_secs,
         error_step: match s.effect {
             Effect::ErrorStep(f) => Some(f),
             _ => None,

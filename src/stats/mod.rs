@@ -6,6 +6,7 @@
 //! shifted, fixed-horizon). `mixture` holds the Bayes-factor arithmetic they share.
 
 pub mod burn_rate;
+pub mod detector;
 pub mod mann_whitney;
 pub mod mixture;
 pub mod sequential;

@@ -293,6 +293,13 @@ fn ratio_bound(
     known: Option<KnownBound>,
 ) -> Result<(KnownBound, f64), StatsError> {
     let (c, s) = (counts.canary, counts.stable);
+    let share = c.total / (c.total + s.total);
+    let same_split = |k: &KnownBound| (share / k.canary_share - 1.0).abs() <= SHARE_TOLERANCE;
+    // A kept bound that already passes decides the outcome: a fresh one could only be tighter,
+    // so the bisection (the costliest step of a poll) is skipped on a canary that has passed.
+    if let Some(k) = known.filter(|k| k.ratio_upper <= cfg.pass_ratio && same_split(k)) {
+        return Ok((k, k.ratio_upper));
+    }
     let theta_upper = upper_bound(
         c.events,
         c.events + s.events,
@@ -304,14 +311,11 @@ fn ratio_bound(
     } else {
         theta_upper / (1.0 - theta_upper) * s.total / c.total
     };
-    let share = c.total / (c.total + s.total);
     let fresh = KnownBound {
         ratio_upper,
         canary_share: share,
     };
-    let kept = known.filter(|k| {
-        k.ratio_upper < ratio_upper && (share / k.canary_share - 1.0).abs() <= SHARE_TOLERANCE
-    });
+    let kept = known.filter(|k| k.ratio_upper < ratio_upper && same_split(k));
     Ok((
         kept.unwrap_or(fresh),
         kept.map_or(ratio_upper, |k| k.ratio_upper),

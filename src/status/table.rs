@@ -28,7 +28,7 @@ impl Style {
     fn health(self, h: Health, text: &str) -> String {
         let code = match h {
             Health::Critical => "31",
-            Health::Warning | Health::Inconclusive => "33",
+            Health::Warning | Health::Inconclusive | Health::Shared => "33",
             Health::Healthy => "32",
             Health::Ignored => "2",
         };

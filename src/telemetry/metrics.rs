@@ -100,6 +100,8 @@ pub mod state_code {
     pub const CRITICAL: i64 = 2;
     pub const INCONCLUSIVE: i64 = 3;
     pub const ROLLED_BACK: i64 = 4;
+    /// A level breached on both tracks, the canary not worse (a shared cause, held).
+    pub const SHARED: i64 = 5;
 }
 
 /// All of backout's own series. Cheap to clone (every family is an `Arc` inside).
@@ -129,6 +131,8 @@ pub struct Metrics {
     pub evaluation_lag: Histogram,
     pub leases_held: Gauge,
     pub rollbacks_held: Family<ServiceLabels, Counter>,
+    /// Shared-cause episodes (a canary breach the stable shares, the canary not worse).
+    pub shared: Family<ServiceLabels, Counter>,
     pub lease_transitions: Counter,
     pub policy_reload_duration: Gauge<f64, AtomicU64>,
     /// Kubernetes API requests by verb, resource and outcome (`crate::kubeclient::observe`).
@@ -197,6 +201,7 @@ impl Metrics {
             policy_reload_duration: Gauge::default(),
             leases_held: Gauge::default(),
             rollbacks_held: Family::default(),
+            shared: Family::default(),
             lease_transitions: Counter::default(),
             kubernetes_requests: Family::default(),
             kubernetes_request_duration: Family::new_with_constructor(kubernetes_histogram),
@@ -219,8 +224,13 @@ impl Metrics {
     fn register_evaluation(&self, registry: &mut Registry) {
         registry.register(
             "service_state",
-            "Verdict per service: 0 healthy, 1 warning, 2 critical, 3 inconclusive, 4 rolled back",
+            "Verdict per service: 0 healthy, 1 warning, 2 critical, 3 inconclusive, 4 rolled back, 5 shared cause",
             self.service_state.clone(),
+        );
+        registry.register(
+            "shared",
+            "Shared-cause episodes per service: a canary level breached while the stable breaches it too and the canary is not worse (held, not rolled back)",
+            self.shared.clone(),
         );
         registry.register(
             "metric_value",
@@ -229,7 +239,7 @@ impl Metrics {
         );
         registry.register(
             "metric_level",
-            "Level per metric: 0 ok, 1 warning, 2 critical, 3 inconclusive",
+            "Level per metric: 0 ok, 1 warning, 2 critical, 3 inconclusive, 5 shared cause",
             self.metric_level.clone(),
         );
         registry.register(

@@ -29,6 +29,8 @@ pub struct Incident {
     pub stable: Load,
     pub onset_ms: Option<i64>,
     pub bad_ratio: f64,
+    /// The stable fails like the canary from the onset (a shared dependency failing).
+    pub shared: bool,
 }
 
 impl Incident {
@@ -49,7 +51,16 @@ impl Incident {
             },
             onset_ms: None,
             bad_ratio: 0.0,
+            shared: false,
         }
+    }
+
+    /// From `onset_ms` on, BOTH tracks fail `ratio` of their requests: a dependency they share.
+    pub fn both_fail_from(mut self, onset_ms: i64, ratio: f64) -> Self {
+        self.onset_ms = Some(onset_ms);
+        self.bad_ratio = ratio;
+        self.shared = true;
+        self
     }
 
     /// From `onset_ms` on, the canary fails `ratio` of its requests.
@@ -66,7 +77,7 @@ impl Incident {
         let elapsed = secs(t - self.start_ms);
         let requests = load.rps * elapsed;
         let errors = match self.onset_ms {
-            Some(onset) if canary && t > onset => {
+            Some(onset) if (canary || self.shared) && t > onset => {
                 let before = secs(onset - self.start_ms);
                 load.rps * (before * load.error_ratio + (elapsed - before) * self.bad_ratio)
             }

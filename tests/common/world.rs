@@ -35,6 +35,8 @@ pub struct Scripted {
     bad: Mutex<HashSet<String>>,
     /// Services whose stable fails 50% too (a rollback that does not restore them).
     bad_stable: Mutex<HashSet<String>>,
+    /// Services whose stable fails like a bad canary (a dependency both tracks share).
+    shared: Mutex<HashSet<String>>,
     calls: Mutex<Vec<(u64, BTreeSet<String>)>>,
 }
 
@@ -44,6 +46,7 @@ impl Scripted {
             origin,
             bad: Mutex::new(HashSet::new()),
             bad_stable: Mutex::new(HashSet::new()),
+            shared: Mutex::new(HashSet::new()),
             calls: Mutex::new(Vec::new()),
         }
     }
@@ -75,6 +78,13 @@ impl Scripted {
         bad.extend(services.iter().map(|s| s.to_string()));
     }
 
+    /// Both tracks of `services` fail like a bad canary: a shared dependency down.
+    pub fn turn_shared_bad(&self, services: &[&str]) {
+        self.turn_bad(services);
+        let mut shared = self.shared.lock().unwrap();
+        shared.extend(services.iter().map(|s| s.to_string()));
+    }
+
     /// Virtual ms (since `origin`) of each evaluation of `service`.
     pub fn times_of(&self, service: &str) -> Vec<u64> {
         let calls = self.calls.lock().unwrap();
@@ -96,6 +106,7 @@ impl Sampler for Scripted {
             let at = self.origin.elapsed().as_millis() as u64;
             let bad = self.bad.lock().unwrap().clone();
             let bad_stable = self.bad_stable.lock().unwrap().clone();
+            let shared = self.shared.lock().unwrap().clone();
             let services = requests.iter().map(|r| r.key.service.clone()).collect();
             self.calls.lock().unwrap().push((at, services));
             requests
@@ -103,7 +114,8 @@ impl Sampler for Scripted {
                 .map(|r| {
                     let v = if r.key.input == Input::Traffic {
                         50.0
-                    } else if (r.key.track == Track::Canary && bad.contains(&r.key.service))
+                    } else if (r.key.track == Track::Canary || shared.contains(&r.key.service))
+                        && bad.contains(&r.key.service)
                         || (r.key.track == Track::Stable && bad_stable.contains(&r.key.service))
                     {
                         0.5

@@ -6,8 +6,10 @@ use crate::policy::kinds::Kind;
 use crate::policy::model::MetricSpec;
 use std::time::Duration;
 
-/// Shortest `restart_every` accepted (also at least 30 analysis intervals).
-const MIN_RESTART_EVERY: Duration = Duration::from_secs(600);
+/// Shortest change-detector `horizon` accepted (also at least 30 analysis intervals): its bound
+/// is per horizon and grows linearly past it, so a horizon shorter than the canary only moves
+/// false rollbacks past the stated alpha.
+const MIN_HORIZON: Duration = Duration::from_secs(600);
 
 impl Validator<'_> {
     pub(super) fn kind(&mut self, at: &str, m: &MetricSpec, kind: Kind) {
@@ -103,23 +105,23 @@ impl Validator<'_> {
             );
         }
         let interval = self.policy.analysis.interval;
-        if let Some(every) = s.restart_every.filter(|e| !e.is_zero()) {
+        if let Some(horizon) = s.horizon.filter(|e| !e.is_zero()) {
             let shortest = interval
                 .checked_mul(30)
                 .unwrap_or(Duration::MAX)
-                .max(MIN_RESTART_EVERY);
-            if every < shortest {
+                .max(MIN_HORIZON);
+            if horizon < shortest {
                 self.push(
-                    &format!("{key}.restart_every"),
+                    &format!("{key}.horizon"),
                     format!(
-                        "restart_every {} is shorter than {}: each restart gets a smaller share \
-                         of alpha and would judge on too few polls",
-                        fmt_d(every),
+                        "horizon {} is shorter than {}: the change detector's false-rollback \
+                         bound holds for canaries up to the horizon and grows past it",
+                        fmt_d(horizon),
                         fmt_d(shortest)
                     ),
                     format!(
-                        "use at least {} (30 analysis intervals, at least 10m), the default 1h, \
-                         or 0s to turn restarts off",
+                        "set it to your longest canary, at least {} (30 analysis intervals, at \
+                         least 10m); the default is 24h; 0s turns the detector off",
                         fmt_d(shortest)
                     ),
                 );
@@ -309,18 +311,18 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_period_too_short_is_named_and_zero_turns_restarts_off() {
+    fn a_horizon_too_short_is_named_and_zero_turns_the_detector_off() {
         let with = |every: u64| {
             let mut m = MetricSpec::test("e").sequential("a", "b");
             if let Some(s) = m.sequential.as_mut() {
-                s.restart_every = Some(Duration::from_secs(every));
+                s.horizon = Some(Duration::from_secs(every));
             }
             keys(m)
         };
         let k = with(120);
         assert!(
             k.iter()
-                .any(|(key, m)| key == "metric[0].sequential.restart_every"
+                .any(|(key, m)| key == "metric[0].sequential.horizon"
                     && m.contains("shorter than 10m")),
             "{k:?}"
         );
