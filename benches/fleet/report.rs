@@ -32,6 +32,8 @@ pub struct Results {
     pub prom_alone: Option<Vec<f64>>,
     /// Prometheus query latency (the daemon's histogram) p50/p99 over the steady window.
     pub query_steady: Option<(f64, f64)>,
+    /// The same while the rollbacks run: tells a slower Prometheus from a busier daemon.
+    pub query_rollbacks: Option<(f64, f64)>,
     pub lag_rollbacks: Option<(f64, f64)>,
     /// How many services went bad, and when each was mitigated after the onset.
     pub mitigations: Vec<Option<Duration>>,
@@ -181,6 +183,11 @@ fn rollback_rows(r: &Results) -> Vec<(&'static str, String, &'static str)> {
             "evaluation lag p50 / p99 (while rollbacks run)",
             lag(r.lag_rollbacks),
             "p99 <= 1 s",
+        ),
+        (
+            "Prometheus query latency p50 / p99 (while rollbacks run)",
+            lag(r.query_rollbacks),
+            "",
         ),
         (
             "daemon CPU (while rollbacks run)",

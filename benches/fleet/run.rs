@@ -278,6 +278,7 @@ async fn rollbacks(w: &mut World, args: &Args, r: &mut Results) -> anyhow::Resul
     r.kube_rollbacks_daemon = measure::rate(&s0, &s1, KUBE_REQUESTS);
     r.kube_rollbacks_proxy = Some(k1.saturating_sub(k0) as f64 / secs);
     r.lag_rollbacks = lag_quantiles(&s0, &s1);
+    r.query_rollbacks = quantiles(&s0, &s1, QUERY_DURATION);
     Ok(())
 }
 

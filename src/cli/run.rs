@@ -7,7 +7,7 @@ use backout::clock::SystemClock;
 use backout::daemon::{Context, Daemon, PolicyReload, PrometheusSampler};
 use backout::notify::dispatch::Recorders;
 use backout::notify::{Dispatcher, LogNotifier, Notifier};
-use backout::policy::{load_with, LoadOptions, Policy};
+use backout::policy::{load_cached, LoadCache, LoadOptions, Policy};
 use backout::settings::Settings;
 use backout::source::instrumented::Instrumented;
 use backout::source::prometheus::PrometheusSource;
@@ -15,7 +15,7 @@ use backout::status::StatusBoard;
 use backout::telemetry::{tracing_setup, AdminServer, Health, Metrics, Outcome, ResultLabels};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -43,14 +43,26 @@ async fn kube_client(
     Ok(backout::kubeclient::connect(path.map(PathBuf::as_path), &limits, metrics).await?)
 }
 
-/// Loads the policies; a policy routing notices to a channel backout.toml does not define is
-/// rejected like any other mistake in it.
-fn load_policies(settings: &Settings) -> Result<Vec<Policy>, backout::policy::PolicyError> {
+/// Loads the policies through the daemon's one cache (`policy::cache`): files unchanged since
+/// the last load are not parsed again. A policy routing notices to a channel backout.toml does
+/// not define is rejected like any other mistake in it.
+fn load_policies(
+    settings: &Settings,
+    cache: &Mutex<LoadCache>,
+) -> Result<Vec<Arc<Policy>>, backout::policy::PolicyError> {
     let opts = LoadOptions {
         default_interval: settings.poll_interval,
     };
-    let policies = load_with(std::slice::from_ref(&settings.policy_dir), &opts)?;
-    let problems = settings.notify.check_routes(&policies);
+    // A loader that panicked left the cache as it was before that load: still valid.
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let policies = load_cached(
+        std::slice::from_ref(&settings.policy_dir),
+        &opts,
+        &mut cache,
+    )?;
+    let problems = settings.notify.check_routes(policies.iter().map(|p| &**p));
     if problems.is_empty() {
         Ok(policies)
     } else {
@@ -70,7 +82,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _guard = tracing_setup::init(format, settings.log.otlp_endpoint.as_deref())?;
     let metrics = Metrics::new();
     let health = Health::default();
-    let policies = load_counted(&settings, &metrics)?;
+    let cache = Arc::new(Mutex::new(LoadCache::new()));
+    let policies = load_counted(&settings, &metrics, &cache)?;
     let ownership = super::ha::ownership(&settings.ha);
     let ctx = context(&args, &settings, &metrics, &health, &ownership).await?;
     let status = ctx.status.clone();
@@ -96,7 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(store) = daemon.ctx.bad_versions.clone() {
         tokio::spawn(refresh_bad_versions(store, stop_rx.clone()));
     }
-    let (reload_rx, _watcher) = spawn_reloads(&settings, &metrics)?;
+    let (reload_rx, _watcher) = spawn_reloads(&settings, &metrics, cache)?;
     spawn_shutdown(stop_tx)?;
     daemon.run(stop_rx, reload_rx).await;
     Ok(ExitCode::SUCCESS)
@@ -106,8 +119,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn load_counted(
     settings: &Settings,
     metrics: &Metrics,
-) -> Result<Vec<Policy>, backout::policy::PolicyError> {
-    let loaded = load_policies(settings);
+    cache: &Mutex<LoadCache>,
+) -> Result<Vec<Arc<Policy>>, backout::policy::PolicyError> {
+    let loaded = load_policies(settings, cache);
     let result = if loaded.is_ok() {
         Outcome::success
     } else {
@@ -243,6 +257,7 @@ async fn serve_admin(
 fn spawn_reloads(
     settings: &Settings,
     metrics: &Metrics,
+    cache: Arc<Mutex<LoadCache>>,
 ) -> anyhow::Result<(
     tokio::sync::mpsc::Receiver<PolicyReload>,
     Option<notify::RecommendedWatcher>,
@@ -275,6 +290,7 @@ fn spawn_reloads(
     tokio::spawn(reload_on_kicks(
         settings.clone(),
         metrics.clone(),
+        cache,
         kick_rx,
         reload_tx,
     ));
@@ -286,6 +302,7 @@ fn spawn_reloads(
 async fn reload_on_kicks(
     settings: Settings,
     metrics: Metrics,
+    cache: Arc<Mutex<LoadCache>>,
     mut kicks: tokio::sync::mpsc::Receiver<&'static str>,
     reloads: tokio::sync::mpsc::Sender<PolicyReload>,
 ) {
@@ -296,8 +313,8 @@ async fn reload_on_kicks(
         let requested = tokio::time::Instant::now();
         // Off the async workers: parsing 10,000 files takes seconds of CPU, and a worker blocked
         // that long delays every evaluation scheduled on it.
-        let (s, m) = (settings.clone(), metrics.clone());
-        let loaded = match tokio::task::spawn_blocking(move || load_counted(&s, &m)).await {
+        let (s, m, c) = (settings.clone(), metrics.clone(), cache.clone());
+        let loaded = match tokio::task::spawn_blocking(move || load_counted(&s, &m, &c)).await {
             Ok(loaded) => loaded.map_err(anyhow::Error::from),
             Err(err) => Err(anyhow::anyhow!("the policy loader panicked: {err}")),
         };

@@ -37,6 +37,7 @@ use crate::policy::Policy;
 use crate::settings::Actions;
 use schedule::{service_key, Schedule};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -63,14 +64,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// A new set of policies for the loop, and when its reload began (for the reload-time gauge).
 pub struct PolicyReload {
-    pub policies: Vec<Policy>,
+    /// Shared with the loader's cache: a reload that changed one file hands the loop the same
+    /// `Arc`s for the others, and the loop keeps their runtimes without comparing field by field.
+    pub policies: Vec<Arc<Policy>>,
     pub requested: Instant,
 }
 
 impl From<Vec<Policy>> for PolicyReload {
     fn from(policies: Vec<Policy>) -> Self {
         Self {
-            policies,
+            policies: policies.into_iter().map(Arc::new).collect(),
             requested: Instant::now(),
         }
     }
@@ -97,12 +100,16 @@ pub struct Daemon {
 
 impl Daemon {
     /// A daemon with the default `[actions]` settings.
-    pub fn new(ctx: Context, policies: Vec<Policy>) -> Self {
+    pub fn new<P: Into<Arc<Policy>>>(ctx: Context, policies: Vec<P>) -> Self {
         Self::with_actions(ctx, policies, Actions::default())
     }
 
     /// Starts the supervisor and the outcome fan-out (tasks on the current runtime).
-    pub fn with_actions(ctx: Context, policies: Vec<Policy>, actions: Actions) -> Self {
+    pub fn with_actions<P: Into<Arc<Policy>>>(
+        ctx: Context,
+        policies: Vec<P>,
+        actions: Actions,
+    ) -> Self {
         let (outcomes, raw) = mpsc::unbounded_channel();
         let (to_daemon, settled) = mpsc::unbounded_channel();
         tokio::spawn(outcome::fan_out(ctx.clone(), raw, to_daemon));
@@ -144,7 +151,7 @@ impl Daemon {
     /// (matched by `namespace/service` in a map: linear in the number of policies).
     /// The schedule and the Deployment watches follow (new namespaces get a watch, unused ones
     /// lose theirs).
-    pub fn reload(&mut self, policies: Vec<Policy>) {
+    pub fn reload<P: Into<Arc<Policy>>>(&mut self, policies: Vec<P>) {
         let mut old: HashMap<String, ServiceRuntime> = std::mem::take(&mut self.services)
             .into_iter()
             .map(|s| (service_key(&s.policy), s))
@@ -153,9 +160,10 @@ impl Daemon {
         let mut texts = HashSet::new();
         let mut unchanged = Vec::new();
         for p in policies {
+            let p: Arc<Policy> = p.into();
             let key = service_key(&p);
             let (runtime, kept) = match old.remove(&key) {
-                Some(s) if *s.policy == p => (s, true),
+                Some(s) if Arc::ptr_eq(&s.policy, &p) || *s.policy == *p => (s, true),
                 _ => (ServiceRuntime::with_texts(p, &mut texts), false),
             };
             unchanged.push(kept);

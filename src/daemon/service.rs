@@ -70,13 +70,14 @@ pub struct CycleOutcome {
 }
 
 impl ServiceRuntime {
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(policy: impl Into<Arc<Policy>>) -> Self {
         Self::with_texts(policy, &mut HashSet::new())
     }
 
     /// A runtime whose query texts are shared with equal ones in `texts` (batched templates
     /// render the same PromQL for every service).
-    pub fn with_texts(policy: Policy, texts: &mut HashSet<Arc<str>>) -> Self {
+    pub fn with_texts(policy: impl Into<Arc<Policy>>, texts: &mut HashSet<Arc<str>>) -> Self {
+        let policy: Arc<Policy> = policy.into();
         Self {
             requests: policy_requests(&policy)
                 .into_iter()
@@ -84,7 +85,7 @@ impl ServiceRuntime {
                 .collect(),
             engine: Engine::new(&policy, ""),
             lifecycle: Lifecycle::new(policy.analysis.bake),
-            policy: Arc::new(policy),
+            policy,
             last_verdict: None,
             ordered: false,
             rollback: None,

@@ -229,7 +229,7 @@ impl NotifyConfig {
 
     /// Policies whose `notify` names a channel that is not defined, one problem each, pointing
     /// at the policy file.
-    pub fn check_routes(&self, policies: &[Policy]) -> Vec<Problem> {
+    pub fn check_routes<'a>(&self, policies: impl IntoIterator<Item = &'a Policy>) -> Vec<Problem> {
         let mut out = Vec::new();
         for p in policies {
             let steps = p.escalation.iter().enumerate().flat_map(|(i, st)| {

@@ -5,6 +5,7 @@
 //! templates (`[templates.<name>]`). A single file takes its templates from a `templates.toml`
 //! beside it. Every problem in every file is collected before giving up.
 
+use super::cache::{self, Fingerprint, LoadCache};
 use super::error::PolicyError;
 use super::model::{Analysis, Policy, Template};
 use super::template::{apply, Templates};
@@ -17,6 +18,7 @@ use figment::Figment;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Name of the shared-template file in a policy directory.
@@ -44,18 +46,61 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Policy>, PolicyError> {
 
 /// `load` with daemon-wide options.
 pub fn load_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<Vec<Policy>, PolicyError> {
-    let mut policies = Vec::new();
-    let mut problems = Vec::new();
+    let policies = load_inner(paths, opts, None)?;
+    Ok(policies.into_iter().map(Arc::unwrap_or_clone).collect())
+}
+
+/// `load_with` reusing what `cache` holds from the previous load of the same paths: files whose
+/// bytes, templates and options are unchanged are not parsed again (`policy::cache`). The daemon
+/// loads through one cache for its whole life, so a reload of 10,000 files parses the few that
+/// changed.
+pub fn load_cached(
+    paths: &[PathBuf],
+    opts: &LoadOptions,
+    cache: &mut LoadCache,
+) -> Result<Vec<Arc<Policy>>, PolicyError> {
+    load_inner(paths, opts, Some(cache))
+}
+
+/// What one load found: the policies in file order, every problem, and (when caching) each
+/// parsed file's fingerprint for the cache.
+#[derive(Default)]
+struct Loaded {
+    policies: Vec<Arc<Policy>>,
+    problems: Vec<Problem>,
+    files: Vec<(PathBuf, Fingerprint, Arc<Policy>)>,
+}
+
+/// The cache a load reads (the previous load's entries) and the context hash of the files it
+/// is parsing.
+#[derive(Clone, Copy)]
+struct Reuse<'a> {
+    cache: &'a LoadCache,
+    context: u64,
+}
+
+fn load_inner(
+    paths: &[PathBuf],
+    opts: &LoadOptions,
+    cache: Option<&mut LoadCache>,
+) -> Result<Vec<Arc<Policy>>, PolicyError> {
+    let mut out = Loaded::default();
     for path in paths {
-        load_into(path, opts, &mut policies, &mut problems);
+        load_into(path, opts, cache.as_deref(), &mut out);
     }
-    duplicates(&policies, &mut problems);
+    duplicates(&out.policies, &mut out.problems);
     // Read top to bottom, file by file (stable: same-line problems keep rule order).
-    problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-    if problems.is_empty() {
-        Ok(policies)
+    out.problems
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    if let Some(cache) = cache {
+        cache.record(out.files, out.problems.is_empty());
+    }
+    if out.problems.is_empty() {
+        Ok(out.policies)
     } else {
-        Err(PolicyError::Invalid { problems })
+        Err(PolicyError::Invalid {
+            problems: out.problems,
+        })
     }
 }
 
@@ -75,12 +120,7 @@ pub fn load_templates(path: &Path) -> Result<Templates, PolicyError> {
     }
 }
 
-fn load_into(
-    path: &Path,
-    opts: &LoadOptions,
-    policies: &mut Vec<Policy>,
-    problems: &mut Vec<Problem>,
-) {
+fn load_into(path: &Path, opts: &LoadOptions, cache: Option<&LoadCache>, out: &mut Loaded) {
     if path.is_dir() {
         let mut files = match std::fs::read_dir(path) {
             Ok(entries) => entries
@@ -88,14 +128,15 @@ fn load_into(
                 .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
                 .collect::<Vec<_>>(),
             Err(e) => {
-                problems.push(unreadable(path, &e));
+                out.problems.push(unreadable(path, &e));
                 return;
             }
         };
         files.sort();
         let templates_path = path.join(TEMPLATES_FILE);
-        let templates = if templates_path.is_file() {
-            templates_from(&templates_path, problems)
+        let has_templates = templates_path.is_file();
+        let templates = if has_templates {
+            templates_from(&templates_path, &mut out.problems)
         } else {
             Templates::new()
         };
@@ -103,32 +144,81 @@ fn load_into(
             .into_iter()
             .filter(|f| !is_templates_file(f))
             .collect();
-        let has_templates = templates_path.is_file();
-        for (mut found, mut wrong) in parse_files(&files, opts, &templates, has_templates) {
-            policies.append(&mut found);
-            problems.append(&mut wrong);
+        let reuse = cache.map(|cache| Reuse {
+            cache,
+            context: cache::context(
+                has_templates.then_some(templates_path.as_path()),
+                opts.default_interval.as_millis(),
+            ),
+        });
+        for (found, mut wrong) in parse_files(&files, opts, &templates, has_templates, reuse) {
+            keep(found, out);
+            out.problems.append(&mut wrong);
         }
         if files.is_empty() {
-            problems.push(
+            out.problems.push(
                 Problem::new(path, "", "no policy files (*.toml) in this directory")
                     .hint("add one <service>.toml per service, or point at the right directory"),
             );
         }
     } else if is_templates_file(path) {
-        templates_from(path, problems);
+        templates_from(path, &mut out.problems);
     } else {
         let sibling = path
             .parent()
             .map(|d| d.join(TEMPLATES_FILE))
             .filter(|p| p.is_file());
         let templates = match &sibling {
-            Some(t) => templates_from(t, problems),
+            Some(t) => templates_from(t, &mut out.problems),
             None => Templates::new(),
         };
-        if let Some(p) = policy_from(path, opts, &templates, sibling.is_some(), problems) {
-            policies.push(p);
+        let reuse = cache.map(|cache| Reuse {
+            cache,
+            context: cache::context(sibling.as_deref(), opts.default_interval.as_millis()),
+        });
+        let mut problems = Vec::new();
+        let found = parse_one(
+            path,
+            opts,
+            &templates,
+            sibling.is_some(),
+            reuse,
+            &mut problems,
+        );
+        keep(found.into_iter().collect(), out);
+        out.problems.append(&mut problems);
+    }
+}
+
+/// A parsed (or reused) file: its policy and, when caching, its fingerprint.
+type Parsed = (PathBuf, Option<Fingerprint>, Arc<Policy>);
+
+fn keep(found: Vec<Parsed>, out: &mut Loaded) {
+    for (path, fingerprint, policy) in found {
+        if let Some(fp) = fingerprint {
+            out.files.push((path, fp, policy.clone()));
+        }
+        out.policies.push(policy);
+    }
+}
+
+/// One policy file: the cached policy when its fingerprint is unchanged, else parsed.
+fn parse_one(
+    path: &Path,
+    opts: &LoadOptions,
+    templates: &Templates,
+    has_templates: bool,
+    reuse: Option<Reuse<'_>>,
+    problems: &mut Vec<Problem>,
+) -> Option<Parsed> {
+    let fingerprint = reuse.and_then(|r| Fingerprint::of(path, r.context));
+    if let (Some(r), Some(fp)) = (reuse, fingerprint) {
+        if let Some(policy) = r.cache.get(path, fp) {
+            return Some((path.to_path_buf(), fingerprint, policy));
         }
     }
+    let policy = policy_from(path, opts, templates, has_templates, problems)?;
+    Some((path.to_path_buf(), fingerprint, Arc::new(policy)))
 }
 
 /// Parses `files` on every core, in contiguous chunks so that concatenating the chunks keeps
@@ -139,14 +229,15 @@ fn parse_files(
     opts: &LoadOptions,
     templates: &Templates,
     has_templates: bool,
-) -> Vec<(Vec<Policy>, Vec<Problem>)> {
+    reuse: Option<Reuse<'_>>,
+) -> Vec<(Vec<Parsed>, Vec<Problem>)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = files.len().div_ceil(threads).max(64);
     let parse = |chunk: &[PathBuf]| {
         let mut problems = Vec::new();
         let policies = chunk
             .iter()
-            .filter_map(|f| policy_from(f, opts, templates, has_templates, &mut problems))
+            .filter_map(|f| parse_one(f, opts, templates, has_templates, reuse, &mut problems))
             .collect();
         (policies, problems)
     };
@@ -287,7 +378,7 @@ fn policy_from(
 }
 
 /// Two files for the same service would fight over the same Deployments.
-fn duplicates(policies: &[Policy], problems: &mut Vec<Problem>) {
+fn duplicates(policies: &[Arc<Policy>], problems: &mut Vec<Problem>) {
     let mut seen: BTreeMap<(&str, &str), &Path> = BTreeMap::new();
     for p in policies {
         let key = (p.namespace.as_str(), p.service.as_str());

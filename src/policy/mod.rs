@@ -2,6 +2,7 @@
 
 #[cfg(any(test, feature = "testkit"))]
 mod builder;
+pub mod cache;
 pub mod defaults;
 pub mod error;
 pub mod feed;
@@ -14,10 +15,11 @@ pub mod template;
 pub mod traffic;
 pub mod validate;
 
+pub use cache::LoadCache;
 pub use error::PolicyError;
 pub use feed::{feeds, Feed, Input};
 pub use kinds::{BurnRateSpec, Kind, MannWhitneySpec, SequentialSpec};
-pub use load::{load, load_path, load_templates, load_with, LoadOptions};
+pub use load::{load, load_cached, load_path, load_templates, load_with, LoadOptions};
 pub use model::*;
 pub use response::{ActionMode, EscalationStep, Verify};
 pub use template::{render_query, render_traffic_query};
