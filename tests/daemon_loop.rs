@@ -173,17 +173,22 @@ async fn services_run_at_their_own_interval_three_to_one_without_drift() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_slow_cycle_skips_the_slots_it_missed_instead_of_bursting() {
+async fn a_slow_fetch_skips_the_slots_it_outlived_instead_of_bursting() {
     let policies = [policy("web", "prod", 10)];
-    // The second evaluation (at +10 s) takes 25 s: the slots at +20 s and +30 s pass meanwhile.
-    // They collapse into one evaluation as soon as the loop is free (+35 s), and the service is
-    // back on its own slots right after (+40 s, +50 s): no burst of three, no shifted phase.
+    // The second evaluation (at +10 s) waits 25 s for Prometheus: the slots at +20 s and +30 s
+    // fall while its fetch runs. They are skipped and counted, not queued behind it or replayed
+    // when it answers (+35 s), and the service is back on its own slots (+40 s, +50 s): no
+    // burst, no shifted phase.
     let (w, ctx) = world(&policies, Some((2, Duration::from_secs(25)))).await;
     let daemon = Daemon::new(ctx, policies.to_vec());
     let off = daemon.schedule().slot("prod/web").unwrap().offset;
     let calls = run_for(daemon, &w, off as f64 / 1000.0 + 55.0).await;
     let t: Vec<u64> = times_of(&calls, "web").iter().map(|t| t - off).collect();
-    assert_eq!(t, vec![0, 10_000, 35_000, 40_000, 50_000], "{calls:?}");
+    assert_eq!(t, vec![0, 10_000, 40_000, 50_000], "{calls:?}");
+    assert!(w
+        .metrics
+        .encode()
+        .contains("backout_evaluations_skipped_total 2"));
     w.sim.shutdown().await;
 }
 

@@ -1,13 +1,21 @@
 //! The daemon's side of the status board: each cycle's outcomes and each order's outcome, handed
-//! over without waiting on anything (one short lock per cycle).
+//! over without waiting on anything (one short lock per cycle); and each verdict's gauges on
+//! `/metrics`, which dashboards read next to the board.
 
 use super::order::Action;
 use super::outcome::{Event, OrderOutcome};
+use super::service::{audit, reason_lines, ServiceRuntime};
+use super::Context;
 use super::CycleOutcome;
 use crate::actuator::report::Outcome as ActOutcome;
+use crate::audit::AuditKind;
+use crate::decision::{Health, Verdict};
 use crate::ha::Ownership;
+use crate::lifecycle::Release;
 use crate::status::{Evaluation, RollbackProgress, StatusBoard};
-use crate::telemetry::{LevelLabels, Metrics};
+use crate::telemetry::{
+    state_code, LevelLabels, MetricLabels, Metrics, ServiceLabels, TrackLabels,
+};
 
 /// Records one cycle's evaluations.
 pub(super) fn record_cycle(
@@ -100,5 +108,80 @@ pub(super) fn publish_levels(
                 set(&m.metric, level, "below", b);
             }
         }
+    }
+}
+
+/// The state gauge of a service that is not under analysis: healthy, or rolled back.
+pub(super) fn publish_idle(ctx: &Context, s: &ServiceRuntime) {
+    let code = if matches!(s.lifecycle.stage(), Release::RolledBack { .. }) {
+        state_code::ROLLED_BACK
+    } else {
+        state_code::HEALTHY
+    };
+    ctx.metrics
+        .service_state
+        .get_or_create(&ServiceLabels {
+            service: s.policy.service.clone(),
+        })
+        .set(code);
+}
+
+/// The gauge code of a health (`telemetry::state_code`).
+fn level_code(h: Health) -> i64 {
+    match h {
+        Health::Healthy | Health::Ignored => 0,
+        Health::Warning => 1,
+        Health::Critical => 2,
+        Health::Inconclusive => 3,
+        Health::Shared => state_code::SHARED,
+    }
+}
+
+/// A verdict on `/metrics` (evaluations, state, levels) and, when the health changed, in the
+/// log and the audit trail.
+pub(super) fn publish(ctx: &Context, s: &ServiceRuntime, v: &Verdict) {
+    let svc = &s.policy.service;
+    ctx.metrics
+        .evaluations
+        .get_or_create(&ServiceLabels {
+            service: svc.clone(),
+        })
+        .inc();
+    ctx.metrics
+        .service_state
+        .get_or_create(&ServiceLabels {
+            service: svc.clone(),
+        })
+        .set(level_code(v.health));
+    for m in &v.metrics {
+        if let crate::decision::Reading::Test { value, .. } = &m.reading {
+            ctx.metrics
+                .metric_value
+                .get_or_create(&TrackLabels {
+                    service: svc.clone(),
+                    metric: m.metric.clone(),
+                    track: "statistic".into(),
+                })
+                .set(*value);
+        }
+        ctx.metrics
+            .metric_level
+            .get_or_create(&MetricLabels {
+                service: svc.clone(),
+                metric: m.metric.clone(),
+            })
+            .set(level_code(m.health));
+    }
+    let changed = s.last_verdict.as_ref().map(|l| l.health) != Some(v.health);
+    if changed {
+        let reasons = reason_lines(v);
+        tracing::info!(service = %svc, health = ?v.health, reasons = ?reasons, "verdict changed");
+        audit(
+            ctx,
+            &s.policy,
+            AuditKind::VerdictChanged,
+            format!("verdict {:?}", v.health),
+            serde_json::to_value(v).unwrap_or_default(),
+        );
     }
 }

@@ -4,11 +4,12 @@
 //! (`schedule`); services due at the same instant are evaluated together. An evaluation reads the
 //! stable and canary Deployments (from a per-namespace watch, `deployments`), advances the release
 //! lifecycle, asks the sampler for every metric per track (one call for the whole batch), feeds the
-//! engine and publishes the verdict. A rollback verdict becomes an order (`order`), run by the
-//! supervisor off the evaluation path (`supervisor`); outcomes are published in one place
-//! (`outcome`) and come back to the loop only to update the service's state. A rollback is
-//! ordered at most once per canary revision (the engine's verdict is sticky and the actuator
-//! refuses a second plan for the same revision).
+//! engine and publishes the verdict. The run loop never waits for the sampler: each phase's fetch
+//! is a task and its answer is judged when it comes back (`pipeline`). A rollback verdict becomes
+//! an order (`order`), run by the supervisor off the evaluation path (`supervisor`); outcomes are
+//! published in one place (`outcome`) and come back to the loop only to update the service's
+//! state. A rollback is ordered at most once per canary revision (the engine's verdict is sticky
+//! and the actuator refuses a second plan for the same revision).
 
 pub mod bad_versions;
 mod board;
@@ -17,6 +18,7 @@ mod deployments;
 pub mod fleet_guard;
 pub mod order;
 pub mod outcome;
+mod pipeline;
 pub mod recovery;
 mod resolution;
 mod sampler;
@@ -28,6 +30,7 @@ pub use context::{Context, ContextBuilder};
 pub use deployments::{DeploymentWatches, WatchState};
 pub use order::{Action, Order, RollbackOrder};
 pub use outcome::{Event, OrderOutcome};
+pub use pipeline::{FETCH_DEADLINE_INTERVALS, FETCH_GRACE};
 pub use sampler::{PrometheusSampler, Sampler};
 pub use service::{reason_lines, CycleOutcome, ServiceRuntime};
 pub use supervisor::{OrderError, Supervisor};
@@ -96,6 +99,10 @@ pub struct Daemon {
     ownership: Ownership,
     /// Backup ConfigMaps already handed to the supervisor for resuming.
     resumed: HashSet<String>,
+    /// The run loop's fetches in flight.
+    pipeline: pipeline::Pipeline,
+    /// The last generation given to a runtime (each runtime a reload builds gets the next).
+    generation: u64,
 }
 
 impl Daemon {
@@ -126,6 +133,8 @@ impl Daemon {
             settled,
             ownership: Ownership::standalone(),
             resumed: HashSet::new(),
+            pipeline: pipeline::Pipeline::new(),
+            generation: 0,
         };
         daemon.reload(policies);
         daemon
@@ -148,7 +157,9 @@ impl Daemon {
     }
 
     /// Replaces the policies, keeping the runtime state of services whose policy is unchanged
-    /// (matched by `namespace/service` in a map: linear in the number of policies).
+    /// (matched by `namespace/service` in a map: linear in the number of policies); a changed
+    /// policy gets a new runtime of a new generation (a fetch in flight for the old one is not
+    /// judged by it).
     /// The schedule and the Deployment watches follow (new namespaces get a watch, unused ones
     /// lose theirs).
     pub fn reload<P: Into<Arc<Policy>>>(&mut self, policies: Vec<P>) {
@@ -164,7 +175,12 @@ impl Daemon {
             let key = service_key(&p);
             let (runtime, kept) = match old.remove(&key) {
                 Some(s) if Arc::ptr_eq(&s.policy, &p) || *s.policy == *p => (s, true),
-                _ => (ServiceRuntime::with_texts(p, &mut texts), false),
+                _ => {
+                    self.generation += 1;
+                    let mut runtime = ServiceRuntime::with_texts(p, &mut texts);
+                    runtime.generation = self.generation;
+                    (runtime, false)
+                }
             };
             unchanged.push(kept);
             self.index.insert(key, self.services.len());
@@ -225,45 +241,19 @@ impl Daemon {
         self.evaluate(&due).await
     }
 
-    /// Settles what the supervisor finished, evaluates the services in `keys`, and hands their
-    /// orders to the supervisor without waiting for any of them.
+    /// Settles what the supervisor finished, evaluates the services in `keys` (the three steps,
+    /// the fetch awaited here), and hands their orders to the supervisor without waiting for any
+    /// of them.
     async fn evaluate(&mut self, keys: &HashSet<String>) -> Vec<CycleOutcome> {
-        self.settle();
-        self.watches.start(&self.ctx.client);
-        let mut batch: Vec<&mut ServiceRuntime> = self
-            .services
-            .iter_mut()
-            .filter(|s| keys.contains(&service_key(&s.policy)))
-            .collect();
-        let span = tracing::info_span!("cycle", services = batch.len());
-        let outcomes = service::cycle(&self.ctx, &self.watches, &mut batch)
-            .instrument(span)
+        let (batch, requests) = self.begin(keys, None).await;
+        let (source, health) = (self.ctx.sampler.clone(), self.ctx.health.clone());
+        let observations = sampler::fetch(&*source, &health, requests, batch.now)
+            .instrument(batch.span.clone())
             .await;
-        self.publish_kubernetes_readiness();
-        self.ctx.health.set_role(&self.ownership.role());
-        let now = self.ctx.clock.now_millis();
-        board::record_cycle(&self.ctx.status, &self.ownership, now, &outcomes);
-        for out in &outcomes {
-            for o in &out.recovery {
-                self.supervisor.report(o.clone());
-            }
-            for ev in &out.events {
-                if let crate::lifecycle::ReleaseEvent::CanaryStarted { id, .. } = ev {
-                    self.supervisor.canary_changed(&out.key, id);
-                }
-            }
-            for order in &out.orders {
-                if !self.ownership.may_act(&order.service) {
-                    continue; // a standby: the holder of the service's Lease acts
-                }
-                if let Some(s) = self
-                    .index
-                    .get(&out.key)
-                    .and_then(|&i| self.services.get_mut(i))
-                {
-                    s.submitted(order);
-                }
-                self.supervisor.submit(order.clone());
+        let (outcomes, notices) = self.conclude(batch, Some(observations));
+        for notice in notices {
+            if let Err(err) = self.ctx.notifier.send(&notice).await {
+                tracing::warn!(error = %err, "notification failed");
             }
         }
         outcomes
@@ -365,9 +355,11 @@ impl Daemon {
     }
 
     /// Evaluates each service when it falls due, until `shutdown`. Wake-ups follow the schedule's
-    /// fixed slots, so a slow cycle delays only itself, never the slots after it. Rollbacks run
-    /// in the supervisor's lanes: shutting down leaves them to finish or to be resumed by the
-    /// next daemon from their backup ConfigMaps.
+    /// fixed slots, and the loop never waits for Prometheus: a phase's fetch runs as a task and
+    /// its services are judged when the answer comes back (`pipeline`), so a slow fetch delays
+    /// only its own phase. Rollbacks run in the supervisor's lanes: shutting down leaves them to
+    /// finish or to be resumed by the next daemon from their backup ConfigMaps; fetches in
+    /// flight get [`FETCH_GRACE`].
     pub async fn run(
         mut self,
         shutdown: tokio::sync::watch::Receiver<bool>,
@@ -394,6 +386,10 @@ impl Daemon {
                     self.apply(o);
                     continue;
                 }
+                Some(answer) = self.pipeline.answers.recv() => {
+                    self.answered(answer);
+                    continue;
+                }
                 Some(r) = reloads.recv() => {
                     tracing::info!(services = r.policies.len(), "policies reloaded");
                     self.reload(r.policies);
@@ -405,16 +401,10 @@ impl Daemon {
             if *shutdown.borrow() {
                 break;
             }
-            let evaluated = self.cycle_due(Instant::now()).await.len();
-            // How late these evaluations finished against the slot they were due at.
-            if let Some(slot) = wake {
-                let lag = Instant::now().saturating_duration_since(slot).as_secs_f64();
-                for _ in 0..evaluated {
-                    self.ctx.metrics.evaluation_lag.observe(lag);
-                }
-            }
+            self.start_due(wake).await;
         }
         self.ctx.health.set_shutting_down();
+        self.drain_fetches(FETCH_GRACE).await;
         tracing::info!("control loop stopped; waiting for running rollbacks");
         self.supervisor.shutdown(SHUTDOWN_GRACE).await;
     }

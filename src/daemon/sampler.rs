@@ -5,7 +5,7 @@ use crate::sample::{Millis, Observation};
 use crate::source::instrumented::{QueryKind, QueryObserver};
 use crate::source::plan::{Key, QueryPlan, Request};
 use crate::source::{MetricSource, SourceError};
-use crate::telemetry::{Metrics, ReasonLabels};
+use crate::telemetry::{Health, Metrics, ReasonLabels};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +17,28 @@ pub trait Sampler: Send + Sync {
         requests: Vec<Request>,
         now: Millis,
     ) -> BoxFuture<'a, HashMap<Key, Observation>>;
+}
+
+/// Step 2 of a cycle: one sampler call for every request of the batch (none without requests).
+/// Prometheus counts as reachable unless every query failed. The run loop spawns it as its own
+/// task (`pipeline`), `Daemon::cycle` awaits it; it borrows nothing of the daemon's.
+pub(super) async fn fetch(
+    sampler: &dyn Sampler,
+    health: &Health,
+    requests: Vec<Request>,
+    now: Millis,
+) -> HashMap<Key, Observation> {
+    if requests.is_empty() {
+        return HashMap::new();
+    }
+    let n = requests.len();
+    let obs = sampler.sample(requests, now).await;
+    let errors = obs
+        .values()
+        .filter(|o| matches!(o, Observation::Error(_)))
+        .count();
+    health.set_prometheus_reachable(errors < n);
+    obs
 }
 
 /// Sends one cycle's requests as a batched [`QueryPlan`]: queries shared by many services go once.

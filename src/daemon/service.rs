@@ -14,7 +14,7 @@ use crate::notify::Notice;
 use crate::policy::{Input, Policy};
 use crate::sample::{Millis, Observation, Sample, Track};
 use crate::source::plan::{policy_requests, Key, Request};
-use crate::telemetry::{state_code, MetricLabels, ServiceLabels, TrackLabels};
+use crate::telemetry::{ServiceLabels, TrackLabels};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -46,6 +46,10 @@ pub struct ServiceRuntime {
     history: StableHistory,
     /// The last rollback's recovery, verified each cycle until it is recovered.
     pub recovery: Option<(Recovery, Order)>,
+    /// Which load of its policy this runtime belongs to (the daemon numbers each runtime a
+    /// reload builds). A phase's answer is judged only by the runtime it was asked for: a
+    /// changed policy gets a new runtime and a new number (see `pipeline`).
+    pub(super) generation: u64,
 }
 
 /// What a cycle did for one service (the demo and tests read it; the daemon logs it).
@@ -93,6 +97,7 @@ impl ServiceRuntime {
             deployments_read: None,
             history: StableHistory::default(),
             recovery: None,
+            generation: 0,
         }
     }
 
@@ -220,31 +225,10 @@ pub(super) fn audit(
     }
 }
 
-/// One cycle over `services` (all of them, or those due now): one sampler call for the batch.
-pub async fn cycle(
-    ctx: &Context,
-    watches: &DeploymentWatches,
-    services: &mut [&mut ServiceRuntime],
-) -> Vec<CycleOutcome> {
-    let now = ctx.clock.now_millis();
-    let mut outcomes = observe_releases(ctx, watches, services, now).await;
-    let observations = sample(ctx, services, now).await;
-    let mut notices = Vec::new();
-    for (s, out) in services.iter_mut().zip(outcomes.iter_mut()) {
-        notices.extend(judge(ctx, s, out, &observations, now));
-    }
-    for notice in notices {
-        if let Err(err) = ctx.notifier.send(&notice).await {
-            tracing::warn!(error = %err, "notification failed");
-        }
-    }
-    outcomes
-}
-
 /// Step 1: every service's release from the cluster. Reads go out together (bounded): a
 /// namespace whose GETs hang until their deadline costs one deadline per batch, not one per
 /// service.
-async fn observe_releases(
+pub(super) async fn observe_releases(
     ctx: &Context,
     watches: &DeploymentWatches,
     services: &mut [&mut ServiceRuntime],
@@ -307,19 +291,15 @@ fn advance_release(
     out
 }
 
-/// Step 2: one sampler call for every service under analysis, with the requests each rendered
-/// when its policy was loaded. Prometheus counts as reachable unless every query failed.
-async fn sample(
-    ctx: &Context,
-    services: &[&mut ServiceRuntime],
-    now: Millis,
-) -> HashMap<Key, Observation> {
+/// Step 2's input: what every service asks Prometheus this cycle, with the requests each
+/// rendered when its policy was loaded. A service under analysis asks everything, a rolled-back
+/// one whose recovery is being verified only its stable values, the others nothing.
+pub(super) fn poll_requests(services: &[&mut ServiceRuntime]) -> Vec<Request> {
     let mut requests: Vec<Request> = Vec::new();
     for s in services {
         if phase_of(s.lifecycle.stage()).is_some() {
             requests.extend(s.requests.iter().cloned());
         } else if s.verifying() {
-            // Rolled back: only the stable's values, for recovery verification.
             requests.extend(
                 s.requests
                     .iter()
@@ -330,36 +310,28 @@ async fn sample(
             );
         }
     }
-    if requests.is_empty() {
-        return HashMap::new();
-    }
-    let n = requests.len();
-    let obs = ctx.sampler.sample(requests, now).await;
-    let errors = obs
-        .values()
-        .filter(|o| matches!(o, Observation::Error(_)))
-        .count();
-    ctx.health.set_prometheus_reachable(errors < n);
-    obs
+    requests
 }
 
 /// Step 3: engine, verdict, order for one service; the notice of a shared cause that starts
-/// now. A service not under analysis only publishes its state.
-fn judge(
+/// now. A service not under analysis only publishes its state. A request without an answer in
+/// `observations` counts as `missing` (`Absent`; an error when the whole fetch failed).
+pub(super) fn judge(
     ctx: &Context,
     s: &mut ServiceRuntime,
     out: &mut CycleOutcome,
     observations: &HashMap<Key, Observation>,
+    missing: &Observation,
     now: Millis,
 ) -> Option<Notice> {
     out.recovery = s.advance_recovery(observations, now);
     let Some(phase) = phase_of(s.lifecycle.stage()) else {
-        publish_idle(ctx, s);
+        super::board::publish_idle(ctx, s);
         return None;
     };
-    out.polls = feed_engine(ctx, s, observations, now);
+    out.polls = feed_engine(ctx, s, observations, missing, now);
     let verdict = s.engine.evaluate(now, phase);
-    publish(ctx, s, &verdict);
+    super::board::publish(ctx, s, &verdict);
     super::board::publish_levels(&ctx.metrics, &s.policy, &verdict);
     let notice = shared_cause(ctx, s, &verdict);
     if verdict.rollback && !s.ordered {
@@ -404,22 +376,7 @@ fn shared_cause(ctx: &Context, s: &ServiceRuntime, v: &Verdict) -> Option<Notice
     })
 }
 
-/// The state gauge of a service that is not under analysis: healthy, or rolled back.
-fn publish_idle(ctx: &Context, s: &ServiceRuntime) {
-    let code = if matches!(s.lifecycle.stage(), Release::RolledBack { .. }) {
-        state_code::ROLLED_BACK
-    } else {
-        state_code::HEALTHY
-    };
-    ctx.metrics
-        .service_state
-        .get_or_create(&ServiceLabels {
-            service: s.policy.service.clone(),
-        })
-        .set(code);
-}
-
-/// Hands the engine this poll's answer to each of the service's requests (`Absent` when there
+/// Hands the engine this poll's answer to each of the service's requests (`missing` when there
 /// is none), by the typed key it was asked under. An answer the engine rejects is a bug between
 /// the policy's feeds and its rules: counted and logged, and the cycle goes on. Returns the
 /// values polled for value metrics.
@@ -427,6 +384,7 @@ fn feed_engine(
     ctx: &Context,
     s: &mut ServiceRuntime,
     observations: &HashMap<Key, Observation>,
+    missing: &Observation,
     now: Millis,
 ) -> Vec<(String, crate::sample::Track, f64)> {
     let svc = &s.policy.service;
@@ -436,7 +394,7 @@ fn feed_engine(
         let obs = observations
             .get(&r.key)
             .cloned()
-            .unwrap_or(Observation::Absent);
+            .unwrap_or_else(|| missing.clone());
         if let (Input::Value { metric }, Observation::Value(v)) = (input, &obs) {
             if *track == Track::Stable {
                 s.history.record(metric, now, *v);
@@ -514,63 +472,6 @@ fn handle_release_event(ctx: &Context, s: &mut ServiceRuntime, ev: &ReleaseEvent
         serde_json::to_value(ev).unwrap_or_default(),
     );
     order
-}
-
-fn level_code(h: Health) -> i64 {
-    match h {
-        Health::Healthy | Health::Ignored => 0,
-        Health::Warning => 1,
-        Health::Critical => 2,
-        Health::Inconclusive => 3,
-        Health::Shared => state_code::SHARED,
-    }
-}
-
-fn publish(ctx: &Context, s: &ServiceRuntime, v: &Verdict) {
-    let svc = &s.policy.service;
-    ctx.metrics
-        .evaluations
-        .get_or_create(&ServiceLabels {
-            service: svc.clone(),
-        })
-        .inc();
-    ctx.metrics
-        .service_state
-        .get_or_create(&ServiceLabels {
-            service: svc.clone(),
-        })
-        .set(level_code(v.health));
-    for m in &v.metrics {
-        if let crate::decision::Reading::Test { value, .. } = &m.reading {
-            ctx.metrics
-                .metric_value
-                .get_or_create(&TrackLabels {
-                    service: svc.clone(),
-                    metric: m.metric.clone(),
-                    track: "statistic".into(),
-                })
-                .set(*value);
-        }
-        ctx.metrics
-            .metric_level
-            .get_or_create(&MetricLabels {
-                service: svc.clone(),
-                metric: m.metric.clone(),
-            })
-            .set(level_code(m.health));
-    }
-    let changed = s.last_verdict.as_ref().map(|l| l.health) != Some(v.health);
-    if changed {
-        let reasons = reason_lines(v);
-        tracing::info!(service = %svc, health = ?v.health, reasons = ?reasons, "verdict changed");
-        audit(
-            ctx,
-            &s.policy,
-            AuditKind::VerdictChanged,
-            format!("verdict {:?}", v.health),
-            serde_json::to_value(v).unwrap_or_default(),
-        );
-    }
 }
 
 /// One line per reason, as people write them in incident notes (the [`crate::decision::Reason`]

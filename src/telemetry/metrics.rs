@@ -129,6 +129,9 @@ pub struct Metrics {
     pub ready: Gauge,
     pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
     pub evaluation_lag: Histogram,
+    /// Evaluations not started because the service's previous fetch was still running (the
+    /// phase moves to its next slot; at most one fetch per service is in flight).
+    pub evaluations_skipped: Counter,
     pub leases_held: Gauge,
     pub rollbacks_held: Family<ServiceLabels, Counter>,
     /// Shared-cause episodes (a canary breach the stable shares, the canary not worse).
@@ -198,6 +201,7 @@ impl Metrics {
             evaluation_lag: Histogram::new([
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
+            evaluations_skipped: Counter::default(),
             policy_reload_duration: Gauge::default(),
             leases_held: Gauge::default(),
             rollbacks_held: Family::default(),
@@ -251,6 +255,11 @@ impl Metrics {
             "evaluations",
             "Service evaluations performed",
             self.evaluations.clone(),
+        );
+        registry.register(
+            "evaluations_skipped",
+            "Service evaluations skipped because the service's previous Prometheus fetch was still running",
+            self.evaluations_skipped.clone(),
         );
         registry.register(
             "engine_errors",

@@ -5,7 +5,7 @@
 use backout::actuator::{Actuator, ActuatorConfig};
 use backout::audit::{AuditKind, FileAudit};
 use backout::clock::Clock;
-use backout::daemon::{Context, Daemon, Sampler};
+use backout::daemon::{Context, Daemon, PolicyReload, Sampler};
 use backout::demo::{canary_weight, replicas};
 use backout::notify::{Envelope, Notice, Notifier, NotifyError};
 use backout::policy::model::{Level, MetricSpec};
@@ -129,6 +129,49 @@ impl Sampler for Scripted {
     }
 }
 
+/// [`Scripted`] answering late, like a Prometheus under load: every call takes `delay`, and a call
+/// that asks for a service given to [`Slow::hang`] takes that service's time instead. The call is
+/// recorded, and its answer computed, when it starts.
+pub struct Slow {
+    pub scripted: Arc<Scripted>,
+    delay: Duration,
+    hang: Mutex<HashMap<String, Duration>>,
+}
+
+impl Slow {
+    pub fn new(scripted: Arc<Scripted>, delay: Duration) -> Self {
+        Slow {
+            scripted,
+            delay,
+            hang: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Calls asking for `service` take `time`.
+    pub fn hang(&self, service: &str, time: Duration) {
+        self.hang.lock().unwrap().insert(service.to_string(), time);
+    }
+}
+
+impl Sampler for Slow {
+    fn sample<'a>(
+        &'a self,
+        requests: Vec<Request>,
+        now: Millis,
+    ) -> BoxFuture<'a, HashMap<Key, Observation>> {
+        Box::pin(async move {
+            let wait = {
+                let hang = self.hang.lock().unwrap();
+                let times = requests.iter().filter_map(|r| hang.get(&r.key.service));
+                times.max().copied().unwrap_or(self.delay)
+            };
+            let answer = self.scripted.sample(requests, now).await;
+            tokio::time::sleep(wait).await;
+            answer
+        })
+    }
+}
+
 pub fn policy(service: &str) -> Policy {
     let mut p = Policy::test()
         .with_service(service, "prod")
@@ -210,6 +253,11 @@ impl World {
     }
 
     pub fn context(&self) -> Context {
+        self.context_with(self.sampler.clone())
+    }
+
+    /// [`World::context`] with another sampler (one wrapping [`World::sampler`], say).
+    pub fn context_with(&self, sampler: Arc<dyn Sampler>) -> Context {
         let client = self.sim.in_process_client();
         let clock = Arc::new(TokioClock(self.sampler.origin));
         let config = ActuatorConfig {
@@ -225,7 +273,7 @@ impl World {
             ),
         );
         let audit = Arc::new(FileAudit::new(&self.audit_dir).unwrap());
-        Context::builder(client, self.sampler.clone(), actuator, audit)
+        Context::builder(client, sampler, actuator, audit)
             .notifier(self.notices.clone())
             .clock(clock)
             .bad_versions("backout")
@@ -278,6 +326,20 @@ pub fn start(
         daemon.run(stop_rx, reload_rx).await
     });
     (stop_tx, task)
+}
+
+/// [`start`], keeping the sender of policy reloads for the test.
+pub fn start_reloadable(
+    daemon: Daemon,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::mpsc::Sender<PolicyReload>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(daemon.run(stop_rx, reload_rx));
+    (stop_tx, reload_tx, task)
 }
 
 /// Every notice sent, in order; and every routed one with its route (`1`).
