@@ -106,6 +106,10 @@ async fn with_prometheus_taking_5s_per_phase_every_service_is_judged_once_per_in
         let mean = sum / count;
         assert!((5.0..5.5).contains(&mean), "mean lag {mean} s");
     }
+    // All of it is Prometheus's: the daemon's own share of the lag stays under 0.5 s.
+    let own = value(&metrics, "backout_evaluation_lag_own_seconds_sum")
+        / value(&metrics, "backout_evaluation_lag_own_seconds_count");
+    assert!(own < 0.5, "the daemon's own lag {own} s");
     let skipped = value(&metrics, "backout_evaluations_skipped_total");
     assert_eq!(skipped, 0.0);
     w.sim.shutdown().await;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const LAG: &str = "backout_evaluation_lag_seconds";
+const LAG_OWN: &str = "backout_evaluation_lag_own_seconds";
 /// How long Prometheus took to answer the daemon's queries: splits evaluation lag between
 /// Prometheus and the daemon's own cycle.
 const QUERY_DURATION: &str = "backout_query_duration_seconds";
@@ -213,6 +214,7 @@ async fn steady(w: &mut World, args: &Args, r: &mut Results) -> anyhow::Result<(
     r.kube_per_sec_daemon = measure::rate(&s0, &s1, KUBE_REQUESTS);
     r.kube_per_sec_proxy = Some(k1.saturating_sub(k0) as f64 / secs);
     r.lag_steady = lag_quantiles(&s0, &s1);
+    r.lag_own_steady = quantiles(&s0, &s1, LAG_OWN);
     r.query_steady = quantiles(&s0, &s1, QUERY_DURATION);
     Ok(())
 }
@@ -278,6 +280,7 @@ async fn rollbacks(w: &mut World, args: &Args, r: &mut Results) -> anyhow::Resul
     r.kube_rollbacks_daemon = measure::rate(&s0, &s1, KUBE_REQUESTS);
     r.kube_rollbacks_proxy = Some(k1.saturating_sub(k0) as f64 / secs);
     r.lag_rollbacks = lag_quantiles(&s0, &s1);
+    r.lag_own_rollbacks = quantiles(&s0, &s1, LAG_OWN);
     r.query_rollbacks = quantiles(&s0, &s1, QUERY_DURATION);
     Ok(())
 }

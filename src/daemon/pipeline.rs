@@ -65,6 +65,8 @@ pub(super) struct Batch {
     services: Vec<(u64, CycleOutcome)>,
     /// The shortest interval among the batch's services.
     interval: Duration,
+    /// How long its fetch took (zero until it answered): the lag minus this is the daemon's own.
+    fetch_took: Duration,
     pub(super) span: tracing::Span,
 }
 
@@ -72,6 +74,7 @@ pub(super) struct Batch {
 pub(super) struct Answer {
     id: u64,
     observations: Observations,
+    took: Duration,
 }
 
 struct InFlight {
@@ -123,6 +126,7 @@ impl Pipeline {
         let deadline = batch.interval.saturating_mul(FETCH_DEADLINE_INTERVALS);
         let (now, tx) = (batch.now, self.tx.clone());
         let fetch = async move {
+            let started = Instant::now();
             let fetched = sampler::fetch(&*sampler, &health, requests, now);
             let observations = tokio::time::timeout(deadline, fetched).await.ok();
             if observations.is_none() {
@@ -130,7 +134,12 @@ impl Pipeline {
                 tracing::warn!(deadline = ?deadline, "a phase's queries outlived their deadline; its services are judged without data");
             }
             // After shutdown nobody waits for the answer: dropping it is right then.
-            let _ = tx.send(Answer { id, observations });
+            let took = started.elapsed();
+            let _ = tx.send(Answer {
+                id,
+                observations,
+                took,
+            });
         };
         let task = tokio::spawn(fetch.instrument(batch.span.clone()));
         self.busy
@@ -140,10 +149,11 @@ impl Pipeline {
 
     /// The batch an answer belongs to; its services are free for their next slot.
     fn land(&mut self, answer: Answer) -> Option<(Batch, Observations)> {
-        let done = self.in_flight.remove(&answer.id)?;
+        let mut done = self.in_flight.remove(&answer.id)?;
         for (_, out) in &done.batch.services {
             self.busy.remove(&out.key);
         }
+        done.batch.fetch_took = answer.took;
         Some((done.batch, answer.observations))
     }
 
@@ -192,6 +202,7 @@ impl Daemon {
             slot,
             services,
             interval,
+            fetch_took: Duration::ZERO,
             span,
         };
         (batch, requests)
@@ -242,9 +253,11 @@ impl Daemon {
         self.hand_over(&judged);
         if let Some(slot) = batch.slot {
             // How late these evaluations finished against the slot they were due at.
-            let lag = Instant::now().saturating_duration_since(slot).as_secs_f64();
+            let late = Instant::now().saturating_duration_since(slot);
+            let own = late.saturating_sub(batch.fetch_took).as_secs_f64();
             for _ in &judged {
-                self.ctx.metrics.evaluation_lag.observe(lag);
+                self.ctx.metrics.evaluation_lag.observe(late.as_secs_f64());
+                self.ctx.metrics.evaluation_lag_own.observe(own);
             }
         }
         (judged, notices)

@@ -129,6 +129,9 @@ pub struct Metrics {
     pub ready: Gauge,
     pub deployment_watch_synced: Family<NamespaceLabels, Gauge>,
     pub evaluation_lag: Histogram,
+    /// The lag minus the wait for the phase's Prometheus answer: whether the daemon or
+    /// Prometheus makes evaluations late.
+    pub evaluation_lag_own: Histogram,
     /// Evaluations not started because the service's previous fetch was still running (the
     /// phase moves to its next slot; at most one fetch per service is in flight).
     pub evaluations_skipped: Counter,
@@ -199,6 +202,9 @@ impl Metrics {
             ready: Gauge::default(),
             deployment_watch_synced: Family::default(),
             evaluation_lag: Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            evaluation_lag_own: Histogram::new([
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
             evaluations_skipped: Counter::default(),
@@ -320,6 +326,11 @@ impl Metrics {
             "evaluation_lag_seconds",
             "How late each service's evaluation finished against its scheduled slot",
             self.evaluation_lag.clone(),
+        );
+        registry.register(
+            "evaluation_lag_own_seconds",
+            "The evaluation lag minus the wait for Prometheus's answer: the daemon's own delay",
+            self.evaluation_lag_own.clone(),
         );
         registry.register(
             "rollbacks_held",
