@@ -82,6 +82,40 @@ pub(super) const ESCALATION: &[Field] = &[
 /// attempts"), the default of `rollback_attempts`.
 pub const DEFAULT_ATTEMPTS: u32 = 2;
 
+/// `restore_within` counts from the first bad evidence; recovery is confirmed only after the
+/// stable alone stayed clean for `verify.window`. When even the fastest detection (one poll plus
+/// the shortest `for` of any metric) and that window do not fit, every rollback that works
+/// escalates anyway and pages people for nothing.
+fn recovery_fits(p: &super::Policy, at: &dyn Fn(&str, String, &str) -> Problem) -> Option<Problem> {
+    let (window, limit) = (p.verify.window, p.verify.restore_within);
+    if window.is_zero() || limit.is_zero() {
+        return None; // reported above
+    }
+    let fastest = p
+        .metrics
+        .iter()
+        .map(|m| m.for_.unwrap_or_default())
+        .min()
+        .unwrap_or_default();
+    let floor = window + p.analysis.interval + fastest;
+    (floor >= limit).then(|| {
+        at(
+            "verify.restore_within",
+            format!(
+                "{} cannot be met: recovery is confirmed at the earliest {} after the first bad \
+                 evidence (verify.window {} + one poll {} + the shortest `for` {}), so every \
+                 rollback would escalate",
+                humantime::format_duration(limit),
+                humantime::format_duration(floor),
+                humantime::format_duration(window),
+                humantime::format_duration(p.analysis.interval),
+                humantime::format_duration(fastest),
+            ),
+            "raise restore_within above that (with room for the rollback itself) or shorten verify.window",
+        )
+    })
+}
+
 /// Semantic checks of the response keys; `at` turns a key into a located problem.
 pub(super) fn check(p: &super::Policy, at: &dyn Fn(&str, String, &str) -> Problem) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -98,6 +132,9 @@ pub(super) fn check(p: &super::Policy, at: &dyn Fn(&str, String, &str) -> Proble
             "must be longer than zero".into(),
             "use e.g. \"15m\" (runbook 003)",
         ));
+    }
+    if let Some(problem) = recovery_fits(p, at) {
+        out.push(problem);
     }
     if p.rollback_attempts == Some(0) {
         out.push(at(

@@ -492,3 +492,14 @@ fn gateway_api_and_replicas_traffic_load_and_stray_or_missing_keys_are_named_wit
     let bad_kind = HEAD.replace(ISTIO_TRAFFIC, "kind = \"linkerd\"\n");
     find(&problems(&format!("{bad_kind}{METRIC}")), "traffic.kind");
 }
+
+#[test]
+fn a_restore_deadline_no_working_rollback_can_meet_is_refused() {
+    // The shortest `for` (2m) + a poll (10s) + verify.window (10m) >= 12m: every rollback pages.
+    let tight = format!("{HEAD}[verify]\nrestore_within = \"12m\"\n{METRIC}for = \"2m\"\n");
+    let found = problems(&tight);
+    let p = find(&found, "verify.restore_within");
+    assert!(p.message.contains("12m 10s"), "{p}");
+    let roomy = tight.replace("\"12m\"", "\"15m\"");
+    assert!(problems(&roomy).is_empty());
+}
