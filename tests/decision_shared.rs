@@ -4,7 +4,7 @@
 mod common;
 
 use backout::decision::{Breach, Health, Phase, Reading, Verdict};
-use backout::policy::{Level, MetricSpec, OnShared, Policy};
+use backout::policy::{Compare, Input, Level, MetricSpec, OnShared, Policy, Unit};
 use backout::sample::{Sample, Track};
 use common::*;
 
@@ -20,10 +20,15 @@ fn threshold_policy() -> Policy {
 /// A canary at 1 req/s and a stable at 9 req/s, both polled every 10 s for `n` ticks with the
 /// given error ratios.
 fn ticks(run: &mut Run, n: usize, canary: f64, stable: f64) -> Vec<Verdict> {
+    ticks_at(run, n, canary, stable, 1.0)
+}
+
+/// [`ticks`] with the canary at `rps` and the stable at nine times that.
+fn ticks_at(run: &mut Run, n: usize, canary: f64, stable: f64, rps: f64) -> Vec<Verdict> {
     run.traffic = None;
     (0..n)
         .map(|_| {
-            for (track, rps) in [(Track::Canary, 1.0), (Track::Stable, 9.0)] {
+            for (track, rps) in [(Track::Canary, rps), (Track::Stable, 9.0 * rps)] {
                 run.engine
                     .observe_traffic(track, Sample::value(run.now, rps));
             }
@@ -81,15 +86,97 @@ fn a_worse_canary_still_rolls_back_while_the_stable_breaches_too() {
 }
 
 #[test]
-fn a_canary_seconds_old_has_no_counts_to_be_shared_with() {
-    // Both tracks at 10% from the first poll: 30 canary requests cannot show a canary twice
-    // the margin worse, so the first polls are plain breaches (pending under `for`); once the
-    // window holds a minute of requests the breach is shared.
+fn early_polls_with_too_few_requests_hold_while_the_stable_breaches() {
+    // Both tracks at 10% from the first poll: 10 canary requests cannot show even a canary
+    // twice the margin worse, but the stable breaches the level itself, so the canary's breach
+    // is held pending power (not a rollback), until the window holds enough requests to test.
     let mut run = Run::no_warmup(threshold_policy());
     let vs = ticks(&mut run, 12, 0.10, 0.10);
-    assert_eq!(status(&vs[0], "errors").breach, Breach::Critical);
-    assert_eq!(vs.last().unwrap().health, Health::Shared);
     assert!(vs.iter().all(|v| !v.rollback));
+    assert!(
+        vs.iter().all(|v| v.health == Health::Shared),
+        "{:?}",
+        healths(&vs)
+    );
+    let pending = |v: &Verdict| match &status(v, "errors").reading {
+        Reading::Shared(cause) => cause.pending_power,
+        other => panic!("{other:?}"),
+    };
+    assert!(pending(&vs[1]));
+    let text = vs[1].reasons[0].to_string();
+    assert!(text.contains("too few requests yet"), "{text}");
+    assert!(!pending(vs.last().unwrap()));
+}
+
+#[test]
+fn a_worse_canary_is_rolled_back_as_soon_as_early_counts_show_it() {
+    // 14% against a stable at 6% (under twice the margin) at 10 and 90 req/s: the first poll
+    // has no requests behind it and holds; the second has 100 canary requests, which show the
+    // canary worse, and `for` runs from there: one poll later than without the stable's breach.
+    let mut run = Run::no_warmup(threshold_policy());
+    let vs = ticks_at(&mut run, 9, 0.14, 0.06, 10.0);
+    assert_eq!(status(&vs[0], "errors").breach, Breach::Shared);
+    assert_eq!(status(&vs[1], "errors").breach, Breach::Critical);
+    let fired = vs.iter().find(|v| v.rollback).expect("a rollback");
+    assert_eq!(fired.at, 70 * SEC);
+    // A canary far beyond twice the margin is never held, even on no requests at all.
+    let mut run = Run::no_warmup(threshold_policy());
+    let vs = ticks_at(&mut run, 7, 0.50, 0.06, 10.0);
+    assert!(vs.iter().all(|v| v.health != Health::Shared));
+    assert_eq!(vs.iter().find(|v| v.rollback).map(|v| v.at), Some(60 * SEC));
+}
+
+/// Kailash Kaizen's rule: one percentage point more errors than the stable, for 1 minute.
+fn difference_policy() -> Policy {
+    let mut m = MetricSpec::test("errors")
+        .critical(Level::above(0.01))
+        .for_(secs(60));
+    m.compare = Some(Compare::Difference);
+    Policy::test().with_metric(m)
+}
+
+#[test]
+fn a_difference_level_both_tracks_run_far_above_is_shared_when_the_canary_is_not_worse() {
+    // Both tracks near 10%: the canary's noise puts it 1.5 points over the stable, which the
+    // margin (1.2 x 10% = 2 points) calls not worse, and the counts agree.
+    let mut run = Run::no_warmup(difference_policy());
+    let vs = ticks(&mut run, 12, 0.115, 0.10);
+    assert!(vs.iter().all(|v| !v.rollback));
+    assert_eq!(vs.last().unwrap().health, Health::Shared);
+    // At a 0.5% stable the point is judged as written: 2% against 0.5% rolls back.
+    let mut run = Run::no_warmup(difference_policy());
+    let vs = ticks(&mut run, 8, 0.02, 0.005);
+    assert_eq!(vs.iter().find(|v| v.rollback).map(|v| v.at), Some(60 * SEC));
+    // And a canary clearly worse than a stable at 10% still rolls back.
+    let mut run = Run::no_warmup(difference_policy());
+    let vs = ticks(&mut run, 12, 0.25, 0.10);
+    assert!(vs.iter().any(|v| v.rollback));
+}
+
+fn percent_policy(unit: Option<Unit>) -> Policy {
+    let mut m = MetricSpec::test("errors")
+        .critical(Level::above(5.0))
+        .for_(secs(60));
+    m.unit = unit;
+    Policy::test().with_metric(m)
+}
+
+#[test]
+fn a_percent_level_reads_its_counts_in_percent() {
+    // Both tracks in an incident, in percent: canary 13 against stable 10 (1.3x, within the
+    // noise of 8 canary errors a minute). Read as percent, not worse: shared. Read as a share,
+    // the counts are 100x too large and the same noise is "significant": a rollback.
+    let mut run = Run::no_warmup(percent_policy(Some(Unit::Percent)));
+    let vs = ticks(&mut run, 12, 13.0, 10.0);
+    assert!(vs.iter().all(|v| !v.rollback));
+    assert_eq!(vs.last().unwrap().health, Health::Shared);
+    let mut run = Run::no_warmup(percent_policy(None));
+    let vs = ticks(&mut run, 12, 13.0, 10.0);
+    assert!(vs.iter().any(|v| v.rollback));
+    // A value that is not a share of requests has no counts: the breach stands.
+    let mut run = Run::no_warmup(percent_policy(Some(Unit::Other)));
+    let vs = ticks(&mut run, 12, 10.0, 10.0);
+    assert!(vs.iter().any(|v| v.rollback));
 }
 
 #[test]
@@ -143,4 +230,65 @@ fn a_shared_poll_restarts_a_pending_for() {
     assert!(!vs.last().unwrap().rollback);
     vs.extend(ticks(&mut run, 1, 0.30, 0.06));
     assert!(vs.last().unwrap().rollback);
+}
+
+/// The DevOps Agent's SLO rule: a 99.9% objective with the SRE workbook's paging windows.
+fn burn_policy() -> Policy {
+    Policy::test().with_metric(
+        MetricSpec::test("slo")
+            .query(
+                "sum(rate(errors{track=\"{{track}}\"}[{{window}}])) / \
+                 sum(rate(requests{track=\"{{track}}\"}[{{window}}]))",
+            )
+            .burn_rate(0.999),
+    )
+}
+
+/// `n` polls from `from_secs` after the canary started, every burn window of each track at the
+/// given error ratio, the canary at 1 req/s and the stable at 9.
+fn burn_ticks(run: &mut Run, from_secs: i64, n: usize, canary: f64, stable: f64) -> Vec<Verdict> {
+    run.traffic = None;
+    run.now = from_secs * SEC;
+    (0..n)
+        .map(|_| {
+            for (track, rps, ratio) in [(Track::Canary, 1.0, canary), (Track::Stable, 9.0, stable)]
+            {
+                run.engine
+                    .observe_traffic(track, Sample::value(run.now, rps));
+                for w in [300, 1800, 3600, 21_600] {
+                    let input = Input::Ratio {
+                        metric: "slo".into(),
+                        window: secs(w),
+                    };
+                    let sample = Sample::value(run.now, ratio);
+                    run.engine.observe_input(&input, track, sample).unwrap();
+                }
+            }
+            run.tick_with(&[])
+        })
+        .collect()
+}
+
+#[test]
+fn a_canary_burning_the_budget_like_a_stable_that_burns_it_too_is_shared() {
+    // A 99.9% SLO on a service whose stable runs at 0.45% errors (4.5x the budget, below the
+    // 6x page): the canary's noise at 0.7% (7x) fires the 6 h / 30 m rule. The stable loses
+    // the SLO as well and the canary is not worse than it: held, not rolled back.
+    let mut run = Run::no_warmup(burn_policy());
+    let vs = burn_ticks(&mut run, 1800, 3, 0.007, 0.0045);
+    assert!(vs.iter().all(|v| !v.rollback));
+    assert_eq!(vs.last().unwrap().health, Health::Shared);
+    // A minute in, the counts cannot tell yet: held pending power.
+    let mut run = Run::no_warmup(burn_policy());
+    let vs = burn_ticks(&mut run, 60, 1, 0.007, 0.0045);
+    let Reading::Shared(cause) = &status(&vs[0], "slo").reading else {
+        panic!("{:?}", vs[0].metrics);
+    };
+    assert!(cause.pending_power);
+    // A stable within its budget (0.5x): the canary's burn is its own.
+    let mut run = Run::no_warmup(burn_policy());
+    assert!(burn_ticks(&mut run, 1800, 1, 0.007, 0.0005)[0].rollback);
+    // A canary at 20x against the stable's 4.5x is worse: rolled back.
+    let mut run = Run::no_warmup(burn_policy());
+    assert!(burn_ticks(&mut run, 1800, 1, 0.02, 0.0045)[0].rollback);
 }

@@ -148,8 +148,8 @@ impl Slot {
         (outcome, at.warmup_until)
     }
 
-    /// A canary burn-rate breach the stable's burn rate shares (`decision::shared`), judged on
-    /// the error ratios over the first rule's long window.
+    /// A canary burn-rate breach the stable's burn shares (`decision::shared`), judged on the
+    /// error ratios over the long window of the rule the canary fired.
     fn shared_burn(
         &self,
         cfg: &crate::stats::burn_rate::BurnConfig,
@@ -159,55 +159,35 @@ impl Slot {
         if own.breach != Breach::Critical {
             return own;
         }
-        // The stable's burn within the margin, as for threshold levels (`decision::shared`).
-        let windows: Vec<crate::stats::burn_rate::WindowRatio> = self
+        let read = |w: &Window| {
+            rule::read(
+                w,
+                crate::policy::Stat::Last,
+                0,
+                self.rule.stale_after,
+                at.now,
+            )
+            .ok()
+        };
+        let ratios: Vec<_> = self
             .ratios
             .iter()
-            .map(|(w, series)| crate::stats::burn_rate::WindowRatio {
-                window: *w,
-                error_ratio: rule::read(
-                    &series[track_index(Track::Stable)],
-                    crate::policy::Stat::Last,
-                    0,
-                    self.rule.stale_after,
-                    at.now,
-                )
-                .ok()
-                .map(|r| r * at.margin),
-            })
+            .map(|(w, series)| (*w, [read(&series[0]), read(&series[1])]))
             .collect();
-        let stable_fires = crate::stats::burn_rate::evaluate(cfg, &windows).outcome
-            == crate::stats::sequential::Outcome::Fail;
-        let Some(long) = cfg.rules.first().map(|r| r.long) else {
+        let Some(burn) = shared::Burn::of(cfg, &ratios, at.margin) else {
             return own;
         };
-        let ratios = self
-            .ratios
-            .iter()
-            .find(|r| r.0 == long)
-            .map_or([None, None], |(_, w)| {
-                [Track::Canary, Track::Stable].map(|t| {
-                    rule::read(
-                        &w[track_index(t)],
-                        crate::policy::Stat::Last,
-                        0,
-                        self.rule.stale_after,
-                        at.now,
-                    )
-                    .ok()
-                })
-            });
         shared::Check {
             rule: &self.rule,
             stable: &self.series[track_index(Track::Stable)],
             traffic: at.both_traffic,
-            window: counted(millis(long), at),
+            window: counted(millis(burn.long), at),
             margin: at.margin,
             on_shared: at.on_shared,
             per_track: self.per_track,
             now: at.now,
         }
-        .apply_burn(own, stable_fires, ratios)
+        .apply_burn(own, &burn)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::window::Window;
 use crate::policy::defaults;
-use crate::policy::{Analysis, Compare, Kind, Level, MetricSpec, NoData, Stat};
+use crate::policy::{Analysis, Compare, Kind, Level, MetricSpec, NoData, Stat, Unit};
 use crate::sample::{rfc3339, Millis, Observation, Track};
 use crate::stats::burn_rate::BurnConfig;
 use crate::stats::mann_whitney::MannWhitneyConfig;
@@ -27,6 +27,9 @@ pub struct Rule {
     /// `clear_for`, in ms (0 = resolve on the first clear evaluation).
     pub clear_for: Millis,
     pub compare: Option<Compare>,
+    /// What the value measures (`unit`; unset: a share of requests), for shared-cause counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Unit>,
     pub min_traffic: Option<f64>,
     pub no_data: NoData,
     /// A newest sample older than this is stale: the source stopped reporting (2 intervals).
@@ -87,6 +90,7 @@ impl Rule {
             for_: millis(d.for_),
             clear_for: millis(d.clear_for),
             compare: spec.compare,
+            unit: spec.unit,
             min_traffic: spec.min_traffic,
             no_data: d.no_data,
             stale_after: millis(interval).saturating_mul(STALE_INTERVALS),
@@ -104,6 +108,12 @@ impl Rule {
                     .map(|m| Test::MannWhitney(m.config())),
             },
         }
+    }
+
+    /// The factor that turns this metric's value into a share of requests (`unit`; unset reads
+    /// as a share from 0 to 1); `None`: not a share, so no counts behind it.
+    pub fn share_scale(&self) -> Option<f64> {
+        self.unit.map_or(Some(1.0), Unit::share_scale)
     }
 
     /// The longest look-back this rule needs on its series, for sizing the window buffer.

@@ -1,31 +1,46 @@
-//! Shared-cause awareness: a canary threshold breach that the stable shares.
+//! Shared-cause awareness: a canary level breach that the stable shares.
 //!
 //! When a dependency both tracks call fails, the canary's absolute error-rate level fires
 //! exactly as the stable's would: rolling the canary back fixes nothing, misattributes the
 //! incident, and across a fleet rolls back every canary at once. A breach is **shared** when
-//! 1. the metric is a threshold with an `above` critical level and no `compare` (a comparison
-//!    with the stable already cancels what both tracks share), or an SLO burn rate,
-//! 2. the stable's value, read the same way over the same window, breaches the same level
+//! 1. the metric is a threshold with an `above` critical level (absolute, or a `compare` with
+//!    the stable), or an SLO burn rate,
+//! 2. the stable's rate can explain the level: for an absolute level, the stable breaches it
 //!    within the margin (`margin * stable` breaches it: a stable at 4.9% under a 5% level
-//!    explains a canary at 5.1% as much as a stable at 5.1% does), and
+//!    explains a canary at 5.1% as much as a stable at 5.1% does); for a `difference` level,
+//!    always (its noise grows with the rate both tracks share: at 10% on both a 1-point level
+//!    is within the canary's noise, while at 0.5% a 1-point excess is 3x, which the test below
+//!    shows worse); for a `ratio` level, only one below the margin; for a burn rate, the stable
+//!    burning its error budget (1x or more) over both windows of the rule the canary fired, or
+//!    firing a rule at `margin` times its ratios, and
 //! 3. a one-sided test on the counts behind the two values does NOT show the canary worse than
 //!    the stable by more than the policy's margin.
 //!
 //! The counts: a threshold metric's value over its PromQL `window` of `w` seconds, times the
 //! track's requests per second (`analysis.traffic_query`) times `w`, is the number of bad events
-//! in that window when the value is a share of requests (an error ratio). Conditional on the
-//! total `n`, the canary's events are Binomial(n, theta) with `theta0 = m c / (m c + s)` under
-//! "the canary is at most m times worse" (the same model as the sequential test,
-//! docs/statistics.md); the canary is worse when `P(X >= x | n, theta0) <= SHARED_ALPHA`.
-//! For values on another scale (a percent, milliseconds) the counts are scaled up with it, which
-//! makes the test more ready to call the canary worse, never less: the error it can make there
-//! is the old rollback, not a hidden regression.
+//! in that window when the value is a share of requests (`unit = "ratio"`, the default; a
+//! `unit = "percent"` value is divided by 100 first; `unit = "other"` has no counts and is
+//! never shared). Conditional on the total `n`, the canary's events are Binomial(n, theta)
+//! with `theta0 = m c / (m c + s)` under "the canary is at most m times worse" (the same model
+//! as the sequential test, docs/statistics.md); the canary is worse when
+//! `P(X >= x | n, theta0) <= SHARED_ALPHA`. A value on another scale with no `unit` (seconds)
+//! is read as if it were a share: its counts are as large as the number, which for values
+//! above 1 makes the test more ready to call the canary worse (the old rollback, never a
+//! hidden regression). A percent must say so: validation rejects a `* 100` query without it.
 //!
 //! A metric whose query is not split by track (no `track` label or `{{track}}` /
 //! `{{deployment}}` in it: a release-wide count such as user complaints reads the same on both
-//! tracks) cannot say where a cause lies: no shared verdict. Only counts with power count: if a canary at twice the margin over the stable would not be
-//! significant with these requests (a canary seconds old, a trickle of traffic), there is no
-//! shared verdict and the breach stands.
+//! tracks) cannot say where a cause lies: no shared verdict.
+//!
+//! Power: "not worse" must mean the counts could have shown worse (a canary at twice the margin
+//! over the stable would be significant). Without that power (a canary seconds old, the first
+//! polls of an incident, a trickle of traffic) an absolute level is **held pending power** when
+//! the stable breaches the level itself: the stable's own breach is evidence of a shared cause
+//! and the canary has shown none of its own. The bounds: only a canary that reads at most twice
+//! the margin over the stable is held (the effect the power is judged at; beyond it the breach
+//! stands as before); the test still runs at every poll, so a canary worse than the stable
+//! breaches as a plain critical as soon as its counts show it; and the hold ends the moment the
+//! stable stops breaching. Other levels without power stand, as before.
 //!
 //! Why a lenient level (0.05 per poll) and a fresh test at every poll: the two mistakes are not
 //! alike. Calling a shared breach "worse" rolls back as before; calling a worse canary "shared"
@@ -37,10 +52,13 @@
 
 use super::rule::{self, Breach, Outcome, Reading, Rule};
 use super::window::Window;
-use crate::policy::{OnShared, Stat};
+use crate::policy::{Compare, OnShared, Stat};
 use crate::sample::Millis;
+use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
+use crate::stats::sequential::Outcome as TestOutcome;
 use serde::{Deserialize, Serialize};
 use statrs::function::beta::checked_beta_reg;
+use std::time::Duration;
 
 /// Level of the per-poll test that the canary is worse than the stable (see the module docs:
 /// lenient on purpose, so a worse canary is not hidden).
@@ -60,6 +78,10 @@ pub struct SharedCause {
     /// One-sided p-value of "the canary is at most `margin` times worse".
     pub p_value: f64,
     pub margin: f64,
+    /// The requests so far cannot yet show a canary twice the margin worse: held while the
+    /// stable breaches the level, until the counts can tell the tracks apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_power: bool,
 }
 
 /// The inputs of one shared-cause check besides the canary's own outcome.
@@ -83,6 +105,68 @@ pub fn per_track(query: Option<&str>) -> bool {
     query.is_some_and(|q| q.contains("track") || q.contains("{{deployment}}"))
 }
 
+/// What the counts behind the two values say.
+enum Counts {
+    /// The canary is significantly worse than `margin` times the stable: the breach stands.
+    Worse,
+    /// Not worse, and the counts could have shown it.
+    NotWorse(SharedCause),
+    /// Not worse, but too few requests yet for the test to have power.
+    Underpowered(SharedCause),
+    /// No counts (no traffic data, not a share of requests, not split by track).
+    Unknown,
+}
+
+/// What the stable's burn rate says about a canary burn-rate breach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Burn {
+    /// The long window of the rule the canary fired: the counts' window.
+    pub long: Duration,
+    /// The canary's and the stable's error ratios over it.
+    pub ratios: [Option<f64>; 2],
+    /// The stable spends its error budget (1x or more) over both windows of that rule: the
+    /// SLO is lost on both tracks, so the level the stable breaches itself.
+    pub stable_burns: bool,
+    /// The stable burns itself, or at `margin` times its ratios it would fire a rule too.
+    pub within_margin: bool,
+}
+
+impl Burn {
+    /// From each rule window's (canary, stable) error ratios; `None` when the canary fires no
+    /// rule.
+    pub fn of(
+        cfg: &BurnConfig,
+        ratios: &[(Duration, [Option<f64>; 2])],
+        margin: f64,
+    ) -> Option<Burn> {
+        let track = |i: usize, k: f64| -> Vec<WindowRatio> {
+            ratios
+                .iter()
+                .map(|(w, r)| WindowRatio {
+                    window: *w,
+                    error_ratio: r[i].map(|x| x * k),
+                })
+                .collect()
+        };
+        let fired = burn_rate::evaluate(cfg, &track(0, 1.0)).fired?;
+        let rule = cfg.rules.get(fired)?;
+        let stable = burn_rate::evaluate(cfg, &track(1, 1.0));
+        let stable_burns = stable.rules.get(fired).is_some_and(|r| {
+            r.long_burn.is_some_and(|b| b >= 1.0) && r.short_burn.is_some_and(|b| b >= 1.0)
+        });
+        let at_margin = burn_rate::evaluate(cfg, &track(1, margin)).outcome == TestOutcome::Fail;
+        Some(Burn {
+            long: rule.long,
+            ratios: ratios
+                .iter()
+                .find(|r| r.0 == rule.long)
+                .map_or([None, None], |r| r.1),
+            stable_burns,
+            within_margin: stable_burns || at_margin,
+        })
+    }
+}
+
 impl Check<'_> {
     /// `outcome` (the canary's) turned into a shared breach when the stable shares it and the
     /// canary is not worse; otherwise unchanged.
@@ -93,24 +177,19 @@ impl Check<'_> {
         }
     }
 
-    /// A burn-rate breach of the canary (`outcome`) when the stable's burn rate fires too
-    /// (`stable_fires`): the counts are the two tracks' error ratios over `self.window` (the
-    /// first rule's long window), `ratios` (canary, stable).
-    pub fn apply_burn(
-        &self,
-        outcome: Outcome,
-        stable_fires: bool,
-        ratios: [Option<f64>; 2],
-    ) -> Outcome {
-        if outcome.breach != Breach::Critical || !stable_fires {
+    /// A burn-rate breach of the canary (`outcome`) judged with what the stable's burn says
+    /// ([`Burn`]): the counts are the two tracks' error ratios over `self.window`.
+    pub fn apply_burn(&self, outcome: Outcome, burn: &Burn) -> Outcome {
+        if outcome.breach != Breach::Critical || !burn.within_margin {
             return outcome;
         }
-        let [Some(canary), Some(stable)] = ratios else {
+        let [Some(canary), Some(stable)] = burn.ratios else {
             return outcome;
         };
-        match self.counts_test(canary, stable) {
-            Some(cause) => self.shared(outcome, cause),
-            None => outcome,
+        match self.counts_test(canary, stable, 1.0) {
+            Counts::NotWorse(cause) => self.shared(outcome, cause),
+            Counts::Underpowered(cause) if burn.stable_burns => self.shared(outcome, cause),
+            Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => outcome,
         }
     }
 
@@ -127,56 +206,86 @@ impl Check<'_> {
 
     fn cause(&self, outcome: &Outcome) -> Option<SharedCause> {
         let rule = self.rule;
-        if outcome.breach != Breach::Critical || rule.compare.is_some() {
+        if outcome.breach != Breach::Critical {
             return None;
         }
         let level = outcome.threshold.filter(|l| l.above.is_some())?;
         let Reading::Value {
-            subject: canary, ..
+            subject: canary,
+            baseline,
+            ..
         } = outcome.reading
         else {
             return None;
         };
-        let read = |w: &Window, stat, over| rule::read(w, stat, over, rule.stale_after, self.now);
-        let stable = read(self.stable, rule.stat, rule.stat_window).ok()?;
-        // The stable breaches the level within the margin: the policy calls a canary up to
-        // `margin` times the stable "not worse", so a canary breach the stable's own rate
-        // explains (a stable at 4.9% under a 5% level, noise around it) is shared too.
-        if !level.breached_by(stable * self.margin) {
+        let stable = match (rule.compare, baseline) {
+            (None, _) => {
+                let read = |w: &Window| {
+                    rule::read(w, rule.stat, rule.stat_window, rule.stale_after, self.now)
+                };
+                read(self.stable).ok()?
+            }
+            (Some(_), Some(b)) => b,
+            (Some(_), None) => return None,
+        };
+        // The level must be one the stable's rate can explain. An absolute level: the stable
+        // breaches it within the margin (a stable at 4.9% under a 5% level explains a canary
+        // at 5.1% as much as a stable at 5.1% does). A `ratio` level: only one below the margin
+        // (its noise does not grow with a shared rate). A `difference` level: any, the counts
+        // decide, because its noise grows with the rate both tracks share (at 10% on both, a
+        // 1-point level is within the canary's noise; at 0.5% a 1-point excess is 3x, which
+        // the powered test shows worse, so such a breach stands as written).
+        let explained = match rule.compare {
+            None => level.breached_by(self.margin * stable),
+            Some(Compare::Ratio) => level.breached_by(self.margin),
+            Some(Compare::Difference) => true,
+        };
+        if !explained {
             return None;
         }
-        self.counts_test(canary, stable)
+        match self.counts_test(canary, stable, rule.share_scale()?) {
+            Counts::NotWorse(cause) => Some(cause),
+            // Too few requests to tell the tracks apart while the stable itself breaches an
+            // absolute level: the stable's breach is evidence of a shared cause and the canary's
+            // is none of its own yet. Held pending power; every poll still tests, so a canary
+            // the counts show worse breaches as before.
+            Counts::Underpowered(cause) if rule.compare.is_none() && level.breached_by(stable) => {
+                Some(cause)
+            }
+            Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => None,
+        }
     }
 
-    /// The test on the counts behind `canary` and `stable` (module docs): the cause when the
-    /// canary is not worse, `None` when it is or when there are no counts.
-    fn counts_test(&self, canary: f64, stable: f64) -> Option<SharedCause> {
+    /// The test on the counts behind `canary` and `stable`, values that are shares of
+    /// requests once multiplied by `scale` (module docs).
+    fn counts_test(&self, canary: f64, stable: f64, scale: f64) -> Counts {
         if !self.per_track {
-            return None;
+            return Counts::Unknown;
         }
         let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
         let [c_rps, s_rps] = self.traffic.map(|w| read(w).ok());
         let secs = self.window as f64 / 1000.0;
-        let (c_req, s_req) = (c_rps? * secs, s_rps? * secs);
+        let (Some(c_rps), Some(s_rps)) = (c_rps, s_rps) else {
+            return Counts::Unknown;
+        };
+        let (c_req, s_req) = (c_rps * secs, s_rps * secs);
         if !(c_req > 0.0 && s_req > 0.0 && canary >= 0.0 && stable >= 0.0) {
-            return None;
+            return Counts::Unknown;
         }
-        let (c_ev, s_ev) = (canary * c_req, stable * s_req);
+        let (c_ev, s_ev) = (canary * scale * c_req, stable * scale * s_req);
+        let Some(p_value) = worse_p_value(c_ev, s_ev, c_req, s_req, self.margin) else {
+            return Counts::Unknown;
+        };
+        if p_value <= SHARED_ALPHA {
+            return Counts::Worse;
+        }
         // "Not worse" must mean the counts could have shown worse: a canary at twice the
-        // margin over the stable must be significant with these requests, else the breach
-        // stands (a canary seconds old, or a trickle of traffic, proves nothing either way).
-        let power = worse_p_value(
-            2.0 * self.margin * stable * c_req,
-            s_ev,
-            c_req,
-            s_req,
-            self.margin,
-        )?;
-        if power > SHARED_ALPHA {
-            return None;
-        }
-        let p_value = worse_p_value(c_ev, s_ev, c_req, s_req, self.margin)?;
-        (p_value > SHARED_ALPHA).then_some(SharedCause {
+        // margin over the stable must be significant with these requests. If not (a canary
+        // seconds old, a trickle of traffic), the counts prove nothing either way.
+        let at_twice = 2.0 * self.margin * stable * scale * c_req;
+        let powered = worse_p_value(at_twice, s_ev, c_req, s_req, self.margin)
+            .is_some_and(|p| p <= SHARED_ALPHA);
+        let cause = SharedCause {
             canary,
             stable,
             canary_events: c_ev,
@@ -185,7 +294,15 @@ impl Check<'_> {
             stable_requests: s_req,
             p_value,
             margin: self.margin,
-        })
+            pending_power: !powered,
+        };
+        match powered {
+            true => Counts::NotWorse(cause),
+            // The hold pending power is for a canary that reads like the stable: one that
+            // reads beyond the effect the power is judged at is no shared cause's look-alike.
+            false if canary <= 2.0 * self.margin * stable => Counts::Underpowered(cause),
+            false => Counts::Unknown,
+        }
     }
 }
 
@@ -208,9 +325,13 @@ pub fn worse_p_value(x: f64, y: f64, c: f64, s: f64, margin: f64) -> Option<f64>
 
 impl std::fmt::Display for SharedCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = match self.pending_power {
+            false => "the canary is not worse",
+            true => "too few requests yet to tell whether the canary is worse",
+        };
         write!(
             f,
-            "both tracks breach; the canary is not worse: canary {:.4} vs stable {:.4} \
+            "both tracks breach; {verdict}: canary {:.4} vs stable {:.4} \
              (~{:.0} of {:.0} vs ~{:.0} of {:.0} events; p = {:.3} that it is more than {}x worse)",
             self.canary,
             self.stable,

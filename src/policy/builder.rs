@@ -121,6 +121,7 @@ impl MetricSpec {
             for_: None,
             clear_for: None,
             compare: None,
+            unit: None,
             min_traffic: None,
             no_data: None,
             sequential: None,
@@ -136,6 +137,11 @@ impl MetricSpec {
 
     pub fn critical(mut self, level: Level) -> Self {
         self.critical = Some(level);
+        self
+    }
+
+    pub fn unit(mut self, unit: super::model::Unit) -> Self {
+        self.unit = Some(unit);
         self
     }
 

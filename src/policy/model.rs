@@ -218,6 +218,10 @@ pub struct MetricSpec {
     /// Compare the canary with the stable instead of judging the canary's absolute value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<Compare>,
+    /// What the value measures (`ratio`, `percent`, `other`), for the shared-cause counts.
+    /// Unset: read as a share of requests from 0 to 1 (docs/decision.md, "Shared causes").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Unit>,
     /// Minimum requests per second on the canary (from `analysis.traffic_query`) for a verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_traffic: Option<f64>,
@@ -310,6 +314,31 @@ pub enum Compare {
     Difference,
 }
 
+/// What a threshold metric's value measures (`unit`): the shared-cause test reads a share of
+/// requests as counts (value x requests = bad events), so it must know the scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// A share of requests from 0 to 1 (an error ratio: 0.05 = 5%).
+    Ratio,
+    /// A share of requests in percent, 0 to 100 (a query ending in `* 100`; levels in percent).
+    Percent,
+    /// Anything else (seconds, bytes, a count of restarts): never read as counts, so never a
+    /// shared cause.
+    Other,
+}
+
+impl Unit {
+    /// The factor that turns a value into a share of requests; `None`: not a share.
+    pub fn share_scale(self) -> Option<f64> {
+        match self {
+            Unit::Ratio => Some(1.0),
+            Unit::Percent => Some(0.01),
+            Unit::Other => None,
+        }
+    }
+}
+
 /// Statistic over the engine-side window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -377,6 +406,8 @@ pub struct Template {
     pub clear_for: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<Compare>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Unit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_traffic: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

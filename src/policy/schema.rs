@@ -11,6 +11,7 @@ const LEVEL: &[Field] = &[
 
 const STATS: &[&str] = &["last", "mean", "min", "max", "median", "p90", "p95", "p99"];
 const COMPARES: &[&str] = &["ratio", "difference"];
+const UNITS: &[&str] = &["ratio", "percent", "other"];
 const NO_DATA: &[&str] = &["hold", "fail", "ignore"];
 
 const SEQUENTIAL: &[Field] = &[
@@ -55,6 +56,7 @@ macro_rules! metric_fields {
             Field::opt("for", Shape::Duration),
             Field::opt("clear_for", Shape::Duration),
             Field::opt("compare", Shape::Enum(COMPARES)),
+            Field::opt("unit", Shape::Enum(UNITS)),
             Field::opt("min_traffic", Shape::Float),
             Field::opt("no_data", Shape::Enum(NO_DATA)),
             Field::opt("sequential", Shape::Table(SEQUENTIAL)),

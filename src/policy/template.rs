@@ -171,6 +171,7 @@ pub fn apply(metric: &mut MetricSpec, template: &Template) {
     metric.for_ = metric.for_.or(t.for_);
     metric.clear_for = metric.clear_for.or(t.clear_for);
     metric.compare = metric.compare.or(t.compare);
+    metric.unit = metric.unit.or(t.unit);
     metric.min_traffic = metric.min_traffic.or(t.min_traffic);
     metric.no_data = metric.no_data.or(t.no_data);
     metric.sequential = metric.sequential.take().or(t.sequential);
@@ -247,6 +248,7 @@ mod tests {
             for_: Some(Duration::from_secs(60)),
             clear_for: None,
             compare: None,
+            unit: None,
             min_traffic: None,
             no_data: None,
             sequential: None,

@@ -325,6 +325,7 @@ critical = { above = 2 }
 for = "30s"
 clear_for = "30s"
 compare = "ratio"
+unit = "other"
 min_traffic = 0.5
 no_data = "fail"
 "#,
@@ -356,6 +357,7 @@ critical = {{ below = 0.5 }}
 for = "1m"
 clear_for = "2m"
 compare = "difference"
+unit = "ratio"
 min_traffic = 2
 no_data = "ignore"
 "#
@@ -371,7 +373,9 @@ no_data = "ignore"
         (Some(Stat::P95), Some(Compare::Ratio), Some(NoData::Fail))
     );
     assert_eq!(t.stat_window, Some(Duration::from_secs(60)));
+    assert_eq!(t.unit, Some(Unit::Other));
     let m = &p.metrics[1];
+    assert_eq!(m.unit, Some(Unit::Ratio));
     assert_eq!(m.min_traffic, Some(2.0));
     assert_eq!(m.clear_for, Some(Duration::from_secs(120)));
     assert_eq!(render_query(p, m, Track::Canary), "xapi");

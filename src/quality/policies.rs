@@ -166,6 +166,15 @@ fn observe(policy: &Policy, run: &Run, input: &Input, track: Track, at: u64) -> 
 /// When the engine running `policy` on `run` would have rolled back (seconds after the canary
 /// started), polled every `analysis.interval` like the daemon.
 pub fn first_rollback(policy: &Policy, run: &Run) -> Option<u64> {
+    first_rollback_traced(policy, run, |_| {})
+}
+
+/// [`first_rollback`], handing every verdict to `trace` (for studying why a policy rolls back).
+pub fn first_rollback_traced(
+    policy: &Policy,
+    run: &Run,
+    mut trace: impl FnMut(&crate::decision::Verdict),
+) -> Option<u64> {
     let every = secs(policy.analysis.interval);
     let feeds = feeds(policy);
     let mut engine = Engine::new(policy, "canary");
@@ -177,7 +186,9 @@ pub fn first_rollback(policy: &Policy, run: &Run) -> Option<u64> {
                 .map_or(Observation::Absent, Observation::Value);
             let _ = engine.observe_input(&f.input, f.track, Sample::new(ms(at), obs));
         }
-        engine.evaluate(ms(at), phase).rollback
+        let verdict = engine.evaluate(ms(at), phase);
+        trace(&verdict);
+        verdict.rollback
     })
 }
 

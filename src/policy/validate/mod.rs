@@ -6,7 +6,7 @@
 mod kinds;
 
 use super::kinds::Kind;
-use super::model::{Compare, Level, MetricSpec, Policy};
+use super::model::{Compare, Level, MetricSpec, Policy, Unit};
 use super::template::{self, SyntaxError, BUILTIN_VARS};
 use crate::diagnostic::spans::SpanMap;
 use crate::diagnostic::Problem;
@@ -262,6 +262,69 @@ impl Validator<'_> {
             Kind::Threshold => self.levels(at, m),
             _ => self.kind(at, m, kind),
         }
+        self.unit(at, m, kind);
+    }
+
+    /// `unit` says how the shared-cause test reads a value as counts: a level the unit cannot
+    /// reach, or a percent query with no unit (its counts read 100x too large), is a mistake.
+    fn unit(&mut self, at: &str, m: &MetricSpec, kind: Kind) {
+        let key = format!("{at}.unit");
+        if kind != Kind::Threshold {
+            if m.unit.is_some() {
+                self.push(
+                    &key,
+                    format!(
+                        "`unit` applies to threshold metrics, not to a {} metric",
+                        kind.as_str()
+                    ),
+                    "remove `unit` (a statistical test reads its own counts)",
+                );
+            }
+            return;
+        }
+        let top = match m.unit.and_then(Unit::share_scale) {
+            Some(scale) => 1.0 / scale,
+            None if m.unit.is_some() => return,
+            None => {
+                let counted = self.policy.analysis.traffic_query.is_some();
+                if counted && m.query.as_deref().is_some_and(looks_percent) {
+                    self.push(
+                        &format!("{at}.query"),
+                        "the query multiplies by 100 (a percent of requests?) and the metric states \
+                         no `unit`: the shared-cause test would read its counts 100x too large and \
+                         roll a canary back for an incident the stable shares"
+                            .into(),
+                        "add `unit = \"percent\"` (levels stay in percent: 5 = 5%), or \
+                         `unit = \"other\"` if the value is not a share of requests",
+                    );
+                }
+                return;
+            }
+        };
+        if m.compare == Some(Compare::Ratio) {
+            return;
+        }
+        let unit = if top > 1.0 { "percent" } else { "ratio" };
+        for (name, level) in [("warning", &m.warning), ("critical", &m.critical)] {
+            let Some(level) = level else { continue };
+            for (dir, v) in [("above", level.above), ("below", level.below)] {
+                let Some(v) = v.filter(|v| v.abs() > top) else {
+                    continue;
+                };
+                let hint = match unit {
+                    "ratio" if v <= 100.0 => format!(
+                        "write {} for {v}%, or set `unit = \"percent\"` if the query gives percent",
+                        v / 100.0
+                    ),
+                    _ => format!("a {unit} lies between 0 and {top}: fix the level or the unit"),
+                };
+                self.push(
+                    &format!("{at}.{name}.{dir}"),
+                    format!("{v} is out of range for `unit = \"{unit}\"` (0 to {top})"),
+                    hint,
+                );
+            }
+        }
     }
 
     fn levels(&mut self, at: &str, m: &MetricSpec) {
@@ -340,6 +403,80 @@ impl Validator<'_> {
     }
 }
 
+/// Whether a query scales its value to percent: `... * 100` or `100 * ...` at the top level.
+fn looks_percent(query: &str) -> bool {
+    let q: String = query.chars().filter(|c| !c.is_whitespace()).collect();
+    q.ends_with("*100") || q.starts_with("100*")
+}
+
 fn threshold(level: &Level) -> Option<f64> {
     level.above.or(level.below)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::Unit;
+
+    fn problems(metric: MetricSpec) -> Vec<Problem> {
+        let mut p = Policy::test().with_metric(metric);
+        p.analysis.traffic_query = Some("sum(rate(requests{track=\"{{track}}\"}[1m]))".into());
+        validate(&p, &SpanMap::default())
+    }
+
+    const PERCENT: &str = "sum(rate(errors{track=\"{{track}}\"}[5m])) / \
+                           sum(rate(requests{track=\"{{track}}\"}[5m])) * 100";
+
+    #[test]
+    fn a_percent_query_must_state_its_unit() {
+        let m = || {
+            MetricSpec::test("errors")
+                .query(PERCENT)
+                .critical(Level::above(5.0))
+        };
+        let found = problems(m());
+        let p = found
+            .iter()
+            .find(|p| p.key == "metric[0].query")
+            .unwrap_or_else(|| panic!("{found:?}"));
+        assert!(p.message.contains("100x"), "{p}");
+        assert!(p.hint.contains("unit = \"percent\""), "{p}");
+        assert!(problems(m().unit(Unit::Percent)).is_empty());
+        assert!(problems(m().unit(Unit::Other)).is_empty());
+    }
+
+    #[test]
+    fn a_level_the_unit_cannot_reach_names_the_level_and_the_fix() {
+        let found = problems(
+            MetricSpec::test("errors")
+                .critical(Level::above(5.0))
+                .unit(Unit::Ratio),
+        );
+        let p = found
+            .iter()
+            .find(|p| p.key == "metric[0].critical.above")
+            .unwrap_or_else(|| panic!("{found:?}"));
+        assert!(p.hint.contains("0.05"), "{p}");
+        let found = problems(
+            MetricSpec::test("errors")
+                .critical(Level::above(150.0))
+                .unit(Unit::Percent),
+        );
+        assert!(found.iter().any(|p| p.key == "metric[0].critical.above"));
+        // A ratio comparison's level is canary / stable, whatever the unit.
+        let mut m = MetricSpec::test("errors")
+            .critical(Level::above(2.0))
+            .unit(Unit::Ratio);
+        m.compare = Some(Compare::Ratio);
+        assert!(problems(m).is_empty());
+    }
+
+    #[test]
+    fn unit_is_for_threshold_metrics_only() {
+        let m = MetricSpec::test("errors")
+            .sequential("sum(errors_total)", "sum(requests_total)")
+            .unit(Unit::Ratio);
+        let found = problems(m);
+        assert!(found.iter().any(|p| p.key == "metric[0].unit"), "{found:?}");
+    }
 }
