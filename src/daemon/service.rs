@@ -153,7 +153,7 @@ impl ServiceRuntime {
             .requests
             .iter()
             .filter(|r| r.key.track == Track::Stable)
-            .filter_map(|r| match (&r.key.input, observations.get(&r.key)) {
+            .filter_map(|r| match (&*r.key.input, observations.get(&r.key)) {
                 (Input::Value { metric }, Some(Observation::Value(v))) => {
                     Some((metric.clone(), *v))
                 }
@@ -323,7 +323,7 @@ async fn sample(
                 s.requests
                     .iter()
                     .filter(|r| {
-                        r.key.track == Track::Stable && matches!(r.key.input, Input::Value { .. })
+                        r.key.track == Track::Stable && matches!(*r.key.input, Input::Value { .. })
                     })
                     .cloned(),
             );
@@ -436,7 +436,7 @@ fn feed_engine(
             .get(&r.key)
             .cloned()
             .unwrap_or(Observation::Absent);
-        if let (Input::Value { metric }, Observation::Value(v)) = (input, &obs) {
+        if let (Input::Value { metric }, Observation::Value(v)) = (&**input, &obs) {
             if *track == Track::Stable {
                 s.history.record(metric, now, *v);
             }
