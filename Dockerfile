@@ -2,6 +2,8 @@
 #   docker build -t ghcr.io/backout/backout:0.1.0 .
 # Only the daemon is built (`--no-default-features`: no demo, simulator or benchmark harness;
 # `backout run`, `validate`, `explain`, `rollback`, `backtest` and `status` are all in it).
+# The binary links jemalloc (tikv-jemalloc-sys builds it from source: `make` and `cc`, both in
+# the rust image; docs/performance.md "Third pass: memory").
 
 FROM rust:1-bookworm AS build
 WORKDIR /src

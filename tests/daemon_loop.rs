@@ -47,7 +47,7 @@ impl Sampler for Recorder {
     ) -> BoxFuture<'a, HashMap<Key, Observation>> {
         Box::pin(async move {
             let at = self.origin.elapsed().as_millis() as u64;
-            let services = requests.iter().map(|r| r.key.service.clone()).collect();
+            let services = requests.iter().map(|r| r.key.service.to_string()).collect();
             let n = {
                 let mut calls = self.calls.lock().unwrap();
                 calls.push((at, services));

@@ -128,7 +128,7 @@ impl<'a> Replayed<'a> {
         let series: Vec<(&Labels, &[Sample])> = series
             .iter()
             .filter(|s| {
-                split.is_none_or(|l| s.labels.get(&l.service).map(String::as_str) == Some(service))
+                split.is_none_or(|l| s.labels.get(&*l.service).map(String::as_str) == Some(service))
             })
             .map(|s| (&s.labels, s.samples.as_slice()))
             .collect();

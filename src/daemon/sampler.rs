@@ -55,17 +55,22 @@ impl Sampler for PrometheusSampler {
     ) -> BoxFuture<'a, HashMap<Key, Observation>> {
         Box::pin(async move {
             let plan = QueryPlan::build(requests);
-            let queries: Vec<String> = plan.queries().map(String::from).collect();
-            let mut results = Vec::with_capacity(queries.len());
+            let mut results = Vec::with_capacity(plan.len());
             // Bounded concurrency; the source's own rate limit still applies. Evaluated at
-            // Prometheus's "now": our clock may drift from the server's.
-            for chunk in queries.chunks(self.parallel.max(1)) {
-                let answers =
-                    futures::future::join_all(chunk.iter().map(|q| self.source.instant(q, None)))
-                        .await;
+            // Prometheus's "now": our clock may drift from the server's. Batched queries come
+            // back already split (`source::ask`), without their other labels.
+            let indexes: Vec<usize> = (0..plan.len()).collect();
+            for chunk in indexes.chunks(self.parallel.max(1)) {
+                let source = &*self.source;
+                let answers = futures::future::join_all(
+                    chunk
+                        .iter()
+                        .map(|&i| crate::source::ask(source, &plan, i, None)),
+                )
+                .await;
                 results.extend(answers);
             }
-            plan.split(&results)
+            plan.split_answers(&results)
         })
     }
 }

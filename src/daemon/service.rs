@@ -159,7 +159,7 @@ impl ServiceRuntime {
             .requests
             .iter()
             .filter(|r| r.key.track == Track::Stable)
-            .filter_map(|r| match (&r.key.input, observations.get(&r.key)) {
+            .filter_map(|r| match (&*r.key.input, observations.get(&r.key)) {
                 (Input::Value { metric }, Some(Observation::Value(v))) => {
                     Some((metric.clone(), *v))
                 }
@@ -304,7 +304,7 @@ pub(super) fn poll_requests(services: &[&mut ServiceRuntime]) -> Vec<Request> {
                 s.requests
                     .iter()
                     .filter(|r| {
-                        r.key.track == Track::Stable && matches!(r.key.input, Input::Value { .. })
+                        r.key.track == Track::Stable && matches!(*r.key.input, Input::Value { .. })
                     })
                     .cloned(),
             );
@@ -395,7 +395,7 @@ fn feed_engine(
             .get(&r.key)
             .cloned()
             .unwrap_or_else(|| missing.clone());
-        if let (Input::Value { metric }, Observation::Value(v)) = (input, &obs) {
+        if let (Input::Value { metric }, Observation::Value(v)) = (&**input, &obs) {
             if *track == Track::Stable {
                 s.history.record(metric, now, *v);
             }

@@ -41,7 +41,7 @@ impl DirectSampler {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let (_, last) = h.back()?;
         last.iter()
-            .find(|c| c.service == key.service && c.track == key.track)
+            .find(|c| *c.service == *key.service && c.track == key.track)
             .cloned()
     }
 
@@ -51,7 +51,7 @@ impl DirectSampler {
         let (t0, first) = h.iter().find(|(t, _)| *t >= t1 - self.window_ms)?;
         let pick = |cs: &Vec<Counters>| {
             cs.iter()
-                .find(|c| c.service == key.service && c.track == key.track)
+                .find(|c| *c.service == *key.service && c.track == key.track)
                 .cloned()
         };
         Delta::between((*t0, &pick(first)?), (*t1, &pick(last)?))
@@ -67,7 +67,7 @@ impl Sampler for DirectSampler {
         let out = requests
             .into_iter()
             .map(|r| {
-                let obs = match &r.key.input {
+                let obs = match &*r.key.input {
                     // A sequential metric's counters, as `sum(http_requests_total{..})` gives
                     // them; the error series exists only once there was an error.
                     Input::Total { .. } => self.latest(&r.key).map_or(Observation::Absent, |c| {

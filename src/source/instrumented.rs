@@ -4,7 +4,7 @@
 //! (not per service that shared a batched query). Wrapping the source keeps the adapter free of
 //! metrics code and works for any source, fakes included.
 
-use super::{MetricSource, Range, RangeSeries, Series, SourceError};
+use super::{MetricSource, Range, RangeSeries, Series, SourceError, SplitLabels, SplitSeries};
 use crate::sample::Millis;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -68,6 +68,23 @@ impl<S: MetricSource> MetricSource for Instrumented<S> {
             let outcome = r.as_ref().map(Vec::len);
             self.observer
                 .observe(QueryKind::Range, start.elapsed(), outcome);
+            r
+        }
+        .boxed()
+    }
+
+    fn instant_split<'a>(
+        &'a self,
+        promql: &'a str,
+        at: Option<Millis>,
+        by: &'a SplitLabels,
+    ) -> BoxFuture<'a, Result<Vec<SplitSeries>, SourceError>> {
+        async move {
+            let start = Instant::now();
+            let r = self.inner.instant_split(promql, at, by).await;
+            let outcome = r.as_ref().map(Vec::len);
+            self.observer
+                .observe(QueryKind::Instant, start.elapsed(), outcome);
             r
         }
         .boxed()

@@ -7,13 +7,13 @@
 //! (service, metric, track). Queries that differ per service (they mention `{{service}}`) still
 //! work; they are simply not shared. Pure: no I/O, no clock.
 
-use super::mapping::{self, MULTIPLE_SERIES};
-use super::{Series, SourceError};
+use super::mapping::MULTIPLE_SERIES;
+use super::{Series, SourceError, SplitSeries};
 use crate::policy::template::SERVICES_PLACEHOLDER;
 use crate::policy::{Feed, Input, Policy};
 use crate::sample::{Observation, Track};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// Reason label for a key whose query had no answer (a caller passed too few results).
 pub const MISSING_RESULT: &str = "missing_result";
@@ -21,42 +21,49 @@ pub const MISSING_RESULT: &str = "missing_result";
 /// Who an observation belongs to: the service, and the engine input and track it feeds. Typed
 /// end to end, so an answer goes to the engine as the [`Input`] it was asked for, with no string
 /// key to rebuild and match on the way.
+///
+/// Service and input are shared (`Arc`): every cycle clones each due service's keys into its
+/// plan and its answer map, and at 10,000 services a `String` per clone was ~1 allocation per
+/// key per cycle. All of a policy's keys share one service name ([`policy_requests`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
-    pub service: String,
-    pub input: Input,
+    pub service: Arc<str>,
+    pub input: Arc<Input>,
     pub track: Track,
 }
 
 impl Key {
     /// `input` may be a metric name: a plain metric's value ([`Input::Value`]).
-    pub fn new(service: impl Into<String>, input: impl Into<Input>, track: Track) -> Self {
+    pub fn new(service: impl Into<Arc<str>>, input: impl Into<Input>, track: Track) -> Self {
         Self {
             service: service.into(),
-            input: input.into(),
+            input: Arc::new(input.into()),
             track,
         }
     }
 }
 
-/// The label names that carry the service and the track in a batched result.
+/// The label names that carry the service and the track in a batched result. Shared strings:
+/// every request of a batched template carries them, and the default pair is allocated once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SplitLabels {
-    pub service: String,
-    pub track: String,
+    pub service: Arc<str>,
+    pub track: Arc<str>,
 }
+
+static DEFAULT_SPLIT: LazyLock<SplitLabels> = LazyLock::new(|| SplitLabels {
+    service: "service".into(),
+    track: "track".into(),
+});
 
 impl Default for SplitLabels {
     fn default() -> Self {
-        Self {
-            service: "service".into(),
-            track: "track".into(),
-        }
+        DEFAULT_SPLIT.clone()
     }
 }
 
 impl SplitLabels {
-    pub fn new(service: impl Into<String>, track: impl Into<String>) -> Self {
+    pub fn new(service: impl Into<Arc<str>>, track: impl Into<Arc<str>>) -> Self {
         Self {
             service: service.into(),
             track: track.into(),
@@ -96,10 +103,84 @@ impl Request {
     }
 }
 
+/// One distinct query text and who its answer is for, grouped by how it is split (nearly always
+/// one group: a batched template's requests all carry the same labels), so the split labels are
+/// held once per query rather than once per target.
 #[derive(Debug, Clone, PartialEq)]
 struct Query {
     promql: String,
-    targets: Vec<(Key, Option<SplitLabels>)>,
+    groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Group {
+    split: Option<SplitLabels>,
+    keys: Vec<Key>,
+}
+
+impl Query {
+    fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.groups.iter().flat_map(|g| g.keys.iter())
+    }
+
+    fn push(&mut self, key: Key, split: Option<SplitLabels>) {
+        match self.groups.iter_mut().find(|g| g.split == split) {
+            Some(g) => g.keys.push(key),
+            None => self.groups.push(Group {
+                split,
+                keys: vec![key],
+            }),
+        }
+    }
+}
+
+/// One query's answer as [`QueryPlan::split_answers`] routes it: whole series, or only the
+/// (service, track, value) triples of a batched query asked with
+/// [`super::MetricSource::instant_split`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Series(Vec<Series>),
+    Split(Vec<SplitSeries>),
+}
+
+impl From<Vec<Series>> for Answer {
+    fn from(series: Vec<Series>) -> Self {
+        Answer::Series(series)
+    }
+}
+
+impl Answer {
+    fn as_ref(&self) -> AnswerRef<'_> {
+        match self {
+            Answer::Series(s) => AnswerRef::Series(s),
+            Answer::Split(s) => AnswerRef::Split(s),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum AnswerRef<'a> {
+    Series(&'a [Series]),
+    Split(&'a [SplitSeries]),
+}
+
+impl AnswerRef<'_> {
+    fn len(self) -> usize {
+        match self {
+            AnswerRef::Series(s) => s.len(),
+            AnswerRef::Split(s) => s.len(),
+        }
+    }
+
+    /// The answer of a query meant for one series.
+    fn single(self) -> Observation {
+        match self {
+            AnswerRef::Series([one]) => Observation::from_f64(one.value),
+            AnswerRef::Split([one]) => Observation::from_f64(one.value),
+            other if other.len() == 0 => Observation::Absent,
+            _ => Observation::Error(MULTIPLE_SERIES.to_string()),
+        }
+    }
 }
 
 impl Request {
@@ -115,7 +196,7 @@ impl Request {
     }
 
     /// The request for one of `service`'s feeds.
-    pub fn for_feed(service: &str, feed: Feed) -> Self {
+    pub fn for_feed(service: impl Into<Arc<str>>, feed: Feed) -> Self {
         Request::new(Key::new(service, feed.input, feed.track), feed.promql)
     }
 }
@@ -124,9 +205,10 @@ impl Request {
 /// daemon and `backtest` both use this, so a replay asks exactly what the daemon asks, and each
 /// answer comes back under the key that says which engine input it is.
 pub fn policy_requests(policy: &Policy) -> Vec<Request> {
+    let service: Arc<str> = policy.service.as_str().into();
     crate::policy::feeds(policy)
         .into_iter()
-        .map(|f| Request::for_feed(&policy.service, f))
+        .map(|f| Request::for_feed(service.clone(), f))
         .collect()
 }
 
@@ -146,17 +228,17 @@ impl QueryPlan {
             let i = *index.entry(r.promql.clone()).or_insert_with(|| {
                 queries.push(Query {
                     promql: r.promql.to_string(),
-                    targets: Vec::new(),
+                    groups: Vec::new(),
                 });
                 queries.len() - 1
             });
-            queries[i].targets.push((r.key, r.split));
+            queries[i].push(r.key, r.split);
         }
         for q in &mut queries {
             if q.promql.contains(SERVICES_PLACEHOLDER) {
                 q.promql = q
                     .promql
-                    .replace(SERVICES_PLACEHOLDER, &services_regex(&q.targets));
+                    .replace(SERVICES_PLACEHOLDER, &services_regex(q.keys()));
             }
         }
         Self { queries }
@@ -166,9 +248,24 @@ impl QueryPlan {
     pub fn split_of(&self, i: usize) -> Option<&SplitLabels> {
         self.queries
             .get(i)?
-            .targets
+            .groups
             .iter()
-            .find_map(|(_, split)| split.as_ref())
+            .find_map(|g| g.split.as_ref())
+    }
+
+    /// The split labels of query `i` when every target of it is split by them: its answer is then
+    /// needed only as (service, track, value), and may be asked for that way
+    /// ([`super::MetricSource::instant_split`]).
+    pub fn split_only(&self, i: usize) -> Option<&SplitLabels> {
+        match self.queries.get(i)?.groups.as_slice() {
+            [one] => one.split.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The PromQL of query `i`.
+    pub fn query(&self, i: usize) -> Option<&str> {
+        self.queries.get(i).map(|q| q.promql.as_str())
     }
 
     /// The PromQL to send, in order; answers go to [`QueryPlan::split`] in the same order.
@@ -188,25 +285,42 @@ impl QueryPlan {
     /// A key whose series is missing from a batched vector is `Absent`; a failed query is an
     /// `Error` for every key that needed it.
     pub fn split(&self, results: &[Result<Vec<Series>, SourceError>]) -> HashMap<Key, Observation> {
-        let mut out = HashMap::new();
+        self.route(|i| {
+            results
+                .get(i)
+                .map(|r| r.as_ref().map(|s| AnswerRef::Series(s)))
+        })
+    }
+
+    /// [`QueryPlan::split`] for answers that may already be split ([`Answer::Split`]).
+    pub fn split_answers(
+        &self,
+        results: &[Result<Answer, SourceError>],
+    ) -> HashMap<Key, Observation> {
+        self.route(|i| results.get(i).map(|r| r.as_ref().map(Answer::as_ref)))
+    }
+
+    fn route<'a>(
+        &self,
+        answer: impl Fn(usize) -> Option<Result<AnswerRef<'a>, &'a SourceError>>,
+    ) -> HashMap<Key, Observation> {
+        let mut out = HashMap::with_capacity(self.queries.iter().map(|q| q.keys().count()).sum());
         for (i, q) in self.queries.iter().enumerate() {
-            let Some(result) = results.get(i) else {
-                for (key, _) in &q.targets {
-                    out.insert(key.clone(), Observation::Error(MISSING_RESULT.into()));
-                }
-                continue;
-            };
-            let mut indexes: HashMap<&SplitLabels, SeriesIndex<'_>> = HashMap::new();
-            for (key, split) in &q.targets {
-                let obs = match (result, split) {
-                    (Err(e), _) => Observation::Error(e.reason().to_string()),
-                    (Ok(_), None) => mapping::observation(result),
-                    (Ok(series), Some(labels)) => indexes
-                        .entry(labels)
-                        .or_insert_with(|| SeriesIndex::new(series, labels))
-                        .observation(&key.service, key.track),
+            for g in &q.groups {
+                let result = answer(i);
+                let index = match (&result, &g.split) {
+                    (Some(Ok(a)), Some(labels)) => Some(SeriesIndex::new(*a, labels)),
+                    _ => None,
                 };
-                out.insert(key.clone(), obs);
+                for key in &g.keys {
+                    let obs = match (&result, &index) {
+                        (None, _) => Observation::Error(MISSING_RESULT.into()),
+                        (Some(Err(e)), _) => Observation::Error(e.reason().to_string()),
+                        (Some(Ok(_)), Some(index)) => index.observation(&key.service, key.track),
+                        (Some(Ok(a)), None) => a.single(),
+                    };
+                    out.insert(key.clone(), obs);
+                }
             }
         }
         out
@@ -217,9 +331,8 @@ impl QueryPlan {
 /// distinct, regex metacharacters escaped (and the escape itself escaped for the string literal).
 /// A batched template with `{service=~"{{services}}"}` then returns only the services due in this
 /// cycle's phase, not the whole fleet at every phase.
-fn services_regex(targets: &[(Key, Option<SplitLabels>)]) -> String {
-    let services: std::collections::BTreeSet<&str> =
-        targets.iter().map(|(k, _)| k.service.as_str()).collect();
+fn services_regex<'a>(keys: impl Iterator<Item = &'a Key>) -> String {
+    let services: std::collections::BTreeSet<&str> = keys.map(|k| &*k.service).collect();
     let mut out = String::new();
     for (i, service) in services.into_iter().enumerate() {
         if i > 0 {
@@ -235,38 +348,59 @@ fn services_regex(targets: &[(Key, Option<SplitLabels>)]) -> String {
     out
 }
 
-/// A batched result indexed by (service, track) label values.
+/// How many series a batched answer had for one (service, track): the value when exactly one.
+#[derive(Clone, Copy)]
+enum Found {
+    One(f64),
+    Several,
+}
+
+/// A batched result indexed by (service label value, track). Series whose track label is not a
+/// track name cannot be asked for, so they are not indexed.
 struct SeriesIndex<'a> {
-    by_key: HashMap<(&'a str, &'a str), Vec<f64>>,
+    by_key: HashMap<(&'a str, Track), Found>,
 }
 
 impl<'a> SeriesIndex<'a> {
-    fn new(series: &'a [Series], labels: &SplitLabels) -> Self {
-        let mut by_key: HashMap<(&str, &str), Vec<f64>> = HashMap::new();
-        for s in series {
-            if let (Some(svc), Some(track)) =
-                (s.labels.get(&labels.service), s.labels.get(&labels.track))
-            {
-                by_key
-                    .entry((svc.as_str(), track.as_str()))
-                    .or_default()
-                    .push(s.value);
+    fn new(answer: AnswerRef<'a>, labels: &SplitLabels) -> Self {
+        let mut by_key: HashMap<(&str, Track), Found> = HashMap::with_capacity(answer.len());
+        let mut add = |service: &'a str, track: Track, value: f64| {
+            by_key
+                .entry((service, track))
+                .and_modify(|f| *f = Found::Several)
+                .or_insert(Found::One(value));
+        };
+        match answer {
+            AnswerRef::Series(series) => {
+                for s in series {
+                    let service = s.labels.get(&*labels.service);
+                    let track = s.labels.get(&*labels.track).and_then(|t| track_named(t));
+                    if let (Some(service), Some(track)) = (service, track) {
+                        add(service, track, s.value);
+                    }
+                }
+            }
+            AnswerRef::Split(series) => {
+                for s in series {
+                    add(&s.service, s.track, s.value);
+                }
             }
         }
         Self { by_key }
     }
 
     fn observation(&self, service: &str, track: Track) -> Observation {
-        match self
-            .by_key
-            .get(&(service, track.as_str()))
-            .map(Vec::as_slice)
-        {
-            None | Some([]) => Observation::Absent,
-            Some([v]) => Observation::from_f64(*v),
-            Some(_) => Observation::Error(MULTIPLE_SERIES.into()),
+        match self.by_key.get(&(service, track)) {
+            None => Observation::Absent,
+            Some(Found::One(v)) => Observation::from_f64(*v),
+            Some(Found::Several) => Observation::Error(MULTIPLE_SERIES.into()),
         }
     }
+}
+
+/// The track whose name (`canary`, `stable`) a label value is.
+pub fn track_named(value: &str) -> Option<Track> {
+    Track::ALL.into_iter().find(|t| t.as_str() == value)
 }
 
 /// Whether the query aggregates `by (...)` over both labels somewhere (string literals skipped).
@@ -290,7 +424,7 @@ pub fn groups_by(promql: &str, labels: &SplitLabels) -> bool {
             continue;
         };
         let names: Vec<&str> = inner[..close].split(',').map(str::trim).collect();
-        if names.contains(&labels.service.as_str()) && names.contains(&labels.track.as_str()) {
+        if names.contains(&&*labels.service) && names.contains(&&*labels.track) {
             return true;
         }
     }

@@ -164,8 +164,8 @@ fn policy_requests_are_keyed_by_the_engine_input_they_feed() {
     ));
     let canary: Vec<Input> = policy_requests(&p)
         .into_iter()
-        .filter(|r| r.key.track == Track::Canary && r.key.service == p.service)
-        .map(|r| r.key.input)
+        .filter(|r| r.key.track == Track::Canary && *r.key.service == *p.service)
+        .map(|r| (*r.key.input).clone())
         .collect();
     let metric = "errors".to_string();
     assert_eq!(
@@ -197,4 +197,75 @@ fn services_placeholder_asks_only_for_the_batch_services() {
         [r#"sum by (service, track) (rate(errors_total{service=~"api\\.v2|web"}[1m]))"#]
     );
     assert!(plan.split_of(0).is_some());
+}
+
+#[test]
+fn an_answer_split_at_the_source_routes_exactly_like_the_whole_answer() {
+    let plan = QueryPlan::build(requests_for(3, BATCHED));
+    let by = plan.split_only(0).cloned().unwrap();
+    let mut whole = vec![
+        series("svc-0", "canary", 0.2),
+        series("svc-0", "stable", 0.01),
+        series("svc-1", "canary", f64::INFINITY),
+        // Two series for one key (a template missing a `by` label): flagged either way.
+        series("svc-2", "stable", 1.0),
+        series("svc-2", "stable", 2.0),
+        // A track label that is no track name cannot be asked for.
+        series("svc-1", "blue", 9.0),
+    ];
+    whole[0].labels.insert("code".into(), "500".into());
+    let from_whole = plan.split(&[Ok(whole.clone())]);
+    let split = SplitSeries::from_series(whole, &by);
+    assert_eq!(split.len(), 5);
+    let from_split = plan.split_answers(&[Ok(Answer::Split(split))]);
+    assert_eq!(from_whole, from_split);
+    assert_eq!(
+        from_split[&Key::new("svc-2", "error_rate", Track::Stable)],
+        Observation::Error(MULTIPLE_SERIES.into())
+    );
+    assert_eq!(
+        from_split[&Key::new("svc-1", "error_rate", Track::Stable)],
+        Observation::Absent
+    );
+}
+
+#[test]
+fn a_query_is_split_at_the_source_only_when_every_target_splits_it_alike() {
+    let q = "sum by (service, track) (x)";
+    let split = Request::new(Key::new("a", "m", Track::Canary), q);
+    let whole = Request {
+        split: None,
+        ..Request::new(Key::new("b", "m", Track::Canary), q)
+    };
+    let plan = QueryPlan::build([split.clone()]);
+    assert_eq!(plan.split_only(0), Some(&SplitLabels::default()));
+    let mixed = QueryPlan::build([split, whole]);
+    assert_eq!(mixed.len(), 1, "still sent once");
+    assert_eq!(mixed.split_only(0), None);
+    assert!(mixed.split_of(0).is_some());
+    let obs = mixed.split(&[Ok(vec![series("a", "canary", 1.0)])]);
+    assert_eq!(
+        obs[&Key::new("a", "m", Track::Canary)],
+        Observation::Value(1.0)
+    );
+    assert_eq!(
+        obs[&Key::new("b", "m", Track::Canary)],
+        Observation::Value(1.0)
+    );
+}
+
+#[test]
+fn every_key_of_a_policy_shares_one_service_name_and_the_default_labels() {
+    use crate::policy::{MetricSpec, Policy};
+    let p = Policy::test().with_metric(MetricSpec::test("e").query(BATCHED));
+    let reqs = policy_requests(&p);
+    assert!(reqs.len() >= 2);
+    assert!(reqs
+        .windows(2)
+        .all(|w| Arc::ptr_eq(&w[0].key.service, &w[1].key.service)));
+    let labels: Vec<&SplitLabels> = reqs.iter().filter_map(|r| r.split.as_ref()).collect();
+    assert!(!labels.is_empty());
+    assert!(labels
+        .iter()
+        .all(|l| Arc::ptr_eq(&l.service, &SplitLabels::default().service)));
 }

@@ -7,7 +7,8 @@
 
 use super::auth::Credentials;
 use super::config::PrometheusConfig;
-use super::{mapping, MetricSource, Range, RangeSeries, Series, SourceError};
+use super::{answer, mapping, MetricSource, Range, RangeSeries, Series, SourceError};
+use super::{SplitLabels, SplitSeries};
 use crate::sample::Millis;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -103,11 +104,12 @@ impl PrometheusSource {
             .max(1)
     }
 
-    async fn instant_query(
+    /// An instant query ready to send, after the rate limiter let it go.
+    async fn instant_request(
         &self,
         promql: &str,
         at: Option<Millis>,
-    ) -> Result<Vec<Series>, SourceError> {
+    ) -> Result<prometheus_http_query::InstantQueryBuilder, SourceError> {
         self.limiter.until_ready().await;
         let mut q = self.client.query(promql).timeout(self.server_timeout_ms());
         if let Some(at) = at {
@@ -116,8 +118,42 @@ impl PrometheusSource {
         if let Some(h) = self.auth_header().await? {
             q = q.header(AUTHORIZATION, h);
         }
+        Ok(q)
+    }
+
+    async fn instant_query(
+        &self,
+        promql: &str,
+        at: Option<Millis>,
+    ) -> Result<Vec<Series>, SourceError> {
+        let q = self.instant_request(promql, at).await?;
         let res = q.post().await.map_err(|e| mapping::classify(&e))?;
         mapping::into_instant_series(res.into_inner().0)
+    }
+
+    /// The body read as raw bytes and parsed by [`answer::parse_split`]; transport and media-type
+    /// failures are classified as the client crate's parse would have them.
+    async fn split_query(
+        &self,
+        promql: &str,
+        at: Option<Millis>,
+        by: &SplitLabels,
+    ) -> Result<Vec<SplitSeries>, SourceError> {
+        let q = self.instant_request(promql, at).await?;
+        let res = q.post_raw().await.map_err(|e| mapping::classify(&e))?;
+        if !is_json(res.headers().get(reqwest::header::CONTENT_TYPE)) {
+            const WHAT: &str = "failed to parse response from server due to invalid media type";
+            return Err(match res.error_for_status() {
+                Err(e) => mapping::classify_reqwest(&e, WHAT),
+                Ok(_) => SourceError::Parse {
+                    detail: WHAT.to_string(),
+                },
+            });
+        }
+        let body = res.bytes().await.map_err(|e| {
+            mapping::classify_reqwest(&e, "failed to read the response from server")
+        })?;
+        answer::parse_split(&body, by)
     }
 
     async fn range_query(
@@ -167,6 +203,23 @@ impl MetricSource for PrometheusSource {
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, SourceError>> {
         self.range_query(promql, range).boxed()
     }
+
+    fn instant_split<'a>(
+        &'a self,
+        promql: &'a str,
+        at: Option<Millis>,
+        by: &'a SplitLabels,
+    ) -> BoxFuture<'a, Result<Vec<SplitSeries>, SourceError>> {
+        self.split_query(promql, at, by).boxed()
+    }
+}
+
+/// `application/json`, with or without parameters (what the client crate accepts).
+fn is_json(content_type: Option<&reqwest::header::HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// `cfg.rate_limit` queries per second (fractions honoured: 0.5 is one query every 2 s), with

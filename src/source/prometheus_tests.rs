@@ -237,3 +237,71 @@ fn ca_file_without_certificates_is_rejected_and_a_real_one_accepted() {
     };
     assert!(PrometheusSource::new(&cfg).is_ok());
 }
+
+/// A batched answer with more labels than the split needs.
+fn batched_vector() -> Response {
+    json(
+        StatusCode::OK,
+        r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"service":"a","track":"canary","le":"0.5"},"value":[1,"0.25"]},
+            {"metric":{"service":"b","track":"stable"},"value":[1,"NaN"]}]}}"#,
+    )
+}
+
+#[tokio::test]
+async fn a_split_query_reads_only_service_track_and_value_and_sends_the_same_request() {
+    let (url, seen) = fake(batched_vector).await;
+    let src = source(&url);
+    let by = SplitLabels::default();
+    let got = src
+        .instant_split("q", Some(1_700_000_000_500), &by)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (&*got[0].service, got[0].track, got[0].value),
+        ("a", crate::sample::Track::Canary, 0.25)
+    );
+    assert!(got[1].value.is_nan());
+    let whole = src.instant("q", Some(1_700_000_000_500)).await.unwrap();
+    assert_eq!(SplitSeries::from_series(whole, &by).len(), 2);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].0, seen[1].0, "same form parameters either way");
+}
+
+#[tokio::test]
+async fn a_split_query_classifies_failures_like_a_whole_one() {
+    let by = SplitLabels::default();
+    let (url, _) = fake(|| {
+        json(
+            StatusCode::BAD_REQUEST,
+            r#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected"}"#,
+        )
+    })
+    .await;
+    let err = source(&url).instant_split("sum(", None, &by).await;
+    let err = err.unwrap_err();
+    assert_eq!(err, source(&url).instant("sum(", None).await.unwrap_err());
+    let (url, _) =
+        fake(|| (StatusCode::INTERNAL_SERVER_ERROR, "upstream broke").into_response()).await;
+    let err = source(&url)
+        .instant_split("x", None, &by)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SourceError::HttpStatus { status: 500, .. }),
+        "{err:?}"
+    );
+    let (url, _) = fake(|| (StatusCode::OK, "<html>").into_response()).await;
+    let err = source(&url)
+        .instant_split("x", None, &by)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "parse", "{err}");
+    let (url, _) = fake(|| json(StatusCode::OK, r#"{"status":"success","data":42}"#)).await;
+    let err = source(&url)
+        .instant_split("x", None, &by)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "parse", "{err}");
+}

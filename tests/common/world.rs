@@ -107,16 +107,16 @@ impl Sampler for Scripted {
             let bad = self.bad.lock().unwrap().clone();
             let bad_stable = self.bad_stable.lock().unwrap().clone();
             let shared = self.shared.lock().unwrap().clone();
-            let services = requests.iter().map(|r| r.key.service.clone()).collect();
+            let services = requests.iter().map(|r| r.key.service.to_string()).collect();
             self.calls.lock().unwrap().push((at, services));
             requests
                 .into_iter()
                 .map(|r| {
-                    let v = if r.key.input == Input::Traffic {
+                    let v = if *r.key.input == Input::Traffic {
                         50.0
-                    } else if (r.key.track == Track::Canary || shared.contains(&r.key.service))
-                        && bad.contains(&r.key.service)
-                        || (r.key.track == Track::Stable && bad_stable.contains(&r.key.service))
+                    } else if (r.key.track == Track::Canary || shared.contains(&*r.key.service))
+                        && bad.contains(&*r.key.service)
+                        || (r.key.track == Track::Stable && bad_stable.contains(&*r.key.service))
                     {
                         0.5
                     } else {
@@ -162,7 +162,7 @@ impl Sampler for Slow {
         Box::pin(async move {
             let wait = {
                 let hang = self.hang.lock().unwrap();
-                let times = requests.iter().filter_map(|r| hang.get(&r.key.service));
+                let times = requests.iter().filter_map(|r| hang.get(&*r.key.service));
                 times.max().copied().unwrap_or(self.delay)
             };
             let answer = self.scripted.sample(requests, now).await;
