@@ -176,6 +176,9 @@ fn argo_success_and_failure_conditions_become_levels_and_failure_limit_for() {
     // failureLimit 3 at 5m: Argo failed on the 4th failed measurement.
     assert_eq!(m["for"].as_str(), Some("15m"));
     assert_eq!(p["analysis"]["interval"].as_str(), Some("5m"));
+    // At a 5m poll the default 15m restore deadline cannot be met (10m verify window + a poll):
+    // the draft sets one a working rollback can meet, and the policy validates.
+    assert_eq!(p["verify"]["restore_within"].as_str(), Some("20m"));
     assert!(m["query"]
         .as_str()
         .unwrap()

@@ -169,6 +169,7 @@ pub fn import(docs: &[Value], file: &str, opts: &ImportOptions) -> Result<Import
         ],
         traffic: vec![Line::new("kind", draft::string("replicas"))],
         analysis,
+        verify: draft::verify_for(interval),
         metrics,
     }
     .render();

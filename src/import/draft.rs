@@ -51,6 +51,8 @@ pub struct Draft {
     pub traffic_comments: Vec<String>,
     pub traffic: Vec<Line>,
     pub analysis: Vec<Line>,
+    /// `[verify]`, when the defaults do not fit the poll ([`verify_for`]).
+    pub verify: Vec<Line>,
     pub metrics: Vec<MetricDraft>,
 }
 
@@ -94,6 +96,25 @@ fn comments(out: &mut String, cs: &[String]) {
     }
 }
 
+/// `[verify]` for a policy polled every `interval` whose fastest metric has no `for` (every
+/// import adds the sequential tests): nothing when the defaults fit. At a long poll (Argo's
+/// 5m) the default `restore_within` cannot be met even by a rollback that works at once
+/// (verify window + one poll), and validation refuses it, so the draft sets one that leaves a
+/// poll of room for the rollback itself, marked to check against the service's RTO.
+pub fn verify_for(interval: Duration) -> Vec<Line> {
+    let defaults = crate::policy::Verify::default();
+    let floor = defaults.window + interval;
+    if floor < defaults.restore_within {
+        return Vec::new();
+    }
+    vec![Line::new("restore_within", duration(floor + interval)).note(format!(
+        "CHECK against the RTO: the default {} cannot be met at a {} poll (verify.window {} + one poll)",
+        humantime::format_duration(defaults.restore_within),
+        humantime::format_duration(interval),
+        humantime::format_duration(defaults.window),
+    ))]
+}
+
 impl Draft {
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -110,6 +131,10 @@ impl Draft {
         if !self.analysis.is_empty() {
             out.push_str("\n[analysis]\n");
             self.analysis.iter().for_each(|l| line(&mut out, l));
+        }
+        if !self.verify.is_empty() {
+            out.push_str("\n[verify]\n");
+            self.verify.iter().for_each(|l| line(&mut out, l));
         }
         for m in &self.metrics {
             out.push('\n');
@@ -135,5 +160,14 @@ mod tests {
         assert_eq!(string("it's"), r#""it's""#);
         assert_eq!(number(99.0), "99.0");
         assert_eq!(duration(Duration::from_secs(90)), "\"1m 30s\"");
+    }
+
+    #[test]
+    fn a_long_poll_gets_a_restore_deadline_it_can_meet() {
+        assert!(verify_for(Duration::from_secs(60)).is_empty());
+        let lines = verify_for(Duration::from_secs(300));
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].key, "restore_within");
+        assert_eq!(lines[0].value, "\"20m\"");
     }
 }

@@ -179,6 +179,7 @@ impl Canary<'_> {
             analysis: vec![
                 Line::new("interval", draft::duration(interval)).note("spec.analysis.interval")
             ],
+            verify: draft::verify_for(interval),
             metrics,
         }
     }
