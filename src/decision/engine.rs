@@ -33,6 +33,9 @@ struct Slot {
     query_window: Millis,
     /// Whether its query tells the tracks apart (`shared::per_track`).
     per_track: bool,
+    /// The last evaluation that found this metric's breach shared: a shared incident goes on
+    /// through a poll where the stable dips under the level (`shared::Check::shared_since`).
+    shared_at: Option<Millis>,
 }
 
 /// A sticky rollback decision.
@@ -64,6 +67,9 @@ impl Slot {
     /// timer; returns its status and the level it breached (for the reasons).
     fn judge(&mut self, at: &Judging) -> (MetricStatus, Option<Level>) {
         let (outcome, fire_from) = self.outcome(at);
+        if matches!(&outcome.reading, rule::Reading::Shared(c) if !c.carried) {
+            self.shared_at = Some(at.now);
+        }
         self.state
             .step(&self.rule, outcome.breach, at.now, fire_from);
         self.inconclusive_since = match outcome.breach {
@@ -112,6 +118,7 @@ impl Slot {
                         margin: at.margin,
                         on_shared: at.on_shared,
                         per_track: self.per_track,
+                        shared_since: self.shared_at,
                         now: at.now,
                     }
                     .apply(own),
@@ -149,7 +156,8 @@ impl Slot {
     }
 
     /// A canary burn-rate breach the stable's burn shares (`decision::shared`), judged on the
-    /// error ratios over the long window of the rule the canary fired.
+    /// error ratios over the longest window of the rule the canary fired that the canary has
+    /// lived through (`shared::Burn::window`).
     fn shared_burn(
         &self,
         cfg: &crate::stats::burn_rate::BurnConfig,
@@ -174,17 +182,23 @@ impl Slot {
             .iter()
             .map(|(w, series)| (*w, [read(&series[0]), read(&series[1])]))
             .collect();
-        let Some(burn) = shared::Burn::of(cfg, &ratios, at.margin) else {
+        let age = match at.phase {
+            Phase::Canary { started_at } => at.now.saturating_sub(started_at),
+            Phase::Bake { .. } => Millis::MAX,
+        };
+        let age = Duration::from_millis(u64::try_from(age).unwrap_or(0));
+        let Some(burn) = shared::Burn::of(cfg, &ratios, at.margin, age) else {
             return own;
         };
         shared::Check {
             rule: &self.rule,
             stable: &self.series[track_index(Track::Stable)],
             traffic: at.both_traffic,
-            window: counted(millis(burn.long), at),
+            window: counted(millis(burn.window), at),
             margin: at.margin,
             on_shared: at.on_shared,
             per_track: self.per_track,
+            shared_since: self.shared_at,
             now: at.now,
         }
         .apply_burn(own, &burn)
@@ -253,6 +267,7 @@ impl Engine {
                 Slot {
                     query_window,
                     per_track: shared::per_track(spec.query.as_deref()),
+                    shared_at: None,
                     series: [Window::new(retain), Window::new(retain)],
                     rule,
                     state: MetricState::default(),

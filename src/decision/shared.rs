@@ -7,7 +7,9 @@
 //!    the stable), or an SLO burn rate,
 //! 2. the stable's rate can explain the level: for an absolute level, the stable breaches it
 //!    within the margin (`margin * stable` breaches it: a stable at 4.9% under a 5% level
-//!    explains a canary at 5.1% as much as a stable at 5.1% does); for a `difference` level,
+//!    explains a canary at 5.1% as much as a stable at 5.1% does; and for the rule's `for` after
+//!    the last shared poll, so a stable that dips under the level for a poll does not end a
+//!    shared incident); for a `difference` level,
 //!    always (its noise grows with the rate both tracks share: at 10% on both a 1-point level
 //!    is within the canary's noise, while at 0.5% a 1-point excess is 3x, which the test below
 //!    shows worse); for a `ratio` level, only one below the margin; for a burn rate, the stable
@@ -82,6 +84,11 @@ pub struct SharedCause {
     /// stable breaches the level, until the counts can tell the tracks apart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending_power: bool,
+    /// The stable is under the level at this poll, but the metric was shared within its `for`:
+    /// the incident is carried through the stable's dip ([`Check::shared_since`]). A carried
+    /// poll does not extend the hold.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carried: bool,
 }
 
 /// The inputs of one shared-cause check besides the canary's own outcome.
@@ -96,6 +103,12 @@ pub struct Check<'a> {
     pub on_shared: OnShared,
     /// Whether the metric's query tells the tracks apart ([`per_track`]).
     pub per_track: bool,
+    /// When this metric's breach was last found shared. Within the rule's `for` of it, a stable
+    /// that dips under the level (margin included) for a poll still explains the canary's breach:
+    /// an incident both tracks share does not end because the stable's noise crossed the level
+    /// for one poll, and with the level near the shared rate the stable crosses it every few
+    /// polls. The counts must still show the canary not worse, with power.
+    pub shared_since: Option<Millis>,
     pub now: Millis,
 }
 
@@ -120,8 +133,12 @@ enum Counts {
 /// What the stable's burn rate says about a canary burn-rate breach.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Burn {
-    /// The long window of the rule the canary fired: the counts' window.
-    pub long: Duration,
+    /// The counts' window: the longest window of the rule the canary fired that the canary has
+    /// lived through, else the rule's short window. A canary younger than the long window has
+    /// that window's ratio over its own short life (in a shared incident: mostly incident),
+    /// while the stable's covers the whole window (mostly before it): compared, the canary
+    /// reads worse for no reason of its own.
+    pub window: Duration,
     /// The canary's and the stable's error ratios over it.
     pub ratios: [Option<f64>; 2],
     /// The stable spends its error budget (1x or more) over both windows of that rule: the
@@ -132,12 +149,13 @@ pub struct Burn {
 }
 
 impl Burn {
-    /// From each rule window's (canary, stable) error ratios; `None` when the canary fires no
-    /// rule.
+    /// From each rule window's (canary, stable) error ratios and the canary's age; `None` when
+    /// the canary fires no rule.
     pub fn of(
         cfg: &BurnConfig,
         ratios: &[(Duration, [Option<f64>; 2])],
         margin: f64,
+        canary_age: Duration,
     ) -> Option<Burn> {
         let track = |i: usize, k: f64| -> Vec<WindowRatio> {
             ratios
@@ -155,11 +173,16 @@ impl Burn {
             r.long_burn.is_some_and(|b| b >= 1.0) && r.short_burn.is_some_and(|b| b >= 1.0)
         });
         let at_margin = burn_rate::evaluate(cfg, &track(1, margin)).outcome == TestOutcome::Fail;
+        let window = [rule.long, rule.short]
+            .into_iter()
+            .filter(|w| *w <= canary_age)
+            .max()
+            .unwrap_or(rule.short);
         Some(Burn {
-            long: rule.long,
+            window,
             ratios: ratios
                 .iter()
-                .find(|r| r.0 == rule.long)
+                .find(|r| r.0 == window)
                 .map_or([None, None], |r| r.1),
             stable_burns,
             within_margin: stable_burns || at_margin,
@@ -178,7 +201,7 @@ impl Check<'_> {
     }
 
     /// A burn-rate breach of the canary (`outcome`) judged with what the stable's burn says
-    /// ([`Burn`]): the counts are the two tracks' error ratios over `self.window`.
+    /// ([`Burn`]): the counts are the two tracks' error ratios over `burn.window`.
     pub fn apply_burn(&self, outcome: Outcome, burn: &Burn) -> Outcome {
         if outcome.breach != Breach::Critical || !burn.within_margin {
             return outcome;
@@ -235,8 +258,12 @@ impl Check<'_> {
         // decide, because its noise grows with the rate both tracks share (at 10% on both, a
         // 1-point level is within the canary's noise; at 0.5% a 1-point excess is 3x, which
         // the powered test shows worse, so such a breach stands as written).
+        let ongoing = self
+            .shared_since
+            .is_some_and(|t| self.now.saturating_sub(t) <= rule.for_);
+        let carried = rule.compare.is_none() && !level.breached_by(self.margin * stable);
         let explained = match rule.compare {
-            None => level.breached_by(self.margin * stable),
+            None => !carried || ongoing,
             Some(Compare::Ratio) => level.breached_by(self.margin),
             Some(Compare::Difference) => true,
         };
@@ -244,7 +271,7 @@ impl Check<'_> {
             return None;
         }
         match self.counts_test(canary, stable, rule.share_scale()?) {
-            Counts::NotWorse(cause) => Some(cause),
+            Counts::NotWorse(cause) => Some(SharedCause { carried, ..cause }),
             // Too few requests to tell the tracks apart while the stable itself breaches an
             // absolute level: the stable's breach is evidence of a shared cause and the canary's
             // is none of its own yet. Held pending power; every poll still tests, so a canary
@@ -295,6 +322,7 @@ impl Check<'_> {
             p_value,
             margin: self.margin,
             pending_power: !powered,
+            carried: false,
         };
         match powered {
             true => Counts::NotWorse(cause),
@@ -329,9 +357,13 @@ impl std::fmt::Display for SharedCause {
             false => "the canary is not worse",
             true => "too few requests yet to tell whether the canary is worse",
         };
+        let both = match self.carried {
+            false => "both tracks breach",
+            true => "both tracks breached within the level's `for` (the stable dipped under it)",
+        };
         write!(
             f,
-            "both tracks breach; {verdict}: canary {:.4} vs stable {:.4} \
+            "{both}; {verdict}: canary {:.4} vs stable {:.4} \
              (~{:.0} of {:.0} vs ~{:.0} of {:.0} events; p = {:.3} that it is more than {}x worse)",
             self.canary,
             self.stable,
