@@ -156,8 +156,7 @@ impl Slot {
     }
 
     /// A canary burn-rate breach the stable's burn shares (`decision::shared`), judged on the
-    /// error ratios over the longest window of the rule the canary fired that the canary has
-    /// lived through (`shared::Burn::window`).
+    /// error ratios over the long window of the rule the canary fired.
     fn shared_burn(
         &self,
         cfg: &crate::stats::burn_rate::BurnConfig,
@@ -182,19 +181,14 @@ impl Slot {
             .iter()
             .map(|(w, series)| (*w, [read(&series[0]), read(&series[1])]))
             .collect();
-        let age = match at.phase {
-            Phase::Canary { started_at } => at.now.saturating_sub(started_at),
-            Phase::Bake { .. } => Millis::MAX,
-        };
-        let age = Duration::from_millis(u64::try_from(age).unwrap_or(0));
-        let Some(burn) = shared::Burn::of(cfg, &ratios, at.margin, age) else {
+        let Some(burn) = shared::Burn::of(cfg, &ratios, at.margin) else {
             return own;
         };
         shared::Check {
             rule: &self.rule,
             stable: &self.series[track_index(Track::Stable)],
             traffic: at.both_traffic,
-            window: counted(millis(burn.window), at),
+            window: counted(millis(burn.long), at),
             margin: at.margin,
             on_shared: at.on_shared,
             per_track: self.per_track,

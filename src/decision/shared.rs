@@ -133,12 +133,8 @@ enum Counts {
 /// What the stable's burn rate says about a canary burn-rate breach.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Burn {
-    /// The counts' window: the longest window of the rule the canary fired that the canary has
-    /// lived through, else the rule's short window. A canary younger than the long window has
-    /// that window's ratio over its own short life (in a shared incident: mostly incident),
-    /// while the stable's covers the whole window (mostly before it): compared, the canary
-    /// reads worse for no reason of its own.
-    pub window: Duration,
+    /// The long window of the rule the canary fired: the counts' window.
+    pub long: Duration,
     /// The canary's and the stable's error ratios over it.
     pub ratios: [Option<f64>; 2],
     /// The stable spends its error budget (1x or more) over both windows of that rule: the
@@ -149,13 +145,12 @@ pub struct Burn {
 }
 
 impl Burn {
-    /// From each rule window's (canary, stable) error ratios and the canary's age; `None` when
-    /// the canary fires no rule.
+    /// From each rule window's (canary, stable) error ratios; `None` when the canary fires no
+    /// rule.
     pub fn of(
         cfg: &BurnConfig,
         ratios: &[(Duration, [Option<f64>; 2])],
         margin: f64,
-        canary_age: Duration,
     ) -> Option<Burn> {
         let track = |i: usize, k: f64| -> Vec<WindowRatio> {
             ratios
@@ -173,16 +168,11 @@ impl Burn {
             r.long_burn.is_some_and(|b| b >= 1.0) && r.short_burn.is_some_and(|b| b >= 1.0)
         });
         let at_margin = burn_rate::evaluate(cfg, &track(1, margin)).outcome == TestOutcome::Fail;
-        let window = [rule.long, rule.short]
-            .into_iter()
-            .filter(|w| *w <= canary_age)
-            .max()
-            .unwrap_or(rule.short);
         Some(Burn {
-            window,
+            long: rule.long,
             ratios: ratios
                 .iter()
-                .find(|r| r.0 == window)
+                .find(|r| r.0 == rule.long)
                 .map_or([None, None], |r| r.1),
             stable_burns,
             within_margin: stable_burns || at_margin,
@@ -201,7 +191,7 @@ impl Check<'_> {
     }
 
     /// A burn-rate breach of the canary (`outcome`) judged with what the stable's burn says
-    /// ([`Burn`]): the counts are the two tracks' error ratios over `burn.window`.
+    /// ([`Burn`]): the counts are the two tracks' error ratios over `self.window`.
     pub fn apply_burn(&self, outcome: Outcome, burn: &Burn) -> Outcome {
         if outcome.breach != Breach::Critical || !burn.within_margin {
             return outcome;
