@@ -7,7 +7,10 @@
 //! becomes several. With the cache a reload reads and hashes each file and parses only what
 //! changed; the whole-set checks (duplicate services, notification routes) still run on every
 //! reload. Reused policies are the same `Arc`s the daemon's runtimes hold, so the cache costs a
-//! few dozen bytes per file, not a second copy of the policy model.
+//! few dozen bytes per file, not a second copy of the policy model. A file that changed but
+//! parses to the policy it had (a sync rewriting every file, a comment) keeps the running `Arc`
+//! too: the fresh parse is dropped at once, so a reload of 10,000 rewritten files does not hold
+//! two copies of the model at its peak.
 //!
 //! The fingerprint is the file's length and FNV-1a hash plus a context hash (the directory's
 //! `templates.toml` bytes and the load options): editing `templates.toml` or the daemon's default
@@ -85,6 +88,12 @@ impl LoadCache {
             .get(path)
             .filter(|c| c.fingerprint == fingerprint)
             .map(|c| c.policy.clone())
+    }
+
+    /// The policy `path` parsed to at the last load, whatever its fingerprint: a re-parsed file
+    /// whose policy did not change keeps it.
+    pub(super) fn previous(&self, path: &Path) -> Option<Arc<Policy>> {
+        self.files.get(path).map(|c| c.policy.clone())
     }
 
     /// Records what one load parsed or reused. After a load without problems the cache holds
@@ -187,6 +196,21 @@ critical = {{ above = {critical} }}
             Some(0.2)
         );
         assert_eq!(d.cache.len(), 3);
+    }
+
+    #[test]
+    fn a_rewritten_file_whose_policy_did_not_change_keeps_the_running_policy() {
+        // A sync that rewrites every file (a comment, reordered whitespace) re-parses them, but
+        // the reload keeps the policies already running instead of a second, equal copy.
+        let mut d = Dir::new(&["a", "b"]);
+        let first = d.load().unwrap();
+        d.write("a.toml", &format!("{}# synced\n", policy("a", 0.05)));
+        let second = d.load().unwrap();
+        assert_eq!(same(&first, &second), [true, true]);
+        // The new fingerprint is recorded: the next load does not parse it again, and a real
+        // change still makes a new policy.
+        d.write("a.toml", &policy("a", 0.3));
+        assert_eq!(same(&first, &d.load().unwrap()), [false, true]);
     }
 
     #[test]

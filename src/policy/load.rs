@@ -218,6 +218,12 @@ fn parse_one(
         }
     }
     let policy = policy_from(path, opts, templates, has_templates, problems)?;
+    // Rewritten but unchanged: keep the running policy and drop this copy now (`policy::cache`).
+    if let Some(old) = reuse.and_then(|r| r.cache.previous(path)) {
+        if *old == policy {
+            return Some((path.to_path_buf(), fingerprint, old));
+        }
+    }
     Some((path.to_path_buf(), fingerprint, Arc::new(policy)))
 }
 
