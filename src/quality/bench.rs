@@ -19,6 +19,9 @@ pub struct Cell {
     /// rolled back as infinitely late (`None` = not reached within the run).
     pub median_secs: Option<u64>,
     pub p90_secs: Option<u64>,
+    /// Shared-incident scenarios: runs rolled back before the incident started (the policy's
+    /// own false alarms, which no shared-cause test can remove).
+    pub before_incident: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -106,6 +109,10 @@ pub fn run(
                         detected_60m: times.iter().flatten().filter(|t| **t <= RUN_SECS).count(),
                         median_secs: quantile(&sorted, 0.5),
                         p90_secs: quantile(&sorted, 0.9),
+                        // Healthy runs keep their times from the canary's start.
+                        before_incident: s
+                            .incident_from()
+                            .map(|from| times.iter().flatten().filter(|t| **t < from).count()),
                     }
                 })
                 .collect();
@@ -142,7 +149,15 @@ pub fn markdown(reports: &[ScenarioReport]) -> String {
     for r in reports {
         for c in &r.cells {
             let (false_rb, detected, median, p90) = if r.healthy {
-                (pct(c.rollbacks, c.runs), "-".into(), "-".into(), "-".into())
+                let false_rb = match c.before_incident {
+                    Some(b) => format!(
+                        "{} ({} before the incident)",
+                        pct(c.rollbacks, c.runs),
+                        pct(b, c.runs)
+                    ),
+                    None => pct(c.rollbacks, c.runs),
+                };
+                (false_rb, "-".into(), "-".into(), "-".into())
             } else {
                 (
                     "-".into(),
@@ -172,6 +187,33 @@ mod tests {
         v.sort_unstable();
         assert_eq!(quantile(&v, 0.5), Some(60));
         assert_eq!(quantile(&v, 0.9), None);
+    }
+
+    #[test]
+    fn shared_incident_rows_say_how_many_rollbacks_came_before_the_incident() {
+        let shared: Vec<_> = crate::quality::scenario::catalogue()
+            .into_iter()
+            .filter(|s| s.incident_from().is_some())
+            .collect();
+        assert_eq!(shared.len(), 2);
+        let reports = run(&shared[..1], &Judge::all(), 4, 2);
+        for c in &reports[0].cells {
+            let before = c.before_incident.expect("a shared scenario counts them");
+            assert!(before <= c.rollbacks, "{c:?}");
+        }
+        // Flagger rolls back every shared incident (some of them before it, on noise).
+        let flagger = reports[0]
+            .cells
+            .iter()
+            .find(|c| c.judge == "Flagger")
+            .unwrap();
+        assert_eq!(flagger.rollbacks, 4);
+        let table = markdown(&reports);
+        let row = format!(
+            "| Flagger | 100.0% ({} before the incident) |",
+            pct(flagger.before_incident.unwrap(), 4)
+        );
+        assert!(table.contains(&row), "{table}");
     }
 
     #[test]

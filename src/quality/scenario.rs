@@ -132,6 +132,15 @@ impl Scenario {
         }
     }
 
+    /// When a shared incident starts (seconds after the canary started): a false rollback before
+    /// it is the policy's own false alarm, one after it may be the incident's.
+    pub fn incident_from(&self) -> Option<u64> {
+        match self.effect {
+            Effect::SharedIncident { from, .. } => Some(from),
+            _ => None,
+        }
+    }
+
     /// The same scenario with its effect starting `onset` seconds in, watched for `RUN_SECS`
     /// after it.
     fn late(self, name: &'static str, onset: u64) -> Self {
