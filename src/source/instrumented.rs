@@ -40,21 +40,29 @@ impl<S: MetricSource> Instrumented<S> {
     }
 }
 
+impl<S: MetricSource> Instrumented<S> {
+    /// Runs `query`, reporting its latency and outcome (series count or error) as `kind`.
+    async fn timed<T>(
+        &self,
+        kind: QueryKind,
+        query: impl std::future::Future<Output = Result<Vec<T>, SourceError>>,
+    ) -> Result<Vec<T>, SourceError> {
+        let start = Instant::now();
+        let r = query.await;
+        self.observer
+            .observe(kind, start.elapsed(), r.as_ref().map(Vec::len));
+        r
+    }
+}
+
 impl<S: MetricSource> MetricSource for Instrumented<S> {
     fn instant<'a>(
         &'a self,
         promql: &'a str,
         at: Option<Millis>,
     ) -> BoxFuture<'a, Result<Vec<Series>, SourceError>> {
-        async move {
-            let start = Instant::now();
-            let r = self.inner.instant(promql, at).await;
-            let outcome = r.as_ref().map(Vec::len);
-            self.observer
-                .observe(QueryKind::Instant, start.elapsed(), outcome);
-            r
-        }
-        .boxed()
+        self.timed(QueryKind::Instant, self.inner.instant(promql, at))
+            .boxed()
     }
 
     fn range<'a>(
@@ -62,15 +70,8 @@ impl<S: MetricSource> MetricSource for Instrumented<S> {
         promql: &'a str,
         range: Range,
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, SourceError>> {
-        async move {
-            let start = Instant::now();
-            let r = self.inner.range(promql, range).await;
-            let outcome = r.as_ref().map(Vec::len);
-            self.observer
-                .observe(QueryKind::Range, start.elapsed(), outcome);
-            r
-        }
-        .boxed()
+        self.timed(QueryKind::Range, self.inner.range(promql, range))
+            .boxed()
     }
 
     fn instant_split<'a>(
@@ -79,15 +80,8 @@ impl<S: MetricSource> MetricSource for Instrumented<S> {
         at: Option<Millis>,
         by: &'a SplitLabels,
     ) -> BoxFuture<'a, Result<Vec<SplitSeries>, SourceError>> {
-        async move {
-            let start = Instant::now();
-            let r = self.inner.instant_split(promql, at, by).await;
-            let outcome = r.as_ref().map(Vec::len);
-            self.observer
-                .observe(QueryKind::Instant, start.elapsed(), outcome);
-            r
-        }
-        .boxed()
+        self.timed(QueryKind::Instant, self.inner.instant_split(promql, at, by))
+            .boxed()
     }
 }
 
