@@ -189,6 +189,17 @@ mod tests {
         k
     }
 
+    /// One minute at 120 canary and 1080 stable requests, stable errors 0.5%, the canary's
+    /// `factor` times that, drawn from `rng`.
+    fn a_minute(rng: &mut StdRng, factor: f64) -> Increment {
+        Increment {
+            canary_events: poisson(rng, 120.0 * 0.005 * factor),
+            canary_total: 120.0,
+            stable_events: poisson(rng, 1080.0 * 0.005),
+            stable_total: 1080.0,
+        }
+    }
+
     fn inc(canary_events: f64, stable_events: f64) -> Increment {
         Increment {
             canary_events,
@@ -253,14 +264,8 @@ mod tests {
             let mut d = Detector::new(margin);
             let mut fired = None;
             for n in 1..=starts * 20 {
-                // Per minute: 120 canary and 1080 stable requests, stable errors 0.5%, the
-                // canary's exactly `margin` times that.
-                let step = Increment {
-                    canary_events: poisson(&mut rng, 120.0 * 0.005 * margin),
-                    canary_total: 120.0,
-                    stable_events: poisson(&mut rng, 1080.0 * 0.005),
-                    stable_total: 1080.0,
-                };
+                // The canary's errors exactly `margin` times the stable's.
+                let step = a_minute(&mut rng, margin);
                 d.update(step, true);
                 if d.log_statistic() >= a.ln() {
                     fired = Some(n);
@@ -288,12 +293,7 @@ mod tests {
             let a = threshold(24 * 3_600_000, 0.005).ln();
             for minute in 0.. {
                 let factor = if minute < healthy_minutes { 1.0 } else { 5.0 };
-                let step = Increment {
-                    canary_events: poisson(&mut rng, 120.0 * 0.005 * factor),
-                    canary_total: 120.0,
-                    stable_events: poisson(&mut rng, 1080.0 * 0.005),
-                    stable_total: 1080.0,
-                };
+                let step = a_minute(&mut rng, factor);
                 d.update(step, true);
                 if minute >= healthy_minutes && d.log_statistic() >= a {
                     return minute - healthy_minutes + 1;
