@@ -1,211 +1,21 @@
 //! One service's engine: owns the sample windows and per-metric state for one canary revision.
 
-use super::counter::{ArmCounters, EVENTS, TOTAL};
-use super::rule::{self, millis, Breach, Inputs, Outcome, Rule, Test};
-use super::sequential;
-use super::shared;
+use super::counter::{EVENTS, TOTAL};
+use super::rule::{self, millis, Rule};
+use super::slot::{track_index, Counting, Judging, Slot};
 use super::state::{Health, MetricState};
-use super::statistic;
 use super::verdict::{self, MetricStatus, Phase, Reason, Stage, Verdict};
 use super::window::Window;
 use super::DecisionError;
-use crate::policy::feed::burn_windows;
-use crate::policy::{Input, Level, OnShared, Policy};
+use crate::policy::{Input, OnShared, Policy};
 use crate::sample::{Millis, Sample, Track};
 use std::path::PathBuf;
-use std::time::Duration;
-
-/// Everything the engine remembers about one metric.
-#[derive(Debug, Clone)]
-struct Slot {
-    rule: Rule,
-    /// Indexed by [`track_index`].
-    series: [Window; 2],
-    state: MetricState,
-    inconclusive_since: Option<Millis>,
-    /// Sequential metrics: events and total counters per track.
-    counters: [ArmCounters; 2],
-    /// Sequential metrics: where counting started.
-    marks: sequential::Marks,
-    /// Burn-rate metrics: error-ratio polls per rule window, per track.
-    ratios: Vec<(Duration, [Window; 2])>,
-    /// The metric's PromQL window in ms: what one value summarises (shared-cause counts).
-    query_window: Millis,
-    /// Whether its query tells the tracks apart (`shared::per_track`).
-    per_track: bool,
-    /// The last evaluation that found this metric's breach shared: a shared incident goes on
-    /// through a poll where the stable dips under the level (`shared::Check::shared_since`).
-    shared_at: Option<Millis>,
-}
 
 /// A sticky rollback decision.
 #[derive(Debug, Clone)]
 struct Latch {
     at: Millis,
     reasons: Vec<Reason>,
-}
-
-/// What every metric is judged against at one evaluation.
-struct Judging<'a> {
-    phase: Phase,
-    /// The judged track: the canary in analysis, the stable in bake.
-    subject: Track,
-    /// Breaches before this do not fire (the canary's warm-up).
-    warmup_until: Millis,
-    /// The subject's requests per second (traffic floors).
-    traffic: &'a Window,
-    /// Both tracks' requests per second (canary, stable): shared-cause counts.
-    both_traffic: [&'a Window; 2],
-    /// What a shared-cause breach does, and the margin its test allows.
-    on_shared: OnShared,
-    margin: f64,
-    now: Millis,
-}
-
-impl Slot {
-    /// One evaluation of this metric: its outcome moves its state machine and inconclusive
-    /// timer; returns its status and the level it breached (for the reasons).
-    fn judge(&mut self, at: &Judging) -> (MetricStatus, Option<Level>) {
-        let (outcome, fire_from) = self.outcome(at);
-        if matches!(&outcome.reading, rule::Reading::Shared(c) if !c.carried) {
-            self.shared_at = Some(at.now);
-        }
-        self.state
-            .step(&self.rule, outcome.breach, at.now, fire_from);
-        self.inconclusive_since = match outcome.breach {
-            Breach::Inconclusive => Some(self.inconclusive_since.unwrap_or(at.now)),
-            _ => None,
-        };
-        let status = MetricStatus {
-            metric: self.rule.name.clone(),
-            health: self.state.health(outcome.breach),
-            breach: outcome.breach,
-            reading: outcome.reading,
-            warning: self.state.warning,
-            critical: self.state.critical,
-            inconclusive_since: self.inconclusive_since,
-        };
-        (status, outcome.threshold)
-    }
-
-    /// The metric's reading and breach at this evaluation, by its kind, and from when a breach
-    /// may fire: the warm-up's end, or later for a sequential test whose counting restarted.
-    fn outcome(&mut self, at: &Judging) -> (Outcome, Millis) {
-        // The stable is the baseline only while a canary is judged; in bake it is the subject.
-        let baseline = match at.phase {
-            Phase::Canary { .. } => Some(&self.series[track_index(Track::Stable)]),
-            Phase::Bake { .. } => None,
-        };
-        let outcome = match &self.rule.test {
-            None => {
-                let own = rule::evaluate(
-                    &self.rule,
-                    Inputs {
-                        subject: at.subject,
-                        series: &self.series[track_index(at.subject)],
-                        baseline,
-                        traffic: at.traffic,
-                    },
-                    at.now,
-                );
-                // Only a judged canary has a stable to share a cause with; bake is unchanged.
-                match baseline {
-                    Some(stable) => shared::Check {
-                        rule: &self.rule,
-                        stable,
-                        traffic: at.both_traffic,
-                        window: counted(self.query_window, at),
-                        margin: at.margin,
-                        on_shared: at.on_shared,
-                        per_track: self.per_track,
-                        shared_since: self.shared_at,
-                        now: at.now,
-                    }
-                    .apply(own),
-                    None => own,
-                }
-            }
-            Some(Test::Sequential {
-                config,
-                warmup_alpha,
-                horizon,
-            }) => match at.phase {
-                Phase::Bake { .. } => rule::ignored(rule::Reading::NoBaseline),
-                Phase::Canary { .. } => {
-                    let seq = sequential::Sequential {
-                        config,
-                        warmup_alpha: *warmup_alpha,
-                        warmup_until: at.warmup_until,
-                        horizon: *horizon,
-                    };
-                    return seq.evaluate(&self.rule, &self.counters, &mut self.marks, at.now);
-                }
-            },
-            Some(Test::BurnRate(cfg)) => {
-                let own = statistic::burn_rate(&self.rule, cfg, &self.ratios, at.subject, at.now);
-                match at.phase {
-                    Phase::Canary { .. } => self.shared_burn(cfg, own, at),
-                    Phase::Bake { .. } => own,
-                }
-            }
-            Some(Test::MannWhitney(cfg)) => {
-                statistic::mann_whitney(&self.rule, cfg, &self.series, baseline.is_some(), at.now)
-            }
-        };
-        (outcome, at.warmup_until)
-    }
-
-    /// A canary burn-rate breach the stable's burn shares (`decision::shared`), judged on the
-    /// error ratios over the long window of the rule the canary fired.
-    fn shared_burn(
-        &self,
-        cfg: &crate::stats::burn_rate::BurnConfig,
-        own: Outcome,
-        at: &Judging,
-    ) -> Outcome {
-        if own.breach != Breach::Critical {
-            return own;
-        }
-        let read = |w: &Window| {
-            rule::read(
-                w,
-                crate::policy::Stat::Last,
-                0,
-                self.rule.stale_after,
-                at.now,
-            )
-            .ok()
-        };
-        let ratios: Vec<_> = self
-            .ratios
-            .iter()
-            .map(|(w, series)| (*w, [read(&series[0]), read(&series[1])]))
-            .collect();
-        let Some(burn) = shared::Burn::of(cfg, &ratios, at.margin) else {
-            return own;
-        };
-        shared::Check {
-            rule: &self.rule,
-            stable: &self.series[track_index(Track::Stable)],
-            traffic: at.both_traffic,
-            window: counted(millis(burn.long), at),
-            margin: at.margin,
-            on_shared: at.on_shared,
-            per_track: self.per_track,
-            shared_since: self.shared_at,
-            now: at.now,
-        }
-        .apply_burn(own, &burn)
-    }
-}
-
-/// The part of a query window the canary has existed for: a `rate()` over an hour of a canary
-/// five minutes old summarises five minutes of requests (shared-cause counts).
-fn counted(window: Millis, at: &Judging) -> Millis {
-    match at.phase {
-        Phase::Canary { started_at } => window.min(at.now.saturating_sub(started_at).max(1)),
-        Phase::Bake { .. } => window,
-    }
 }
 
 /// The decision engine for one service. Feed it samples with `observe*`, ask with `evaluate`.
@@ -229,13 +39,6 @@ pub struct Engine {
     shared_margin: f64,
 }
 
-fn track_index(t: Track) -> usize {
-    match t {
-        Track::Canary => 0,
-        Track::Stable => 1,
-    }
-}
-
 impl Engine {
     /// Builds an engine for `policy` judging canary `revision`. The policy is assumed validated
     /// by the loader; optional fields take the documented defaults.
@@ -244,33 +47,7 @@ impl Engine {
         let slots = policy
             .metrics
             .iter()
-            .map(|spec| {
-                let rule = Rule::from_spec(spec, &policy.analysis);
-                // One interval of slack so a window that starts between two polls is full.
-                let retain = rule.retention().saturating_add(interval);
-                let ratios = match &rule.test {
-                    Some(Test::BurnRate(cfg)) => burn_windows(cfg)
-                        .into_iter()
-                        .map(|w| (w, [Window::new(retain), Window::new(retain)]))
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let query_window = millis(
-                    crate::policy::defaults::effective(spec, policy.analysis.interval).window,
-                );
-                Slot {
-                    query_window,
-                    per_track: shared::per_track(spec.query.as_deref()),
-                    shared_at: None,
-                    series: [Window::new(retain), Window::new(retain)],
-                    rule,
-                    state: MetricState::default(),
-                    inconclusive_since: None,
-                    counters: Default::default(),
-                    marks: Default::default(),
-                    ratios,
-                }
-            })
+            .map(|spec| Slot::new(spec, &policy.analysis, interval))
             .collect();
         let traffic_retain = interval.saturating_mul(rule::STALE_INTERVALS + 1);
         Engine {
@@ -340,8 +117,8 @@ impl Engine {
         };
         let t = track_index(track);
         match input {
-            Input::Events { .. } => slot.counters[t][EVENTS].push(sample),
-            Input::Total { .. } => slot.counters[t][TOTAL].push(sample),
+            Input::Events { .. } => counting(slot).counters[t][EVENTS].push(sample),
+            Input::Total { .. } => counting(slot).counters[t][TOTAL].push(sample),
             Input::Ratio { window, .. } => match slot.ratios.iter_mut().find(|r| r.0 == *window) {
                 Some(r) => r.1[t].push(sample),
                 None => return Err(self.unknown(&input.key())),
@@ -371,7 +148,9 @@ impl Engine {
         let canary = track_index(Track::Canary);
         for slot in &mut self.slots {
             slot.series[canary].clear();
-            slot.counters[canary] = Default::default();
+            if let Some(c) = slot.counting.as_deref_mut() {
+                c.counters[canary] = Default::default();
+            }
             for r in &mut slot.ratios {
                 r.1[canary].clear();
             }
@@ -386,7 +165,9 @@ impl Engine {
         for slot in &mut self.slots {
             slot.state = MetricState::default();
             slot.inconclusive_since = None;
-            slot.marks = Default::default();
+            if let Some(c) = slot.counting.as_deref_mut() {
+                c.marks = Default::default();
+            }
         }
         self.inconclusive_since = None;
     }
@@ -519,4 +300,10 @@ impl Engine {
         }
         self.phase = Some(phase);
     }
+}
+
+/// A slot's sequential counters, made on first use (a slot of a sequential metric has them
+/// from the start; other metrics are never sent counters by the feed).
+fn counting(slot: &mut Slot) -> &mut Counting {
+    slot.counting.get_or_insert_with(Box::default)
 }

@@ -11,6 +11,7 @@ mod engine;
 pub mod rule;
 mod sequential;
 pub mod shared;
+mod slot;
 pub mod state;
 mod statistic;
 pub mod verdict;

@@ -28,6 +28,18 @@ impl Window {
         Self::with_cap(retain, HARD_CAP)
     }
 
+    /// A window for a series polled every `interval` ms, its ring allocated once for the
+    /// samples `retain` keeps (plus the one a push adds before pruning). Grown by doubling
+    /// from empty, a ring held up to twice that: about 3 KB per service in a fleet (issue 10).
+    /// Late or irregular polls still fit: the ring grows past the estimate when needed.
+    pub fn for_polls(retain: Millis, interval: Millis) -> Self {
+        let mut w = Self::new(retain);
+        let polls = usize::try_from(w.retain / interval.max(1)).unwrap_or(HARD_CAP);
+        w.samples
+            .reserve_exact(polls.saturating_add(2).min(HARD_CAP));
+        w
+    }
+
     pub fn with_cap(retain: Millis, cap: usize) -> Self {
         Self {
             samples: VecDeque::new(),
@@ -206,6 +218,19 @@ mod tests {
             w.push(Sample::value(at, v));
         }
         w
+    }
+
+    #[test]
+    fn a_ring_sized_from_its_polls_never_grows_in_steady_polling() {
+        // 70 s kept at a 10 s poll: 8 samples after pruning, 9 in the ring for a moment.
+        let mut w = Window::for_polls(70_000, 10_000);
+        let cap = w.samples.capacity();
+        for i in 0..500 {
+            w.push(Sample::value(i * 10_000, 1.0));
+        }
+        assert_eq!(w.len(), 8);
+        assert_eq!(w.samples.capacity(), cap, "the ring was reallocated");
+        assert!(cap < 16, "sized for its polls, not doubled: {cap}");
     }
 
     #[test]
