@@ -34,10 +34,11 @@ pub struct ServiceRuntime {
     pub last_verdict: Option<Verdict>,
     /// A rollback was ordered for the current canary (or bake window): no second order.
     pub ordered: bool,
-    /// The report of the current canary's rollback, once the supervisor finished it.
-    pub rollback: Option<RollbackReport>,
+    /// The report of the current canary's rollback, once the supervisor finished it. Boxed,
+    /// like the other rarely-set fields: a runtime per service, 10,000 of them in a fleet.
+    pub rollback: Option<Box<RollbackReport>>,
     /// A report settled since the last cycle, handed to the next [`CycleOutcome`].
-    fresh_report: Option<RollbackReport>,
+    fresh_report: Option<Box<RollbackReport>>,
     /// Whether the last read of its Deployments worked (`None` before the first). Readiness is
     /// judged over every service's last read, not over one batch: with services evaluated in
     /// phases, a per-batch flag would flap whenever one namespace or policy cannot be read.
@@ -45,7 +46,7 @@ pub struct ServiceRuntime {
     /// The stable's recent readings (the pre-incident baseline of recovery verification).
     history: StableHistory,
     /// The last rollback's recovery, verified each cycle until it is recovered.
-    pub recovery: Option<(Recovery, Order)>,
+    pub recovery: Option<Box<(Recovery, Order)>>,
     /// Which load of its policy this runtime belongs to (the daemon numbers each runtime a
     /// reload builds). A phase's answer is judged only by the runtime it was asked for: a
     /// changed policy gets a new runtime and a new number (see `pipeline`).
@@ -118,8 +119,8 @@ impl ServiceRuntime {
             if report.outcome == crate::actuator::report::Outcome::Completed && !o.order.dry_run {
                 self.verify_recovery(&o.order, &report);
             }
-            self.rollback = Some((*report).clone());
-            self.fresh_report = Some(*report);
+            self.rollback = Some(report.clone());
+            self.fresh_report = Some(report);
         }
     }
 
@@ -143,7 +144,7 @@ impl ServiceRuntime {
             report.finished_at,
             &trigger,
         );
-        self.recovery = Some((recovery, order.clone()));
+        self.recovery = Some(Box::new((recovery, order.clone())));
     }
 
     /// Advances recovery verification with this poll's stable readings.
@@ -152,7 +153,7 @@ impl ServiceRuntime {
         observations: &HashMap<Key, Observation>,
         now: Millis,
     ) -> Vec<OrderOutcome> {
-        let Some((recovery, order)) = self.recovery.as_mut() else {
+        let Some((recovery, order)) = self.recovery.as_deref_mut() else {
             return Vec::new();
         };
         let readings: HashMap<String, f64> = self
@@ -261,7 +262,7 @@ fn advance_release(
         verdict: None,
         events: Vec::new(),
         orders: Vec::new(),
-        rollback: s.fresh_report.take(),
+        rollback: s.fresh_report.take().map(|r| *r),
         recovery: Vec::new(),
         error: None,
         polls: Vec::new(),
