@@ -4,7 +4,76 @@
 use super::report::RollbackReport;
 use super::{ActionPlan, Actuator, Step};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::runtime::events::{EventType, Reporter};
+use kube::Client;
+
+/// Creates the actuator's Events (`events.k8s.io/v1`), one object per call.
+///
+/// Not kube-runtime's `Recorder`: to count repeats it keeps every Event it posted for six
+/// minutes (and sweeps that cache on every post), and the daemon posts one per stable at
+/// start-up (its last-known-good record): 3 KB per service held for minutes, and a sweep of the
+/// whole fleet per post (issue 10). The actuator's Events do not repeat within minutes (one per
+/// step of a rollback, one per new last-known-good revision, one per fleet-guard hold), so
+/// there is nothing to count. The API server names each (`generateName`).
+#[derive(Clone)]
+pub struct EventSink {
+    client: Client,
+    reporter: Reporter,
+}
+
+impl EventSink {
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Self { client, reporter }
+    }
+
+    async fn create(&self, event: &Note<'_>) -> Result<(), kube::Error> {
+        let reporter = &self.reporter;
+        let body = K8sEvent {
+            action: Some("Rollback".into()),
+            reason: Some(event.reason.into()),
+            note: Some(event.note.chars().take(1000).collect()),
+            event_time: Some(MicroTime(Timestamp::now())),
+            regarding: Some(event.regarding.clone()),
+            metadata: ObjectMeta {
+                namespace: event.regarding.namespace.clone(),
+                generate_name: event.regarding.name.as_ref().map(|n| format!("{n}.")),
+                ..Default::default()
+            },
+            reporting_controller: Some(reporter.controller.clone()),
+            reporting_instance: Some(
+                reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| reporter.controller.clone()),
+            ),
+            type_: Some(
+                match event.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let namespace = event.regarding.namespace.as_deref().unwrap_or("default");
+        Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), &body)
+            .await
+            .map(drop)
+    }
+}
+
+/// One Event's content.
+struct Note<'a> {
+    regarding: ObjectReference,
+    reason: &'a str,
+    note: &'a str,
+    type_: EventType,
+}
 
 impl Actuator {
     pub(super) async fn event(
@@ -58,7 +127,7 @@ impl Actuator {
         note: String,
         type_: EventType,
     ) -> Result<(), String> {
-        let Some(recorder) = &self.recorder else {
+        let Some(sink) = &self.events else {
             return Ok(());
         };
         let reference = ObjectReference {
@@ -68,14 +137,13 @@ impl Actuator {
             namespace: Some(namespace.to_string()),
             ..Default::default()
         };
-        let ev = Event {
+        let ev = Note {
+            regarding: reference,
+            reason,
+            note: &note,
             type_,
-            reason: reason.into(),
-            note: Some(note.chars().take(1000).collect()),
-            action: "Rollback".into(),
-            secondary: None,
         };
-        let publish = recorder.publish(&ev, &reference);
+        let publish = sink.create(&ev);
         match tokio::time::timeout(self.config.retry.request_timeout, publish).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),

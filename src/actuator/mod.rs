@@ -35,7 +35,7 @@ pub use retry::RetryPolicy;
 use crate::clock::Clock;
 use crate::policy::Policy;
 use cluster::Cluster;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::Client;
 use progress::{Progress, RunState};
 use std::sync::Arc;
@@ -138,7 +138,7 @@ pub struct Actuator {
     client: Client,
     clock: Arc<dyn Clock>,
     config: ActuatorConfig,
-    recorder: Option<Recorder>,
+    events: Option<events::EventSink>,
     fence: Option<Arc<dyn Fence>>,
 }
 
@@ -148,7 +148,7 @@ impl Actuator {
             client,
             clock,
             config,
-            recorder: None,
+            events: None,
             fence: None,
         }
     }
@@ -172,7 +172,7 @@ impl Actuator {
 
     /// Post a Kubernetes Event on the Deployment for every step (RBAC: create events.k8s.io).
     pub fn with_events(mut self, reporter: Reporter) -> Self {
-        self.recorder = Some(Recorder::new(self.client.clone(), reporter));
+        self.events = Some(events::EventSink::new(self.client.clone(), reporter));
         self
     }
 
