@@ -92,6 +92,10 @@ impl LaneState {
         let mut q = lock(&self.queue);
         let next = q.orders.pop_front();
         q.running = next.is_some();
+        if next.is_none() {
+            // An idle lane keeps no queue: 10,000 of them after a fleet's first records.
+            q.orders = VecDeque::new();
+        }
         next
     }
 }
@@ -170,6 +174,20 @@ impl Supervisor {
         };
         if start {
             lane.task = Some(tokio::spawn(run_lane(env, lane.state.clone())));
+        }
+    }
+
+    /// Lets go of the tasks of lanes that ran out of orders: a finished task's memory lives as
+    /// long as its handle, and after a fleet's first last-known-good records that is one per
+    /// service (issue 10). A task that finished with `running` still set panicked mid-order;
+    /// its handle stays so `submit` sees it and starts a fresh one.
+    pub fn reap(&mut self) {
+        for lane in self.lanes.values_mut() {
+            let done = lane.task.as_ref().is_some_and(|t| t.is_finished())
+                && !lock(&lane.state.queue).running;
+            if done {
+                lane.task = None;
+            }
         }
     }
 
