@@ -80,14 +80,14 @@ pub(super) fn publish_levels(
     policy: &crate::policy::Policy,
     v: &crate::decision::Verdict,
 ) {
-    let set = |metric: &str, level: &str, bound: &str, value: f64| {
+    let set = |metric: &str, level: &'static str, bound: &'static str, value: f64| {
         metrics
             .metric_threshold
             .get_or_create(&LevelLabels {
                 service: policy.service.clone(),
                 metric: metric.to_string(),
-                level: level.into(),
-                bound: bound.into(),
+                level,
+                bound,
             })
             .set(value);
     };
@@ -160,7 +160,7 @@ pub(super) fn publish(ctx: &Context, s: &ServiceRuntime, v: &Verdict) {
                 .get_or_create(&TrackLabels {
                     service: svc.clone(),
                     metric: m.metric.clone(),
-                    track: "statistic".into(),
+                    track: "statistic",
                 })
                 .set(*value);
         }
@@ -172,7 +172,7 @@ pub(super) fn publish(ctx: &Context, s: &ServiceRuntime, v: &Verdict) {
             })
             .set(level_code(m.health));
     }
-    let changed = s.last_verdict.as_ref().map(|l| l.health) != Some(v.health);
+    let changed = s.last_health != Some(v.health);
     if changed {
         let reasons = reason_lines(v);
         tracing::info!(service = %svc, health = ?v.health, reasons = ?reasons, "verdict changed");

@@ -31,7 +31,10 @@ pub struct ServiceRuntime {
     requests: Vec<Request>,
     pub engine: Engine,
     pub lifecycle: Lifecycle,
-    pub last_verdict: Option<Verdict>,
+    /// The health of the last verdict (what a new verdict is compared with: a change is
+    /// audited and logged, a shared episode noticed once). Not the whole verdict: its readings
+    /// are 1.6 KB per service and nothing reads them again (issue 10).
+    pub last_health: Option<Health>,
     /// A rollback was ordered for the current canary (or bake window): no second order.
     pub ordered: bool,
     /// The report of the current canary's rollback, once the supervisor finished it. Boxed,
@@ -91,7 +94,7 @@ impl ServiceRuntime {
             engine: Engine::new(&policy, ""),
             lifecycle: Lifecycle::new(policy.analysis.bake),
             policy,
-            last_verdict: None,
+            last_health: None,
             ordered: false,
             rollback: None,
             fresh_report: None,
@@ -338,7 +341,7 @@ pub(super) fn judge(
     if verdict.rollback && !s.ordered {
         out.orders.push(order_rollback(ctx, s, &verdict));
     }
-    s.last_verdict = Some(verdict.clone());
+    s.last_health = Some(verdict.health);
     out.verdict = Some(verdict);
     out.release = s.lifecycle.stage().clone();
     notice
@@ -347,7 +350,7 @@ pub(super) fn judge(
 /// A shared-cause episode starting at this verdict (the previous one was not shared): counted,
 /// audited, and one notice; rolling the canary back would not fix a dependency both tracks use.
 fn shared_cause(ctx: &Context, s: &ServiceRuntime, v: &Verdict) -> Option<Notice> {
-    let was_shared = s.last_verdict.as_ref().map(|l| l.health) == Some(Health::Shared);
+    let was_shared = s.last_health == Some(Health::Shared);
     if v.health != Health::Shared || was_shared {
         return None;
     }
@@ -405,7 +408,7 @@ fn feed_engine(
                 .get_or_create(&TrackLabels {
                     service: svc.clone(),
                     metric: metric.clone(),
-                    track: track.to_string(),
+                    track: track.as_str(),
                 })
                 .set(*v);
             polls.push((metric.clone(), *track, *v));
