@@ -53,15 +53,25 @@ pub fn cores(a: CpuSample, b: CpuSample, ticks_per_sec: f64) -> f64 {
 
 /// Peak resident set size (VmHWM) in bytes.
 pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// Resident set size now (VmRSS) in bytes.
+pub fn rss(pid: u32) -> anyhow::Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/PID/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("no VmHWM in /proc/PID/status")?;
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("no {field} in /proc/PID/status"))?;
     let kb: u64 = line
         .split_whitespace()
         .nth(1)
-        .context("malformed VmHWM")?
+        .with_context(|| format!("malformed {field}"))?
         .parse()?;
     Ok(kb * 1024)
 }

@@ -14,6 +14,8 @@ pub struct Results {
     pub seeded: Option<(f64, f64)>,
     pub cores: Option<f64>,
     pub peak_rss: Option<u64>,
+    /// `(when, VmRSS, VmHWM)` at the ends of the phases: where the peak falls.
+    pub rss_marks: Vec<(&'static str, u64, u64)>,
     pub queries_per_sec: Option<f64>,
     /// Service evaluations/s: N / 10 s when every slot is kept.
     pub evaluations_per_sec: Option<f64>,
@@ -52,6 +54,15 @@ pub struct Results {
 
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
+}
+
+impl Results {
+    /// Notes the daemon's RSS now and its peak so far; a reading that fails is left out.
+    pub fn mark_rss(&mut self, when: &'static str, pid: u32) {
+        if let (Ok(now), Ok(peak)) = (crate::measure::rss(pid), crate::measure::peak_rss(pid)) {
+            self.rss_marks.push((when, now, peak));
+        }
+    }
 }
 
 fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
@@ -147,6 +158,15 @@ fn steady_rows(r: &Results) -> Vec<(&'static str, String, &'static str)> {
             "daemon peak RSS (VmHWM, whole run)",
             opt(r.peak_rss, mb),
             "<= 256 MB at 10,000 services",
+        ),
+        (
+            "... RSS now / peak so far, by phase",
+            r.rss_marks
+                .iter()
+                .map(|(when, now, peak)| format!("{when}: {} / {}", mb(*now), mb(*peak)))
+                .collect::<Vec<_>>()
+                .join("; "),
+            "",
         ),
         (
             "Prometheus queries/s (daemon `backout_queries_total`)",

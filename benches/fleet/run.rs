@@ -324,16 +324,20 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
     let mut w = stage_world(args, start, &mut r).await?;
     say(start, &format!("warm-up {:?}", args.warmup));
     watch_daemon(&mut w.daemon, args.warmup).await?;
+    r.mark_rss("after warm-up", w.daemon.pid);
     say(start, &format!("steady window {:?}", args.duration));
     steady(&mut w, args, &mut r).await?;
+    r.mark_rss("after the steady window", w.daemon.pid);
     say(
         start,
         "reloads (SIGHUP: nothing changed, then every file changed)",
     );
     reloads(&mut w, &mut r).await?;
     watch_daemon(&mut w.daemon, Duration::from_secs(10)).await?;
+    r.mark_rss("after the reloads", w.daemon.pid);
     say(start, &format!("{} canaries bad now", args.bad));
     rollbacks(&mut w, args, &mut r).await?;
+    r.mark_rss("after the rollbacks", w.daemon.pid);
     r.peak_rss = measure::peak_rss(w.daemon.pid).ok();
     say(start, "done");
     Ok(report::render(&r))
