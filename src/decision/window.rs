@@ -20,6 +20,8 @@ pub struct Window {
     /// Samples older than `newest.at - retain` are dropped.
     retain: Millis,
     cap: usize,
+    /// The ring's capacity at the first sample (0: grow by doubling).
+    first: usize,
 }
 
 impl Window {
@@ -28,15 +30,16 @@ impl Window {
         Self::with_cap(retain, HARD_CAP)
     }
 
-    /// A window for a series polled every `interval` ms, its ring allocated once for the
-    /// samples `retain` keeps (plus the one a push adds before pruning). Grown by doubling
-    /// from empty, a ring held up to twice that: about 3 KB per service in a fleet (issue 10).
-    /// Late or irregular polls still fit: the ring grows past the estimate when needed.
+    /// A window for a series polled every `interval` ms, its ring allocated at the first
+    /// sample for the samples `retain` keeps (plus the one a push adds before pruning). Grown
+    /// by doubling from empty, a ring held up to twice that: about 3 KB per service in a fleet
+    /// (issue 10). Not before the first sample: some series are never fed (a sequential
+    /// metric reads counters, not values). Late or irregular polls still fit: the ring grows
+    /// past the estimate when needed.
     pub fn for_polls(retain: Millis, interval: Millis) -> Self {
         let mut w = Self::new(retain);
         let polls = usize::try_from(w.retain / interval.max(1)).unwrap_or(HARD_CAP);
-        w.samples
-            .reserve_exact(polls.saturating_add(2).min(HARD_CAP));
+        w.first = polls.saturating_add(2).min(HARD_CAP);
         w
     }
 
@@ -45,6 +48,7 @@ impl Window {
             samples: VecDeque::new(),
             retain: retain.max(0),
             cap: cap.max(1),
+            first: 0,
         }
     }
 
@@ -71,6 +75,9 @@ impl Window {
     /// Adds a sample. Late samples are inserted in time order and a sample at an existing
     /// timestamp replaces the old one, so replays and retried polls give the same window.
     pub fn push(&mut self, sample: Sample) {
+        if self.samples.capacity() == 0 {
+            self.samples.reserve_exact(self.first);
+        }
         match self.samples.back() {
             None => self.samples.push_back(sample),
             Some(last) if sample.at > last.at => self.samples.push_back(sample),
@@ -224,8 +231,14 @@ mod tests {
     fn a_ring_sized_from_its_polls_never_grows_in_steady_polling() {
         // 70 s kept at a 10 s poll: 8 samples after pruning, 9 in the ring for a moment.
         let mut w = Window::for_polls(70_000, 10_000);
+        assert_eq!(
+            w.samples.capacity(),
+            0,
+            "nothing held before the first sample"
+        );
+        w.push(Sample::value(0, 1.0));
         let cap = w.samples.capacity();
-        for i in 0..500 {
+        for i in 1..500 {
             w.push(Sample::value(i * 10_000, 1.0));
         }
         assert_eq!(w.len(), 8);
