@@ -110,9 +110,9 @@ impl MetricSpec {
         MetricSpec {
             name: name.into(),
             template: None,
-            query: Some(format!(
-                "{name}{{service=\"{{{{service}}}}\",track=\"{{{{track}}}}\"}}"
-            )),
+            query: Some(
+                format!("{name}{{service=\"{{{{service}}}}\",track=\"{{{{track}}}}\"}}").into(),
+            ),
             window: None,
             stat: None,
             stat_window: None,

@@ -16,6 +16,7 @@ use crate::stats::burn_rate::{BurnConfig, BurnRule};
 use crate::stats::mann_whitney::MannWhitneyConfig;
 use crate::stats::sequential::SequentialConfig;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `[metric.sequential]`: the two counters the test reads per track.
@@ -24,9 +25,9 @@ use std::time::Duration;
 pub struct SequentialSpec {
     /// Cumulative bad events of a track (a counter, or a sum of counters), e.g.
     /// `sum(http_requests_total{code=~"5..",track="{{track}}"})`. Template.
-    pub events: String,
+    pub events: Arc<str>,
     /// Cumulative requests the events are counted from. Template.
-    pub total: String,
+    pub total: Arc<str>,
     /// Bound on the false-rollback probability of this metric over the whole analysis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,

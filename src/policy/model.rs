@@ -8,6 +8,7 @@
 use super::kinds::{BurnRateSpec, Kind, MannWhitneySpec, SequentialSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One service under canary analysis: where its traffic and Deployments are, and what "bad" means.
@@ -177,8 +178,9 @@ pub struct MetricSpec {
     pub template: Option<String>,
     /// PromQL template; `{{service}}`, `{{namespace}}`, `{{track}}`, `{{window}}`,
     /// `{{deployment}}` and `vars` are substituted. Required unless the template gives one.
+    /// Shared with the template it came from: 10,000 policies of one template hold one copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
+    pub query: Option<Arc<str>>,
     /// Range rendered as `{{window}}` (the PromQL rate window).
     #[serde(
         default,
@@ -372,7 +374,7 @@ pub enum NoData {
 pub struct Template {
     /// Required unless the template is `sequential` (which has its own counter queries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
+    pub query: Option<Arc<str>>,
     #[serde(
         default,
         with = "humantime_serde",
