@@ -274,7 +274,7 @@ async fn publish(ctx: &Context, o: &OrderOutcome, incident: &str) {
             ctx.metrics
                 .rollbacks_held
                 .get_or_create(&crate::telemetry::ServiceLabels {
-                    service: p.service.clone(),
+                    service: p.service.as_str().into(),
                 })
                 .inc();
             audit(

@@ -315,7 +315,7 @@ fn recovered(
     rto_ms: Millis,
 ) -> (String, String) {
     let labels = ServiceLabels {
-        service: p.service.clone(),
+        service: p.service.as_str().into(),
     };
     let recovery = format!(
         "recovered at +{:.1} s after the rollback completed (stable alone healthy for {})",

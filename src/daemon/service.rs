@@ -46,6 +46,8 @@ pub struct ServiceRuntime {
     /// judged over every service's last read, not over one batch: with services evaluated in
     /// phases, a per-batch flag would flap whenever one namespace or policy cannot be read.
     pub deployments_read: Option<bool>,
+    /// The names its per-service series on `/metrics` share.
+    pub(super) labels: super::board::Labels,
     /// The stable's recent readings (the pre-incident baseline of recovery verification).
     history: StableHistory,
     /// The last rollback's recovery, verified each cycle until it is recovered.
@@ -92,6 +94,7 @@ impl ServiceRuntime {
                 .map(|r| r.interned(texts))
                 .collect(),
             engine: Engine::new(&policy, ""),
+            labels: super::board::Labels::new(&policy),
             lifecycle: Lifecycle::new(policy.analysis.bake),
             policy,
             last_health: None,
@@ -336,7 +339,7 @@ pub(super) fn judge(
     out.polls = feed_engine(ctx, s, observations, missing, now);
     let verdict = s.engine.evaluate(now, phase);
     super::board::publish(ctx, s, &verdict);
-    super::board::publish_levels(&ctx.metrics, &s.policy, &verdict);
+    super::board::publish_levels(&ctx.metrics, s, &verdict);
     let notice = shared_cause(ctx, s, &verdict);
     if verdict.rollback && !s.ordered {
         out.orders.push(order_rollback(ctx, s, &verdict));
@@ -358,7 +361,7 @@ fn shared_cause(ctx: &Context, s: &ServiceRuntime, v: &Verdict) -> Option<Notice
     ctx.metrics
         .shared
         .get_or_create(&ServiceLabels {
-            service: p.service.clone(),
+            service: s.labels.service(),
         })
         .inc();
     let reasons = reason_lines(v);
@@ -406,8 +409,8 @@ fn feed_engine(
             ctx.metrics
                 .metric_value
                 .get_or_create(&TrackLabels {
-                    service: svc.clone(),
-                    metric: metric.clone(),
+                    service: s.labels.service(),
+                    metric: s.labels.metric(metric),
                     track: track.as_str(),
                 })
                 .set(*v);
@@ -417,7 +420,7 @@ fn feed_engine(
             ctx.metrics
                 .engine_errors
                 .get_or_create(&ServiceLabels {
-                    service: svc.clone(),
+                    service: s.labels.service(),
                 })
                 .inc();
             tracing::error!(service = %svc, input = %input.key(), %track, error = %err, "the engine rejected an observation");

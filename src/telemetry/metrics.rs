@@ -15,19 +15,21 @@ use std::sync::Arc;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
-    pub service: String,
+    /// Shared strings in the label sets of per-service series: a fleet has 10,000 services
+    /// with about 20 series each, and each set held its own copies (issue 10).
+    pub service: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MetricLabels {
-    pub service: String,
-    pub metric: String,
+    pub service: Arc<str>,
+    pub metric: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrackLabels {
-    pub service: String,
-    pub metric: String,
+    pub service: Arc<str>,
+    pub metric: Arc<str>,
     /// `canary`, `stable` or `statistic`: static, so the 10,000 services' label sets do not
     /// each hold a copy (issue 10).
     pub track: &'static str,
@@ -37,8 +39,8 @@ pub struct TrackLabels {
 /// statistical metric's critical level is the value its statistic fails at, `above`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LevelLabels {
-    pub service: String,
-    pub metric: String,
+    pub service: Arc<str>,
+    pub metric: Arc<str>,
     pub level: &'static str,
     pub bound: &'static str,
 }
