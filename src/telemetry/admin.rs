@@ -39,7 +39,12 @@ async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.encode(),
+        axum::body::Body::from_stream(futures::stream::iter(
+            s.metrics
+                .encode_chunks()
+                .into_iter()
+                .map(Ok::<_, std::convert::Infallible>),
+        )),
     )
 }
 

@@ -112,10 +112,6 @@ pub mod state_code {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    /// The length of the last exposition: the next is written into a buffer of about that
-    /// size, not grown by doubling (at 10,000 services the text is over 20 MB, and doubling
-    /// held up to twice that at each scrape; issue 10).
-    encoded_len: Arc<std::sync::atomic::AtomicUsize>,
     pub service_state: Family<ServiceLabels, Gauge>,
     pub metric_value: Family<TrackLabels, Gauge<f64, AtomicU64>>,
     pub metric_level: Family<MetricLabels, Gauge>,
@@ -189,7 +185,6 @@ impl Metrics {
         let mut registry = Registry::with_prefix("backout");
         let m = Metrics {
             registry: Arc::new(Registry::default()),
-            encoded_len: Arc::default(),
             service_state: Family::default(),
             metric_value: Family::default(),
             metric_level: Family::default(),
@@ -402,23 +397,76 @@ impl Metrics {
         );
     }
 
-    /// The text exposition, as served on `/metrics`.
-    pub fn encode(&self) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
-        let last = self.encoded_len.load(Relaxed);
-        let mut out = String::with_capacity(last + last / 16);
-        // Writing into a String cannot fail; an error here would be a bug in the encoder.
+    /// The text exposition, as served on `/metrics`, in pieces of about [`CHUNK`] bytes.
+    ///
+    /// Pieces, not one `String`: at 10,000 services the text is about 20 MB, and a `String`
+    /// grown by doubling held up to 48 MB at once while it copied itself (issue 10). The whole
+    /// text is written before the first piece is sent, so no family's lock is held while a
+    /// slow scraper reads (the daemon's evaluation takes those locks).
+    pub fn encode_chunks(&self) -> Vec<String> {
+        let mut out = Chunks::default();
+        // Writing into memory cannot fail; an error here would be a bug in the encoder.
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
+            return Vec::new();
         }
-        self.encoded_len.store(out.len(), Relaxed);
-        out
+        out.done.push(out.buf);
+        out.done
+    }
+
+    /// The text exposition in one string (tests, small registries).
+    pub fn encode(&self) -> String {
+        self.encode_chunks().concat()
+    }
+}
+
+/// The size of the pieces [`Metrics::encode_chunks`] writes.
+pub const CHUNK: usize = 256 * 1024;
+
+#[derive(Default)]
+struct Chunks {
+    done: Vec<String>,
+    buf: String,
+}
+
+impl std::fmt::Write for Chunks {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.buf.len() + s.len() > CHUNK && !self.buf.is_empty() {
+            self.done.push(std::mem::take(&mut self.buf));
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(CHUNK.max(s.len()));
+        }
+        self.buf.push_str(s);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fleet_sized_exposition_comes_in_pieces_that_add_up_to_every_series() {
+        let m = Metrics::new();
+        for i in 0..20_000 {
+            m.service_state
+                .get_or_create(&ServiceLabels {
+                    service: format!("svc-{i:05}").into(),
+                })
+                .set(state_code::HEALTHY);
+        }
+        let pieces = m.encode_chunks();
+        assert!(pieces.len() > 1, "one piece of {} bytes", pieces[0].len());
+        assert!(pieces.iter().all(|p| p.len() <= CHUNK));
+        let text = pieces.concat();
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("backout_service_state{"))
+                .count(),
+            20_000
+        );
+        assert!(text.ends_with("# EOF\n"), "the exposition is whole");
+    }
 
     #[test]
     fn exposition_names_series_with_prefix_and_labels() {
