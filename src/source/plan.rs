@@ -204,11 +204,30 @@ impl Request {
 /// Every request `policy` makes per poll (its [`crate::policy::feeds`], rendered once): the
 /// daemon and `backtest` both use this, so a replay asks exactly what the daemon asks, and each
 /// answer comes back under the key that says which engine input it is.
+///
+/// A service's two tracks ask for the same inputs: each input is allocated once and shared by
+/// both keys (a fleet's runtimes hold 10,000 of these sets; issue 10).
 pub fn policy_requests(policy: &Policy) -> Vec<Request> {
     let service: Arc<str> = policy.service.as_str().into();
+    let mut inputs: Vec<Arc<Input>> = Vec::new();
     crate::policy::feeds(policy)
         .into_iter()
-        .map(|f| Request::for_feed(service.clone(), f))
+        .map(|f| {
+            let input = match inputs.iter().find(|i| ***i == f.input) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let input = Arc::new(f.input);
+                    inputs.push(input.clone());
+                    input
+                }
+            };
+            let key = Key {
+                service: service.clone(),
+                input,
+                track: f.track,
+            };
+            Request::new(key, f.promql)
+        })
         .collect()
 }
 
