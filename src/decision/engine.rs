@@ -33,9 +33,9 @@ struct Slot {
     query_window: Millis,
     /// Whether its query tells the tracks apart (`shared::per_track`).
     per_track: bool,
-    /// The last evaluation that found this metric's breach shared: a shared incident goes on
-    /// through a poll where the stable dips under the level (`shared::Check::shared_since`).
-    shared_at: Option<Millis>,
+    /// When the incident was last seen and how dispersed the canary's counts are
+    /// (`shared::Check::memory`).
+    shared: shared::Memory,
 }
 
 /// A sticky rollback decision.
@@ -67,9 +67,6 @@ impl Slot {
     /// timer; returns its status and the level it breached (for the reasons).
     fn judge(&mut self, at: &Judging) -> (MetricStatus, Option<Level>) {
         let (outcome, fire_from) = self.outcome(at);
-        if matches!(&outcome.reading, rule::Reading::Shared(c) if !c.carried) {
-            self.shared_at = Some(at.now);
-        }
         self.state
             .step(&self.rule, outcome.breach, at.now, fire_from);
         self.inconclusive_since = match outcome.breach {
@@ -118,7 +115,7 @@ impl Slot {
                         margin: at.margin,
                         on_shared: at.on_shared,
                         per_track: self.per_track,
-                        shared_since: self.shared_at,
+                        memory: &mut self.shared,
                         now: at.now,
                     }
                     .apply(own),
@@ -144,7 +141,8 @@ impl Slot {
             Some(Test::BurnRate(cfg)) => {
                 let own = statistic::burn_rate(&self.rule, cfg, &self.ratios, at.subject, at.now);
                 match at.phase {
-                    Phase::Canary { .. } => self.shared_burn(cfg, own, at),
+                    // The burn config is the rule's, which `shared_burn` borrows mutably.
+                    Phase::Canary { .. } => self.shared_burn(&cfg.clone(), own, at),
                     Phase::Bake { .. } => own,
                 }
             }
@@ -158,7 +156,7 @@ impl Slot {
     /// A canary burn-rate breach the stable's burn shares (`decision::shared`), judged on the
     /// error ratios over the long window of the rule the canary fired.
     fn shared_burn(
-        &self,
+        &mut self,
         cfg: &crate::stats::burn_rate::BurnConfig,
         own: Outcome,
         at: &Judging,
@@ -192,7 +190,7 @@ impl Slot {
             margin: at.margin,
             on_shared: at.on_shared,
             per_track: self.per_track,
-            shared_since: self.shared_at,
+            memory: &mut self.shared,
             now: at.now,
         }
         .apply_burn(own, &burn)
@@ -261,7 +259,7 @@ impl Engine {
                 Slot {
                     query_window,
                     per_track: shared::per_track(spec.query.as_deref()),
-                    shared_at: None,
+                    shared: Default::default(),
                     series: [Window::new(retain), Window::new(retain)],
                     rule,
                     state: MetricState::default(),
@@ -387,6 +385,7 @@ impl Engine {
             slot.state = MetricState::default();
             slot.inconclusive_since = None;
             slot.marks = Default::default();
+            slot.shared = Default::default();
         }
         self.inconclusive_since = None;
     }
