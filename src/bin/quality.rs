@@ -43,8 +43,9 @@ struct Args {
     /// Only the judges whose name contains this (the table's other rows are left out).
     #[arg(long)]
     judges: Option<String>,
-    /// Instead of the table: for the judges `--judges` keeps, the polls before every rollback
-    /// of a shared incident at or after its start, with the counts the shared-cause test saw.
+    /// Instead of the table: for the policies `--judges` keeps, the polls before every rollback
+    /// (of a shared incident: at or after its start), with the counts the shared-cause test saw.
+    /// Runs are numbered as in the table only for the same `--only`.
     #[arg(long)]
     trace: bool,
     /// Where the example policies are (judged next to the built-in rules).

@@ -1,5 +1,5 @@
-//! Why a policy rolled a healthy shared-incident run back: the polls before each rollback after
-//! the incident started, with what the shared-cause counts test saw (`quality --trace`).
+//! Why a policy rolled a run back: the polls before each rollback (after the incident started,
+//! on a shared incident), with what the shared-cause counts test saw (`quality --trace`).
 //!
 //! The table says how often; this says which rule fired, when (relative to the incident), and
 //! whether the canary's counts looked worse than the stable's, so a cause can be told from noise.
@@ -19,12 +19,13 @@ use std::fmt::Write;
 /// Polls kept before a rollback (enough for the longest `for` of the judged policies).
 const KEPT: usize = 24;
 
-/// The trace of every run of `s` (number `idx` in the run's list) that `judge` rolled back at
-/// or after the incident started.
+/// The trace of every run of `s` (number `idx` in the run's list) that `judge` (a policy) rolled
+/// back at or after the incident started, or at all when `s` has no incident.
 pub fn rollbacks(idx: usize, s: &Scenario, judge: &Judge, runs: usize) -> String {
-    let (Judge::Policy { policy, .. }, Some(from)) = (judge, s.incident_from()) else {
+    let Judge::Policy { policy, .. } = judge else {
         return String::new();
     };
+    let from = s.incident_from().unwrap_or(0);
     let mut out = String::new();
     for r in 0..runs {
         let run = generate(s, seed(idx, r));
