@@ -43,6 +43,11 @@ struct Args {
     /// Only the judges whose name contains this (the table's other rows are left out).
     #[arg(long)]
     judges: Option<String>,
+    /// Instead of the table: for the policies `--judges` keeps, the polls before every rollback
+    /// (of a shared incident: at or after its start), with the counts the shared-cause test saw.
+    /// Runs are numbered as in the table only for the same `--only`.
+    #[arg(long)]
+    trace: bool,
     /// Where the example policies are (judged next to the built-in rules).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples"))]
     examples: std::path::PathBuf,
@@ -105,6 +110,17 @@ fn main() -> ExitCode {
     }
     if let Some(only) = &args.judges {
         judges.retain(|j| j.name().contains(only.as_str()));
+    }
+    if args.trace {
+        for (idx, s) in scenarios.iter().enumerate() {
+            for judge in judges.iter().filter(|j| j.applies(s)) {
+                print!(
+                    "{}",
+                    backout::quality::trace::rollbacks(idx, s, judge, args.runs)
+                );
+            }
+        }
+        return ExitCode::SUCCESS;
     }
     let reports = run(&scenarios, &judges, args.runs, threads);
     print!("{}", markdown(&reports));

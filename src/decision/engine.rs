@@ -168,6 +168,7 @@ impl Engine {
             if let Some(c) = slot.counting.as_deref_mut() {
                 c.marks = Default::default();
             }
+            slot.shared = Default::default();
         }
         self.inconclusive_since = None;
     }

@@ -7,6 +7,7 @@
 //! Semantics are documented for users in docs/decision.md.
 
 mod counter;
+pub mod dispersion;
 mod engine;
 pub mod rule;
 mod sequential;

@@ -7,9 +7,11 @@
 //!    the stable), or an SLO burn rate,
 //! 2. the stable's rate can explain the level: for an absolute level, the stable breaches it
 //!    within the margin (`margin * stable` breaches it: a stable at 4.9% under a 5% level
-//!    explains a canary at 5.1% as much as a stable at 5.1% does; and for the rule's `for` after
-//!    the last shared poll, so a stable that dips under the level for a poll does not end a
-//!    shared incident); for a `difference` level,
+//!    explains a canary at 5.1% as much as a stable at 5.1% does; and for the rule's `for`, or
+//!    its window if longer, after the stable last did so or the last shared poll, so a stable
+//!    that dips under the level for a poll does not end a shared incident: the incident is the
+//!    stable's to show, whatever the canary read at the time, and overlapping values of one
+//!    window dipping for less than a window are its noise); for a `difference` level,
 //!    always (its noise grows with the rate both tracks share: at 10% on both a 1-point level
 //!    is within the canary's noise, while at 0.5% a 1-point excess is 3x, which the test below
 //!    shows worse); for a `ratio` level, only one below the margin; for a burn rate, the stable
@@ -25,7 +27,8 @@
 //! never shared). Conditional on the total `n`, the canary's events are Binomial(n, theta)
 //! with `theta0 = m c / (m c + s)` under "the canary is at most m times worse" (the same model
 //! as the sequential test, docs/statistics.md); the canary is worse when
-//! `P(X >= x | n, theta0) <= SHARED_ALPHA`. A value on another scale with no `unit` (seconds)
+//! `P(X' >= x' | n', theta0) <= SHARED_ALPHA` on the counts divided by the canary's
+//! overdispersion `phi` (below). A value on another scale with no `unit` (seconds)
 //! is read as if it were a share: its counts are as large as the number, which for values
 //! above 1 makes the test more ready to call the canary worse (the old rollback, never a
 //! hidden regression). A percent must say so: validation rejects a `* 100` query without it.
@@ -34,15 +37,25 @@
 //! `{{deployment}}` in it: a release-wide count such as user complaints reads the same on both
 //! tracks) cannot say where a cause lies: no shared verdict.
 //!
+//! Overdispersion: error counts are burstier than binomial ones (one pod's rate moves from
+//! scrape to scrape), and a canary is often a single pod where the stable is several, so at the
+//! high counts of an incident the binomial test calls a canary that is not worse "worse" several
+//! times as often as `SHARED_ALPHA` says. The test is quasi-binomial: the counts are divided by
+//! `phi = 1 + kappa v` (`v` the binomial variance of the canary's events), with `kappa`, the
+//! canary's extra relative variance, estimated from how the residual between the tracks moves
+//! from poll to poll of the sliding window (`decision::dispersion`, 1 until polls show more).
+//! Only fluctuations count, so a canary steadily worse than the stable is not "dispersed".
+//!
 //! Power: "not worse" must mean the counts could have shown worse (a canary at twice the margin
-//! over the stable would be significant). Without that power (a canary seconds old, the first
-//! polls of an incident, a trickle of traffic) an absolute level is **held pending power** when
-//! the stable breaches the level itself: the stable's own breach is evidence of a shared cause
-//! and the canary has shown none of its own. The bounds: only a canary that reads at most twice
+//! over the stable would be significant, with the same `phi`). Without that power (a canary
+//! seconds old, the first polls of an incident, a trickle of traffic, counts too dispersed to
+//! tell) an absolute level is **held pending power** when the stable explains it (point 2: it
+//! breaches the level within the margin, or did within `for`): the stable's breach is evidence
+//! of a shared cause and the canary has shown none of its own. The bounds: only a canary that reads at most twice
 //! the margin over the stable is held (the effect the power is judged at; beyond it the breach
 //! stands as before); the test still runs at every poll, so a canary worse than the stable
-//! breaches as a plain critical as soon as its counts show it; and the hold ends the moment the
-//! stable stops breaching. Other levels without power stand, as before.
+//! breaches as a plain critical as soon as its counts show it; and the hold ends when the stable
+//! no longer explains the level. Other levels without power stand, as before.
 //!
 //! Why a lenient level (0.05 per poll) and a fresh test at every poll: the two mistakes are not
 //! alike. Calling a shared breach "worse" rolls back as before; calling a worse canary "shared"
@@ -52,6 +65,7 @@
 //! the canary worse. Without traffic data there are no counts: no shared verdict (the breach
 //! stands, as before).
 
+use super::dispersion::{Dispersion, Events};
 use super::rule::{self, Breach, Outcome, Reading, Rule};
 use super::window::Window;
 use crate::policy::{Compare, OnShared, Stat};
@@ -77,9 +91,14 @@ pub struct SharedCause {
     pub canary_requests: f64,
     pub stable_events: f64,
     pub stable_requests: f64,
-    /// One-sided p-value of "the canary is at most `margin` times worse".
+    /// One-sided p-value of "the canary is at most `margin` times worse", on the counts
+    /// divided by `dispersion`.
     pub p_value: f64,
     pub margin: f64,
+    /// The quasi-binomial factor: how many times the binomial variance the canary's counts
+    /// have shown (`decision::dispersion`; 1: binomial).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub dispersion: f64,
     /// The requests so far cannot yet show a canary twice the margin worse: held while the
     /// stable breaches the level, until the counts can tell the tracks apart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -89,6 +108,24 @@ pub struct SharedCause {
     /// poll does not extend the hold.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub carried: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
+/// What a metric's shared-cause checks remember between polls.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memory {
+    /// When the stable last breached the level within the margin, or the metric's breach was
+    /// last found shared ([`Check::memory`]).
+    pub since: Option<Millis>,
+    /// The canary's overdispersion, from every poll of the metric's counts.
+    pub dispersion: Dispersion,
 }
 
 /// The inputs of one shared-cause check besides the canary's own outcome.
@@ -103,12 +140,14 @@ pub struct Check<'a> {
     pub on_shared: OnShared,
     /// Whether the metric's query tells the tracks apart ([`per_track`]).
     pub per_track: bool,
-    /// When this metric's breach was last found shared. Within the rule's `for` of it, a stable
-    /// that dips under the level (margin included) for a poll still explains the canary's breach:
-    /// an incident both tracks share does not end because the stable's noise crossed the level
-    /// for one poll, and with the level near the shared rate the stable crosses it every few
-    /// polls. The counts must still show the canary not worse, with power.
-    pub shared_since: Option<Millis>,
+    /// `since`: when this metric's breach was last found shared, or the stable last breached
+    /// an absolute level within the margin (whatever the canary read then: the incident is the
+    /// stable's to show). Within the rule's `for` (or its window if longer) of it, a stable that dips under the level
+    /// (margin included) for a poll still explains the canary's breach: an incident both tracks
+    /// share does not end because the stable's noise crossed the level for one poll, and with
+    /// the level near the shared rate the stable crosses it every few polls. The counts must
+    /// still show the canary not worse, with power. `dispersion`: updated at every poll.
+    pub memory: &'a mut Memory,
     pub now: Millis,
 }
 
@@ -183,27 +222,74 @@ impl Burn {
 impl Check<'_> {
     /// `outcome` (the canary's) turned into a shared breach when the stable shares it and the
     /// canary is not worse; otherwise unchanged.
-    pub fn apply(&self, outcome: Outcome) -> Outcome {
-        match self.cause(&outcome) {
+    pub fn apply(mut self, outcome: Outcome) -> Outcome {
+        let stable = self.stable_value(&outcome);
+        self.observe(&outcome, stable);
+        let level = self.rule.critical.filter(|l| l.above.is_some());
+        let stable_breaches = self.rule.compare.is_none()
+            && stable.is_some_and(|s| level.is_some_and(|l| l.breached_by(self.margin * s)));
+        if stable_breaches {
+            self.memory.since = Some(self.now);
+        }
+        let result = match self.cause(&outcome, stable) {
             Some(cause) => self.shared(outcome, cause),
             None => outcome,
+        };
+        self.remember(result)
+    }
+
+    /// `outcome`, noting when it is a shared (not carried) breach ([`Memory::since`]).
+    fn remember(self, outcome: Outcome) -> Outcome {
+        if matches!(&outcome.reading, Reading::Shared(c) if !c.carried) {
+            self.memory.since = Some(self.now);
         }
+        outcome
+    }
+
+    /// The stable's value at this poll, read as the rule reads the canary's.
+    fn stable_value(&self, outcome: &Outcome) -> Option<f64> {
+        match (self.rule.compare, &outcome.reading) {
+            (None, _) => rule::read(
+                self.stable,
+                self.rule.stat,
+                self.rule.stat_window,
+                self.rule.stale_after,
+                self.now,
+            )
+            .ok(),
+            (Some(_), Reading::Value { baseline, .. }) => *baseline,
+            (Some(_), _) => None,
+        }
+    }
+
+    /// Feeds this poll's counts (if any) to the dispersion estimate.
+    fn observe(&mut self, outcome: &Outcome, stable: Option<f64>) {
+        let events = match (&outcome.reading, stable, self.rule.share_scale()) {
+            (Reading::Value { subject, .. }, Some(stable), Some(scale)) => {
+                self.events(*subject, stable, scale)
+            }
+            _ => None,
+        };
+        self.memory
+            .dispersion
+            .observe(self.now, self.window, events);
     }
 
     /// A burn-rate breach of the canary (`outcome`) judged with what the stable's burn says
     /// ([`Burn`]): the counts are the two tracks' error ratios over `self.window`.
-    pub fn apply_burn(&self, outcome: Outcome, burn: &Burn) -> Outcome {
+    pub fn apply_burn(self, outcome: Outcome, burn: &Burn) -> Outcome {
         if outcome.breach != Breach::Critical || !burn.within_margin {
             return outcome;
         }
         let [Some(canary), Some(stable)] = burn.ratios else {
             return outcome;
         };
-        match self.counts_test(canary, stable, 1.0) {
+        let result = match self.counts_test(canary, stable, 1.0) {
             Counts::NotWorse(cause) => self.shared(outcome, cause),
             Counts::Underpowered(cause) if burn.stable_burns => self.shared(outcome, cause),
             Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => outcome,
-        }
+        };
+        self.remember(result)
     }
 
     fn shared(&self, outcome: Outcome, cause: SharedCause) -> Outcome {
@@ -217,30 +303,19 @@ impl Check<'_> {
         }
     }
 
-    fn cause(&self, outcome: &Outcome) -> Option<SharedCause> {
+    fn cause(&self, outcome: &Outcome, stable: Option<f64>) -> Option<SharedCause> {
         let rule = self.rule;
         if outcome.breach != Breach::Critical {
             return None;
         }
         let level = outcome.threshold.filter(|l| l.above.is_some())?;
         let Reading::Value {
-            subject: canary,
-            baseline,
-            ..
+            subject: canary, ..
         } = outcome.reading
         else {
             return None;
         };
-        let stable = match (rule.compare, baseline) {
-            (None, _) => {
-                let read = |w: &Window| {
-                    rule::read(w, rule.stat, rule.stat_window, rule.stale_after, self.now)
-                };
-                read(self.stable).ok()?
-            }
-            (Some(_), Some(b)) => b,
-            (Some(_), None) => return None,
-        };
+        let stable = stable?;
         // The level must be one the stable's rate can explain. An absolute level: the stable
         // breaches it within the margin (a stable at 4.9% under a 5% level explains a canary
         // at 5.1% as much as a stable at 5.1% does). A `ratio` level: only one below the margin
@@ -248,9 +323,15 @@ impl Check<'_> {
         // decide, because its noise grows with the rate both tracks share (at 10% on both, a
         // 1-point level is within the canary's noise; at 0.5% a 1-point excess is 3x, which
         // the powered test shows worse, so such a breach stands as written).
+        // The incident goes on for `for`, or a whole window if longer: values of one window
+        // polled within it overlap, so a stable dipping under the level for less than a window
+        // is that window's noise, not news that the incident ended (which takes a window to
+        // show, as its events leave the value).
+        let carry = rule.for_.max(self.window);
         let ongoing = self
-            .shared_since
-            .is_some_and(|t| self.now.saturating_sub(t) <= rule.for_);
+            .memory
+            .since
+            .is_some_and(|t| self.now.saturating_sub(t) <= carry);
         let carried = rule.compare.is_none() && !level.breached_by(self.margin * stable);
         let explained = match rule.compare {
             None => !carried || ongoing,
@@ -262,12 +343,13 @@ impl Check<'_> {
         }
         match self.counts_test(canary, stable, rule.share_scale()?) {
             Counts::NotWorse(cause) => Some(SharedCause { carried, ..cause }),
-            // Too few requests to tell the tracks apart while the stable itself breaches an
-            // absolute level: the stable's breach is evidence of a shared cause and the canary's
-            // is none of its own yet. Held pending power; every poll still tests, so a canary
-            // the counts show worse breaches as before.
-            Counts::Underpowered(cause) if rule.compare.is_none() && level.breached_by(stable) => {
-                Some(cause)
+            // Too few requests (or counts too dispersed) to tell the tracks apart while the
+            // stable explains an absolute level (it breaches it within the margin, or did within
+            // `for`): the stable's breach is evidence of a shared cause and the canary's is none
+            // of its own yet. Held pending power; every poll still tests, so a canary the counts
+            // show worse breaches as before.
+            Counts::Underpowered(cause) if rule.compare.is_none() => {
+                Some(SharedCause { carried, ..cause })
             }
             Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => None,
         }
@@ -276,21 +358,13 @@ impl Check<'_> {
     /// The test on the counts behind `canary` and `stable`, values that are shares of
     /// requests once multiplied by `scale` (module docs).
     fn counts_test(&self, canary: f64, stable: f64, scale: f64) -> Counts {
-        if !self.per_track {
-            return Counts::Unknown;
-        }
-        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
-        let [c_rps, s_rps] = self.traffic.map(|w| read(w).ok());
-        let secs = self.window as f64 / 1000.0;
-        let (Some(c_rps), Some(s_rps)) = (c_rps, s_rps) else {
+        let Some(ev) = self.events(canary, stable, scale) else {
             return Counts::Unknown;
         };
-        let (c_req, s_req) = (c_rps * secs, s_rps * secs);
-        if !(c_req > 0.0 && s_req > 0.0 && canary >= 0.0 && stable >= 0.0) {
-            return Counts::Unknown;
-        }
-        let (c_ev, s_ev) = (canary * scale * c_req, stable * scale * s_req);
-        let Some(p_value) = worse_p_value(c_ev, s_ev, c_req, s_req, self.margin) else {
+        // Quasi-binomial: counts as variable as `phi` times binomial ones carry the evidence of
+        // counts `phi` times smaller (decision::dispersion).
+        let phi = self.memory.dispersion.factor(ev.variance());
+        let Some(p_value) = worse_p_value(ev.x / phi, ev.y / phi, ev.c, ev.s, self.margin) else {
             return Counts::Unknown;
         };
         if p_value <= SHARED_ALPHA {
@@ -299,18 +373,19 @@ impl Check<'_> {
         // "Not worse" must mean the counts could have shown worse: a canary at twice the
         // margin over the stable must be significant with these requests. If not (a canary
         // seconds old, a trickle of traffic), the counts prove nothing either way.
-        let at_twice = 2.0 * self.margin * stable * scale * c_req;
-        let powered = worse_p_value(at_twice, s_ev, c_req, s_req, self.margin)
+        let at_twice = 2.0 * self.margin * stable * scale * ev.c;
+        let powered = worse_p_value(at_twice / phi, ev.y / phi, ev.c, ev.s, self.margin)
             .is_some_and(|p| p <= SHARED_ALPHA);
         let cause = SharedCause {
             canary,
             stable,
-            canary_events: c_ev,
-            canary_requests: c_req,
-            stable_events: s_ev,
-            stable_requests: s_req,
+            canary_events: ev.x,
+            canary_requests: ev.c,
+            stable_events: ev.y,
+            stable_requests: ev.s,
             p_value,
             margin: self.margin,
+            dispersion: phi,
             pending_power: !powered,
             carried: false,
         };
@@ -321,6 +396,26 @@ impl Check<'_> {
             false if canary <= 2.0 * self.margin * stable => Counts::Underpowered(cause),
             false => Counts::Unknown,
         }
+    }
+
+    /// The events and requests behind `canary` and `stable` over the metric's window, values
+    /// that are shares of requests once multiplied by `scale` (module docs); `None` without
+    /// per-track values or traffic.
+    fn events(&self, canary: f64, stable: f64, scale: f64) -> Option<Events> {
+        if !self.per_track {
+            return None;
+        }
+        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
+        let [c_rps, s_rps] = self.traffic.map(|w| read(w).ok());
+        let secs = self.window as f64 / 1000.0;
+        let (c, s) = (c_rps? * secs, s_rps? * secs);
+        let ok = c > 0.0 && s > 0.0 && canary >= 0.0 && stable >= 0.0;
+        ok.then_some(Events {
+            x: canary * scale * c,
+            y: stable * scale * s,
+            c,
+            s,
+        })
     }
 }
 
@@ -354,7 +449,7 @@ impl std::fmt::Display for SharedCause {
         write!(
             f,
             "{both}; {verdict}: canary {:.4} vs stable {:.4} \
-             (~{:.0} of {:.0} vs ~{:.0} of {:.0} events; p = {:.3} that it is more than {}x worse)",
+             (~{:.0} of {:.0} vs ~{:.0} of {:.0} events; p = {:.3} that it is more than {}x worse",
             self.canary,
             self.stable,
             self.canary_events,
@@ -363,7 +458,15 @@ impl std::fmt::Display for SharedCause {
             self.stable_requests,
             self.p_value,
             self.margin
-        )
+        )?;
+        match self.dispersion > 1.0 {
+            true => write!(
+                f,
+                ", counts {:.1}x as variable as binomial)",
+                self.dispersion
+            ),
+            false => f.write_str(")"),
+        }
     }
 }
 

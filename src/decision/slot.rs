@@ -32,9 +32,9 @@ pub(super) struct Slot {
     query_window: Millis,
     /// Whether its query tells the tracks apart (`shared::per_track`).
     per_track: bool,
-    /// The last evaluation that found this metric's breach shared: a shared incident goes on
-    /// through a poll where the stable dips under the level (`shared::Check::shared_since`).
-    shared_at: Option<Millis>,
+    /// When the incident was last seen and how dispersed the canary's counts are
+    /// (`shared::Check::memory`).
+    pub(super) shared: shared::Memory,
 }
 
 /// What a sequential metric counts.
@@ -67,7 +67,7 @@ impl Slot {
                 crate::policy::defaults::effective(spec, analysis.interval).window,
             ),
             per_track: shared::per_track(spec.query.as_deref()),
-            shared_at: None,
+            shared: Default::default(),
             series: [ring(), ring()],
             rule,
             state: MetricState::default(),
@@ -100,9 +100,6 @@ impl Slot {
     /// timer; returns its status and the level it breached (for the reasons).
     pub(super) fn judge(&mut self, at: &Judging) -> (MetricStatus, Option<Level>) {
         let (outcome, fire_from) = self.outcome(at);
-        if matches!(&outcome.reading, rule::Reading::Shared(c) if !c.carried) {
-            self.shared_at = Some(at.now);
-        }
         self.state
             .step(&self.rule, outcome.breach, at.now, fire_from);
         self.inconclusive_since = match outcome.breach {
@@ -151,7 +148,7 @@ impl Slot {
                         margin: at.margin,
                         on_shared: at.on_shared,
                         per_track: self.per_track,
-                        shared_since: self.shared_at,
+                        memory: &mut self.shared,
                         now: at.now,
                     }
                     .apply(own),
@@ -178,7 +175,8 @@ impl Slot {
             Some(Test::BurnRate(cfg)) => {
                 let own = statistic::burn_rate(&self.rule, cfg, &self.ratios, at.subject, at.now);
                 match at.phase {
-                    Phase::Canary { .. } => self.shared_burn(cfg, own, at),
+                    // The burn config is the rule's, which `shared_burn` borrows mutably.
+                    Phase::Canary { .. } => self.shared_burn(&cfg.clone(), own, at),
                     Phase::Bake { .. } => own,
                 }
             }
@@ -192,7 +190,7 @@ impl Slot {
     /// A canary burn-rate breach the stable's burn shares (`decision::shared`), judged on the
     /// error ratios over the long window of the rule the canary fired.
     fn shared_burn(
-        &self,
+        &mut self,
         cfg: &crate::stats::burn_rate::BurnConfig,
         own: Outcome,
         at: &Judging,
@@ -226,7 +224,7 @@ impl Slot {
             margin: at.margin,
             on_shared: at.on_shared,
             per_track: self.per_track,
-            shared_since: self.shared_at,
+            memory: &mut self.shared,
             now: at.now,
         }
         .apply_burn(own, &burn)

@@ -31,7 +31,8 @@ pub struct ScenarioReport {
     pub cells: Vec<Cell>,
 }
 
-fn seed(scenario: usize, run: usize) -> u64 {
+/// The seed of run `run` of scenario number `scenario` (in the list given to [`run`]).
+pub fn seed(scenario: usize, run: usize) -> u64 {
     ((scenario as u64) << 32) | run as u64
 }
 

@@ -7,3 +7,4 @@ pub mod judges;
 pub mod policies;
 pub mod promql;
 pub mod scenario;
+pub mod trace;
