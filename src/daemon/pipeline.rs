@@ -184,6 +184,7 @@ impl Daemon {
             .services
             .iter_mut()
             .filter(|s| keys.contains(&super::service_key(&s.policy)))
+            .map(|s| &mut **s)
             .collect();
         let span = tracing::info_span!("cycle", services = batch.len());
         let outcomes = service::observe_releases(&self.ctx, &self.watches, &mut batch, now)
