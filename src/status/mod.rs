@@ -217,7 +217,9 @@ fn rule_of(r: &Rule, kind: Kind) -> MetricRule {
 #[derive(Default)]
 struct Board {
     /// `namespace/service` -> entry, sorted for stable listings.
-    services: BTreeMap<String, Entry>,
+    /// Boxed: a sync moves every entry from the old tree to a new one, and inline entries
+    /// (about 500 bytes) made both trees' nodes large at once.
+    services: BTreeMap<String, Box<Entry>>,
     replica: String,
     role: String,
 }
@@ -260,7 +262,7 @@ impl StatusBoard {
             let key = format!("{}/{}", p.namespace, p.service);
             let entry = match old.remove(&key) {
                 Some(e) if unchanged => e,
-                _ => Entry::new(p),
+                _ => Box::new(Entry::new(p)),
             };
             b.services.insert(key, entry);
         }
@@ -301,7 +303,7 @@ impl StatusBoard {
         let b = self.read();
         b.services
             .get(&format!("{namespace}/{service}"))
-            .map(Entry::detail)
+            .map(|e| e.detail())
     }
 
     /// Approximate bytes the board holds: `(services, total bytes)`.
