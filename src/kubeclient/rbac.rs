@@ -94,8 +94,8 @@ pub const GRANTS: &[Grant] = &[
         group: "events.k8s.io",
         resource: "events",
         names: &[],
-        verbs: &["create", "patch"],
-        why: "one Event per action step",
+        verbs: &["create"],
+        why: "one Event per action step (created, never patched: no repeat counting)",
     },
     Grant {
         scope: Scope::OwnNamespace,
