@@ -175,8 +175,7 @@ impl Slot {
             Some(Test::BurnRate(cfg)) => {
                 let own = statistic::burn_rate(&self.rule, cfg, &self.ratios, at.subject, at.now);
                 match at.phase {
-                    // The burn config is the rule's, which `shared_burn` borrows mutably.
-                    Phase::Canary { .. } => self.shared_burn(&cfg.clone(), own, at),
+                    Phase::Canary { .. } => self.shared_burn(own, at),
                     Phase::Bake { .. } => own,
                 }
             }
@@ -189,12 +188,10 @@ impl Slot {
 
     /// A canary burn-rate breach the stable's burn shares (`decision::shared`), judged on the
     /// error ratios over the long window of the rule the canary fired.
-    fn shared_burn(
-        &mut self,
-        cfg: &crate::stats::burn_rate::BurnConfig,
-        own: Outcome,
-        at: &Judging,
-    ) -> Outcome {
+    fn shared_burn(&mut self, own: Outcome, at: &Judging) -> Outcome {
+        let Some(Test::BurnRate(cfg)) = &self.rule.test else {
+            return own;
+        };
         if own.breach != Breach::Critical {
             return own;
         }
