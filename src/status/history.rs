@@ -49,19 +49,6 @@ impl<T: Copy> Ring<T> {
         }
     }
 
-    /// Replaces the newest element (no-op when empty).
-    pub fn set_last(&mut self, v: T) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let i = if self.buf.len() < self.cap {
-            self.buf.len() - 1
-        } else {
-            (self.head + self.cap - 1) % self.cap
-        };
-        self.buf[i] = v;
-    }
-
     pub fn last(&self) -> Option<T> {
         self.iter().last()
     }
@@ -233,8 +220,6 @@ mod tests {
             r.push(i);
         }
         assert_eq!(r.iter().collect::<Vec<_>>(), vec![2, 3, 4]);
-        r.set_last(9);
-        assert_eq!(r.iter().collect::<Vec<_>>(), vec![2, 3, 9]);
         assert_eq!(r.heap_bytes(), 3 * std::mem::size_of::<i32>());
     }
 
