@@ -13,9 +13,7 @@ use crate::decision::{Health, Verdict};
 use crate::ha::Ownership;
 use crate::lifecycle::Release;
 use crate::status::{Evaluation, RollbackProgress, StatusBoard};
-use crate::telemetry::{
-    state_code, LevelLabels, MetricLabels, Metrics, ServiceLabels, TrackLabels,
-};
+use crate::telemetry::{state_code, Bound, Metrics, Valued};
 use std::sync::Arc;
 
 /// Records one cycle's evaluations.
@@ -78,35 +76,32 @@ pub(super) fn record_order(board: &StatusBoard, now: crate::sample::Millis, o: &
 /// warning and critical levels, or a statistical test's failing value.
 pub(super) fn publish_levels(metrics: &Metrics, s: &ServiceRuntime, v: &Verdict) {
     let policy = &s.policy;
-    let set = |metric: &str, level: &'static str, bound: &'static str, value: f64| {
-        metrics
-            .metric_threshold
-            .get_or_create(&LevelLabels {
-                service: s.labels.service(),
-                metric: s.labels.metric(metric),
-                level,
-                bound,
-            })
-            .set(value);
-    };
-    for m in &v.metrics {
-        if let crate::decision::Reading::Test { fail_at, .. } = &m.reading {
-            set(&m.metric, "critical", "above", *fail_at);
-            continue;
-        }
-        let Some(spec) = policy.metrics.iter().find(|s| s.name == m.metric) else {
-            continue;
-        };
-        for (level, l) in [("warning", spec.warning), ("critical", spec.critical)] {
-            let Some(l) = l else { continue };
-            if let Some(a) = l.above {
-                set(&m.metric, level, "above", a);
+    metrics.judged.update(&s.labels.service(), |row| {
+        for m in &v.metrics {
+            let name = s.labels.metric(&m.metric);
+            if let crate::decision::Reading::Test { fail_at, .. } = &m.reading {
+                row.metric(&name)
+                    .set_threshold(Bound::CriticalAbove, *fail_at);
+                continue;
             }
-            if let Some(b) = l.below {
-                set(&m.metric, level, "below", b);
+            let Some(spec) = policy.metrics.iter().find(|s| s.name == m.metric) else {
+                continue;
+            };
+            let levels = [
+                (spec.warning, Bound::WarningAbove, Bound::WarningBelow),
+                (spec.critical, Bound::CriticalAbove, Bound::CriticalBelow),
+            ];
+            for (l, above, below) in levels {
+                let Some(l) = l else { continue };
+                if let Some(a) = l.above {
+                    row.metric(&name).set_threshold(above, a);
+                }
+                if let Some(b) = l.below {
+                    row.metric(&name).set_threshold(below, b);
+                }
             }
         }
-    }
+    });
 }
 
 /// The state gauge of a service that is not under analysis: healthy, or rolled back.
@@ -117,11 +112,8 @@ pub(super) fn publish_idle(ctx: &Context, s: &ServiceRuntime) {
         state_code::HEALTHY
     };
     ctx.metrics
-        .service_state
-        .get_or_create(&ServiceLabels {
-            service: s.labels.service(),
-        })
-        .set(code);
+        .judged
+        .update(&s.labels.service(), |row| row.set_state(code));
 }
 
 /// The gauge code of a health (`telemetry::state_code`).
@@ -139,37 +131,17 @@ fn level_code(h: Health) -> i64 {
 /// log and the audit trail.
 pub(super) fn publish(ctx: &Context, s: &ServiceRuntime, v: &Verdict) {
     let svc = &s.policy.service;
-    ctx.metrics
-        .evaluations
-        .get_or_create(&ServiceLabels {
-            service: s.labels.service(),
-        })
-        .inc();
-    ctx.metrics
-        .service_state
-        .get_or_create(&ServiceLabels {
-            service: s.labels.service(),
-        })
-        .set(level_code(v.health));
-    for m in &v.metrics {
-        if let crate::decision::Reading::Test { value, .. } = &m.reading {
-            ctx.metrics
-                .metric_value
-                .get_or_create(&TrackLabels {
-                    service: s.labels.service(),
-                    metric: s.labels.metric(&m.metric),
-                    track: "statistic",
-                })
-                .set(*value);
+    ctx.metrics.judged.update(&s.labels.service(), |row| {
+        row.evaluated();
+        row.set_state(level_code(v.health));
+        for m in &v.metrics {
+            let metric = row.metric(&s.labels.metric(&m.metric));
+            if let crate::decision::Reading::Test { value, .. } = &m.reading {
+                metric.set_value(Valued::Statistic, *value);
+            }
+            metric.set_level(level_code(m.health));
         }
-        ctx.metrics
-            .metric_level
-            .get_or_create(&MetricLabels {
-                service: s.labels.service(),
-                metric: s.labels.metric(&m.metric),
-            })
-            .set(level_code(m.health));
-    }
+    });
     let changed = s.last_health != Some(v.health);
     if changed {
         let reasons = reason_lines(v);
@@ -206,6 +178,11 @@ impl Labels {
 
     pub fn service(&self) -> Arc<str> {
         self.service.clone()
+    }
+
+    /// The policy's metric names, in its order.
+    pub fn metrics(&self) -> &[Arc<str>] {
+        &self.metrics
     }
 
     /// The shared name of the policy's metric `name` (a copy for a name it does not have).

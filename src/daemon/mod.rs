@@ -206,6 +206,12 @@ impl Daemon {
             .metrics
             .policies_loaded
             .set(self.services.len() as i64);
+        // A service or metric no longer in the policies stops being exported.
+        self.ctx.metrics.judged.retain(
+            self.services
+                .iter()
+                .map(|s| (&*s.policy.service, s.labels.metrics())),
+        );
         self.follow_policies(self.since_origin(Instant::now()));
     }
 

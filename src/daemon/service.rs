@@ -14,7 +14,7 @@ use crate::notify::Notice;
 use crate::policy::{Input, Policy};
 use crate::sample::{Millis, Observation, Sample, Track};
 use crate::source::plan::{policy_requests, Key, Request};
-use crate::telemetry::{ServiceLabels, TrackLabels};
+use crate::telemetry::{ServiceLabels, Valued};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -406,14 +406,14 @@ fn feed_engine(
             if *track == Track::Stable {
                 s.history.record(metric, now, *v);
             }
-            ctx.metrics
-                .metric_value
-                .get_or_create(&TrackLabels {
-                    service: s.labels.service(),
-                    metric: s.labels.metric(metric),
-                    track: track.as_str(),
-                })
-                .set(*v);
+            let which = match track {
+                Track::Canary => Valued::Canary,
+                Track::Stable => Valued::Stable,
+            };
+            let name = s.labels.metric(metric);
+            ctx.metrics.judged.update(&s.labels.service(), |row| {
+                row.metric(&name).set_value(which, *v)
+            });
             polls.push((metric.clone(), *track, *v));
         }
         if let Err(err) = s.engine.observe_input(input, *track, Sample::new(now, obs)) {

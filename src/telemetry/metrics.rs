@@ -13,36 +13,13 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+pub use super::judged::{Bound, Judged, MetricRow, Row, Valued};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
     /// Shared strings in the label sets of per-service series: a fleet has 10,000 services
     /// with about 20 series each, and each set held its own copies (issue 10).
     pub service: Arc<str>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MetricLabels {
-    pub service: Arc<str>,
-    pub metric: Arc<str>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TrackLabels {
-    pub service: Arc<str>,
-    pub metric: Arc<str>,
-    /// `canary`, `stable` or `statistic`: static, so the 10,000 services' label sets do not
-    /// each hold a copy (issue 10).
-    pub track: &'static str,
-}
-
-/// A metric's level: `level` is `warning` or `critical`, `bound` is `above` or `below` (a
-/// statistical metric's critical level is the value its statistic fails at, `above`).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LevelLabels {
-    pub service: Arc<str>,
-    pub metric: Arc<str>,
-    pub level: &'static str,
-    pub bound: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,12 +89,9 @@ pub mod state_code {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    pub service_state: Family<ServiceLabels, Gauge>,
-    pub metric_value: Family<TrackLabels, Gauge<f64, AtomicU64>>,
-    pub metric_level: Family<MetricLabels, Gauge>,
-    /// Each metric's warning and critical levels, so dashboards draw values against them.
-    pub metric_threshold: Family<LevelLabels, Gauge<f64, AtomicU64>>,
-    pub evaluations: Family<ServiceLabels, Counter>,
+    /// Per service: the state, evaluations, each metric's values, level and its warning and
+    /// critical levels (so dashboards draw values against them), one compact row each.
+    pub judged: Arc<Judged>,
     /// Observations the engine rejected (an input its policy's rules do not know): a bug between
     /// feeds and rules, never silently dropped.
     pub engine_errors: Family<ServiceLabels, Counter>,
@@ -185,11 +159,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("backout");
         let m = Metrics {
             registry: Arc::new(Registry::default()),
-            service_state: Family::default(),
-            metric_value: Family::default(),
-            metric_level: Family::default(),
-            metric_threshold: Family::default(),
-            evaluations: Family::default(),
+            judged: Arc::default(),
             engine_errors: Family::default(),
             query_duration: Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -236,35 +206,11 @@ impl Metrics {
 
     /// The series about judging services: states, values, levels, evaluations, queries.
     fn register_evaluation(&self, registry: &mut Registry) {
-        registry.register(
-            "service_state",
-            "Verdict per service: 0 healthy, 1 warning, 2 critical, 3 inconclusive, 4 rolled back, 5 shared cause",
-            self.service_state.clone(),
-        );
+        registry.register_collector(Box::new(self.judged.clone()));
         registry.register(
             "shared",
             "Shared-cause episodes per service: a canary level breached while the stable breaches it too and the canary is not worse (held, not rolled back)",
             self.shared.clone(),
-        );
-        registry.register(
-            "metric_value",
-            "Last value the engine judged per metric and track (canary, stable; `statistic` for a statistical metric's test statistic)",
-            self.metric_value.clone(),
-        );
-        registry.register(
-            "metric_level",
-            "Level per metric: 0 ok, 1 warning, 2 critical, 3 inconclusive, 5 shared cause",
-            self.metric_level.clone(),
-        );
-        registry.register(
-            "metric_threshold",
-            "Warning and critical level per metric (bound above or below); for a statistical metric, the value its statistic fails at",
-            self.metric_threshold.clone(),
-        );
-        registry.register(
-            "evaluations",
-            "Service evaluations performed",
-            self.evaluations.clone(),
         );
         registry.register(
             "evaluations_skipped",
@@ -449,11 +395,9 @@ mod tests {
     fn a_fleet_sized_exposition_comes_in_pieces_that_add_up_to_every_series() {
         let m = Metrics::new();
         for i in 0..20_000 {
-            m.service_state
-                .get_or_create(&ServiceLabels {
-                    service: format!("svc-{i:05}").into(),
-                })
-                .set(state_code::HEALTHY);
+            m.judged.update(&format!("svc-{i:05}").into(), |r| {
+                r.set_state(state_code::HEALTHY)
+            });
         }
         let pieces = m.encode_chunks();
         assert!(pieces.len() > 1, "one piece of {} bytes", pieces[0].len());
@@ -471,11 +415,8 @@ mod tests {
     #[test]
     fn exposition_names_series_with_prefix_and_labels() {
         let m = Metrics::new();
-        m.service_state
-            .get_or_create(&ServiceLabels {
-                service: "web".into(),
-            })
-            .set(state_code::CRITICAL);
+        m.judged
+            .update(&"web".into(), |r| r.set_state(state_code::CRITICAL));
         m.rollbacks
             .get_or_create(&RollbackLabels {
                 service: "web".into(),

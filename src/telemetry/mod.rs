@@ -2,6 +2,7 @@
 
 pub mod admin;
 mod health;
+mod judged;
 mod metrics;
 pub mod tracing_setup;
 
