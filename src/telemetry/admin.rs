@@ -41,8 +41,7 @@ async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
         )],
         axum::body::Body::from_stream(futures::stream::iter(
             s.metrics
-                .encode_chunks()
-                .into_iter()
+                .exposition()
                 .map(Ok::<_, std::convert::Infallible>),
         )),
     )

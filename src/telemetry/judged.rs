@@ -8,11 +8,6 @@
 //! loaded policies ([`Judged::retain`]): a service or metric removed from the policies stops
 //! being exported, where a family kept its series until restart.
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
 
@@ -202,169 +197,197 @@ impl Judged {
     }
 }
 
-type Rows = BTreeMap<Arc<str>, Row>;
-
-/// Writes one family: its descriptor, then each series `each` yields; nothing when no row
-/// `has` a series in it (as the registry leaves out an empty family).
-fn family<'r>(
-    encoder: &mut DescriptorEncoder,
-    (name, help, kind): (&str, &str, MetricType),
-    rows: &'r Rows,
-    has: impl Fn(&Row) -> bool,
-    mut each: impl FnMut(
-        &'r str,
-        &'r Row,
-        &mut dyn FnMut(&dyn Series) -> Result<(), std::fmt::Error>,
-    ) -> Result<(), std::fmt::Error>,
-) -> Result<(), std::fmt::Error> {
-    if !rows.values().any(has) {
-        return Ok(());
-    }
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (service, row) in rows {
-        each(service, row, &mut |s| s.write(&mut metric))?;
-    }
-    Ok(())
+/// Where a chunked exposition of the rows stands: the family being written and the last
+/// service written in it.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    family: usize,
+    after: Option<Arc<str>>,
+    done: bool,
 }
 
-/// One series: a label set and its value.
-trait Series {
-    fn write(
-        &self,
-        to: &mut prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error>;
-}
-
-impl<L: EncodeLabelSet> Series for (L, ConstGauge<f64>) {
-    fn write(
-        &self,
-        to: &mut prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        self.1.encode(to.encode_family(&self.0)?)
+impl Cursor {
+    pub fn done(&self) -> bool {
+        self.done
     }
 }
 
-impl<L: EncodeLabelSet> Series for (L, ConstGauge<i64>) {
-    fn write(
-        &self,
-        to: &mut prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        self.1.encode(to.encode_family(&self.0)?)
-    }
-}
-
-impl<L: EncodeLabelSet> Series for (L, ConstCounter<u64>) {
-    fn write(
-        &self,
-        to: &mut prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        self.1.encode(to.encode_family(&self.0)?)
-    }
-}
-
-impl Collector for Judged {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+impl Judged {
+    /// Appends the next part of the five families to `out`, until `out` holds `budget` bytes or
+    /// all is written (then `cursor` says done). The read lock is held for one part only, so a
+    /// scrape of 10,000 services is written piece by piece as the client reads it, never as one
+    /// 20 MB text (issue 10), and the daemon's updates wait for one part at most.
+    pub fn write_text(&self, cursor: &mut Cursor, out: &mut String, budget: usize) {
         let rows = self.read();
-        let state = |r: &Row| r.state.is_some();
-        family(
-            &mut encoder,
-            STATE,
-            &rows,
-            state,
-            |service, row, out| match row.state {
-                Some(s) => out(&([("service", service)], ConstGauge::new(s))),
-                None => Ok(()),
-            },
-        )?;
-        let counted = |r: &Row| r.evaluations > 0;
-        family(
-            &mut encoder,
-            EVALUATIONS,
-            &rows,
-            counted,
-            |service, row, out| {
-                if row.evaluations == 0 {
-                    return Ok(());
+        while !cursor.done && out.len() < budget {
+            let Some(&(name, help, kind)) = FAMILIES.get(cursor.family) else {
+                cursor.done = true;
+                break;
+            };
+            let range = match &cursor.after {
+                None => {
+                    if !rows.values().any(|r| has(cursor.family, r)) {
+                        cursor.family += 1;
+                        continue;
+                    }
+                    header(out, name, help, kind);
+                    rows.range::<str, _>(..)
                 }
-                out(&([("service", service)], ConstCounter::new(row.evaluations)))
-            },
-        )?;
-        let valued = |r: &Row| r.metrics.iter().any(|m| m.set & 0b111 != 0);
-        family(&mut encoder, VALUE, &rows, valued, |service, row, out| {
+                Some(last) => rows.range::<str, _>((
+                    std::ops::Bound::Excluded(&**last),
+                    std::ops::Bound::Unbounded,
+                )),
+            };
+            let mut finished = true;
+            for (service, row) in range {
+                write_row(out, cursor.family, name, service, row);
+                if out.len() >= budget {
+                    cursor.after = Some(service.clone());
+                    finished = false;
+                    break;
+                }
+            }
+            if finished {
+                cursor.family += 1;
+                cursor.after = None;
+            }
+        }
+    }
+}
+
+/// Whether `row` has a series in family `f` (an empty family is left out, as the registry does).
+fn has(f: usize, r: &Row) -> bool {
+    match f {
+        0 => r.state.is_some(),
+        1 => r.evaluations > 0,
+        2 => r.metrics.iter().any(|m| m.set & 0b111 != 0),
+        3 => r.metrics.iter().any(|m| m.level().is_some()),
+        _ => r.metrics.iter().any(|m| m.set & 0b111_1000 != 0),
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    out.push_str("# HELP backout_");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(help);
+    out.push_str(".\n# TYPE backout_");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(kind);
+    out.push('\n');
+}
+
+/// A row's series in family `f`, in the OpenMetrics text format `prometheus-client` writes.
+fn write_row(out: &mut String, f: usize, name: &str, service: &str, row: &Row) {
+    let svc = [("service", service)];
+    match f {
+        0 => {
+            if let Some(s) = row.state {
+                sample(out, (name, ""), &svc, itoa::Buffer::new().format(s));
+            }
+        }
+        1 if row.evaluations > 0 => {
+            let mut v = itoa::Buffer::new();
+            sample(out, (name, "_total"), &svc, v.format(row.evaluations));
+        }
+        2 => {
             for m in &row.metrics {
                 for which in Valued::ALL {
                     if let Some(v) = m.value(which) {
-                        let track = which.label();
-                        let metric = &*m.name;
-                        let labels = [("service", service), ("metric", metric), ("track", track)];
-                        out(&(labels, ConstGauge::new(v)))?;
+                        let labels = [
+                            ("service", service),
+                            ("metric", &m.name),
+                            ("track", which.label()),
+                        ];
+                        sample(out, (name, ""), &labels, dtoa::Buffer::new().format(v));
                     }
                 }
             }
-            Ok(())
-        })?;
-        let leveled = |r: &Row| r.metrics.iter().any(|m| m.level().is_some());
-        family(&mut encoder, LEVEL, &rows, leveled, |service, row, out| {
+        }
+        3 => {
             for m in &row.metrics {
                 if let Some(l) = m.level() {
                     let labels = [("service", service), ("metric", &*m.name)];
-                    out(&(labels, ConstGauge::new(l)))?;
+                    sample(out, (name, ""), &labels, itoa::Buffer::new().format(l));
                 }
             }
-            Ok(())
-        })?;
-        let bounded = |r: &Row| r.metrics.iter().any(|m| m.set & 0b111_1000 != 0);
-        family(
-            &mut encoder,
-            THRESHOLD,
-            &rows,
-            bounded,
-            |service, row, out| {
-                for m in &row.metrics {
-                    for which in Bound::ALL {
-                        if let Some(v) = m.threshold(which) {
-                            let (level, bound) = which.labels();
-                            let metric = &*m.name;
-                            let labels = [
-                                ("service", service),
-                                ("metric", metric),
-                                ("level", level),
-                                ("bound", bound),
-                            ];
-                            out(&(labels, ConstGauge::new(v)))?;
-                        }
+        }
+        4 => {
+            for m in &row.metrics {
+                for which in Bound::ALL {
+                    if let Some(v) = m.threshold(which) {
+                        let (level, bound) = which.labels();
+                        let labels = [
+                            ("service", service),
+                            ("metric", &*m.name),
+                            ("level", level),
+                            ("bound", bound),
+                        ];
+                        sample(out, (name, ""), &labels, dtoa::Buffer::new().format(v));
                     }
                 }
-                Ok(())
-            },
-        )
+            }
+        }
+        _ => {}
     }
 }
 
-const STATE: (&str, &str, MetricType) = (
+/// One sample line; `name` is the family's name and its suffix (`_total` for a counter).
+fn sample(out: &mut String, name: (&str, &str), labels: &[(&str, &str)], value: &str) {
+    out.push_str("backout_");
+    out.push_str(name.0);
+    out.push_str(name.1);
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(out, v);
+        out.push('"');
+    }
+    out.push_str("} ");
+    out.push_str(value);
+    out.push('\n');
+}
+
+/// A label value as OpenMetrics escapes it: `\\`, `\"` and `\n`.
+fn escape(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The families in exposition order: name (after `backout_`), help, type.
+const FAMILIES: [(&str, &str, &str); 5] = [STATE, EVALUATIONS, VALUE, LEVEL, THRESHOLD];
+
+const STATE: (&str, &str, &str) = (
     "service_state",
     "Verdict per service: 0 healthy, 1 warning, 2 critical, 3 inconclusive, 4 rolled back, 5 shared cause",
-    MetricType::Gauge,
+    "gauge",
 );
-const EVALUATIONS: (&str, &str, MetricType) = (
-    "evaluations",
-    "Service evaluations performed",
-    MetricType::Counter,
-);
-const VALUE: (&str, &str, MetricType) = (
+const EVALUATIONS: (&str, &str, &str) = ("evaluations", "Service evaluations performed", "counter");
+const VALUE: (&str, &str, &str) = (
     "metric_value",
     "Last value the engine judged per metric and track (canary, stable; `statistic` for a statistical metric's test statistic)",
-    MetricType::Gauge,
+    "gauge",
 );
-const LEVEL: (&str, &str, MetricType) = (
+const LEVEL: (&str, &str, &str) = (
     "metric_level",
     "Level per metric: 0 ok, 1 warning, 2 critical, 3 inconclusive, 5 shared cause",
-    MetricType::Gauge,
+    "gauge",
 );
-const THRESHOLD: (&str, &str, MetricType) = (
+const THRESHOLD: (&str, &str, &str) = (
     "metric_threshold",
     "Warning and critical level per metric (bound above or below); for a statistical metric, the value its statistic fails at",
-    MetricType::Gauge,
+    "gauge",
 );
 
 #[cfg(test)]

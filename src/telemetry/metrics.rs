@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-pub use super::judged::{Bound, Judged, MetricRow, Row, Valued};
+pub use super::judged::{Bound, Cursor, Judged, MetricRow, Row, Valued};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
@@ -206,7 +206,6 @@ impl Metrics {
 
     /// The series about judging services: states, values, levels, evaluations, queries.
     fn register_evaluation(&self, registry: &mut Registry) {
-        registry.register_collector(Box::new(self.judged.clone()));
         registry.register(
             "shared",
             "Shared-cause episodes per service: a canary level breached while the stable breaches it too and the canary is not worse (held, not rolled back)",
@@ -343,47 +342,65 @@ impl Metrics {
         );
     }
 
-    /// The text exposition, as served on `/metrics`, in pieces of about [`CHUNK`] bytes.
+    /// The text exposition, as served on `/metrics`, in pieces of about [`CHUNK`] bytes, each
+    /// written when it is asked for.
     ///
-    /// Pieces, not one `String`: at 10,000 services the text is about 20 MB, and a `String`
-    /// grown by doubling held up to 48 MB at once while it copied itself (issue 10). The whole
-    /// text is written before the first piece is sent, so no family's lock is held while a
-    /// slow scraper reads (the daemon's evaluation takes those locks).
-    pub fn encode_chunks(&self) -> Vec<String> {
-        let mut out = Chunks::default();
+    /// Pieces, written as the client reads: at 10,000 services the text is about 20 MB; one
+    /// `String` grown by doubling held up to 48 MB while it copied itself, and even the pieces
+    /// written up front were 20 MB at once, at every scrape (issue 10). The registry's own
+    /// series (a few KB) are written at the start; the per-service rows ([`Judged`]) a piece
+    /// at a time, each under a short read lock, so a slow scraper holds no lock the daemon's
+    /// evaluation needs.
+    pub fn exposition(&self) -> Exposition {
+        let mut head = String::new();
         // Writing into memory cannot fail; an error here would be a bug in the encoder.
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            return Vec::new();
+        if prometheus_client::encoding::text::encode_registry(&mut head, &self.registry).is_err() {
+            head.clear();
         }
-        out.done.push(out.buf);
-        out.done
+        Exposition {
+            head: Some(head),
+            judged: self.judged.clone(),
+            cursor: Cursor::default(),
+            eof: false,
+        }
     }
 
     /// The text exposition in one string (tests, small registries).
     pub fn encode(&self) -> String {
-        self.encode_chunks().concat()
+        self.exposition().collect()
     }
 }
 
-/// The size of the pieces [`Metrics::encode_chunks`] writes.
+/// The size of the pieces [`Metrics::exposition`] writes.
 pub const CHUNK: usize = 256 * 1024;
 
-#[derive(Default)]
-struct Chunks {
-    done: Vec<String>,
-    buf: String,
+/// The pieces of one scrape's text, written one by one ([`Metrics::exposition`]).
+pub struct Exposition {
+    head: Option<String>,
+    judged: Arc<Judged>,
+    cursor: Cursor,
+    eof: bool,
 }
 
-impl std::fmt::Write for Chunks {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        if self.buf.len() + s.len() > CHUNK && !self.buf.is_empty() {
-            self.done.push(std::mem::take(&mut self.buf));
+impl Iterator for Exposition {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if let Some(head) = self.head.take().filter(|h| !h.is_empty()) {
+            return Some(head);
         }
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(CHUNK.max(s.len()));
+        while !self.cursor.done() {
+            let mut piece = String::with_capacity(CHUNK + 4096);
+            self.judged.write_text(&mut self.cursor, &mut piece, CHUNK);
+            if !piece.is_empty() {
+                return Some(piece);
+            }
         }
-        self.buf.push_str(s);
-        Ok(())
+        if self.eof {
+            return None;
+        }
+        self.eof = true;
+        Some("# EOF\n".to_string())
     }
 }
 
@@ -399,9 +416,11 @@ mod tests {
                 r.set_state(state_code::HEALTHY)
             });
         }
-        let pieces = m.encode_chunks();
+        let pieces: Vec<String> = m.exposition().collect();
         assert!(pieces.len() > 1, "one piece of {} bytes", pieces[0].len());
-        assert!(pieces.iter().all(|p| p.len() <= CHUNK));
+        // A piece ends after the row that filled it: at most one row over.
+        assert!(pieces.iter().all(|p| p.len() <= CHUNK + 1024));
+        assert!(pieces.iter().all(|p| p.ends_with('\n')), "no line split");
         let text = pieces.concat();
         assert_eq!(
             text.lines()
@@ -410,6 +429,7 @@ mod tests {
             20_000
         );
         assert!(text.ends_with("# EOF\n"), "the exposition is whole");
+        assert_eq!(text.matches("# TYPE backout_service_state ").count(), 1);
     }
 
     #[test]
