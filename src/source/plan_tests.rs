@@ -263,9 +263,11 @@ fn every_key_of_a_policy_shares_one_service_name_and_the_default_labels() {
     assert!(reqs
         .windows(2)
         .all(|w| Arc::ptr_eq(&w[0].key.service, &w[1].key.service)));
-    let labels: Vec<&SplitLabels> = reqs.iter().filter_map(|r| r.split.as_ref()).collect();
+    let labels: Vec<&Arc<SplitLabels>> = reqs.iter().filter_map(|r| r.split.as_ref()).collect();
     assert!(!labels.is_empty());
     assert!(labels
         .iter()
         .all(|l| Arc::ptr_eq(&l.service, &SplitLabels::default().service)));
+    // One pair for every request, not a pair each.
+    assert!(labels.windows(2).all(|w| Arc::ptr_eq(w[0], w[1])));
 }
