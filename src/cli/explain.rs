@@ -98,7 +98,7 @@ fn hold(ms: i64) -> String {
 }
 
 fn describe(r: &Rule) -> String {
-    match &r.test {
+    match r.test.as_deref() {
         None => describe_threshold(r),
         Some(Test::Sequential {
             config,

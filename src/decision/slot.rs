@@ -53,14 +53,14 @@ impl Slot {
         // One interval of slack so a window that starts between two polls is full.
         let retain = rule.retention().saturating_add(interval);
         let ring = || Window::for_polls(retain, interval);
-        let ratios = match &rule.test {
+        let ratios = match rule.test.as_deref() {
             Some(Test::BurnRate(cfg)) => burn_windows(cfg)
                 .into_iter()
                 .map(|w| (w, [ring(), ring()]))
                 .collect(),
             _ => Vec::new(),
         };
-        let counting = matches!(rule.test, Some(Test::Sequential { .. }))
+        let counting = matches!(rule.test.as_deref(), Some(Test::Sequential { .. }))
             .then(|| Box::new(Counting::default()));
         Slot {
             query_window: millis(
@@ -126,7 +126,7 @@ impl Slot {
             Phase::Canary { .. } => Some(&self.series[track_index(Track::Stable)]),
             Phase::Bake { .. } => None,
         };
-        let outcome = match &self.rule.test {
+        let outcome = match self.rule.test.as_deref() {
             None => {
                 let own = rule::evaluate(
                     &self.rule,
@@ -189,7 +189,7 @@ impl Slot {
     /// A canary burn-rate breach the stable's burn shares (`decision::shared`), judged on the
     /// error ratios over the long window of the rule the canary fired.
     fn shared_burn(&mut self, own: Outcome, at: &Judging) -> Outcome {
-        let Some(Test::BurnRate(cfg)) = &self.rule.test else {
+        let Some(Test::BurnRate(cfg)) = self.rule.test.as_deref() else {
             return own;
         };
         if own.breach != Breach::Critical {
