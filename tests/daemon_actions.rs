@@ -439,3 +439,35 @@ async fn contain_in_the_bake_window_routes_to_stable_and_never_undoes_it() {
     );
     w.sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_never_waits_behind_the_start_ups_known_good_records() {
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let policies: Vec<Policy> = names.iter().map(|n| policy(n)).collect();
+    let w = World::new(&policies, Duration::from_secs(1)).await;
+    // The first sight of each stable is recorded as its last known good revision; here those
+    // writes take 20 s each for a..e, and only one book-keeping write runs at a time, so the
+    // start-up's records take 100 s. f is bad from the start.
+    for n in &names[..5] {
+        w.sim.faults().latency(
+            Some("PATCH"),
+            &format!("/deployments/{n}"),
+            Duration::from_secs(20),
+        );
+    }
+    w.sampler.turn_bad(&["f"]);
+    let actions = Actions {
+        max_concurrent: 1,
+        ..Actions::default()
+    };
+    let daemon = Daemon::with_actions(w.context(), policies.clone(), actions);
+    let (stop, task) = start(daemon);
+    let at = w.mitigated_at(&policies[5], Duration::from_secs(90)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let at = at.expect("f was not mitigated within 90 s");
+    // One poll to decide, the rollback's own steps and the 1 s rollout: not the 100 s of
+    // records queued before it.
+    assert!(at <= 30_000, "f mitigated {at} ms after the start");
+    w.sim.shutdown().await;
+}
