@@ -391,3 +391,56 @@ fn a_canary_three_times_worse_with_the_same_overdispersion_is_still_rolled_back(
     let fired = vs.iter().position(|v| v.rollback).expect("a rollback");
     assert!(fired <= 12, "fired at poll {fired}: {:?}", healths(&vs));
 }
+
+#[test]
+fn a_stable_risen_far_above_its_own_rate_explains_a_breach_it_does_not_reach() {
+    // Six healthy minutes at 0.5% on both tracks, then a dependency fails at the level: both
+    // tracks' true rate near 5%, the stable's value 4% (4.8% with the margin, under the level)
+    // and the canary's noisier one 5.5%, for ten minutes. The stable's rate is 8x its own: a
+    // shared cause, and the counts do not show the canary worse than it: held, never rolled
+    // back, and the reason says why.
+    let mut run = Run::no_warmup(threshold_policy());
+    ticks_at(&mut run, 36, 0.005, 0.005, 10.0);
+    let incident = ticks_at(&mut run, 60, 0.055, 0.04, 10.0);
+    assert!(
+        incident.iter().all(|v| !v.rollback),
+        "{:?}",
+        healths(&incident)
+    );
+    assert!(
+        incident.iter().all(|v| v.health == Health::Shared),
+        "{:?}",
+        healths(&incident)
+    );
+    let Reading::Shared(cause) = &status(&incident[59], "errors").reading else {
+        panic!("{:?}", incident[59].metrics);
+    };
+    assert!(cause.stable_rise.is_some_and(|r| r > 7.0), "{cause:?}");
+    let text = incident[59].reasons[0].to_string();
+    assert!(
+        text.contains("rose 8.0x over its own earlier rate"),
+        "{text}"
+    );
+    // The same rise with a canary clearly worse than the stable (15% against 4%): rolled back
+    // after `for`, as before.
+    let mut run = Run::no_warmup(threshold_policy());
+    ticks_at(&mut run, 36, 0.005, 0.005, 10.0);
+    let worse = ticks_at(&mut run, 8, 0.15, 0.04, 10.0);
+    assert_eq!(status(&worse[0], "errors").breach, Breach::Critical);
+    assert_eq!(worse.iter().position(|v| v.rollback), Some(6));
+}
+
+#[test]
+fn a_stable_steady_near_the_level_is_no_shared_cause() {
+    // The same values with no rise behind them: the stable's usual rate is 4% and the canary
+    // reads 5.5%, over the level. Nothing both tracks share moved, so the level is judged as
+    // written: rolled back after `for`.
+    let mut run = Run::no_warmup(threshold_policy());
+    let vs = ticks_at(&mut run, 36, 0.055, 0.04, 10.0);
+    assert!(
+        vs.iter().all(|v| v.health != Health::Shared),
+        "{:?}",
+        healths(&vs)
+    );
+    assert_eq!(vs.iter().position(|v| v.rollback), Some(6));
+}

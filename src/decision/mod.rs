@@ -6,8 +6,10 @@
 //! rollback). [`Engine`] ties them together for one service and one canary revision.
 //! Semantics are documented for users in docs/decision.md.
 
+mod cause;
 mod counter;
 pub mod dispersion;
+mod elevation;
 mod engine;
 pub mod rule;
 mod sequential;
