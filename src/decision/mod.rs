@@ -14,6 +14,7 @@ mod engine;
 pub mod rule;
 mod sequential;
 pub mod shared;
+mod shared_burn;
 mod slot;
 pub mod state;
 mod statistic;

@@ -73,13 +73,11 @@ pub use super::cause::SharedCause;
 use super::dispersion::{Dispersion, Events};
 use super::elevation::{Count, Reference};
 use super::rule::{self, Breach, Outcome, Reading, Rule};
+pub use super::shared_burn::{ratio_over, Burn};
 use super::window::Window;
 use crate::policy::{Compare, OnShared, Stat};
 use crate::sample::Millis;
-use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
-use crate::stats::sequential::Outcome as TestOutcome;
 use statrs::function::beta::checked_beta_reg;
-use std::time::Duration;
 
 /// Level of the per-poll test that the canary is worse than the stable (see the module docs:
 /// lenient on purpose, so a worse canary is not hidden).
@@ -136,56 +134,6 @@ enum Counts {
     Underpowered(SharedCause),
     /// No counts (no traffic data, not a share of requests, not split by track).
     Unknown,
-}
-
-/// What the stable's burn rate says about a canary burn-rate breach.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Burn {
-    /// The long window of the rule the canary fired: the counts' window.
-    pub long: Duration,
-    /// The canary's and the stable's error ratios over it.
-    pub ratios: [Option<f64>; 2],
-    /// The stable spends its error budget (1x or more) over both windows of that rule: the
-    /// SLO is lost on both tracks, so the level the stable breaches itself.
-    pub stable_burns: bool,
-    /// The stable burns itself, or at `margin` times its ratios it would fire a rule too.
-    pub within_margin: bool,
-}
-
-impl Burn {
-    /// From each rule window's (canary, stable) error ratios; `None` when the canary fires no
-    /// rule.
-    pub fn of(
-        cfg: &BurnConfig,
-        ratios: &[(Duration, [Option<f64>; 2])],
-        margin: f64,
-    ) -> Option<Burn> {
-        let track = |i: usize, k: f64| -> Vec<WindowRatio> {
-            ratios
-                .iter()
-                .map(|(w, r)| WindowRatio {
-                    window: *w,
-                    error_ratio: r[i].map(|x| x * k),
-                })
-                .collect()
-        };
-        let fired = burn_rate::evaluate(cfg, &track(0, 1.0)).fired?;
-        let rule = cfg.rules.get(fired)?;
-        let stable = burn_rate::evaluate(cfg, &track(1, 1.0));
-        let stable_burns = stable.rules.get(fired).is_some_and(|r| {
-            r.long_burn.is_some_and(|b| b >= 1.0) && r.short_burn.is_some_and(|b| b >= 1.0)
-        });
-        let at_margin = burn_rate::evaluate(cfg, &track(1, margin)).outcome == TestOutcome::Fail;
-        Some(Burn {
-            long: rule.long,
-            ratios: ratios
-                .iter()
-                .find(|r| r.0 == rule.long)
-                .map_or([None, None], |r| r.1),
-            stable_burns,
-            within_margin: stable_burns || at_margin,
-        })
-    }
 }
 
 impl Check<'_> {
@@ -274,15 +222,25 @@ impl Check<'_> {
         if outcome.breach != Breach::Critical || !burn.within_margin {
             return outcome;
         }
-        let [Some(canary), Some(stable)] = burn.ratios else {
+        let [Some(canary), Some(span)] = burn.ratios else {
             return outcome;
         };
+        let stable = self.stable_reference(burn, span);
         let result = match self.counts_test(canary, stable, 1.0) {
             Counts::NotWorse(cause) => self.shared(outcome, cause),
             Counts::Underpowered(cause) if burn.stable_burns => self.shared(outcome, cause),
             Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => outcome,
         };
         self.remember(result)
+    }
+
+    /// The stable's ratio to compare a burning canary with (`decision::shared_burn`).
+    fn stable_reference(&self, burn: &Burn, span: f64) -> f64 {
+        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
+        match read(self.traffic[1]) {
+            Ok(rps) => burn.reference(span, rps),
+            Err(_) => span,
+        }
     }
 
     fn shared(&self, outcome: Outcome, cause: SharedCause) -> Outcome {
