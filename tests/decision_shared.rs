@@ -391,3 +391,109 @@ fn a_canary_three_times_worse_with_the_same_overdispersion_is_still_rolled_back(
     let fired = vs.iter().position(|v| v.rollback).expect("a rollback");
     assert!(fired <= 12, "fired at poll {fired}: {:?}", healths(&vs));
 }
+
+#[test]
+fn a_stable_risen_far_above_its_own_rate_explains_a_breach_it_does_not_reach() {
+    // Six healthy minutes at 0.5% on both tracks, then a dependency fails at the level: both
+    // tracks' true rate near 5%, the stable's value 4% (4.8% with the margin, under the level)
+    // and the canary's noisier one 5.5%, for ten minutes. The stable's rate is 8x its own: a
+    // shared cause, and the counts do not show the canary worse than it: held, never rolled
+    // back, and the reason says why.
+    let mut run = Run::no_warmup(threshold_policy());
+    ticks_at(&mut run, 36, 0.005, 0.005, 10.0);
+    let incident = ticks_at(&mut run, 60, 0.055, 0.04, 10.0);
+    assert!(
+        incident.iter().all(|v| !v.rollback),
+        "{:?}",
+        healths(&incident)
+    );
+    assert!(
+        incident.iter().all(|v| v.health == Health::Shared),
+        "{:?}",
+        healths(&incident)
+    );
+    let Reading::Shared(cause) = &status(&incident[59], "errors").reading else {
+        panic!("{:?}", incident[59].metrics);
+    };
+    assert!(cause.stable_rise.is_some_and(|r| r > 7.0), "{cause:?}");
+    let text = incident[59].reasons[0].to_string();
+    assert!(
+        text.contains("rose 8.0x over its own earlier rate"),
+        "{text}"
+    );
+    // The same rise with a canary clearly worse than the stable (15% against 4%): rolled back
+    // after `for`, as before.
+    let mut run = Run::no_warmup(threshold_policy());
+    ticks_at(&mut run, 36, 0.005, 0.005, 10.0);
+    let worse = ticks_at(&mut run, 8, 0.15, 0.04, 10.0);
+    assert_eq!(status(&worse[0], "errors").breach, Breach::Critical);
+    assert_eq!(worse.iter().position(|v| v.rollback), Some(6));
+}
+
+#[test]
+fn a_stable_steady_near_the_level_is_no_shared_cause() {
+    // The same values with no rise behind them: the stable's usual rate is 4% and the canary
+    // reads 5.5%, over the level. Nothing both tracks share moved, so the level is judged as
+    // written: rolled back after `for`.
+    let mut run = Run::no_warmup(threshold_policy());
+    let vs = ticks_at(&mut run, 36, 0.055, 0.04, 10.0);
+    assert!(
+        vs.iter().all(|v| v.health != Health::Shared),
+        "{:?}",
+        healths(&vs)
+    );
+    assert_eq!(vs.iter().position(|v| v.rollback), Some(6));
+}
+
+/// One poll `at_secs` after the canary started, each burn window (5m, 30m, 1h, 6h) of each
+/// track at its own error ratio, the canary at 1 req/s and the stable at 9.
+fn burn_poll(run: &mut Run, at_secs: i64, canary: [f64; 4], stable: [f64; 4]) -> Verdict {
+    run.traffic = None;
+    run.now = at_secs * SEC;
+    for (track, rps, ratios) in [(Track::Canary, 1.0, canary), (Track::Stable, 9.0, stable)] {
+        run.engine
+            .observe_traffic(track, Sample::value(run.now, rps));
+        for (w, ratio) in [300, 1800, 3600, 21_600].into_iter().zip(ratios) {
+            let input = Input::Ratio {
+                metric: "slo".into(),
+                window: secs(w),
+            };
+            let sample = Sample::value(run.now, ratio);
+            run.engine.observe_input(&input, track, sample).unwrap();
+        }
+    }
+    run.tick_with(&[])
+}
+
+#[test]
+fn a_shared_incident_is_compared_over_the_same_span_on_both_tracks() {
+    // A canary 20 minutes old, a 99.9% SLO, both tracks at 0.5% until a dependency fails at 5%
+    // three minutes ago. The canary's 30m, 1h and 6h ratios cover only its 20 minutes of life
+    // (1.175%: 11.75x, firing the 6 h / 30 m rule), the stable's cover the whole windows
+    // (0.95%, 0.725%, 0.54%); over the last 5 minutes both read 3.2%. Compared over the fired
+    // rule's 6 h, the canary looks twice the stable for sharing the incident; compared over the
+    // same span on both tracks (its 20 minutes: the stable's events between its 5m and 30m
+    // windows, 1.175%), it is not worse: held.
+    let mut run = Run::no_warmup(burn_policy());
+    let v = burn_poll(
+        &mut run,
+        1200,
+        [0.032, 0.01175, 0.01175, 0.01175],
+        [0.032, 0.0095, 0.00725, 0.0054],
+    );
+    assert!(!v.rollback);
+    let Reading::Shared(cause) = &status(&v, "slo").reading else {
+        panic!("{:?}", v.metrics);
+    };
+    assert_eq!(cause.canary, 0.01175);
+    assert!((cause.stable - 0.01175).abs() < 1e-9, "{cause:?}");
+    // A canary twice the stable over the same span is its own: rolled back.
+    let mut run = Run::no_warmup(burn_policy());
+    let v = burn_poll(
+        &mut run,
+        1200,
+        [0.064, 0.0235, 0.0235, 0.0235],
+        [0.032, 0.0095, 0.00725, 0.0054],
+    );
+    assert!(v.rollback, "{:?}", v.metrics);
+}

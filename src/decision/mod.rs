@@ -6,12 +6,15 @@
 //! rollback). [`Engine`] ties them together for one service and one canary revision.
 //! Semantics are documented for users in docs/decision.md.
 
+mod cause;
 mod counter;
 pub mod dispersion;
+mod elevation;
 mod engine;
 pub mod rule;
 mod sequential;
 pub mod shared;
+mod shared_burn;
 mod slot;
 pub mod state;
 mod statistic;

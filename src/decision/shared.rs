@@ -11,7 +11,11 @@
 //!    its window if longer, after the stable last did so or the last shared poll, so a stable
 //!    that dips under the level for a poll does not end a shared incident: the incident is the
 //!    stable's to show, whatever the canary read at the time, and overlapping values of one
-//!    window dipping for less than a window are its noise); for a `difference` level,
+//!    window dipping for less than a window are its noise); or, for an absolute level, the
+//!    stable's rate has risen significantly beyond the margin over its own earlier rate
+//!    (`decision::elevation`: an incident at the level leaves the stable's value just under
+//!    `level / margin` for minutes, and the window filling at its start does the same, while
+//!    the rise shows that something both tracks share moved); for a `difference` level,
 //!    always (its noise grows with the rate both tracks share: at 10% on both a 1-point level
 //!    is within the canary's noise, while at 0.5% a 1-point excess is 3x, which the test below
 //!    shows worse); for a `ratio` level, only one below the margin; for a burn rate, the stable
@@ -65,58 +69,19 @@
 //! the canary worse. Without traffic data there are no counts: no shared verdict (the breach
 //! stands, as before).
 
+pub use super::cause::SharedCause;
 use super::dispersion::{Dispersion, Events};
+use super::elevation::{Count, Reference};
 use super::rule::{self, Breach, Outcome, Reading, Rule};
+pub use super::shared_burn::{ratio_over, Burn};
 use super::window::Window;
 use crate::policy::{Compare, OnShared, Stat};
 use crate::sample::Millis;
-use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
-use crate::stats::sequential::Outcome as TestOutcome;
-use serde::{Deserialize, Serialize};
 use statrs::function::beta::checked_beta_reg;
-use std::time::Duration;
 
 /// Level of the per-poll test that the canary is worse than the stable (see the module docs:
 /// lenient on purpose, so a worse canary is not hidden).
 pub const SHARED_ALPHA: f64 = 0.05;
-
-/// What the shared-cause test saw: shown in reasons, `explain` and backtests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SharedCause {
-    /// The canary's and the stable's values of the metric.
-    pub canary: f64,
-    pub stable: f64,
-    /// Bad events and requests behind each value over the metric's window.
-    pub canary_events: f64,
-    pub canary_requests: f64,
-    pub stable_events: f64,
-    pub stable_requests: f64,
-    /// One-sided p-value of "the canary is at most `margin` times worse", on the counts
-    /// divided by `dispersion`.
-    pub p_value: f64,
-    pub margin: f64,
-    /// The quasi-binomial factor: how many times the binomial variance the canary's counts
-    /// have shown (`decision::dispersion`; 1: binomial).
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    pub dispersion: f64,
-    /// The requests so far cannot yet show a canary twice the margin worse: held while the
-    /// stable breaches the level, until the counts can tell the tracks apart.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub pending_power: bool,
-    /// The stable is under the level at this poll, but the metric was shared within its `for`:
-    /// the incident is carried through the stable's dip ([`Check::shared_since`]). A carried
-    /// poll does not extend the hold.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub carried: bool,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-fn is_one(x: &f64) -> bool {
-    *x == 1.0
-}
 
 /// What a metric's shared-cause checks remember between polls.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -126,6 +91,8 @@ pub struct Memory {
     pub since: Option<Millis>,
     /// The canary's overdispersion, from every poll of the metric's counts.
     pub dispersion: Dispersion,
+    /// The stable's own earlier rate, against which a rise shows (`decision::elevation`).
+    pub reference: Reference,
 }
 
 /// The inputs of one shared-cause check besides the canary's own outcome.
@@ -169,69 +136,20 @@ enum Counts {
     Unknown,
 }
 
-/// What the stable's burn rate says about a canary burn-rate breach.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Burn {
-    /// The long window of the rule the canary fired: the counts' window.
-    pub long: Duration,
-    /// The canary's and the stable's error ratios over it.
-    pub ratios: [Option<f64>; 2],
-    /// The stable spends its error budget (1x or more) over both windows of that rule: the
-    /// SLO is lost on both tracks, so the level the stable breaches itself.
-    pub stable_burns: bool,
-    /// The stable burns itself, or at `margin` times its ratios it would fire a rule too.
-    pub within_margin: bool,
-}
-
-impl Burn {
-    /// From each rule window's (canary, stable) error ratios; `None` when the canary fires no
-    /// rule.
-    pub fn of(
-        cfg: &BurnConfig,
-        ratios: &[(Duration, [Option<f64>; 2])],
-        margin: f64,
-    ) -> Option<Burn> {
-        let track = |i: usize, k: f64| -> Vec<WindowRatio> {
-            ratios
-                .iter()
-                .map(|(w, r)| WindowRatio {
-                    window: *w,
-                    error_ratio: r[i].map(|x| x * k),
-                })
-                .collect()
-        };
-        let fired = burn_rate::evaluate(cfg, &track(0, 1.0)).fired?;
-        let rule = cfg.rules.get(fired)?;
-        let stable = burn_rate::evaluate(cfg, &track(1, 1.0));
-        let stable_burns = stable.rules.get(fired).is_some_and(|r| {
-            r.long_burn.is_some_and(|b| b >= 1.0) && r.short_burn.is_some_and(|b| b >= 1.0)
-        });
-        let at_margin = burn_rate::evaluate(cfg, &track(1, margin)).outcome == TestOutcome::Fail;
-        Some(Burn {
-            long: rule.long,
-            ratios: ratios
-                .iter()
-                .find(|r| r.0 == rule.long)
-                .map_or([None, None], |r| r.1),
-            stable_burns,
-            within_margin: stable_burns || at_margin,
-        })
-    }
-}
-
 impl Check<'_> {
     /// `outcome` (the canary's) turned into a shared breach when the stable shares it and the
     /// canary is not worse; otherwise unchanged.
     pub fn apply(mut self, outcome: Outcome) -> Outcome {
         let stable = self.stable_value(&outcome);
         self.observe(&outcome, stable);
+        let rise = self.rise(stable);
         let level = self.rule.critical.filter(|l| l.above.is_some());
         let stable_breaches = self.rule.compare.is_none()
             && stable.is_some_and(|s| level.is_some_and(|l| l.breached_by(self.margin * s)));
         if stable_breaches {
             self.memory.since = Some(self.now);
         }
-        let result = match self.cause(&outcome, stable) {
+        let result = match self.cause(&outcome, stable, rise) {
             Some(cause) => self.shared(outcome, cause),
             None => outcome,
         };
@@ -275,21 +193,54 @@ impl Check<'_> {
             .observe(self.now, self.window, events);
     }
 
+    /// Feeds the stable's counts at this poll to its reference (an absolute level's only: a
+    /// `compare` level judges the stable through the canary) and returns how many times its
+    /// earlier rate the stable runs at, when that is a significant rise (`decision::elevation`).
+    fn rise(&mut self, stable: Option<f64>) -> Option<f64> {
+        let scale = self.rule.share_scale()?;
+        if self.rule.compare.is_some() || !self.per_track {
+            return None;
+        }
+        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
+        let requests = read(self.traffic[1]).ok()? * self.window as f64 / 1000.0;
+        let count = stable.filter(|s| *s >= 0.0).map(|s| Count {
+            at: self.now,
+            events: s * scale * requests,
+            requests,
+        });
+        let margin = self.margin;
+        self.memory
+            .reference
+            .observe(count, self.window, margin, SHARED_ALPHA, |now, base| {
+                worse_p_value(now.events, base.events, now.requests, base.requests, margin)
+            })
+    }
+
     /// A burn-rate breach of the canary (`outcome`) judged with what the stable's burn says
     /// ([`Burn`]): the counts are the two tracks' error ratios over `self.window`.
     pub fn apply_burn(self, outcome: Outcome, burn: &Burn) -> Outcome {
         if outcome.breach != Breach::Critical || !burn.within_margin {
             return outcome;
         }
-        let [Some(canary), Some(stable)] = burn.ratios else {
+        let [Some(canary), Some(span)] = burn.ratios else {
             return outcome;
         };
+        let stable = self.stable_reference(burn, span);
         let result = match self.counts_test(canary, stable, 1.0) {
             Counts::NotWorse(cause) => self.shared(outcome, cause),
             Counts::Underpowered(cause) if burn.stable_burns => self.shared(outcome, cause),
             Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => outcome,
         };
         self.remember(result)
+    }
+
+    /// The stable's ratio to compare a burning canary with (`decision::shared_burn`).
+    fn stable_reference(&self, burn: &Burn, span: f64) -> f64 {
+        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
+        match read(self.traffic[1]) {
+            Ok(rps) => burn.reference(span, rps),
+            Err(_) => span,
+        }
     }
 
     fn shared(&self, outcome: Outcome, cause: SharedCause) -> Outcome {
@@ -303,7 +254,12 @@ impl Check<'_> {
         }
     }
 
-    fn cause(&self, outcome: &Outcome, stable: Option<f64>) -> Option<SharedCause> {
+    fn cause(
+        &self,
+        outcome: &Outcome,
+        stable: Option<f64>,
+        rise: Option<f64>,
+    ) -> Option<SharedCause> {
         let rule = self.rule;
         if outcome.breach != Breach::Critical {
             return None;
@@ -332,7 +288,12 @@ impl Check<'_> {
             .memory
             .since
             .is_some_and(|t| self.now.saturating_sub(t) <= carry);
-        let carried = rule.compare.is_none() && !level.breached_by(self.margin * stable);
+        // A stable under the level (margin included) whose rate rose significantly above its
+        // own earlier rate explains the breach too (`decision::elevation`): a shared cause moved
+        // it, and the counts below decide whether the canary is worse.
+        let under = rule.compare.is_none() && !level.breached_by(self.margin * stable);
+        let stable_rise = rise.filter(|_| under);
+        let carried = under && stable_rise.is_none();
         let explained = match rule.compare {
             None => !carried || ongoing,
             Some(Compare::Ratio) => level.breached_by(self.margin),
@@ -342,15 +303,21 @@ impl Check<'_> {
             return None;
         }
         match self.counts_test(canary, stable, rule.share_scale()?) {
-            Counts::NotWorse(cause) => Some(SharedCause { carried, ..cause }),
+            Counts::NotWorse(cause) => Some(SharedCause {
+                carried,
+                stable_rise,
+                ..cause
+            }),
             // Too few requests (or counts too dispersed) to tell the tracks apart while the
             // stable explains an absolute level (it breaches it within the margin, or did within
             // `for`): the stable's breach is evidence of a shared cause and the canary's is none
             // of its own yet. Held pending power; every poll still tests, so a canary the counts
             // show worse breaches as before.
-            Counts::Underpowered(cause) if rule.compare.is_none() => {
-                Some(SharedCause { carried, ..cause })
-            }
+            Counts::Underpowered(cause) if rule.compare.is_none() => Some(SharedCause {
+                carried,
+                stable_rise,
+                ..cause
+            }),
             Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => None,
         }
     }
@@ -388,6 +355,7 @@ impl Check<'_> {
             dispersion: phi,
             pending_power: !powered,
             carried: false,
+            stable_rise: None,
         };
         match powered {
             true => Counts::NotWorse(cause),
@@ -434,40 +402,6 @@ pub fn worse_p_value(x: f64, y: f64, c: f64, s: f64, margin: f64) -> Option<f64>
         return None;
     }
     checked_beta_reg(x, y + 1.0, theta0).ok()
-}
-
-impl std::fmt::Display for SharedCause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let verdict = match self.pending_power {
-            false => "the canary is not worse",
-            true => "too few requests yet to tell whether the canary is worse",
-        };
-        let both = match self.carried {
-            false => "both tracks breach",
-            true => "both tracks breached within the level's `for` (the stable dipped under it)",
-        };
-        write!(
-            f,
-            "{both}; {verdict}: canary {:.4} vs stable {:.4} \
-             (~{:.0} of {:.0} vs ~{:.0} of {:.0} events; p = {:.3} that it is more than {}x worse",
-            self.canary,
-            self.stable,
-            self.canary_events,
-            self.canary_requests,
-            self.stable_events,
-            self.stable_requests,
-            self.p_value,
-            self.margin
-        )?;
-        match self.dispersion > 1.0 {
-            true => write!(
-                f,
-                ", counts {:.1}x as variable as binomial)",
-                self.dispersion
-            ),
-            false => f.write_str(")"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -210,7 +210,12 @@ impl Slot {
             .iter()
             .map(|(w, series)| (*w, [read(&series[0]), read(&series[1])]))
             .collect();
-        let Some(burn) = shared::Burn::of(cfg, &ratios, at.margin) else {
+        let age = match at.phase {
+            Phase::Canary { started_at } => at.now.saturating_sub(started_at),
+            Phase::Bake { .. } => Millis::MAX,
+        };
+        let age = Duration::from_millis(u64::try_from(age).unwrap_or(0));
+        let Some(burn) = shared::Burn::of(cfg, &ratios, at.margin, age) else {
             return own;
         };
         shared::Check {

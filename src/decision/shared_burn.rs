@@ -1,0 +1,143 @@
+//! The shared-cause test's reading of an SLO burn rate (`decision::shared`): whether the stable
+//! burns its budget too, and which of the stable's ratios a burning canary is compared with.
+//!
+//! Why a module of its own: a burn rate reads several windows per track, and a canary younger
+//! than a rule's long window has a `rate()` over it that covers only its life, while the
+//! stable's covers the whole window; the comparison must cover the same span on both tracks.
+
+use super::shared::{worse_p_value, SHARED_ALPHA};
+use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
+use crate::stats::sequential::Outcome as TestOutcome;
+use std::time::Duration;
+
+/// What the stable's burn rate says about a canary burn-rate breach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Burn {
+    /// The long window of the rule the canary fired, or the canary's age if shorter: the span
+    /// both ratios and the counts cover ([`Burn::of`]).
+    pub long: Duration,
+    /// The canary's and the stable's error ratios over it.
+    pub ratios: [Option<f64>; 2],
+    /// The fired rule's long window and the stable's ratio over it: the more precise
+    /// reference while the stable's rate has not changed within it ([`Check::apply_burn`]).
+    pub rule_long: Duration,
+    pub stable_long: Option<f64>,
+    /// The stable spends its error budget (1x or more) over both windows of that rule: the
+    /// SLO is lost on both tracks, so the level the stable breaches itself.
+    pub stable_burns: bool,
+    /// The stable burns itself, or at `margin` times its ratios it would fire a rule too.
+    pub within_margin: bool,
+}
+
+impl Burn {
+    /// From each rule window's (canary, stable) error ratios and the canary's age; `None` when
+    /// the canary fires no rule.
+    ///
+    /// The counts compare the two tracks over one span, which must be the same on both: a
+    /// canary's `rate()` over a window longer than its life covers only its life, while the
+    /// stable's covers the whole window. Compared over the fired rule's long window (6 h for a
+    /// canary 20 minutes old), a shared incident of a few minutes is most of the canary's ratio
+    /// and a sliver of the stable's, and the canary reads "worse" for sharing the incident. So
+    /// for a canary younger than the window, the stable's ratio is taken over the canary's
+    /// life ([`ratio_over`]), unless its rate over the rest of the window is the same
+    /// ([`Check::apply_burn`]).
+    pub fn of(
+        cfg: &BurnConfig,
+        ratios: &[(Duration, [Option<f64>; 2])],
+        margin: f64,
+        age: Duration,
+    ) -> Option<Burn> {
+        let track = |i: usize, k: f64| -> Vec<WindowRatio> {
+            ratios
+                .iter()
+                .map(|(w, r)| WindowRatio {
+                    window: *w,
+                    error_ratio: r[i].map(|x| x * k),
+                })
+                .collect()
+        };
+        let fired = burn_rate::evaluate(cfg, &track(0, 1.0)).fired?;
+        let rule = cfg.rules.get(fired)?;
+        let stable = burn_rate::evaluate(cfg, &track(1, 1.0));
+        let stable_burns = stable.rules.get(fired).is_some_and(|r| {
+            r.long_burn.is_some_and(|b| b >= 1.0) && r.short_burn.is_some_and(|b| b >= 1.0)
+        });
+        let at_margin = burn_rate::evaluate(cfg, &track(1, margin)).outcome == TestOutcome::Fail;
+        let span = rule.long.min(age);
+        let canary = ratios
+            .iter()
+            .find(|r| r.0 == rule.long)
+            .and_then(|r| r.1[0]);
+        let stable: Vec<(Duration, f64)> =
+            ratios.iter().filter_map(|r| Some((r.0, r.1[1]?))).collect();
+        Some(Burn {
+            long: span,
+            ratios: [canary, ratio_over(&stable, span)],
+            rule_long: rule.long,
+            stable_long: stable.iter().find(|w| w.0 == rule.long).map(|w| w.1),
+            stable_burns,
+            within_margin: stable_burns || at_margin,
+        })
+    }
+}
+
+/// A track's error ratio over the last `span`, from its ratios over the rule windows: exact for a
+/// rule window; between two, its events interpolated linearly between theirs (the rate between
+/// the two windows' ends taken as steady: traffic too); under the shortest, the shortest's.
+pub fn ratio_over(windows: &[(Duration, f64)], span: Duration) -> Option<f64> {
+    let below = windows.iter().filter(|w| w.0 <= span).max_by_key(|w| w.0);
+    let above = windows.iter().filter(|w| w.0 >= span).min_by_key(|w| w.0);
+    match (below, above) {
+        (Some(lo), Some(hi)) if hi.0 > lo.0 => {
+            let (a, b, t) = (lo.0.as_secs_f64(), hi.0.as_secs_f64(), span.as_secs_f64());
+            let events = lo.1 * a + (hi.1 * b - lo.1 * a) * (t - a) / (b - a);
+            Some((events / t).max(0.0))
+        }
+        (Some(w), _) | (None, Some(w)) => Some(w.1),
+        (None, None) => None,
+    }
+}
+
+impl Burn {
+    /// The stable's ratio to compare a burning canary with, the stable at `rps` requests per
+    /// second: over the canary's life (`span`, the ratio in [`Burn::ratios`]) when the stable's
+    /// rate there differs significantly (two-sided, `SHARED_ALPHA`) from its rate over the rest
+    /// of the rule's long window (a shared incident, or an old one, within it); otherwise over
+    /// the whole long window: the same rate with many times the events, whose smaller noise
+    /// keeps a canary's own noise from reading worse against a noisy reference.
+    pub fn reference(&self, span: f64, rps: f64) -> f64 {
+        let Some(long) = self.stable_long.filter(|_| self.long < self.rule_long) else {
+            return span;
+        };
+        let (t, l) = (self.long.as_secs_f64(), self.rule_long.as_secs_f64());
+        let (c, s) = (rps * t, rps * (l - t));
+        let (x, y) = (span * c, (long * rps * l - span * c).max(0.0));
+        let differs = |p: Option<f64>| p.is_some_and(|p| p <= SHARED_ALPHA / 2.0);
+        let changed =
+            differs(worse_p_value(x, y, c, s, 1.0)) || differs(worse_p_value(y, x, s, c, 1.0));
+        if changed {
+            span
+        } else {
+            long
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ratio_over_a_span_between_two_windows_interpolates_their_events() {
+        let m = |x: u64| Duration::from_secs(60 * x);
+        let w = [(m(5), 0.032), (m(30), 0.0095), (m(360), 0.0054)];
+        // 20 minutes: the 5m window's 9.6 event-seconds per request-second, plus 15 of the 25
+        // minutes between it and the 30m window's 17.1 (7.5 in all): 14.1 over 20 minutes.
+        let r = ratio_over(&w, m(20)).unwrap();
+        assert!((r - 0.01175).abs() < 1e-12, "{r}");
+        assert_eq!(ratio_over(&w, m(30)), Some(0.0095));
+        // Under the shortest window: the shortest's; nothing to read: none.
+        assert_eq!(ratio_over(&w, m(2)), Some(0.032));
+        assert_eq!(ratio_over(&[], m(2)), None);
+    }
+}
