@@ -194,11 +194,15 @@ impl Supervisor {
     /// Puts `order` in its service's lane, starting the lane's task if it is idle.
     fn enqueue(&mut self, order: Order, place: Option<OwnedSemaphorePermit>) {
         let env = self.env.clone();
+        let canary = order.canary().cloned();
         let lane = self
             .lanes
             .entry(order.service.clone())
             .or_insert_with(|| Lane {
-                state: Arc::default(),
+                state: Arc::new(LaneState {
+                    queue: Mutex::default(),
+                    canary: Mutex::new(canary),
+                }),
                 task: None,
             });
         // A finished task that never cleared `running` panicked mid-order: start a fresh one.
@@ -231,13 +235,13 @@ impl Supervisor {
     pub fn reap(&mut self) {
         // An order finished: its background place, if it had one, is free for the next record.
         self.start_backlog();
-        for lane in self.lanes.values_mut() {
-            let done = lane.task.as_ref().is_some_and(|t| t.is_finished())
-                && !lock(&lane.state.queue).running;
-            if done {
-                lane.task = None;
-            }
-        }
+        // An idle lane is dropped whole (a fleet's start-up records leave one per service,
+        // ~250 bytes each); the next order starts a fresh one from its own canary.
+        self.lanes.retain(|_, lane| {
+            let finished = lane.task.as_ref().is_none_or(|t| t.is_finished());
+            let q = lock(&lane.state.queue);
+            !(finished && !q.running && q.orders.is_empty())
+        });
     }
 
     /// Publishes an outcome that did not come from a lane (recovery verification) through the
@@ -246,16 +250,13 @@ impl Supervisor {
         let _ = self.env.outcomes.send(outcome);
     }
 
-    /// A new canary revision of `service` is running: retries for older canaries stop.
+    /// A new canary revision of `service` is running: retries for older canaries stop. Only a
+    /// lane with orders needs to know (idle lanes are dropped, and a new lane starts from its
+    /// first order's canary); the actuator checks the canary's template again before it acts.
     pub fn canary_changed(&mut self, service: &str, id: &CanaryId) {
-        let lane = self
-            .lanes
-            .entry(service.to_string())
-            .or_insert_with(|| Lane {
-                state: Arc::default(),
-                task: None,
-            });
-        *lock(&lane.state.canary) = Some(id.clone());
+        if let Some(lane) = self.lanes.get(service) {
+            *lock(&lane.state.canary) = Some(id.clone());
+        }
     }
 
     /// Takes no new orders and gives the running ones (and those queued behind them) up to
