@@ -340,12 +340,20 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     }
 }
 
-/// Every series name backout's registry can expose: `backout_<name>` as registered in
-/// src/telemetry/metrics.rs, with `_total` for counters and the histogram suffixes.
+/// Every series name backout can expose: `backout_<name>` as registered in
+/// src/telemetry/metrics.rs, and the per-service families written by src/telemetry/judged.rs
+/// (`const NAME: (&str, &str, &str) = ("name", ...)`), with `_total` for counters and the
+/// histogram suffixes.
 fn registered_series() -> BTreeSet<String> {
-    let src = std::fs::read_to_string(root().join("src/telemetry/metrics.rs")).unwrap();
+    let read = |f: &str| std::fs::read_to_string(root().join(f)).unwrap();
+    let (metrics, judged) = (
+        read("src/telemetry/metrics.rs"),
+        read("src/telemetry/judged.rs"),
+    );
+    let registered = metrics.split("registry.register(").skip(1);
+    let written = judged.split(": (&str, &str, &str) = (").skip(1);
     let mut out = BTreeSet::new();
-    for chunk in src.split("registry.register(").skip(1) {
+    for chunk in registered.chain(written) {
         let name = chunk.split('"').nth(1).unwrap_or_default();
         for suffix in ["", "_total", "_bucket", "_sum", "_count"] {
             out.insert(format!("backout_{name}{suffix}"));
