@@ -247,24 +247,14 @@ fn burn_policy() -> Policy {
 /// `n` polls from `from_secs` after the canary started, every burn window of each track at the
 /// given error ratio, the canary at 1 req/s and the stable at 9.
 fn burn_ticks(run: &mut Run, from_secs: i64, n: usize, canary: f64, stable: f64) -> Vec<Verdict> {
-    run.traffic = None;
-    run.now = from_secs * SEC;
-    (0..n)
-        .map(|_| {
-            for (track, rps, ratio) in [(Track::Canary, 1.0, canary), (Track::Stable, 9.0, stable)]
-            {
-                run.engine
-                    .observe_traffic(track, Sample::value(run.now, rps));
-                for w in [300, 1800, 3600, 21_600] {
-                    let input = Input::Ratio {
-                        metric: "slo".into(),
-                        window: secs(w),
-                    };
-                    let sample = Sample::value(run.now, ratio);
-                    run.engine.observe_input(&input, track, sample).unwrap();
-                }
-            }
-            run.tick_with(&[])
+    (0..n as i64)
+        .map(|k| {
+            burn_poll(
+                run,
+                from_secs + k * INTERVAL / SEC,
+                [canary; 4],
+                [stable; 4],
+            )
         })
         .collect()
 }

@@ -223,11 +223,6 @@ impl Supervisor {
         }
     }
 
-    /// Book-keeping orders not started yet (waiting for a background place).
-    pub fn backlog(&self) -> usize {
-        self.backlog.len()
-    }
-
     /// Lets go of the tasks of lanes that ran out of orders: a finished task's memory lives as
     /// long as its handle, and after a fleet's first last-known-good records that is one per
     /// service (issue 10). A task that finished with `running` still set panicked mid-order;
