@@ -1,7 +1,7 @@
 //! The few PromQL evaluations the judges need, over scrape-indexed series, with Prometheus's
 //! semantics where they matter for decisions: counter resets, the 5-minute lookback of instant
-//! queries, `rate()` needing two samples in its window, and `sum()` of nothing being an empty
-//! result rather than zero. Extrapolation is simplified to scaling by window / sampled span.
+//! queries, `rate()` needing two samples in its window and extrapolating as Prometheus does, and
+//! `sum()` of nothing being an empty result rather than zero.
 
 use super::scenario::SCRAPE_SECS;
 
@@ -36,8 +36,15 @@ fn increase_over(series: &[Option<f64>], lo: usize, hi: usize, start: Option<f64
     total
 }
 
-/// `rate(x[window])` at `at`: per-second increase between the first and last sample inside the
-/// window, scaled up to the whole window; `None` with fewer than two samples.
+/// `rate(x[window])` at `at`, as Prometheus 2.x computes it (`extrapolatedRate`): the
+/// reset-aware increase between the first and last sample inside the window, extrapolated
+/// towards each edge of the window by the gap to it when that gap is under 1.1 average scrape
+/// intervals, else by half an interval, never further back than where the counter would have
+/// been zero, then divided by the whole window; `None` with fewer than two samples.
+///
+/// Why exact: a series born inside the window (a canary's pods, and its error counter, which
+/// exists only after the first error) covers a fraction of it, and dividing its increase by
+/// that fraction instead would read a young canary's error ratio several times too high.
 pub fn rate(series: &[Option<f64>], at: u64, window: u64) -> Option<f64> {
     let hi = index(at).min(series.len().checked_sub(1)?);
     let lo = index(at.saturating_sub(window)) + usize::from(at >= window);
@@ -46,9 +53,20 @@ pub fn rate(series: &[Option<f64>], at: u64, window: u64) -> Option<f64> {
     if first == last {
         return None;
     }
-    let inc = increase_over(series, first + 1, last, series[first]);
-    let span = ((last - first) as u64 * SCRAPE_SECS) as f64;
-    Some(inc / span)
+    let first_value = series[first]?;
+    let inc = increase_over(series, first + 1, last, Some(first_value));
+    let time = |i: usize| (i as u64 * SCRAPE_SECS) as f64;
+    let sampled = time(last) - time(first);
+    let average = sampled / (present.len() - 1) as f64;
+    let mut to_start = time(first) - (at as f64 - window as f64);
+    let to_end = at as f64 - time(last);
+    if inc > 0.0 && first_value >= 0.0 {
+        to_start = to_start.min(sampled * first_value / inc);
+    }
+    let threshold = average * 1.1;
+    let edge = |gap: f64| if gap < threshold { gap } else { average / 2.0 };
+    let extrapolated = sampled + edge(to_start) + edge(to_end);
+    Some(inc * extrapolated / sampled / window as f64)
 }
 
 /// `sum()` over series: empty (None) when no series contributed, never a made-up zero.
@@ -71,6 +89,23 @@ mod tests {
         let r = rate(&s, 60, 60).unwrap();
         assert!((r - 35.0 / 45.0).abs() < 1e-12);
         assert_eq!(rate(&[None, None, Some(1.0)], 30, 15), None);
+    }
+
+    #[test]
+    fn a_series_born_inside_the_window_extrapolates_as_prometheus_does() {
+        // A canary's error counter appears at 60 s with 1, then 2, 3 (scrapes every 15 s);
+        // rate(x[5m]) at 90 s: increase 2 over 30 s sampled; the 270 s to the window's start
+        // are cut to the 15 s back to where the counter would be zero (30 s * 1/2), which is
+        // under 1.1 scrape intervals: 2 * (30 + 15) / 30 / 300 = 0.01 per second. Dividing by
+        // the sampled 30 s would read 0.067, 6.7x as high.
+        let s = [None, None, None, None, Some(1.0), Some(2.0), Some(3.0)];
+        let r = rate(&s, 90, 300).unwrap();
+        assert!((r - 0.01).abs() < 1e-12, "{r}");
+        // A gap to the start of over 1.1 intervals extrapolates half an interval: a counter at
+        // 100 at 60 s (never near zero), 130 at 90 s, in a 5m window: 30 * 37.5 / 30 / 300.
+        let s = [None, None, None, None, Some(100.0), Some(115.0), Some(130.0)];
+        let r = rate(&s, 90, 300).unwrap();
+        assert!((r - 0.125).abs() < 1e-12, "{r}");
     }
 
     #[test]

@@ -71,6 +71,9 @@ fn counts(policy: &Policy, run: &Run, metric: &str, at: u64) -> String {
     let Some(m) = policy.metrics.iter().find(|m| m.name == metric) else {
         return String::new();
     };
+    if m.kind() == Kind::BurnRate {
+        return burn_counts(run, at);
+    }
     if m.kind() != Kind::Threshold {
         return String::new();
     }
@@ -92,4 +95,23 @@ fn counts(policy: &Policy, run: &Run, metric: &str, at: u64) -> String {
         ratio(Track::Canary),
         ratio(Track::Stable)
     )
+}
+
+/// For a burn rate: both tracks' true error ratios over 5 minutes and over the canary's life
+/// (at most an hour), with the events and requests of the latter.
+fn burn_counts(run: &Run, at: u64) -> String {
+    let life = at.clamp(1, 3600);
+    let inc = |t, c, w: u64| sum(run.series(t, c).map(|s| rate(s, at, w))).unwrap_or(0.0) * w as f64;
+    let mut out = String::from(" ||");
+    for w in [300, life] {
+        let (ce, cr, se, sr) = (
+            inc(Track::Canary, Counter::Errors, w),
+            inc(Track::Canary, Counter::Requests, w),
+            inc(Track::Stable, Counter::Errors, w),
+            inc(Track::Stable, Counter::Requests, w),
+        );
+        let p = worse_p_value(ce, se, cr, sr, 1.2).unwrap_or(f64::NAN);
+        let _ = write!(out, " {w}s: {ce:.0}/{cr:.0} vs {se:.0}/{sr:.0} p {p:.3};");
+    }
+    out
 }
