@@ -55,7 +55,7 @@ impl std::fmt::Display for SharedCause {
         match (self.carried, self.stable_rise) {
             (_, Some(rise)) => write!(
                 f,
-                "the stable's rate rose {rise:.1}x over its own earlier rate (under the level)"
+                "the stable's rate rose {rise:.1}x over its own earlier rate"
             )?,
             (false, None) => f.write_str("both tracks breach")?,
             (true, None) => f.write_str(

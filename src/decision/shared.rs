@@ -193,12 +193,12 @@ impl Check<'_> {
             .observe(self.now, self.window, events);
     }
 
-    /// Feeds the stable's counts at this poll to its reference (an absolute level's only: a
-    /// `compare` level judges the stable through the canary) and returns how many times its
+    /// Feeds the stable's counts at this poll to its reference and returns how many times its
     /// earlier rate the stable runs at, when that is a significant rise (`decision::elevation`).
+    /// A `compare` level's stable is its baseline value: the same counts.
     fn rise(&mut self, stable: Option<f64>) -> Option<f64> {
         let scale = self.rule.share_scale()?;
-        if self.rule.compare.is_some() || !self.per_track {
+        if !self.per_track {
             return None;
         }
         let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
@@ -294,6 +294,9 @@ impl Check<'_> {
         let under = rule.compare.is_none() && !level.breached_by(self.margin * stable);
         let stable_rise = rise.filter(|_| under);
         let carried = under && stable_rise.is_none();
+        // A `compare` level cannot be breached by the stable: what shows a shared cause there is
+        // the stable's own rise (below: it holds a breach pending power).
+        let compare_rise = rise.filter(|_| rule.compare.is_some());
         let explained = match rule.compare {
             None => !carried || ongoing,
             Some(Compare::Ratio) => level.breached_by(self.margin),
@@ -316,6 +319,16 @@ impl Check<'_> {
             Counts::Underpowered(cause) if rule.compare.is_none() => Some(SharedCause {
                 carried,
                 stable_rise,
+                ..cause
+            }),
+            // A `compare` level (the canary against the stable) without power: held only while
+            // the stable has risen significantly over its own earlier rate. At an incident's
+            // start the rate both tracks share climbs within the window, the counts swing with
+            // it (dispersion several times binomial), and a 1-point difference is within the
+            // canary's noise; the rise is the shared cause's evidence, and the canary has
+            // shown none of its own. Without a rise such a breach stands, as before.
+            Counts::Underpowered(cause) if compare_rise.is_some() => Some(SharedCause {
+                stable_rise: compare_rise,
                 ..cause
             }),
             Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => None,
