@@ -27,6 +27,8 @@ pub struct Burn {
     pub stable_burns: bool,
     /// The stable burns itself, or at `margin` times its ratios it would fire a rule too.
     pub within_margin: bool,
+    /// The stable fires a rule itself, at its own ratios: the SLO pages on both tracks.
+    pub stable_fires: bool,
 }
 
 impl Burn {
@@ -59,6 +61,7 @@ impl Burn {
         let fired = burn_rate::evaluate(cfg, &track(0, 1.0)).fired?;
         let rule = cfg.rules.get(fired)?;
         let stable = burn_rate::evaluate(cfg, &track(1, 1.0));
+        let stable_fires = stable.fired.is_some();
         let stable_burns = stable.rules.get(fired).is_some_and(|r| {
             r.long_burn.is_some_and(|b| b >= 1.0) && r.short_burn.is_some_and(|b| b >= 1.0)
         });
@@ -77,6 +80,7 @@ impl Burn {
             stable_long: stable.iter().find(|w| w.0 == rule.long).map(|w| w.1),
             stable_burns,
             within_margin: stable_burns || at_margin,
+            stable_fires,
         })
     }
 }

@@ -1,0 +1,134 @@
+//! Shared-cause verdicts for SLO burn rates: a canary burning the error budget like a stable
+//! that burns it too holds; a canary the counts show worse still rolls back.
+
+mod common;
+
+use backout::decision::{Health, Reading, Verdict};
+use backout::policy::{Input, MetricSpec, Policy};
+use backout::sample::{Sample, Track};
+use common::*;
+
+/// The DevOps Agent's SLO rule: a 99.9% objective with the SRE workbook's paging windows.
+fn burn_policy() -> Policy {
+    Policy::test().with_metric(
+        MetricSpec::test("slo")
+            .query(
+                "sum(rate(errors{track=\"{{track}}\"}[{{window}}])) / \
+                 sum(rate(requests{track=\"{{track}}\"}[{{window}}]))",
+            )
+            .burn_rate(0.999),
+    )
+}
+
+/// `n` polls from `from_secs` after the canary started, every burn window of each track at the
+/// given error ratio, the canary at 1 req/s and the stable at 9.
+fn burn_ticks(run: &mut Run, from_secs: i64, n: usize, canary: f64, stable: f64) -> Vec<Verdict> {
+    (0..n as i64)
+        .map(|k| {
+            burn_poll(
+                run,
+                from_secs + k * INTERVAL / SEC,
+                [canary; 4],
+                [stable; 4],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_canary_burning_the_budget_like_a_stable_that_burns_it_too_is_shared() {
+    // A 99.9% SLO on a service whose stable runs at 0.45% errors (4.5x the budget, below the
+    // 6x page): the canary's noise at 0.7% (7x) fires the 6 h / 30 m rule. The stable loses
+    // the SLO as well and the canary is not worse than it: held, not rolled back.
+    let mut run = Run::no_warmup(burn_policy());
+    let vs = burn_ticks(&mut run, 1800, 3, 0.007, 0.0045);
+    assert!(vs.iter().all(|v| !v.rollback));
+    assert_eq!(vs.last().unwrap().health, Health::Shared);
+    // A minute in, the counts cannot tell yet: held pending power.
+    let mut run = Run::no_warmup(burn_policy());
+    let vs = burn_ticks(&mut run, 60, 1, 0.007, 0.0045);
+    let Reading::Shared(cause) = &status(&vs[0], "slo").reading else {
+        panic!("{:?}", vs[0].metrics);
+    };
+    assert!(cause.pending_power);
+    // A stable within its budget (0.5x): the canary's burn is its own.
+    let mut run = Run::no_warmup(burn_policy());
+    assert!(burn_ticks(&mut run, 1800, 1, 0.007, 0.0005)[0].rollback);
+    // A canary at 20x against the stable's 4.5x is worse: rolled back.
+    let mut run = Run::no_warmup(burn_policy());
+    assert!(burn_ticks(&mut run, 1800, 1, 0.02, 0.0045)[0].rollback);
+}
+
+/// One poll `at_secs` after the canary started, each burn window (5m, 30m, 1h, 6h) of each
+/// track at its own error ratio, the canary at 1 req/s and the stable at 9.
+fn burn_poll(run: &mut Run, at_secs: i64, canary: [f64; 4], stable: [f64; 4]) -> Verdict {
+    run.traffic = None;
+    run.now = at_secs * SEC;
+    for (track, rps, ratios) in [(Track::Canary, 1.0, canary), (Track::Stable, 9.0, stable)] {
+        run.engine
+            .observe_traffic(track, Sample::value(run.now, rps));
+        for (w, ratio) in [300, 1800, 3600, 21_600].into_iter().zip(ratios) {
+            let input = Input::Ratio {
+                metric: "slo".into(),
+                window: secs(w),
+            };
+            let sample = Sample::value(run.now, ratio);
+            run.engine.observe_input(&input, track, sample).unwrap();
+        }
+    }
+    run.tick_with(&[])
+}
+
+#[test]
+fn a_shared_incident_is_compared_over_the_same_span_on_both_tracks() {
+    // A canary 20 minutes old, a 99.9% SLO, both tracks at 0.5% until a dependency fails at 5%
+    // three minutes ago. The canary's 30m, 1h and 6h ratios cover only its 20 minutes of life
+    // (1.175%: 11.75x, firing the 6 h / 30 m rule), the stable's cover the whole windows
+    // (0.95%, 0.725%, 0.54%); over the last 5 minutes both read 3.2%. Compared over the fired
+    // rule's 6 h, the canary looks twice the stable for sharing the incident; compared over the
+    // same span on both tracks (its 20 minutes: the stable's events between its 5m and 30m
+    // windows, 1.175%), it is not worse: held.
+    let mut run = Run::no_warmup(burn_policy());
+    let v = burn_poll(
+        &mut run,
+        1200,
+        [0.032, 0.01175, 0.01175, 0.01175],
+        [0.032, 0.0095, 0.00725, 0.0054],
+    );
+    assert!(!v.rollback);
+    let Reading::Shared(cause) = &status(&v, "slo").reading else {
+        panic!("{:?}", v.metrics);
+    };
+    assert_eq!(cause.canary, 0.01175);
+    assert!((cause.stable - 0.01175).abs() < 1e-9, "{cause:?}");
+    // A canary twice the stable over the same span is its own: rolled back.
+    let mut run = Run::no_warmup(burn_policy());
+    let v = burn_poll(
+        &mut run,
+        1200,
+        [0.064, 0.0235, 0.0235, 0.0235],
+        [0.032, 0.0095, 0.00725, 0.0054],
+    );
+    assert!(v.rollback, "{:?}", v.metrics);
+}
+
+#[test]
+fn a_stable_paging_on_its_own_explains_a_young_canarys_burn_on_a_handful_of_requests() {
+    // A canary a minute old (60 requests) at 6% against a stable at 2%: both fire the 1 h /
+    // 5 m page (20x and 60x the budget of a 99.9% SLO). Three times the stable reads worse,
+    // but on ~4 errors the counts cannot show it (p ~ 0.2): the SLO pages on both tracks
+    // whatever the canary does, so the breach is held pending power, not rolled back.
+    let mut run = Run::no_warmup(burn_policy());
+    let v = burn_poll(&mut run, 60, [0.06; 4], [0.02; 4]);
+    assert!(!v.rollback, "{:?}", v.metrics);
+    let Reading::Shared(cause) = &status(&v, "slo").reading else {
+        panic!("{:?}", v.metrics);
+    };
+    assert!(cause.pending_power, "{cause:?}");
+    // Against a stable within its budget the same canary is rolled back at once.
+    let mut run = Run::no_warmup(burn_policy());
+    assert!(burn_poll(&mut run, 60, [0.06; 4], [0.0005; 4]).rollback);
+    // And a canary at 20% against the paging stable's 2% is worse on the same minute's counts.
+    let mut run = Run::no_warmup(burn_policy());
+    assert!(burn_poll(&mut run, 60, [0.20; 4], [0.02; 4]).rollback);
+}
