@@ -59,7 +59,11 @@
 //! the margin over the stable is held (the effect the power is judged at; beyond it the breach
 //! stands as before); the test still runs at every poll, so a canary worse than the stable
 //! breaches as a plain critical as soon as its counts show it; and the hold ends when the stable
-//! no longer explains the level. Other levels without power stand, as before.
+//! no longer explains the level. A `compare` level without power is held only while the
+//! stable has risen significantly over its own earlier rate (`decision::elevation`: the stable
+//! cannot breach a comparison, and the rise is what shows a shared cause there); a burn rate
+//! whose stable fires a rule itself is held whatever the canary reads (the SLO pages on both
+//! tracks). Other levels without power stand, as before.
 //!
 //! Why a lenient level (0.05 per poll) and a fresh test at every poll: the two mistakes are not
 //! alike. Calling a shared breach "worse" rolls back as before; calling a worse canary "shared"
