@@ -37,26 +37,42 @@ fn burn_ticks(run: &mut Run, from_secs: i64, n: usize, canary: f64, stable: f64)
 
 #[test]
 fn a_canary_burning_the_budget_like_a_stable_that_burns_it_too_is_shared() {
-    // A 99.9% SLO on a service whose stable runs at 0.45% errors (4.5x the budget, below the
-    // 6x page): the canary's noise at 0.7% (7x) fires the 6 h / 30 m rule. The stable loses
-    // the SLO as well and the canary is not worse than it: held, not rolled back.
+    // A 99.9% SLO, both tracks at 2% errors (20x the budget: the 1 h / 5 m page fires on
+    // both), the canary 30 minutes old: ~36 errors in 1,800 requests show its burn. The stable
+    // loses the SLO as well and the canary is not worse than it: held, not rolled back.
     let mut run = Run::no_warmup(burn_policy());
-    let vs = burn_ticks(&mut run, 1800, 3, 0.007, 0.0045);
+    let vs = burn_ticks(&mut run, 1800, 3, 0.02, 0.02);
     assert!(vs.iter().all(|v| !v.rollback));
     assert_eq!(vs.last().unwrap().health, Health::Shared);
-    // A minute in, the counts cannot tell yet: held pending power.
+    // A stable within its budget (0.5x): a canary at 3% (30x) is its own.
     let mut run = Run::no_warmup(burn_policy());
-    let vs = burn_ticks(&mut run, 60, 1, 0.007, 0.0045);
-    let Reading::Shared(cause) = &status(&vs[0], "slo").reading else {
-        panic!("{:?}", vs[0].metrics);
-    };
-    assert!(cause.pending_power);
-    // A stable within its budget (0.5x): the canary's burn is its own.
-    let mut run = Run::no_warmup(burn_policy());
-    assert!(burn_ticks(&mut run, 1800, 1, 0.007, 0.0005)[0].rollback);
+    assert!(burn_ticks(&mut run, 1800, 1, 0.03, 0.0005)[0].rollback);
     // A canary at 20x against the stable's 4.5x is worse: rolled back.
     let mut run = Run::no_warmup(burn_policy());
     assert!(burn_ticks(&mut run, 1800, 1, 0.02, 0.0045)[0].rollback);
+}
+
+#[test]
+fn a_burn_the_canarys_own_counts_do_not_show_is_inconclusive() {
+    // The canary at 0.7% (7x, over the 6 h / 30 m rule's 6x) for its 30 minutes: ~13 errors
+    // in 1,800 requests, where a canary at exactly 6x has ~11 (p ~ 0.3). Nothing shows a
+    // burn at the rule's rate: inconclusive (neither rolled back nor promoted), and the
+    // reading says why. The stable's burn plays no part: within its budget here.
+    let mut run = Run::no_warmup(burn_policy());
+    let v = &burn_ticks(&mut run, 1800, 1, 0.007, 0.0005)[0];
+    assert!(!v.rollback, "{:?}", v.metrics);
+    let slo = status(v, "slo");
+    assert_eq!(slo.health, Health::Inconclusive);
+    let text = slo.reading.to_string();
+    assert!(text.contains("not shown on the canary's counts: ~13 errors in 1800 requests"), "{text}");
+    // A minute old, one error in 60 requests reads 16.7x over every window: not shown either.
+    let mut run = Run::no_warmup(burn_policy());
+    let v = &burn_ticks(&mut run, 60, 1, 1.0 / 60.0, 0.0005)[0];
+    assert!(!v.rollback, "{:?}", v.metrics);
+    assert_eq!(status(v, "slo").health, Health::Inconclusive);
+    // Six hours at 0.7% (151 errors in 21,600 requests) show it: rolled back.
+    let mut run = Run::no_warmup(burn_policy());
+    assert!(burn_ticks(&mut run, 21_600, 1, 0.007, 0.0005)[0].rollback);
 }
 
 /// One poll `at_secs` after the canary started, each burn window (5m, 30m, 1h, 6h) of each

@@ -2,6 +2,7 @@
 
 use super::counter::{EVENTS, TOTAL};
 use super::rule::{self, millis, Rule};
+use super::served::Served;
 use super::slot::{track_index, Counting, Judging, Slot};
 use super::state::{Health, MetricState};
 use super::verdict::{self, MetricStatus, Phase, Reason, Stage, Verdict};
@@ -30,6 +31,10 @@ pub struct Engine {
     no_data_deadline: Millis,
     slots: Vec<Slot>,
     traffic: [Window; 2],
+    /// Requests each track served since judging began (the canary's: since its revision).
+    served: [Served; 2],
+    /// The longest gap between traffic polls counted as served (a few intervals).
+    served_gap: Millis,
     phase: Option<Phase>,
     latch: Option<Latch>,
     inconclusive_since: Option<Millis>,
@@ -59,6 +64,8 @@ impl Engine {
             no_data_deadline: millis(policy.analysis.no_data_deadline),
             slots,
             traffic: [Window::new(traffic_retain), Window::new(traffic_retain)],
+            served: Default::default(),
+            served_gap: traffic_retain,
             phase: None,
             latch: None,
             inconclusive_since: None,
@@ -138,6 +145,7 @@ impl Engine {
 
     /// Records one poll of `analysis.traffic_query` (requests per second) for `track`.
     pub fn observe_traffic(&mut self, track: Track, sample: Sample) {
+        self.served[track_index(track)].observe(&sample, self.served_gap);
         self.traffic[track_index(track)].push(sample);
     }
 
@@ -156,6 +164,7 @@ impl Engine {
             }
         }
         self.traffic[canary].clear();
+        self.served[canary] = Served::default();
         self.reset_timers();
         self.phase = None;
         self.latch = None;
@@ -185,6 +194,7 @@ impl Engine {
             warmup_until,
             traffic: &self.traffic[track_index(subject)],
             both_traffic: [&self.traffic[0], &self.traffic[1]],
+            canary_served: self.served[track_index(Track::Canary)].requests(),
             on_shared: self.on_shared,
             margin: self.shared_margin,
             now,

@@ -13,6 +13,7 @@ mod elevation;
 mod engine;
 pub mod rule;
 mod sequential;
+mod served;
 pub mod shared;
 mod shared_burn;
 mod slot;

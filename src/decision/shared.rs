@@ -107,6 +107,10 @@ pub struct Check<'a> {
     pub traffic: [&'a Window; 2],
     /// The metric's PromQL window (what one value summarises).
     pub window: Millis,
+    /// The canary's requests over `window` when known (a burn rate's span that is the canary's
+    /// whole life: what it served, `decision::served`); otherwise its newest requests per
+    /// second times `window`.
+    pub canary_requests: Option<f64>,
     pub margin: f64,
     pub on_shared: OnShared,
     /// Whether the metric's query tells the tracks apart ([`per_track`]).
@@ -223,6 +227,10 @@ impl Check<'_> {
     /// A burn-rate breach of the canary (`outcome`) judged with what the stable's burn says
     /// ([`Burn`]): the counts are the two tracks' error ratios over `self.window`.
     pub fn apply_burn(self, outcome: Outcome, burn: &Burn) -> Outcome {
+        if outcome.breach != Breach::Critical {
+            return outcome;
+        }
+        let outcome = self.burn_shown(outcome, burn);
         if outcome.breach != Breach::Critical || !burn.within_margin {
             return outcome;
         }
@@ -241,6 +249,41 @@ impl Check<'_> {
             Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => outcome,
         };
         self.remember(result)
+    }
+
+    /// A canary burn-rate breach its own counts over the span do not show (`Burn::shown`, at
+    /// `SHARED_ALPHA`): inconclusive, the reading saying why; otherwise unchanged. Without
+    /// counts (no traffic data) the breach stands, as before.
+    fn burn_shown(&self, mut outcome: Outcome, burn: &Burn) -> Outcome {
+        let shown = self.canary_requests_over_window().and_then(|n| burn.shown(n));
+        let Some(shown) = shown.filter(|s| s.p_value > SHARED_ALPHA) else {
+            return outcome;
+        };
+        if let Reading::Test { explanation, .. } = &mut outcome.reading {
+            explanation.push_str(&format!(
+                "; not shown on the canary's counts: ~{:.0} errors in {:.0} requests \
+                 (p = {:.2} at the rule's factor)",
+                shown.errors, shown.requests, shown.p_value
+            ));
+        }
+        Outcome {
+            breach: Breach::Inconclusive,
+            threshold: None,
+            ..outcome
+        }
+    }
+
+    /// The canary's requests over the counted window: what it served when the window is its
+    /// whole life, or the newest rate times the window, whichever is larger (the rate can read
+    /// 0 for a trickle whose span holds hundreds; what it served undercounts after a restart).
+    fn canary_requests_over_window(&self) -> Option<f64> {
+        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
+        let rps = read(self.traffic[0]).ok();
+        let secs = self.window as f64 / 1000.0;
+        match (rps, self.canary_requests) {
+            (rps, Some(served)) => Some(served.max(rps.unwrap_or(0.0) * secs)),
+            (rps, None) => rps.map(|r| r * secs),
+        }
     }
 
     /// The stable's ratio to compare a burning canary with (`decision::shared_burn`).
@@ -399,9 +442,8 @@ impl Check<'_> {
             return None;
         }
         let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
-        let [c_rps, s_rps] = self.traffic.map(|w| read(w).ok());
-        let secs = self.window as f64 / 1000.0;
-        let (c, s) = (c_rps? * secs, s_rps? * secs);
+        let c = self.canary_requests_over_window()?;
+        let s = read(self.traffic[1]).ok()? * self.window as f64 / 1000.0;
         let ok = c > 0.0 && s > 0.0 && canary >= 0.0 && stable >= 0.0;
         ok.then_some(Events {
             x: canary * scale * c,

@@ -8,7 +8,17 @@
 use super::shared::{worse_p_value, SHARED_ALPHA};
 use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
 use crate::stats::sequential::Outcome as TestOutcome;
+use statrs::function::beta::checked_beta_reg;
 use std::time::Duration;
+
+/// What the canary's counts over a burn rule's span say about its burn ([`Burn::shown`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shown {
+    pub errors: f64,
+    pub requests: f64,
+    /// One-sided p-value of "the canary burns at no more than the rule's factor".
+    pub p_value: f64,
+}
 
 /// What the stable's burn rate says about a canary burn-rate breach.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +39,8 @@ pub struct Burn {
     pub within_margin: bool,
     /// The stable fires a rule itself, at its own ratios: the SLO pages on both tracks.
     pub stable_fires: bool,
+    /// The error ratio at which the canary fires that rule: its factor times the budget.
+    pub firing_ratio: f64,
 }
 
 impl Burn {
@@ -81,6 +93,7 @@ impl Burn {
             stable_burns,
             within_margin: stable_burns || at_margin,
             stable_fires,
+            firing_ratio: rule.factor * (1.0 - cfg.objective),
         })
     }
 }
@@ -103,6 +116,34 @@ pub fn ratio_over(windows: &[(Duration, f64)], span: Duration) -> Option<f64> {
 }
 
 impl Burn {
+    /// Whether the canary's own counts show it burning at the fired rule's factor: the one-sided
+    /// p-value of its errors over the span, `requests` of them at its ratio, under a canary at
+    /// exactly [`Burn::firing_ratio`] (`P(X >= x)`, `X ~ Binomial(requests, firing_ratio)`).
+    ///
+    /// Why: a rule's windows are meant to hold enough events for a burn to mean something
+    /// (14.4x over an hour of a service's traffic). A canary younger than the window has a
+    /// `rate()` over its life only: a minute old, one error in 145 requests reads 6.9x "over
+    /// 6 h", which the counts (p = 0.58 at 6x) do not show. `None` without counts.
+    pub fn shown(&self, requests: f64) -> Option<Shown> {
+        let canary = self.ratios[0]?;
+        let p0 = self.firing_ratio;
+        let ok = requests.is_finite() && requests > 0.0 && canary.is_finite() && p0 > 0.0;
+        if !ok || p0 >= 1.0 {
+            return None;
+        }
+        let errors = (canary * requests).clamp(0.0, requests);
+        let p_value = if errors <= 0.0 {
+            1.0
+        } else {
+            checked_beta_reg(errors, requests - errors + 1.0, p0).ok()?
+        };
+        Some(Shown {
+            errors,
+            requests,
+            p_value,
+        })
+    }
+
     /// The stable's ratio to compare a burning canary with, the stable at `rps` requests per
     /// second: over the canary's life (`span`, the ratio in [`Burn::ratios`]) when the stable's
     /// rate there differs significantly (two-sided, `SHARED_ALPHA`) from its rate over the rest

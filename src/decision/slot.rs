@@ -89,6 +89,8 @@ pub(super) struct Judging<'a> {
     pub(super) traffic: &'a Window,
     /// Both tracks' requests per second (canary, stable): shared-cause counts.
     pub(super) both_traffic: [&'a Window; 2],
+    /// Requests the canary has served since its revision started (`decision::served`).
+    pub(super) canary_served: f64,
     /// What a shared-cause breach does, and the margin its test allows.
     pub(super) on_shared: OnShared,
     pub(super) margin: f64,
@@ -145,6 +147,7 @@ impl Slot {
                         stable,
                         traffic: at.both_traffic,
                         window: counted(self.query_window, at),
+                        canary_requests: None,
                         margin: at.margin,
                         on_shared: at.on_shared,
                         per_track: self.per_track,
@@ -223,6 +226,8 @@ impl Slot {
             stable: &self.series[track_index(Track::Stable)],
             traffic: at.both_traffic,
             window: counted(millis(burn.long), at),
+            // The span is the canary's whole life: its requests are what it served.
+            canary_requests: (burn.long == age).then_some(at.canary_served),
             margin: at.margin,
             on_shared: at.on_shared,
             per_track: self.per_track,

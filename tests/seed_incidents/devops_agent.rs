@@ -3,6 +3,7 @@
 use crate::incident::{ms, policy, Incident, MIN};
 use crate::{holds_until_stuck, rolls_back_the_promoted_release};
 use backout::decision::{Health, Stage};
+use statrs::function::beta::beta_reg;
 
 fn devops(start: Incident) -> Incident {
     start
@@ -104,9 +105,20 @@ fn devops_agent_other_triggers() {
 
     // "- SLO budget will be exhausted" (decision tree: "Is SLO at risk? -> Rollback within
     // 10 min"): 2% errors never reach the 5% line, but burn the 99.9% budget 20x; the 14.4x rule
-    // fires once the 1h window's error ratio reaches 1.44% (and the 5m window's, at once).
+    // fires once the canary's counts show the 1h window's error ratio over 1.44% (the 5m
+    // window's is over at once): one-sided at 0.05 on its requests over the window (5 req/s,
+    // for as long as it has lived, up to the hour), about 4 minutes after the ratio itself
+    // crosses 1.44%.
     let (healthy, bad) = (0.0002, 0.02);
-    let crossing = ((0.0144 - healthy) / (bad - healthy) * 60.0 * MIN as f64).ceil() as i64;
+    let shown = (0..3600).find(|&t| {
+        let t = f64::from(t);
+        let ratio = (healthy * (3600.0 - t) + bad * t) / 3600.0;
+        let requests = 5.0 * (600.0 + t).min(3600.0);
+        let errors = ratio * requests;
+        beta_reg(errors, requests - errors + 1.0, 0.0144) <= 0.05
+    });
+    let crossing = i64::from(shown.expect("the burn shows within the hour")) * 1000;
+    assert!(crossing as f64 > (0.0144 - healthy) / (bad - healthy) * 60.0 * MIN as f64);
     let slo = canary()
         .healthy_for("10m")
         .then("error_rate", bad)
