@@ -393,7 +393,11 @@ fn a_difference_level_without_power_is_held_while_the_stable_has_risen() {
     let mut run = Run::no_warmup(difference_policy());
     ticks_at(&mut run, 36, 0.005, 0.005, 0.2);
     let incident = ticks_at(&mut run, 12, 0.115, 0.10, 0.2);
-    assert!(incident.iter().all(|v| !v.rollback), "{:?}", healths(&incident));
+    assert!(
+        incident.iter().all(|v| !v.rollback),
+        "{:?}",
+        healths(&incident)
+    );
     let Reading::Shared(cause) = &status(&incident[11], "errors").reading else {
         panic!("{:?}", incident[11].metrics);
     };

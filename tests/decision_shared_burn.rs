@@ -64,7 +64,10 @@ fn a_burn_the_canarys_own_counts_do_not_show_is_inconclusive() {
     let slo = status(v, "slo");
     assert_eq!(slo.health, Health::Inconclusive);
     let text = slo.reading.to_string();
-    assert!(text.contains("not shown on the canary's counts: ~13 errors in 1800 requests"), "{text}");
+    assert!(
+        text.contains("not shown on the canary's counts: ~13 errors in 1800 requests"),
+        "{text}"
+    );
     // A minute old, one error in 60 requests reads 16.7x over every window: not shown either.
     let mut run = Run::no_warmup(burn_policy());
     let v = &burn_ticks(&mut run, 60, 1, 1.0 / 60.0, 0.0005)[0];

@@ -54,7 +54,10 @@ mod tests {
         s.observe(&Sample::value(360_000, 1.0), 30_000);
         assert!((s.requests() - 150.0).abs() < 1e-9, "{}", s.requests());
         // Absent or nonsensical polls add nothing.
-        s.observe(&Sample::new(370_000, crate::sample::Observation::Absent), 30_000);
+        s.observe(
+            &Sample::new(370_000, crate::sample::Observation::Absent),
+            30_000,
+        );
         s.observe(&Sample::value(380_000, f64::NAN), 30_000);
         assert!((s.requests() - 150.0).abs() < 1e-9);
     }

@@ -255,7 +255,9 @@ impl Check<'_> {
     /// `SHARED_ALPHA`): inconclusive, the reading saying why; otherwise unchanged. Without
     /// counts (no traffic data) the breach stands, as before.
     fn burn_shown(&self, mut outcome: Outcome, burn: &Burn) -> Outcome {
-        let shown = self.canary_requests_over_window().and_then(|n| burn.shown(n));
+        let shown = self
+            .canary_requests_over_window()
+            .and_then(|n| burn.shown(n));
         let Some(shown) = shown.filter(|s| s.p_value > SHARED_ALPHA) else {
             return outcome;
         };

@@ -103,7 +103,15 @@ mod tests {
         assert!((r - 0.01).abs() < 1e-12, "{r}");
         // A gap to the start of over 1.1 intervals extrapolates half an interval: a counter at
         // 100 at 60 s (never near zero), 130 at 90 s, in a 5m window: 30 * 37.5 / 30 / 300.
-        let s = [None, None, None, None, Some(100.0), Some(115.0), Some(130.0)];
+        let s = [
+            None,
+            None,
+            None,
+            None,
+            Some(100.0),
+            Some(115.0),
+            Some(130.0),
+        ];
         let r = rate(&s, 90, 300).unwrap();
         assert!((r - 0.125).abs() < 1e-12, "{r}");
     }

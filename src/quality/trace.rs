@@ -101,7 +101,8 @@ fn counts(policy: &Policy, run: &Run, metric: &str, at: u64) -> String {
 /// (at most an hour), with the events and requests of the latter.
 fn burn_counts(run: &Run, at: u64) -> String {
     let life = at.clamp(1, 3600);
-    let inc = |t, c, w: u64| sum(run.series(t, c).map(|s| rate(s, at, w))).unwrap_or(0.0) * w as f64;
+    let inc =
+        |t, c, w: u64| sum(run.series(t, c).map(|s| rate(s, at, w))).unwrap_or(0.0) * w as f64;
     let mut out = String::from(" ||");
     for w in [300, life] {
         let (ce, cr, se, sr) = (
