@@ -31,10 +31,9 @@ pub struct Engine {
     no_data_deadline: Millis,
     slots: Vec<Slot>,
     traffic: [Window; 2],
-    /// Requests each track served since judging began (the canary's: since its revision).
-    served: [Served; 2],
-    /// The longest gap between traffic polls counted as served (a few intervals).
-    served_gap: Millis,
+    /// Requests the canary served since its revision started (16 bytes a service; the
+    /// longest gap between polls it counts is the traffic window's retention).
+    canary_served: Served,
     phase: Option<Phase>,
     latch: Option<Latch>,
     inconclusive_since: Option<Millis>,
@@ -64,8 +63,7 @@ impl Engine {
             no_data_deadline: millis(policy.analysis.no_data_deadline),
             slots,
             traffic: [Window::new(traffic_retain), Window::new(traffic_retain)],
-            served: Default::default(),
-            served_gap: traffic_retain,
+            canary_served: Served::default(),
             phase: None,
             latch: None,
             inconclusive_since: None,
@@ -145,7 +143,10 @@ impl Engine {
 
     /// Records one poll of `analysis.traffic_query` (requests per second) for `track`.
     pub fn observe_traffic(&mut self, track: Track, sample: Sample) {
-        self.served[track_index(track)].observe(&sample, self.served_gap);
+        if track == Track::Canary {
+            let gap = self.traffic[track_index(track)].retention();
+            self.canary_served.observe(&sample, gap);
+        }
         self.traffic[track_index(track)].push(sample);
     }
 
@@ -164,7 +165,7 @@ impl Engine {
             }
         }
         self.traffic[canary].clear();
-        self.served[canary] = Served::default();
+        self.canary_served = Served::default();
         self.reset_timers();
         self.phase = None;
         self.latch = None;
@@ -194,7 +195,7 @@ impl Engine {
             warmup_until,
             traffic: &self.traffic[track_index(subject)],
             both_traffic: [&self.traffic[0], &self.traffic[1]],
-            canary_served: self.served[track_index(Track::Canary)].requests(),
+            canary_served: self.canary_served.requests(),
             on_shared: self.on_shared,
             margin: self.shared_margin,
             now,

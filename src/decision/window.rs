@@ -25,6 +25,11 @@ pub struct Window {
 }
 
 impl Window {
+    /// How far back samples are kept (what [`Window::new`] was given).
+    pub fn retention(&self) -> Millis {
+        self.retain
+    }
+
     /// `retain` is the longest look-back any rule needs on this series.
     pub fn new(retain: Millis) -> Self {
         Self::with_cap(retain, HARD_CAP)
