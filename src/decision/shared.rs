@@ -133,7 +133,7 @@ pub fn per_track(query: Option<&str>) -> bool {
 }
 
 /// What the counts behind the two values say.
-enum Counts {
+pub(super) enum Counts {
     /// The canary is significantly worse than `margin` times the stable: the breach stands.
     Worse,
     /// Not worse, and the counts could have shown it.
@@ -165,7 +165,7 @@ impl Check<'_> {
     }
 
     /// `outcome`, noting when it is a shared (not carried) breach ([`Memory::since`]).
-    fn remember(self, outcome: Outcome) -> Outcome {
+    pub(super) fn remember(self, outcome: Outcome) -> Outcome {
         if matches!(&outcome.reading, Reading::Shared(c) if !c.carried) {
             self.memory.since = Some(self.now);
         }
@@ -224,61 +224,10 @@ impl Check<'_> {
             })
     }
 
-    /// A burn-rate breach of the canary (`outcome`) judged with what the stable's burn says
-    /// ([`Burn`]): the counts are the two tracks' error ratios over `self.window`.
-    pub fn apply_burn(self, outcome: Outcome, burn: &Burn) -> Outcome {
-        if outcome.breach != Breach::Critical {
-            return outcome;
-        }
-        let outcome = self.burn_shown(outcome, burn);
-        if outcome.breach != Breach::Critical || !burn.within_margin {
-            return outcome;
-        }
-        let [Some(canary), Some(span)] = burn.ratios else {
-            return outcome;
-        };
-        let stable = self.stable_reference(burn, span);
-        // When the stable fires a rule itself, the SLO pages on both tracks whatever the canary
-        // does, and a canary's reading on a handful of requests (3 errors in 67: 4.5% against
-        // the stable's 1.4%) is no evidence of its own until the counts show it worse: so no
-        // bound on how far the canary's point estimate may read over the stable's.
-        let look_alike = !burn.stable_fires;
-        let result = match self.counts_test(canary, stable, 1.0, look_alike) {
-            Counts::NotWorse(cause) => self.shared(outcome, cause),
-            Counts::Underpowered(cause) if burn.stable_burns => self.shared(outcome, cause),
-            Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => outcome,
-        };
-        self.remember(result)
-    }
-
-    /// A canary burn-rate breach its own counts over the span do not show (`Burn::shown`, at
-    /// `SHARED_ALPHA`): inconclusive, the reading saying why; otherwise unchanged. Without
-    /// counts (no traffic data) the breach stands, as before.
-    fn burn_shown(&self, mut outcome: Outcome, burn: &Burn) -> Outcome {
-        let shown = self
-            .canary_requests_over_window()
-            .and_then(|n| burn.shown(n));
-        let Some(shown) = shown.filter(|s| s.p_value > SHARED_ALPHA) else {
-            return outcome;
-        };
-        if let Reading::Test { explanation, .. } = &mut outcome.reading {
-            explanation.push_str(&format!(
-                "; not shown on the canary's counts: ~{:.0} errors in {:.0} requests \
-                 (p = {:.2} at the rule's factor)",
-                shown.errors, shown.requests, shown.p_value
-            ));
-        }
-        Outcome {
-            breach: Breach::Inconclusive,
-            threshold: None,
-            ..outcome
-        }
-    }
-
     /// The canary's requests over the counted window: what it served when the window is its
     /// whole life, or the newest rate times the window, whichever is larger (the rate can read
     /// 0 for a trickle whose span holds hundreds; what it served undercounts after a restart).
-    fn canary_requests_over_window(&self) -> Option<f64> {
+    pub(super) fn canary_requests_over_window(&self) -> Option<f64> {
         let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
         let rps = read(self.traffic[0]).ok();
         let secs = self.window as f64 / 1000.0;
@@ -288,16 +237,7 @@ impl Check<'_> {
         }
     }
 
-    /// The stable's ratio to compare a burning canary with (`decision::shared_burn`).
-    fn stable_reference(&self, burn: &Burn, span: f64) -> f64 {
-        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
-        match read(self.traffic[1]) {
-            Ok(rps) => burn.reference(span, rps),
-            Err(_) => span,
-        }
-    }
-
-    fn shared(&self, outcome: Outcome, cause: SharedCause) -> Outcome {
+    pub(super) fn shared(&self, outcome: Outcome, cause: SharedCause) -> Outcome {
         Outcome {
             breach: match self.on_shared {
                 OnShared::Hold => Breach::Shared,
@@ -392,7 +332,13 @@ impl Check<'_> {
     /// The test on the counts behind `canary` and `stable`, values that are shares of
     /// requests once multiplied by `scale` (module docs). `look_alike`: without power, only a
     /// canary reading at most twice the margin over the stable is [`Counts::Underpowered`].
-    fn counts_test(&self, canary: f64, stable: f64, scale: f64, look_alike: bool) -> Counts {
+    pub(super) fn counts_test(
+        &self,
+        canary: f64,
+        stable: f64,
+        scale: f64,
+        look_alike: bool,
+    ) -> Counts {
         let Some(ev) = self.events(canary, stable, scale) else {
             return Counts::Unknown;
         };

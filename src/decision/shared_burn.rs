@@ -1,11 +1,15 @@
-//! The shared-cause test's reading of an SLO burn rate (`decision::shared`): whether the stable
-//! burns its budget too, and which of the stable's ratios a burning canary is compared with.
+//! The shared-cause test's reading of an SLO burn rate (`decision::shared`): whether the canary's
+//! own counts show its burn at all, whether the stable burns its budget too, and which of the
+//! stable's ratios a burning canary is compared with.
 //!
 //! Why a module of its own: a burn rate reads several windows per track, and a canary younger
 //! than a rule's long window has a `rate()` over it that covers only its life, while the
 //! stable's covers the whole window; the comparison must cover the same span on both tracks.
 
-use super::shared::{worse_p_value, SHARED_ALPHA};
+use super::rule::{self, Breach, Outcome, Reading};
+use super::shared::{worse_p_value, Check, Counts, SHARED_ALPHA};
+use super::window::Window;
+use crate::policy::Stat;
 use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
 use crate::stats::sequential::Outcome as TestOutcome;
 use statrs::function::beta::checked_beta_reg;
@@ -164,6 +168,69 @@ impl Burn {
             span
         } else {
             long
+        }
+    }
+}
+
+/// The canary-phase burn-rate path of the shared-cause check.
+impl Check<'_> {
+    /// A burn-rate breach of the canary (`outcome`) judged with what the stable's burn says
+    /// ([`Burn`]): the counts are the two tracks' error ratios over `self.window`.
+    pub fn apply_burn(self, outcome: Outcome, burn: &Burn) -> Outcome {
+        if outcome.breach != Breach::Critical {
+            return outcome;
+        }
+        let outcome = self.burn_shown(outcome, burn);
+        if outcome.breach != Breach::Critical || !burn.within_margin {
+            return outcome;
+        }
+        let [Some(canary), Some(span)] = burn.ratios else {
+            return outcome;
+        };
+        let stable = self.stable_reference(burn, span);
+        // When the stable fires a rule itself, the SLO pages on both tracks whatever the canary
+        // does, and a canary's reading on a handful of requests (3 errors in 67: 4.5% against
+        // the stable's 1.4%) is no evidence of its own until the counts show it worse: so no
+        // bound on how far the canary's point estimate may read over the stable's.
+        let look_alike = !burn.stable_fires;
+        let result = match self.counts_test(canary, stable, 1.0, look_alike) {
+            Counts::NotWorse(cause) => self.shared(outcome, cause),
+            Counts::Underpowered(cause) if burn.stable_burns => self.shared(outcome, cause),
+            Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => outcome,
+        };
+        self.remember(result)
+    }
+
+    /// A canary burn-rate breach its own counts over the span do not show (`Burn::shown`, at
+    /// `SHARED_ALPHA`): inconclusive, the reading saying why; otherwise unchanged. Without
+    /// counts (no traffic data) the breach stands, as before.
+    fn burn_shown(&self, mut outcome: Outcome, burn: &Burn) -> Outcome {
+        let shown = self
+            .canary_requests_over_window()
+            .and_then(|n| burn.shown(n));
+        let Some(shown) = shown.filter(|s| s.p_value > SHARED_ALPHA) else {
+            return outcome;
+        };
+        if let Reading::Test { explanation, .. } = &mut outcome.reading {
+            explanation.push_str(&format!(
+                "; not shown on the canary's counts: ~{:.0} errors in {:.0} requests \
+                 (p = {:.2} at the rule's factor)",
+                shown.errors, shown.requests, shown.p_value
+            ));
+        }
+        Outcome {
+            breach: Breach::Inconclusive,
+            threshold: None,
+            ..outcome
+        }
+    }
+
+    /// The stable's ratio to compare a burning canary with (`decision::shared_burn`).
+    fn stable_reference(&self, burn: &Burn, span: f64) -> f64 {
+        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
+        match read(self.traffic[1]) {
+            Ok(rps) => burn.reference(span, rps),
+            Err(_) => span,
         }
     }
 }
