@@ -331,6 +331,20 @@ fn a_canary_three_times_worse_with_the_same_overdispersion_is_still_rolled_back(
     assert!(fired <= 12, "fired at poll {fired}: {:?}", healths(&vs));
 }
 
+/// Six healthy minutes at 0.5% on both tracks (the stable's earlier rate, which a rise is
+/// measured against), then `n` polls at the given error ratios: [`ticks_at`] throughout.
+fn after_healthy_minutes(
+    policy: Policy,
+    n: usize,
+    canary: f64,
+    stable: f64,
+    rps: f64,
+) -> Vec<Verdict> {
+    let mut run = Run::no_warmup(policy);
+    ticks_at(&mut run, 36, 0.005, 0.005, rps);
+    ticks_at(&mut run, n, canary, stable, rps)
+}
+
 #[test]
 fn a_stable_risen_far_above_its_own_rate_explains_a_breach_it_does_not_reach() {
     // Six healthy minutes at 0.5% on both tracks, then a dependency fails at the level: both
@@ -338,9 +352,7 @@ fn a_stable_risen_far_above_its_own_rate_explains_a_breach_it_does_not_reach() {
     // and the canary's noisier one 5.5%, for ten minutes. The stable's rate is 8x its own: a
     // shared cause, and the counts do not show the canary worse than it: held, never rolled
     // back, and the reason says why.
-    let mut run = Run::no_warmup(threshold_policy());
-    ticks_at(&mut run, 36, 0.005, 0.005, 10.0);
-    let incident = ticks_at(&mut run, 60, 0.055, 0.04, 10.0);
+    let incident = after_healthy_minutes(threshold_policy(), 60, 0.055, 0.04, 10.0);
     assert!(
         incident.iter().all(|v| !v.rollback),
         "{:?}",
@@ -362,9 +374,7 @@ fn a_stable_risen_far_above_its_own_rate_explains_a_breach_it_does_not_reach() {
     );
     // The same rise with a canary clearly worse than the stable (15% against 4%): rolled back
     // after `for`, as before.
-    let mut run = Run::no_warmup(threshold_policy());
-    ticks_at(&mut run, 36, 0.005, 0.005, 10.0);
-    let worse = ticks_at(&mut run, 8, 0.15, 0.04, 10.0);
+    let worse = after_healthy_minutes(threshold_policy(), 8, 0.15, 0.04, 10.0);
     assert_eq!(status(&worse[0], "errors").breach, Breach::Critical);
     assert_eq!(worse.iter().position(|v| v.rollback), Some(6));
 }
@@ -390,9 +400,7 @@ fn a_difference_level_without_power_is_held_while_the_stable_has_risen() {
     // 0.5%, then a dependency fails: the stable at 10% (20x its own rate), the canary 1.5
     // points over it. A minute of 12 canary requests cannot show a canary even twice the
     // margin worse, and the stable's rise is a shared cause's evidence: held pending power.
-    let mut run = Run::no_warmup(difference_policy());
-    ticks_at(&mut run, 36, 0.005, 0.005, 0.2);
-    let incident = ticks_at(&mut run, 12, 0.115, 0.10, 0.2);
+    let incident = after_healthy_minutes(difference_policy(), 12, 0.115, 0.10, 0.2);
     assert!(
         incident.iter().all(|v| !v.rollback),
         "{:?}",
@@ -409,8 +417,6 @@ fn a_difference_level_without_power_is_held_while_the_stable_has_risen() {
     let steady = ticks_at(&mut run, 12, 0.115, 0.10, 0.2);
     assert!(steady.iter().any(|v| v.rollback), "{:?}", healths(&steady));
     // During the rise, a canary far worse than the stable (40% against 10%) is rolled back.
-    let mut run = Run::no_warmup(difference_policy());
-    ticks_at(&mut run, 36, 0.005, 0.005, 0.2);
-    let worse = ticks_at(&mut run, 12, 0.40, 0.10, 0.2);
+    let worse = after_healthy_minutes(difference_policy(), 12, 0.40, 0.10, 0.2);
     assert!(worse.iter().any(|v| v.rollback), "{:?}", healths(&worse));
 }

@@ -209,8 +209,7 @@ impl Check<'_> {
         if !self.per_track {
             return None;
         }
-        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
-        let requests = read(self.traffic[1]).ok()? * self.window as f64 / 1000.0;
+        let requests = self.stable_requests_over_window()?;
         let count = stable.filter(|s| *s >= 0.0).map(|s| Count {
             at: self.now,
             events: s * scale * requests,
@@ -228,13 +227,30 @@ impl Check<'_> {
     /// whole life, or the newest rate times the window, whichever is larger (the rate can read
     /// 0 for a trickle whose span holds hundreds; what it served undercounts after a restart).
     pub(super) fn canary_requests_over_window(&self) -> Option<f64> {
-        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
-        let rps = read(self.traffic[0]).ok();
+        let rps = self.requests_per_second(0);
         let secs = self.window as f64 / 1000.0;
         match (rps, self.canary_requests) {
             (rps, Some(served)) => Some(served.max(rps.unwrap_or(0.0) * secs)),
             (rps, None) => rps.map(|r| r * secs),
         }
+    }
+
+    /// The stable's requests over the counted window: its newest rate times the window (its
+    /// traffic is large and steady).
+    fn stable_requests_over_window(&self) -> Option<f64> {
+        Some(self.requests_per_second(1)? * self.window as f64 / 1000.0)
+    }
+
+    /// The newest traffic poll of track `i` (0 canary, 1 stable), unless stale.
+    pub(super) fn requests_per_second(&self, i: usize) -> Option<f64> {
+        rule::read(
+            self.traffic[i],
+            Stat::Last,
+            0,
+            self.rule.stale_after,
+            self.now,
+        )
+        .ok()
     }
 
     pub(super) fn shared(&self, outcome: Outcome, cause: SharedCause) -> Outcome {
@@ -389,9 +405,8 @@ impl Check<'_> {
         if !self.per_track {
             return None;
         }
-        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
         let c = self.canary_requests_over_window()?;
-        let s = read(self.traffic[1]).ok()? * self.window as f64 / 1000.0;
+        let s = self.stable_requests_over_window()?;
         let ok = c > 0.0 && s > 0.0 && canary >= 0.0 && stable >= 0.0;
         ok.then_some(Events {
             x: canary * scale * c,

@@ -6,10 +6,8 @@
 //! than a rule's long window has a `rate()` over it that covers only its life, while the
 //! stable's covers the whole window; the comparison must cover the same span on both tracks.
 
-use super::rule::{self, Breach, Outcome, Reading};
+use super::rule::{Breach, Outcome, Reading};
 use super::shared::{worse_p_value, Check, Counts, SHARED_ALPHA};
-use super::window::Window;
-use crate::policy::Stat;
 use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
 use crate::stats::sequential::Outcome as TestOutcome;
 use statrs::function::beta::checked_beta_reg;
@@ -227,10 +225,9 @@ impl Check<'_> {
 
     /// The stable's ratio to compare a burning canary with (`decision::shared_burn`).
     fn stable_reference(&self, burn: &Burn, span: f64) -> f64 {
-        let read = |w: &Window| rule::read(w, Stat::Last, 0, self.rule.stale_after, self.now);
-        match read(self.traffic[1]) {
-            Ok(rps) => burn.reference(span, rps),
-            Err(_) => span,
+        match self.requests_per_second(1) {
+            Some(rps) => burn.reference(span, rps),
+            None => span,
         }
     }
 }
