@@ -120,15 +120,26 @@ fn a_shared_incident_is_compared_over_the_same_span_on_both_tracks() {
     };
     assert_eq!(cause.canary, 0.01175);
     assert!((cause.stable - 0.01175).abs() < 1e-9, "{cause:?}");
-    // A canary twice the stable over the same span is its own: rolled back.
+    // A canary twice the stable over the same span reads worse at this poll (28 errors against
+    // the 17 a canary at the margin would have, p ~ 0.01), but one 0.05 test at every poll of a
+    // day-long canary would find a canary no worse "worse" sooner or later: until its counts show
+    // it anytime-valid (e-value 20), inconclusive, neither rolled back nor called shared.
+    let canary = [0.064, 0.0235, 0.0235, 0.0235];
+    let stable = [0.032, 0.0095, 0.00725, 0.0054];
     let mut run = Run::no_warmup(burn_policy());
-    let v = burn_poll(
-        &mut run,
-        1200,
-        [0.064, 0.0235, 0.0235, 0.0235],
-        [0.032, 0.0095, 0.00725, 0.0054],
+    let v = burn_poll(&mut run, 1200, canary, stable);
+    assert!(!v.rollback, "{:?}", v.metrics);
+    let slo = status(&v, "slo");
+    assert_eq!(slo.health, Health::Inconclusive);
+    let text = slo.reading.to_string();
+    assert!(
+        text.contains("the canary reads worse at this poll"),
+        "{text}"
     );
-    assert!(v.rollback, "{:?}", v.metrics);
+    assert!(text.contains("not shown it yet (e-value"), "{text}");
+    // Twenty minutes more at twice the stable's rate show it: rolled back.
+    let mut run = Run::no_warmup(burn_policy());
+    assert!(burn_poll(&mut run, 2400, canary, stable).rollback);
 }
 
 #[test]
@@ -150,4 +161,40 @@ fn a_stable_paging_on_its_own_explains_a_young_canarys_burn_on_a_handful_of_requ
     // And a canary at 20% against the paging stable's 2% is worse on the same minute's counts.
     let mut run = Run::no_warmup(burn_policy());
     assert!(burn_poll(&mut run, 60, [0.20; 4], [0.02; 4]).rollback);
+}
+
+#[test]
+fn a_canary_at_the_margin_polled_for_hours_reads_worse_anytime_valid_at_most_alpha() {
+    use backout::decision::shared::{worse_e_value, worse_p_value, SHARED_ALPHA};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    // 300 canaries exactly at the margin (1.2 times a stable at 2% errors), 1 req/s against
+    // the stable's 9, their counts since the start compared at every one-minute poll for six
+    // hours. The e-value reads "worse" in at most SHARED_ALPHA of them (Ville's inequality:
+    // the guarantee behind rolling back on it); a fresh 0.05 test at every poll would find
+    // several times as many "worse" canaries, and more the longer they run.
+    let (margin, stable_rate, runs, polls) = (1.2, 0.02, 300, 360);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut bernoulli = |n: u32, p: f64| (0..n).filter(|_| rng.random::<f64>() < p).count();
+    let (mut anytime, mut per_poll) = (0, 0);
+    for _ in 0..runs {
+        let (mut x, mut y, mut c, mut s) = (0.0, 0.0, 0.0, 0.0);
+        let (mut e_crossed, mut p_crossed) = (false, false);
+        for _ in 0..polls {
+            x += bernoulli(60, margin * stable_rate) as f64;
+            y += bernoulli(540, stable_rate) as f64;
+            c += 60.0;
+            s += 540.0;
+            e_crossed |= worse_e_value(x, y, c, s, margin) >= 1.0 / SHARED_ALPHA;
+            p_crossed |= worse_p_value(x, y, c, s, margin).is_some_and(|p| p <= SHARED_ALPHA);
+        }
+        anytime += usize::from(e_crossed);
+        per_poll += usize::from(p_crossed);
+    }
+    let share = |k: usize| k as f64 / runs as f64;
+    assert!(share(anytime) <= SHARED_ALPHA, "{anytime} of {runs}");
+    assert!(
+        share(per_poll) >= 4.0 * SHARED_ALPHA,
+        "{per_poll} of {runs}"
+    );
 }

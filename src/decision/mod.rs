@@ -21,6 +21,7 @@ pub mod state;
 mod statistic;
 pub mod verdict;
 pub mod window;
+mod worse;
 
 pub use crate::stats::threshold_text;
 pub use engine::Engine;

@@ -71,7 +71,11 @@
 //! worse breaches as a plain critical. A shared poll resets a pending `for` (it is not a breach
 //! of the canary's own), so a level with `for` fires only after `for` of polls that all show
 //! the canary worse. Without traffic data there are no counts: no shared verdict (the breach
-//! stands, as before).
+//! stands, as before). A burn rate is the exception ([`Evidence::Anytime`]): its counts grow
+//! with the canary's life and it has no `for`, so at every poll of a day-long canary a fresh
+//! 0.05 test would call one no worse "worse" sooner or later; there the canary is worse when
+//! the counts' mixture e-value reaches `1 / SHARED_ALPHA`, which holds however often it is
+//! polled, and a poll that only reads worse is inconclusive.
 
 pub use super::cause::SharedCause;
 use super::dispersion::{Dispersion, Events};
@@ -79,9 +83,10 @@ use super::elevation::{Count, Reference};
 use super::rule::{self, Breach, Outcome, Reading, Rule};
 pub use super::shared_burn::{ratio_over, Burn};
 use super::window::Window;
+pub(super) use super::worse::Evidence;
+pub use super::worse::{worse_e_value, worse_p_value};
 use crate::policy::{Compare, OnShared, Stat};
 use crate::sample::Millis;
-use statrs::function::beta::checked_beta_reg;
 
 /// Level of the per-poll test that the canary is worse than the stable (see the module docs:
 /// lenient on purpose, so a worse canary is not hidden).
@@ -140,6 +145,10 @@ pub(super) enum Counts {
     NotWorse(SharedCause),
     /// Not worse, but too few requests yet for the test to have power.
     Underpowered(SharedCause),
+    /// Worse at this poll's level (`p_value` at most [`SHARED_ALPHA`]) but not on the counts'
+    /// anytime-valid evidence (`e_value` under `1 / SHARED_ALPHA`): only with
+    /// [`Evidence::Anytime`].
+    Leaning { p_value: f64, e_value: f64 },
     /// No counts (no traffic data, not a share of requests, not split by track).
     Unknown,
 }
@@ -315,7 +324,7 @@ impl Check<'_> {
         if !explained {
             return None;
         }
-        match self.counts_test(canary, stable, rule.share_scale()?, true) {
+        match self.counts_test(canary, stable, rule.share_scale()?, true, Evidence::PerPoll) {
             Counts::NotWorse(cause) => Some(SharedCause {
                 carried,
                 stable_rise,
@@ -341,19 +350,23 @@ impl Check<'_> {
                 stable_rise: compare_rise,
                 ..cause
             }),
-            Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => None,
+            Counts::Underpowered(_) | Counts::Worse | Counts::Leaning { .. } | Counts::Unknown => {
+                None
+            }
         }
     }
 
     /// The test on the counts behind `canary` and `stable`, values that are shares of
     /// requests once multiplied by `scale` (module docs). `look_alike`: without power, only a
     /// canary reading at most twice the margin over the stable is [`Counts::Underpowered`].
+    /// `evidence`: what shows the canary worse ([`Evidence`]).
     pub(super) fn counts_test(
         &self,
         canary: f64,
         stable: f64,
         scale: f64,
         look_alike: bool,
+        evidence: Evidence,
     ) -> Counts {
         let Some(ev) = self.events(canary, stable, scale) else {
             return Counts::Unknown;
@@ -364,8 +377,18 @@ impl Check<'_> {
         let Some(p_value) = worse_p_value(ev.x / phi, ev.y / phi, ev.c, ev.s, self.margin) else {
             return Counts::Unknown;
         };
-        if p_value <= SHARED_ALPHA {
-            return Counts::Worse;
+        match evidence {
+            Evidence::PerPoll if p_value <= SHARED_ALPHA => return Counts::Worse,
+            Evidence::PerPoll => {}
+            Evidence::Anytime => {
+                let e_value = worse_e_value(ev.x / phi, ev.y / phi, ev.c, ev.s, self.margin);
+                if e_value >= 1.0 / SHARED_ALPHA {
+                    return Counts::Worse;
+                }
+                if p_value <= SHARED_ALPHA {
+                    return Counts::Leaning { p_value, e_value };
+                }
+            }
         }
         // "Not worse" must mean the counts could have shown worse: a canary at twice the
         // margin over the stable must be significant with these requests. If not (a canary
@@ -414,51 +437,5 @@ impl Check<'_> {
             c,
             s,
         })
-    }
-}
-
-/// One-sided p-value of "the canary's event rate is at most `margin` times the stable's":
-/// `P(X >= x)` for `X ~ Binomial(x + y, theta0)`, `theta0 = m c / (m c + s)`, through the
-/// regularised incomplete beta `I_theta0(x, n - x + 1)` (real-valued counts interpolate).
-pub fn worse_p_value(x: f64, y: f64, c: f64, s: f64, margin: f64) -> Option<f64> {
-    if !(x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0) {
-        return None;
-    }
-    if x <= 0.0 {
-        return Some(1.0);
-    }
-    let theta0 = margin * c / (margin * c + s);
-    if !(theta0 > 0.0 && theta0 < 1.0) {
-        return None;
-    }
-    checked_beta_reg(x, y + 1.0, theta0).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_p_value_matches_binomial_tails_computed_by_hand() {
-        // theta0 = 0.5 (margin 1, equal traffic), n = 4: P(X >= 3) = (4 + 1) / 16.
-        let p = worse_p_value(3.0, 1.0, 100.0, 100.0, 1.0).unwrap();
-        assert!((p - 5.0 / 16.0).abs() < 1e-12, "{p}");
-        // P(X >= 4) = 1/16; no canary events: 1.
-        let p = worse_p_value(4.0, 0.0, 100.0, 100.0, 1.0).unwrap();
-        assert!((p - 1.0 / 16.0).abs() < 1e-12, "{p}");
-        assert_eq!(worse_p_value(0.0, 9.0, 1.0, 9.0, 1.2), Some(1.0));
-        // theta0 = 0.2 (canary a fifth of margin-weighted traffic), n = 2: P(X >= 2) = 0.04.
-        let p = worse_p_value(2.0, 0.0, 1.0, 4.0, 1.0).unwrap();
-        assert!((p - 0.04).abs() < 1e-12, "{p}");
-    }
-
-    #[test]
-    fn ten_percent_against_two_percent_is_worse_and_equal_rates_are_not() {
-        // One minute at 1 and 9 req/s: 6 of 60 canary errors against 10.8 of 540.
-        let p = worse_p_value(6.0, 10.8, 60.0, 540.0, 1.2).unwrap();
-        assert!(p < SHARED_ALPHA, "{p}");
-        // Both at 10%: nowhere near.
-        let p = worse_p_value(6.0, 54.0, 60.0, 540.0, 1.2).unwrap();
-        assert!(p > 0.5, "{p}");
     }
 }

@@ -7,7 +7,7 @@
 //! stable's covers the whole window; the comparison must cover the same span on both tracks.
 
 use super::rule::{Breach, Outcome, Reading};
-use super::shared::{worse_p_value, Check, Counts, SHARED_ALPHA};
+use super::shared::{worse_p_value, Check, Counts, Evidence, SHARED_ALPHA};
 use crate::stats::burn_rate::{self, BurnConfig, WindowRatio};
 use crate::stats::sequential::Outcome as TestOutcome;
 use statrs::function::beta::checked_beta_reg;
@@ -191,9 +191,10 @@ impl Check<'_> {
         // the stable's 1.4%) is no evidence of its own until the counts show it worse: so no
         // bound on how far the canary's point estimate may read over the stable's.
         let look_alike = !burn.stable_fires;
-        let result = match self.counts_test(canary, stable, 1.0, look_alike) {
+        let result = match self.counts_test(canary, stable, 1.0, look_alike, Evidence::Anytime) {
             Counts::NotWorse(cause) => self.shared(outcome, cause),
             Counts::Underpowered(cause) if burn.stable_burns => self.shared(outcome, cause),
+            Counts::Leaning { p_value, e_value } => not_yet_shown(outcome, p_value, e_value),
             Counts::Underpowered(_) | Counts::Worse | Counts::Unknown => outcome,
         };
         self.remember(result)
@@ -229,6 +230,31 @@ impl Check<'_> {
             Some(rps) => burn.reference(span, rps),
             None => span,
         }
+    }
+}
+
+/// A burning canary that reads worse than a burning stable at this poll but whose counts have
+/// not shown it (`Counts::Leaning`): inconclusive, not rolled back and not called shared, the
+/// reading saying how far the evidence has come.
+///
+/// Why not a rollback: while both tracks burn, the test runs at every poll of a canary that may
+/// live a day, and a fresh 0.05 test at each poll finds a canary no worse than the stable
+/// "worse" sooner or later (2.6% of healthy one-hour canaries of the devops-agent policy, whose
+/// service burns its budget on both tracks). The mixture e-value over the canary's counts keeps
+/// that chance at 0.05 whenever it is polled, and a canary that is worse keeps adding to it.
+fn not_yet_shown(outcome: Outcome, p_value: f64, e_value: f64) -> Outcome {
+    let mut outcome = outcome;
+    if let Reading::Test { explanation, .. } = &mut outcome.reading {
+        explanation.push_str(&format!(
+            "; both tracks burn and the canary reads worse at this poll (p = {p_value:.3}) but \
+             its counts have not shown it yet (e-value {e_value:.1} of the {:.0} that would)",
+            1.0 / SHARED_ALPHA
+        ));
+    }
+    Outcome {
+        breach: Breach::Inconclusive,
+        threshold: None,
+        ..outcome
     }
 }
 
