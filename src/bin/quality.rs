@@ -106,6 +106,7 @@ fn main() -> ExitCode {
             poll_secs,
             warmup_secs,
             warmup_alpha: args.warmup_alpha,
+            told: backout::quality::ceiling::Told::Effect,
         });
     }
     if let Some(only) = &args.judges {

@@ -3,13 +3,13 @@
 //! Each judge polls on its own schedule and returns when it would have rolled back (seconds
 //! after the canary started), or `None` if it never did within the run.
 
+use super::ceiling::{ceiling, Told, ERROR_STEPS};
 use super::policies::{self, window_ratio};
 use super::promql::{instant, sum};
-use super::scenario::{Counter, Effect, Run, Scenario, DAY_SECS, RUN_SECS};
+use super::scenario::{Counter, Effect, Run, Scenario, RUN_SECS};
 use crate::decision::{Engine, Phase};
 use crate::policy::{Input, MetricSpec, Policy};
 use crate::sample::{Millis, Observation, Sample, Track};
-use crate::stats::detector::BLOCK_MS;
 use crate::stats::mann_whitney::hodges_lehmann;
 use crate::stats::sequential::SequentialConfig;
 use std::time::Duration;
@@ -43,18 +43,18 @@ pub enum Judge {
     /// Kayenta: Mann-Whitney/Hodges-Lehmann at 98% with tolerance 0.25 on per-minute ratios
     /// since the start, judged every 5 min; score below 75 (marginal) fails.
     Kayenta,
-    /// Not a rule anyone can run: Wald's SPRT told the true error multiplier, on backout's own
-    /// error counts (same poll, warm-up, alpha and margin). For a simple alternative the SPRT
-    /// needs the fewest events of any test with the same error bound, so its row is the ceiling
-    /// for every valid sequential test on these data. It runs only on error steps above the
-    /// margin, where there is an effect to be told. It is not told the onset: on a late onset it
-    /// is the CUSUM told the effect, with the change detector's guarantee (a start per minute,
-    /// false alarms at most alpha within a day) but the whole alpha.
+    /// Not a rule anyone can run (`quality::ceiling`): Wald's SPRT told the true error
+    /// multiplier ([`Told::Effect`]), or the mixture of SPRTs told the benchmark's steps but
+    /// not which ([`Told::Set`]), on backout's own error counts (same poll, warm-up, alpha and
+    /// margin). For a simple alternative the SPRT needs the fewest events of any test with the
+    /// same error bound, so its row is the ceiling for every valid sequential test on these
+    /// data. It runs only on error steps above the margin, where there is an effect to be told.
     Ceiling {
         config: SequentialConfig,
         poll_secs: u64,
         warmup_secs: u64,
         warmup_alpha: Option<f64>,
+        told: Told,
     },
 }
 
@@ -75,6 +75,7 @@ impl Judge {
             Judge::Argo,
             Judge::Kayenta,
             Judge::ceiling_default(),
+            Judge::ceiling_told_the_set(),
         ]
     }
 
@@ -99,6 +100,19 @@ impl Judge {
             poll_secs: DEFAULT_POLL_SECS,
             warmup_secs: DEFAULT_WARMUP_SECS,
             warmup_alpha: None,
+            told: Told::Effect,
+        }
+    }
+
+    /// The ceiling told only that the step is one of the benchmark's error steps above the
+    /// margin, not which ([`Told::Set`]).
+    pub fn ceiling_told_the_set() -> Self {
+        Judge::Ceiling {
+            config: SequentialConfig::default(),
+            poll_secs: DEFAULT_POLL_SECS,
+            warmup_secs: DEFAULT_WARMUP_SECS,
+            warmup_alpha: None,
+            told: Told::Set(ERROR_STEPS.to_vec()),
         }
     }
 
@@ -108,8 +122,12 @@ impl Judge {
     /// `RUN_SECS`.
     pub fn applies(&self, s: &Scenario) -> bool {
         match self {
-            Judge::Ceiling { config, .. } => {
-                !s.missing_data && matches!(s.effect, Effect::ErrorStep(f) if f > config.margin)
+            Judge::Ceiling { config, told, .. } => {
+                // The mixture of CUSUMs is not built: the set's row is for onsets at the start.
+                let late = matches!(told, Told::Set(_)) && s.onset_secs > 0;
+                !s.missing_data
+                    && !late
+                    && matches!(s.effect, Effect::ErrorStep(f) if f > config.margin)
             }
             Judge::Kayenta => s.run_secs <= RUN_SECS,
             // The examples' burn-rate windows (up to 6 h) re-read hours of scrapes at every
@@ -129,6 +147,9 @@ impl Judge {
             Judge::Kayenta => "Kayenta",
             Judge::Ceiling { .. } if *self == Judge::ceiling_default() => {
                 "ceiling: SPRT told the effect"
+            }
+            Judge::Ceiling { .. } if *self == Judge::ceiling_told_the_set() => {
+                "ceiling told x1.5, x2, x5 or x20, not which"
             }
             Judge::Ceiling { .. } => "ceiling (variant)",
         };
@@ -156,7 +177,8 @@ impl Judge {
                 poll_secs,
                 warmup_secs,
                 warmup_alpha,
-            } => ceiling(run, config, *poll_secs, *warmup_secs, *warmup_alpha),
+                told,
+            } => ceiling(run, config, *poll_secs, *warmup_secs, *warmup_alpha, told),
         }
     }
 }
@@ -231,81 +253,6 @@ fn backout(run: &Run, policy: &Policy) -> Option<u64> {
             }
         }
         engine.evaluate(ms(at), phase).rollback
-    })
-}
-
-/// Wald's SPRT of "errors multiplied by the true step" against "by the margin", on the
-/// binomial split of each poll's new errors given the traffic split. Like backout it has a
-/// warm-up test (counts since the start, at `warmup_alpha`, by default alpha/1000 as in a
-/// policy) and then counts from the end of warm-up at alpha.
-fn ceiling(
-    run: &Run,
-    cfg: &SequentialConfig,
-    poll_secs: u64,
-    warmup_secs: u64,
-    warmup_alpha: Option<f64>,
-) -> Option<u64> {
-    let warmup_threshold = match warmup_alpha.unwrap_or(cfg.alpha / 1000.0) {
-        a if a > 0.0 => (1.0 / a).ln(),
-        _ => f64::INFINITY,
-    };
-    let effect = run.error_step.filter(|f| *f > cfg.margin)?;
-    let count = |track, c, at| sum(run.series(track, c).map(|s| instant(s, at))).unwrap_or(0.0);
-    let every = poll_secs.max(1);
-    let mut previous: Option<[f64; 4]> = None;
-    let (mut warmup_llr, mut llr) = (0.0, 0.0);
-    // A late onset: the CUSUM told the effect, restarted at most once a minute, at the change
-    // detector's threshold for a day with the whole alpha.
-    let late = run.onset_secs > 0;
-    let cusum_threshold = crate::stats::detector::threshold(
-        Millis::try_from(DAY_SECS * 1000).unwrap_or(Millis::MAX),
-        cfg.alpha,
-    )
-    .ln();
-    let mut block = None;
-    (0..=run.run_secs / every).map(|i| i * every).find(|&at| {
-        let now = [
-            count(Track::Canary, Counter::Errors, at),
-            count(Track::Canary, Counter::Requests, at),
-            count(Track::Stable, Counter::Errors, at),
-            count(Track::Stable, Counter::Requests, at),
-        ];
-        let mut step = 0.0;
-        if let Some(before) = previous {
-            let d: Vec<f64> = now
-                .iter()
-                .zip(before)
-                .map(|(n, b)| (n - b).max(0.0))
-                .collect();
-            let (canary_errors, canary_total, stable_errors, stable_total) =
-                (d[0], d[1], d[2], d[3]);
-            if canary_total > 0.0 && stable_total > 0.0 {
-                let share = |m: f64| m * canary_total / (m * canary_total + stable_total);
-                let (t0, t1) = (share(cfg.margin), share(effect));
-                step =
-                    canary_errors * (t1 / t0).ln() + stable_errors * ((1.0 - t1) / (1.0 - t0)).ln();
-            }
-        }
-        previous = Some(now);
-        if late {
-            let minute = Millis::try_from(at * 1000).unwrap_or(Millis::MAX) / BLOCK_MS;
-            if block.is_none_or(|b| minute > b) {
-                block = Some(minute);
-                llr = f64::max(llr, 0.0);
-            }
-            llr += step;
-            return at > warmup_secs && llr >= cusum_threshold;
-        }
-        if at < warmup_secs {
-            warmup_llr += step;
-            warmup_llr >= warmup_threshold
-        } else if at == warmup_secs {
-            // backout starts counting at this poll; the interval before it is warm-up's.
-            false
-        } else {
-            llr += step;
-            llr >= (1.0 / cfg.alpha).ln()
-        }
     })
 }
 
@@ -443,6 +390,12 @@ mod tests {
             ceiling <= backout,
             "ceiling {ceiling} s, backout {backout} s"
         );
+        // Told only that the step is one of four, the mixture needs more events than the SPRT.
+        let set = median(&Judge::ceiling_told_the_set(), step);
+        assert!(
+            ceiling <= set,
+            "told the effect {ceiling} s, the set {set} s"
+        );
         assert!(
             ceiling >= DEFAULT_WARMUP_SECS,
             "counts before warm-up: {ceiling}"
@@ -452,6 +405,7 @@ mod tests {
             let mut healthy = generate(&scenario(20.0, Effect::Nothing, true), seed);
             healthy.error_step = Some(5.0);
             assert_eq!(Judge::ceiling_default().first_rollback(&healthy), None);
+            assert_eq!(Judge::ceiling_told_the_set().first_rollback(&healthy), None);
         }
     }
 

@@ -2,6 +2,7 @@
 //! of backout and its peers applied to the same series. Pure; the harness binary prints tables.
 
 pub mod bench;
+pub mod ceiling;
 pub mod draw;
 pub mod judges;
 pub mod policies;

@@ -237,6 +237,16 @@ pub fn catalogue() -> Vec<Scenario> {
             Fixed(20.0),
             LatencyDrift { to: 4.0 },
         ),
+        // The shared incidents' control: the same service (20 rps, 0.5% errors) for the same
+        // hour, without the incident. A policy's rollbacks here are its own false alarms on
+        // that service, so the shared scenarios' rollbacks beyond them are the incident's.
+        // Last, so that every other scenario keeps its seeds (`bench::seed`).
+        Scenario::new(
+            "shared incidents' control: no incident",
+            true,
+            Fixed(20.0),
+            Nothing,
+        ),
     ]
 }
 
