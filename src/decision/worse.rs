@@ -12,14 +12,15 @@ use statrs::function::beta::checked_beta_reg;
 /// What shows the canary worse than the stable in `Check::counts_test` (`decision::shared`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Evidence {
-    /// The counts' one-sided p-value at this poll, at most [`SHARED_ALPHA`](super::shared::SHARED_ALPHA): counts over a
-    /// sliding window, each poll a fresh test (module docs).
+    /// The counts' one-sided p-value at this poll, at most
+    /// [`SHARED_ALPHA`](super::shared::SHARED_ALPHA): counts over a sliding window, each poll a
+    /// fresh test (module docs).
     PerPoll,
-    /// The one-sided mixture e-value of the counts, at least `1 / SHARED_ALPHA` (`decision::shared`): counts that
-    /// accumulate over the canary's life, so polled at every poll the chance that a canary
-    /// no worse than the margin ever reads worse stays at most `SHARED_ALPHA` (Ville's
-    /// inequality, `stats::mixture`), where a fresh 0.05 test at each of a day's polls would
-    /// find it "worse" sooner or later.
+    /// The one-sided mixture e-value of the counts, at least `1 / SHARED_ALPHA`: counts that
+    /// accumulate over the canary's life, so polled at every poll the chance that a canary no
+    /// worse than the margin ever reads worse stays at most `SHARED_ALPHA` (Ville's inequality,
+    /// `stats::mixture`), where a fresh 0.05 test at each of a day's polls would find it
+    /// "worse" sooner or later.
     Anytime,
 }
 
