@@ -8,13 +8,25 @@
 //! pays when it favours none of them.
 
 use super::promql::{instant, sum};
-use super::scenario::{Counter, Run, DAY_SECS};
+use super::scenario::{catalogue, Counter, Effect, Run, DAY_SECS};
 use crate::sample::{Millis, Track};
 use crate::stats::detector::BLOCK_MS;
 use crate::stats::sequential::SequentialConfig;
 
-/// The error steps of the benchmark's scenarios (`scenario::catalogue`).
-pub const ERROR_STEPS: [f64; 4] = [1.5, 2.0, 5.0, 20.0];
+/// The error steps of the benchmark's scenarios (`scenario::catalogue`), each once, smallest
+/// first.
+pub fn error_steps() -> Vec<f64> {
+    let mut steps: Vec<f64> = catalogue()
+        .iter()
+        .filter_map(|s| match s.effect {
+            Effect::ErrorStep(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    steps.sort_by(f64::total_cmp);
+    steps.dedup();
+    steps
+}
 
 /// What a ceiling judge is told about the canary's error step.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,13 +105,8 @@ pub fn ceiling(
             count(Track::Stable, Counter::Errors, at),
             count(Track::Stable, Counter::Requests, at),
         ];
-        let d = previous.map(|before| {
-            let mut d = [0.0; 4];
-            for (k, x) in d.iter_mut().enumerate() {
-                *x = (now[k] - before[k]).max(0.0);
-            }
-            d
-        });
+        let d: Option<Increment> =
+            previous.map(|before| std::array::from_fn(|k| (now[k] - before[k]).max(0.0)));
         let steps: Vec<f64> = effects
             .iter()
             .map(|e| d.map_or(0.0, |d| log_ratio(&d, *e, cfg.margin)))
@@ -131,6 +138,11 @@ pub fn ceiling(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_set_is_the_benchmarks_error_steps() {
+        assert_eq!(error_steps(), [1.5, 2.0, 5.0, 20.0]);
+    }
 
     #[test]
     fn the_mixtures_log_ratio_is_the_log_of_the_mean_ratio() {

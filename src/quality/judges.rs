@@ -3,7 +3,7 @@
 //! Each judge polls on its own schedule and returns when it would have rolled back (seconds
 //! after the canary started), or `None` if it never did within the run.
 
-use super::ceiling::{ceiling, Told, ERROR_STEPS};
+use super::ceiling::{ceiling, error_steps, Told};
 use super::policies::{self, window_ratio};
 use super::promql::{instant, sum};
 use super::scenario::{Counter, Effect, Run, Scenario, RUN_SECS};
@@ -112,7 +112,7 @@ impl Judge {
             poll_secs: DEFAULT_POLL_SECS,
             warmup_secs: DEFAULT_WARMUP_SECS,
             warmup_alpha: None,
-            told: Told::Set(ERROR_STEPS.to_vec()),
+            told: Told::Set(error_steps()),
         }
     }
 
@@ -148,8 +148,13 @@ impl Judge {
             Judge::Ceiling { .. } if *self == Judge::ceiling_default() => {
                 "ceiling: SPRT told the effect"
             }
-            Judge::Ceiling { .. } if *self == Judge::ceiling_told_the_set() => {
-                "ceiling told x1.5, x2, x5 or x20, not which"
+            Judge::Ceiling {
+                told: Told::Set(steps),
+                ..
+            } if *self == Judge::ceiling_told_the_set() => {
+                let steps: Vec<String> = steps.iter().map(|f| format!("x{f}")).collect();
+                let (last, rest) = steps.split_last().map_or(("", &[][..]), |(l, r)| (l, r));
+                return format!("ceiling told {} or {last}, not which", rest.join(", "));
             }
             Judge::Ceiling { .. } => "ceiling (variant)",
         };
