@@ -203,25 +203,21 @@ impl Check<'_> {
     /// A canary burn-rate breach its own counts over the span do not show (`Burn::shown`, at
     /// `SHARED_ALPHA`): inconclusive, the reading saying why; otherwise unchanged. Without
     /// counts (no traffic data) the breach stands, as before.
-    fn burn_shown(&self, mut outcome: Outcome, burn: &Burn) -> Outcome {
+    fn burn_shown(&self, outcome: Outcome, burn: &Burn) -> Outcome {
         let shown = self
             .canary_requests_over_window()
             .and_then(|n| burn.shown(n));
         let Some(shown) = shown.filter(|s| s.p_value > SHARED_ALPHA) else {
             return outcome;
         };
-        if let Reading::Test { explanation, .. } = &mut outcome.reading {
-            explanation.push_str(&format!(
-                "; not shown on the canary's counts: ~{:.0} errors in {:.0} requests \
+        inconclusive(
+            outcome,
+            &format!(
+                "not shown on the canary's counts: ~{:.0} errors in {:.0} requests \
                  (p = {:.2} at the rule's factor)",
                 shown.errors, shown.requests, shown.p_value
-            ));
-        }
-        Outcome {
-            breach: Breach::Inconclusive,
-            threshold: None,
-            ..outcome
-        }
+            ),
+        )
     }
 
     /// The stable's ratio to compare a burning canary with (`decision::shared_burn`).
@@ -243,13 +239,21 @@ impl Check<'_> {
 /// service burns its budget on both tracks). The mixture e-value over the canary's counts keeps
 /// that chance at 0.05 whenever it is polled, and a canary that is worse keeps adding to it.
 fn not_yet_shown(outcome: Outcome, p_value: f64, e_value: f64) -> Outcome {
-    let mut outcome = outcome;
-    if let Reading::Test { explanation, .. } = &mut outcome.reading {
-        explanation.push_str(&format!(
-            "; both tracks burn and the canary reads worse at this poll (p = {p_value:.3}) but \
+    inconclusive(
+        outcome,
+        &format!(
+            "both tracks burn and the canary reads worse at this poll (p = {p_value:.3}) but \
              its counts have not shown it yet (e-value {e_value:.1} of the {:.0} that would)",
             1.0 / SHARED_ALPHA
-        ));
+        ),
+    )
+}
+
+/// A burn-rate breach made inconclusive, `why` appended to its test's explanation.
+fn inconclusive(mut outcome: Outcome, why: &str) -> Outcome {
+    if let Reading::Test { explanation, .. } = &mut outcome.reading {
+        explanation.push_str("; ");
+        explanation.push_str(why);
     }
     Outcome {
         breach: Breach::Inconclusive,

@@ -7,6 +7,7 @@
 //! (`decision::elevation`) and the burn path (`decision::shared_burn`) use it too.
 
 use crate::stats::mixture::{self, Side};
+use crate::stats::sequential::DEFAULT_CONCENTRATIONS;
 use statrs::function::beta::checked_beta_reg;
 
 /// What shows the canary worse than the stable in `Check::counts_test` (`decision::shared`).
@@ -31,14 +32,11 @@ pub fn worse_e_value(x: f64, y: f64, c: f64, s: f64, margin: f64) -> f64 {
     let theta0 = margin * c / (margin * c + s);
     let ok = x.is_finite() && y.is_finite() && x > 0.0 && y >= 0.0;
     match ok {
-        true => mixture::log_bayes_factor(x, x + y, theta0, &CONCENTRATIONS, Side::Above)
+        true => mixture::log_bayes_factor(x, x + y, theta0, &DEFAULT_CONCENTRATIONS, Side::Above)
             .map_or(0.0, f64::exp),
         false => 0.0,
     }
 }
-
-/// The mixture's prior concentrations (the sequential test's defaults).
-const CONCENTRATIONS: [f64; 4] = [1.0, 10.0, 100.0, 1000.0];
 
 /// One-sided p-value of "the canary's event rate is at most `margin` times the stable's":
 /// `P(X >= x)` for `X ~ Binomial(x + y, theta0)`, `theta0 = m c / (m c + s)`, through the

@@ -11,6 +11,7 @@ use super::promql::{instant, sum};
 use super::scenario::{catalogue, Counter, Effect, Run, DAY_SECS};
 use crate::sample::{Millis, Track};
 use crate::stats::detector::BLOCK_MS;
+use crate::stats::mixture::log_mean_exp;
 use crate::stats::sequential::SequentialConfig;
 
 /// The error steps of the benchmark's scenarios (`scenario::catalogue`), each once, smallest
@@ -51,15 +52,6 @@ fn log_ratio(d: &Increment, effect: f64, margin: f64) -> f64 {
     let share = |m: f64| m * canary_total / (m * canary_total + stable_total);
     let (t0, t1) = (share(margin), share(effect));
     canary_errors * (t1 / t0).ln() + stable_errors * ((1.0 - t1) / (1.0 - t0)).ln()
-}
-
-/// The log of the mean of `exp(l)`: the mixture's log likelihood ratio.
-fn log_mean_exp(l: &[f64]) -> f64 {
-    let max = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !max.is_finite() {
-        return max;
-    }
-    max + (l.iter().map(|x| (x - max).exp()).sum::<f64>() / l.len() as f64).ln()
 }
 
 /// The SPRT (or the mixture of SPRTs, [`Told::Set`]) of "errors multiplied by the step"

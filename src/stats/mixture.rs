@@ -144,7 +144,8 @@ fn log_lower_tail(a: f64, b: f64, t: f64) -> Result<f64, StatsError> {
         .map_err(|e| StatsError::Numeric(format!("beta_reg({a}, {b}, {t}): {e}")))
 }
 
-fn log_mean_exp(terms: &[f64]) -> f64 {
+/// `ln(mean(exp(t)))` without overflow: the log of a mixture's average likelihood ratio.
+pub fn log_mean_exp(terms: &[f64]) -> f64 {
     let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if max == f64::NEG_INFINITY || terms.is_empty() {
         return f64::NEG_INFINITY;

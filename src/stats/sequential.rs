@@ -44,6 +44,10 @@ pub struct Counts {
     pub stable: ArmCounts,
 }
 
+/// The mixture's default Beta prior concentrations: small ones catch large effects fast,
+/// large ones small effects.
+pub const DEFAULT_CONCENTRATIONS: [f64; 4] = [1.0, 10.0, 100.0, 1000.0];
+
 /// Tuning of the sequential test. Defaults come from the decision-quality benchmark
 /// (docs/decision-quality.md); change them only with that benchmark at hand.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +80,7 @@ impl Default for SequentialConfig {
         Self {
             alpha: 0.01,
             margin: 1.2,
-            concentrations: vec![1.0, 10.0, 100.0, 1000.0],
+            concentrations: DEFAULT_CONCENTRATIONS.to_vec(),
             min_exposure: 1000.0,
             pass_ratio: 1.5,
             negligible_rate: 0.001,
