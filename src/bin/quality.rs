@@ -48,6 +48,18 @@ struct Args {
     /// Runs are numbered as in the table only for the same `--only`.
     #[arg(long)]
     trace: bool,
+    /// Instead of the table: the price of not knowing the effect on the expected path of this
+    /// error-step scenario (`quality::frontier`), for backout, the ceilings and the minimax
+    /// mixtures; the errors each needs as a multiple of the ceiling's.
+    #[arg(long, num_args = 0..=1, default_missing_value = "errors x5, 20 rps")]
+    frontier: Option<String>,
+    /// With `--frontier`: the budget, in multiples of the ceiling's median (the issue's 1.2).
+    #[arg(long, default_value_t = 1.2)]
+    budget: f64,
+    /// With `--frontier`: price backout's Beta mixture with these concentrations instead of
+    /// the defaults (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    concentrations: Option<Vec<f64>>,
     /// Where the example policies are (judged next to the built-in rules).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples"))]
     examples: std::path::PathBuf,
@@ -58,6 +70,17 @@ fn main() -> ExitCode {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    if let Some(name) = &args.frontier {
+        let default = SequentialConfig::default();
+        let cfg = SequentialConfig {
+            concentrations: args
+                .concentrations
+                .clone()
+                .unwrap_or(default.concentrations),
+            ..SequentialConfig::default()
+        };
+        return frontier(name, &cfg, args.budget);
+    }
     let scenarios: Vec<_> = catalogue()
         .into_iter()
         .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
@@ -132,4 +155,29 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     ExitCode::SUCCESS
+}
+
+fn frontier(name: &str, cfg: &SequentialConfig, budget: f64) -> ExitCode {
+    let priced = catalogue().into_iter().find_map(|s| {
+        (s.name == name).then(|| {
+            backout::quality::frontier::for_scenario(&s, cfg, DEFAULT_WARMUP_SECS, budget)
+        })?
+    });
+    match priced {
+        Some(Ok(table)) => {
+            print!("{table}");
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        None => {
+            eprintln!(
+                "error: --frontier needs the name of an error step from the start at fixed \
+                 traffic, e.g. \"errors x5, 20 rps\"; got {name:?}"
+            );
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,14 +1,19 @@
 //! The ceiling judges: what no valid sequential test on these data can beat, because they are
 //! told what a real rule cannot know.
 //!
-//! Why two: the SPRT told the run's true error multiplier needs the fewest events of any test
+//! Why three: the SPRT told the run's true error multiplier needs the fewest events of any test
 //! with the same error bound (Wald), so its row bounds every rule. A rule that must catch a x1.5
 //! step and a x20 one pays for not knowing which it faces; the mixture of SPRTs told the
-//! benchmark's four steps, equally likely, but not which one, measures the least such a rule
-//! pays when it favours none of them.
+//! benchmark's four steps, equally likely, but not which one, measures what such a rule pays
+//! when it favours none of them; and the minimax mixture over their range, at the alpha
+//! backout's test has beside the change detector, the least any rule that covers the range and
+//! keeps the late-onset guarantee can pay at its worst (`quality::frontier`).
 
+use super::frontier::{minimax, range_grid, Geometry};
+use super::judges::{Judge, DEFAULT_POLL_SECS, DEFAULT_WARMUP_SECS};
 use super::promql::{instant, sum};
-use super::scenario::{catalogue, Counter, Effect, Run, DAY_SECS};
+use super::scenario::{catalogue, Counter, Effect, Run, CANARY_SHARE, DAY_SECS};
+use crate::decision::main_alpha;
 use crate::sample::{Millis, Track};
 use crate::stats::detector::BLOCK_MS;
 use crate::stats::mixture::log_mean_exp;
@@ -37,6 +42,57 @@ pub enum Told {
     /// Only that it is one of these multipliers, equally likely: the test is the mean of their
     /// SPRTs' likelihood ratios (a mixture, valid at the same alpha by Ville's inequality).
     Set(Vec<f64>),
+    /// Only the range of the multipliers: the mixture of SPRTs over `(effect, weight)` points
+    /// that `quality::frontier::minimax` finds least costly at its worst over the range.
+    Range {
+        lo: f64,
+        hi: f64,
+        points: Vec<(f64, f64)>,
+    },
+}
+
+impl Told {
+    /// Told only the range of `steps`: the minimax mixture over effects 10% apart from the least
+    /// to the largest, for the benchmark's traffic split, `margin` and `alpha`.
+    pub fn range(steps: &[f64], margin: f64, alpha: f64) -> Told {
+        let lo = steps.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = steps.iter().copied().fold(0.0, f64::max);
+        let g = Geometry {
+            share: CANARY_SHARE,
+            margin,
+            alpha,
+        };
+        let grid = range_grid(lo, hi);
+        // Points never fail to price; were they to, the uniform grid is still a valid mixture.
+        let points = minimax(&g, &grid, &vec![1.0; grid.len()], 150)
+            .map(|m| m.points)
+            .unwrap_or_else(|_| grid.iter().map(|e| (*e, 1.0)).collect());
+        Told::Range { lo, hi, points }
+    }
+
+    /// The effects above `margin` the test mixes, with their log weights (summing to 1).
+    fn mixture(&self, effect: f64, margin: f64) -> Vec<(f64, f64)> {
+        let points: Vec<(f64, f64)> = match self {
+            Told::Effect => vec![(effect, 1.0)],
+            Told::Set(set) => set.iter().map(|e| (*e, 1.0)).collect(),
+            Told::Range { points, .. } => points.clone(),
+        };
+        let points: Vec<(f64, f64)> = points
+            .into_iter()
+            .filter(|(e, w)| *e > margin && *w > 0.0)
+            .collect();
+        let total: f64 = points.iter().map(|p| p.1).sum();
+        points
+            .into_iter()
+            .map(|(e, w)| (e, (w / total).ln()))
+            .collect()
+    }
+}
+
+/// `ln(sum(exp(log_weight + llr)))`: the log of a weighted mixture's likelihood ratio.
+fn log_mixture(llr: &[f64], log_weights: &[f64]) -> f64 {
+    let terms: Vec<f64> = llr.iter().zip(log_weights).map(|(l, w)| l + w).collect();
+    log_mean_exp(&terms) + (terms.len() as f64).ln()
 }
 
 /// One poll's new events: canary errors and requests, stable errors and requests.
@@ -73,10 +129,8 @@ pub fn ceiling(
         _ => f64::INFINITY,
     };
     let effect = run.error_step.filter(|f| *f > cfg.margin)?;
-    let effects: Vec<f64> = match told {
-        Told::Effect => vec![effect],
-        Told::Set(set) => set.iter().copied().filter(|f| *f > cfg.margin).collect(),
-    };
+    let (effects, log_weights): (Vec<f64>, Vec<f64>) =
+        told.mixture(effect, cfg.margin).into_iter().unzip();
     let count = |track, c, at| sum(run.series(track, c).map(|s| instant(s, at))).unwrap_or(0.0);
     let every = poll_secs.max(1);
     let mut previous: Option<Increment> = None;
@@ -112,19 +166,68 @@ pub fn ceiling(
                 llr.iter_mut().for_each(|l| *l = f64::max(*l, 0.0));
             }
             add(&mut llr);
-            return at > warmup_secs && log_mean_exp(&llr) >= cusum_threshold;
+            return at > warmup_secs && log_mixture(&llr, &log_weights) >= cusum_threshold;
         }
         if at < warmup_secs {
             add(&mut warmup_llr);
-            log_mean_exp(&warmup_llr) >= warmup_threshold
+            log_mixture(&warmup_llr, &log_weights) >= warmup_threshold
         } else if at == warmup_secs {
             // backout starts counting at this poll; the interval before it is warm-up's.
             false
         } else {
             add(&mut llr);
-            log_mean_exp(&llr) >= (1.0 / cfg.alpha).ln()
+            log_mixture(&llr, &log_weights) >= (1.0 / cfg.alpha).ln()
         }
     })
+}
+
+/// The ceiling judges' rows: told the effect, the set, or the range.
+impl Judge {
+    pub fn ceiling_default() -> Self {
+        Judge::Ceiling {
+            config: SequentialConfig::default(),
+            poll_secs: DEFAULT_POLL_SECS,
+            warmup_secs: DEFAULT_WARMUP_SECS,
+            warmup_alpha: None,
+            told: Told::Effect,
+        }
+    }
+
+    /// The ceiling told only that the step is one of the benchmark's error steps above the
+    /// margin, not which ([`Told::Set`]).
+    pub fn ceiling_told_the_set() -> Self {
+        Judge::Ceiling {
+            config: SequentialConfig::default(),
+            poll_secs: DEFAULT_POLL_SECS,
+            warmup_secs: DEFAULT_WARMUP_SECS,
+            warmup_alpha: None,
+            told: Told::Set(error_steps()),
+        }
+    }
+
+    /// The ceiling told only the range of the benchmark's error steps, not which: the minimax
+    /// mixture over it (`quality::frontier`), at the alpha backout's test from warm-up has (the
+    /// change detector takes the rest) and backout's warm-up alpha. What no test that keeps the
+    /// late-onset guarantee and favours no effect of the range can beat by much.
+    pub fn ceiling_told_the_range() -> Self {
+        let default = SequentialConfig::default();
+        let config = SequentialConfig {
+            alpha: main_alpha(default.alpha, Some(1)),
+            ..default.clone()
+        };
+        // The minimax takes a few hundred milliseconds; the judges are built more than once.
+        static TOLD: std::sync::OnceLock<Told> = std::sync::OnceLock::new();
+        let told = TOLD
+            .get_or_init(|| Told::range(&error_steps(), config.margin, config.alpha))
+            .clone();
+        Judge::Ceiling {
+            config,
+            poll_secs: DEFAULT_POLL_SECS,
+            warmup_secs: DEFAULT_WARMUP_SECS,
+            warmup_alpha: Some(default.alpha / 1000.0),
+            told,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +248,29 @@ mod tests {
         // Far apart, no overflow: ~ the larger minus ln 2.
         let l = log_mean_exp(&[0.0, 1000.0]);
         assert!((l - (1000.0 - 2.0_f64.ln())).abs() < 1e-9, "{l}");
+    }
+
+    #[test]
+    fn a_weighted_mixtures_log_ratio_is_the_log_of_the_weighted_mean_ratio() {
+        // Likelihood ratios 1 and 3 weighted 1/4 and 3/4: 0.25 + 2.25 = 2.5.
+        let l = log_mixture(&[0.0, 3.0_f64.ln()], &[0.25_f64.ln(), 0.75_f64.ln()]);
+        assert!((l - 2.5_f64.ln()).abs() < 1e-12, "{l}");
+    }
+
+    #[test]
+    fn told_the_range_mixes_only_effects_of_the_range_above_the_margin() {
+        let Told::Range { lo, hi, points } = Told::range(&error_steps(), 1.2, 0.0075) else {
+            panic!("a range");
+        };
+        assert_eq!((lo, hi), (1.5, 20.0));
+        assert!(points
+            .iter()
+            .all(|(e, w)| (1.5..=20.0001).contains(e) && *w >= 0.0));
+        // The set's effects are told apart from the range's: x1.5 is in both, x1.3 in neither.
+        let mix = Told::Range { lo, hi, points }.mixture(1.3, 1.2);
+        let total: f64 = mix.iter().map(|(_, w)| w.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        assert!(mix.iter().all(|(e, _)| *e >= 1.5));
     }
 
     #[test]

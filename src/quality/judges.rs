@@ -3,7 +3,7 @@
 //! Each judge polls on its own schedule and returns when it would have rolled back (seconds
 //! after the canary started), or `None` if it never did within the run.
 
-use super::ceiling::{ceiling, error_steps, Told};
+use super::ceiling::{ceiling, Told};
 use super::policies::{self, window_ratio};
 use super::promql::{instant, sum};
 use super::scenario::{Counter, Effect, Run, Scenario, RUN_SECS};
@@ -45,7 +45,8 @@ pub enum Judge {
     Kayenta,
     /// Not a rule anyone can run (`quality::ceiling`): Wald's SPRT told the true error
     /// multiplier ([`Told::Effect`]), or the mixture of SPRTs told the benchmark's steps but
-    /// not which ([`Told::Set`]), on backout's own error counts (same poll, warm-up, alpha and
+    /// not which ([`Told::Set`]) or only their range ([`Told::Range`]), on backout's own error
+    /// counts (same poll, warm-up, alpha and
     /// margin). For a simple alternative the SPRT needs the fewest events of any test with the
     /// same error bound, so its row is the ceiling for every valid sequential test on these
     /// data. It runs only on error steps above the margin, where there is an effect to be told.
@@ -76,6 +77,7 @@ impl Judge {
             Judge::Kayenta,
             Judge::ceiling_default(),
             Judge::ceiling_told_the_set(),
+            Judge::ceiling_told_the_range(),
         ]
     }
 
@@ -94,28 +96,6 @@ impl Judge {
         all
     }
 
-    pub fn ceiling_default() -> Self {
-        Judge::Ceiling {
-            config: SequentialConfig::default(),
-            poll_secs: DEFAULT_POLL_SECS,
-            warmup_secs: DEFAULT_WARMUP_SECS,
-            warmup_alpha: None,
-            told: Told::Effect,
-        }
-    }
-
-    /// The ceiling told only that the step is one of the benchmark's error steps above the
-    /// margin, not which ([`Told::Set`]).
-    pub fn ceiling_told_the_set() -> Self {
-        Judge::Ceiling {
-            config: SequentialConfig::default(),
-            poll_secs: DEFAULT_POLL_SECS,
-            warmup_secs: DEFAULT_WARMUP_SECS,
-            warmup_alpha: None,
-            told: Told::Set(error_steps()),
-        }
-    }
-
     /// Whether this judge has a row for the scenario: the ceiling needs a known effect; Kayenta
     /// re-ranks every minute since the start at each judgement (quadratic in the run's length)
     /// and the example policies re-read hours-long windows, so neither runs on runs longer than
@@ -124,7 +104,7 @@ impl Judge {
         match self {
             Judge::Ceiling { config, told, .. } => {
                 // The mixture of CUSUMs is not built: the set's row is for onsets at the start.
-                let late = matches!(told, Told::Set(_)) && s.onset_secs > 0;
+                let late = !matches!(told, Told::Effect) && s.onset_secs > 0;
                 !s.missing_data
                     && !late
                     && matches!(s.effect, Effect::ErrorStep(f) if f > config.margin)
@@ -155,6 +135,16 @@ impl Judge {
                 let steps: Vec<String> = steps.iter().map(|f| format!("x{f}")).collect();
                 let (last, rest) = steps.split_last().map_or(("", &[][..]), |(l, r)| (l, r));
                 return format!("ceiling told {} or {last}, not which", rest.join(", "));
+            }
+            Judge::Ceiling {
+                config,
+                told: Told::Range { lo, hi, .. },
+                ..
+            } => {
+                return format!(
+                    "ceiling told x{lo}..x{hi}, not the effect (minimax, alpha {})",
+                    config.alpha
+                )
             }
             Judge::Ceiling { .. } => "ceiling (variant)",
         };

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod ceiling;
 pub mod draw;
+pub mod frontier;
 pub mod judges;
 pub mod policies;
 pub mod promql;
