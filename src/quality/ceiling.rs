@@ -16,7 +16,7 @@ use super::scenario::{catalogue, Counter, Effect, Run, CANARY_SHARE, DAY_SECS};
 use crate::decision::main_alpha;
 use crate::sample::{Millis, Track};
 use crate::stats::detector::BLOCK_MS;
-use crate::stats::mixture::log_mean_exp;
+use crate::stats::mixture::log_weighted_mean_exp;
 use crate::stats::sequential::SequentialConfig;
 
 /// The error steps of the benchmark's scenarios (`scenario::catalogue`), each once, smallest
@@ -87,12 +87,6 @@ impl Told {
             .map(|(e, w)| (e, (w / total).ln()))
             .collect()
     }
-}
-
-/// `ln(sum(exp(log_weight + llr)))`: the log of a weighted mixture's likelihood ratio.
-fn log_mixture(llr: &[f64], log_weights: &[f64]) -> f64 {
-    let terms: Vec<f64> = llr.iter().zip(log_weights).map(|(l, w)| l + w).collect();
-    log_mean_exp(&terms) + (terms.len() as f64).ln()
 }
 
 /// One poll's new events: canary errors and requests, stable errors and requests.
@@ -166,17 +160,18 @@ pub fn ceiling(
                 llr.iter_mut().for_each(|l| *l = f64::max(*l, 0.0));
             }
             add(&mut llr);
-            return at > warmup_secs && log_mixture(&llr, &log_weights) >= cusum_threshold;
+            return at > warmup_secs
+                && log_weighted_mean_exp(&log_weights, &llr) >= cusum_threshold;
         }
         if at < warmup_secs {
             add(&mut warmup_llr);
-            log_mixture(&warmup_llr, &log_weights) >= warmup_threshold
+            log_weighted_mean_exp(&log_weights, &warmup_llr) >= warmup_threshold
         } else if at == warmup_secs {
             // backout starts counting at this poll; the interval before it is warm-up's.
             false
         } else {
             add(&mut llr);
-            log_mixture(&llr, &log_weights) >= (1.0 / cfg.alpha).ln()
+            log_weighted_mean_exp(&log_weights, &llr) >= (1.0 / cfg.alpha).ln()
         }
     })
 }
@@ -233,6 +228,7 @@ impl Judge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::mixture::log_mean_exp;
 
     #[test]
     fn the_set_is_the_benchmarks_error_steps() {
@@ -248,13 +244,6 @@ mod tests {
         // Far apart, no overflow: ~ the larger minus ln 2.
         let l = log_mean_exp(&[0.0, 1000.0]);
         assert!((l - (1000.0 - 2.0_f64.ln())).abs() < 1e-9, "{l}");
-    }
-
-    #[test]
-    fn a_weighted_mixtures_log_ratio_is_the_log_of_the_weighted_mean_ratio() {
-        // Likelihood ratios 1 and 3 weighted 1/4 and 3/4: 0.25 + 2.25 = 2.5.
-        let l = log_mixture(&[0.0, 3.0_f64.ln()], &[0.25_f64.ln(), 0.75_f64.ln()]);
-        assert!((l - 2.5_f64.ln()).abs() < 1e-12, "{l}");
     }
 
     #[test]

@@ -154,12 +154,26 @@ pub fn log_mean_exp(terms: &[f64]) -> f64 {
     max + sum.ln() - (terms.len() as f64).ln()
 }
 
+/// `ln(sum(exp(log_weight + term)))`: the log of a weighted mixture's likelihood ratio, from
+/// the log weights (summing to 1) and each component's log likelihood ratio.
+pub fn log_weighted_mean_exp(log_weights: &[f64], terms: &[f64]) -> f64 {
+    let shifted: Vec<f64> = terms.iter().zip(log_weights).map(|(t, w)| t + w).collect();
+    log_mean_exp(&shifted) + (shifted.len() as f64).ln()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn bf(x: f64, n: f64, theta0: f64, ks: &[f64], side: Side) -> f64 {
         log_bayes_factor(x, n, theta0, ks, side).unwrap().exp()
+    }
+
+    #[test]
+    fn a_weighted_mixtures_log_ratio_is_the_log_of_the_weighted_mean_ratio() {
+        // Likelihood ratios 1 and 3 weighted 1/4 and 3/4: 0.25 + 2.25 = 2.5.
+        let l = log_weighted_mean_exp(&[0.25_f64.ln(), 0.75_f64.ln()], &[0.0, 3.0_f64.ln()]);
+        assert!((l - 2.5_f64.ln()).abs() < 1e-12, "{l}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod report;
 
 pub use report::{for_scenario, report};
 
-use crate::stats::mixture::{log_bayes_factor, Side};
+use crate::stats::mixture::{log_bayes_factor, log_weighted_mean_exp, Side};
 use crate::stats::StatsError;
 
 /// Where the test looks: the canary's share of traffic, the margin the null allows and alpha.
@@ -67,20 +67,6 @@ fn drift(g: &Geometry, effect: f64, alt: f64) -> f64 {
     kl(t, t0) - kl(t, g.theta(alt))
 }
 
-/// `ln(sum(w * exp(a)))` of weighted terms without overflow.
-fn log_sum_weighted(terms: impl Iterator<Item = (f64, f64)>) -> f64 {
-    let terms: Vec<(f64, f64)> = terms.filter(|(w, _)| *w > 0.0).collect();
-    let max = terms.iter().map(|t| t.1).fold(f64::NEG_INFINITY, f64::max);
-    if max == f64::NEG_INFINITY {
-        return max;
-    }
-    max + terms
-        .iter()
-        .map(|(w, a)| w * (a - max).exp())
-        .sum::<f64>()
-        .ln()
-}
-
 impl Prior {
     /// The mixture's log evidence after `n` errors on the expected path of `effect`.
     pub fn log_evidence(&self, g: &Geometry, effect: f64, n: f64) -> Result<f64, StatsError> {
@@ -90,10 +76,12 @@ impl Prior {
                 if total <= 0.0 {
                     return Err(StatsError::NoConcentration);
                 }
-                let terms = points
+                let (log_weights, terms): (Vec<f64>, Vec<f64>) = points
                     .iter()
-                    .map(|(alt, w)| (w / total, n * drift(g, effect, *alt)));
-                Ok(log_sum_weighted(terms))
+                    .filter(|(_, w)| *w > 0.0)
+                    .map(|(alt, w)| ((w / total).ln(), n * drift(g, effect, *alt)))
+                    .unzip();
+                Ok(log_weighted_mean_exp(&log_weights, &terms))
             }
             Prior::Beta(concentrations) => log_bayes_factor(
                 g.theta(effect) * n,
