@@ -77,7 +77,7 @@ fn main() -> ExitCode {
                 .concentrations
                 .clone()
                 .unwrap_or(default.concentrations),
-            ..SequentialConfig::default()
+            ..default
         };
         return frontier(name, &cfg, args.budget);
     }

@@ -9,7 +9,7 @@
 //! backout's test has beside the change detector, the least any rule that covers the range and
 //! keeps the late-onset guarantee can pay at its worst (`quality::frontier`).
 
-use super::frontier::{minimax, range_grid, Geometry};
+use super::frontier::{minimax_over, range_grid, Geometry};
 use super::judges::{Judge, DEFAULT_POLL_SECS, DEFAULT_WARMUP_SECS};
 use super::promql::{instant, sum};
 use super::scenario::{catalogue, Counter, Effect, Run, CANARY_SHARE, DAY_SECS};
@@ -62,11 +62,9 @@ impl Told {
             margin,
             alpha,
         };
-        let grid = range_grid(lo, hi);
         // Points never fail to price; were they to, the uniform grid is still a valid mixture.
-        let points = minimax(&g, &grid, &vec![1.0; grid.len()], 150)
-            .map(|m| m.points)
-            .unwrap_or_else(|_| grid.iter().map(|e| (*e, 1.0)).collect());
+        let points = minimax_over(&g, lo, hi)
+            .unwrap_or_else(|_| range_grid(lo, hi).iter().map(|e| (*e, 1.0)).collect());
         Told::Range { lo, hi, points }
     }
 

@@ -155,7 +155,7 @@ pub struct Minimax {
     /// The largest of `ratio / goal` over the grid.
     pub worst: f64,
     /// The smallest of `ratio / goal` over the grid: near `worst` when the prior equalises.
-    pub best: f64,
+    pub least: f64,
 }
 
 /// The point mixture over `grid` whose worst `ratio / goal` over the grid is least, where
@@ -184,7 +184,7 @@ pub fn minimax(
             best = Some(Minimax {
                 points,
                 worst,
-                best: least,
+                least,
             });
         }
         // A step that shrinks with the rounds settles the weights instead of cycling.
@@ -199,6 +199,16 @@ pub fn minimax(
     best.ok_or(StatsError::NoConcentration)
 }
 
+/// The plain minimax over `lo..hi` (effects 10% apart, every effect asked the same): the
+/// `(effect, weight)` points of the least worst-case mixture.
+pub fn minimax_over(g: &Geometry, lo: f64, hi: f64) -> Result<Vec<(f64, f64)>, StatsError> {
+    let grid = range_grid(lo, hi);
+    Ok(minimax(g, &grid, &vec![1.0; grid.len()], ROUNDS)?.points)
+}
+
+/// Rounds of multiplicative weights: the worst ratio has settled to 0.01 well before.
+const ROUNDS: usize = 150;
+
 /// The point mixture over `range` whose test needs at most `errors` at effect `at` and, within
 /// that, the fewest errors (relative to the told SPRT) at its worst other effect: the least a
 /// test pays elsewhere for favouring `at`. Bisection on what the others are asked for.
@@ -211,13 +221,14 @@ pub fn favouring(
     let mut grid = range_grid(range.0, range.1);
     grid.push(at);
     grid.sort_by(f64::total_cmp);
+    grid.dedup();
     let goal_at = errors / told_errors(g, at);
     let solve = |others: f64| -> Result<Minimax, StatsError> {
         let goal: Vec<f64> = grid
             .iter()
             .map(|e| if *e == at { goal_at } else { others })
             .collect();
-        minimax(g, &grid, &goal, 150)
+        minimax(g, &grid, &goal, ROUNDS)
     };
     let (mut below, mut above) = (1.0, MAX_RATIO);
     let mut found = solve(above)?;
@@ -315,7 +326,7 @@ mod tests {
             .map(|e| ratio(&uniform, &g, *e).unwrap().unwrap())
             .fold(0.0, f64::max);
         assert!(m.worst <= uniform_worst, "{} {uniform_worst}", m.worst);
-        assert!(m.worst - m.best < 0.05, "{} {}", m.worst, m.best);
+        assert!(m.worst - m.least < 0.05, "{} {}", m.worst, m.least);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The frontier as a table (`quality --frontier`, docs/decision-quality.md): for each effect, the
 //! errors each test needs on the expected path as a multiple of the ceiling's.
 
-use super::{favouring, minimax, range_grid, ratio, told_errors, Geometry, Prior};
+use super::{favouring, minimax_over, ratio, told_errors, Geometry, Prior};
 use crate::decision::main_alpha;
 use crate::quality::ceiling::error_steps;
 use crate::quality::scenario::{Effect, Scenario, Traffic, CANARY_SHARE};
@@ -39,12 +39,7 @@ pub fn report(
         alpha: main_alpha,
         ..*g
     };
-    let plain = |g: &Geometry, lo, hi| -> Result<Prior, StatsError> {
-        let grid = range_grid(lo, hi);
-        Ok(Prior::Points(
-            minimax(g, &grid, &vec![1.0; grid.len()], 150)?.points,
-        ))
-    };
+    let plain = |g: &Geometry, lo, hi| minimax_over(g, lo, hi).map(Prior::Points);
     let favoured = |range: (f64, f64)| -> Result<Column, StatsError> {
         let errors = goal_at.1 * told_errors(g, goal_at.0);
         Ok(Column {
